@@ -1,0 +1,366 @@
+"""Test-split metrics of a classifier, computed from its predicted probabilities.
+
+ACC and AUC follow the MedMNIST `Evaluator` (`medmnist/evaluator.py`, `getACC`
+and `getAUC`) exactly, so numbers can be placed beside the MedMNIST v2 paper:
+
+- binary-class: the last probability column is the positive class; a sample
+  is predicted positive when that probability is > 0.5; AUC is the ROC AUC of
+  that column.
+- multi-class and ordinal-regression: the predicted class is the argmax; AUC
+  is the unweighted mean of the one-vs-rest ROC AUCs of every column.
+- multi-label: every label is a separate binary decision (probability > 0.5);
+  ACC and AUC are the unweighted means over labels of each label's accuracy
+  and ROC AUC.
+
+Everything returned is plain Python (float, int, str, list, dict, None), so
+the result can be written with `json.dump` as is.
+"""
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+TASKS = ("binary-class", "multi-class", "ordinal-regression", "multi-label")
+ECE_BINS = 15
+
+# medmnist's INFO calls the multi-label task by this longer name.
+_TASK_ALIASES = {"multi-label, binary-class": "multi-label"}
+_THRESHOLD = 0.5
+# Same floor as Keras' cross-entropy on probabilities, so a confident miss
+# costs a large but finite loss.
+_EPSILON = 1e-7
+
+
+def classification_metrics(y_true, y_score, task, class_names=None, loss=None):
+    """Computes the test-split metrics of one model as a JSON-friendly dict.
+
+    Args:
+        y_true: Ground truth. Integer class indices of shape `(N,)` or `(N, 1)`
+            for binary-class, multi-class and ordinal-regression tasks; multi-hot
+            0/1 array of shape `(N, L)` for multi-label tasks.
+        y_score: Predicted probabilities, shape `(N, C)`: softmax outputs for
+            single-label tasks (binary-class also accepts `(N,)` or `(N, 1)`
+            probabilities of the positive class), sigmoid outputs `(N, L)` for
+            multi-label. Use `logits_to_scores` to get them from logits.
+        task: One of `"binary-class"`, `"multi-class"`, `"ordinal-regression"`
+            (scored as multi-class), `"multi-label"` (medmnist's
+            `"multi-label, binary-class"` is accepted too).
+        class_names: Optional names of the classes (labels for multi-label),
+            one per column of `y_score`. Defaults to `"0"`, `"1"`, ...
+        loss: Optional loss value (e.g. from `model.evaluate`) stored as `loss`.
+
+    Returns:
+        A dict with:
+        - `task`, `n` (number of samples), `n_classes`.
+        - `acc`, `auc`: the MedMNIST definitions (see the module docstring).
+          `auc` is None when a class (label) has no positive or no negative
+          sample in `y_true`, where ROC AUC is undefined (medmnist raises).
+        - `balanced_acc`: mean recall over the classes present in `y_true`
+          (same as `sklearn.metrics.balanced_accuracy_score`); for multi-label,
+          the mean over labels of (sensitivity + specificity) / 2.
+        - `per_class`: one dict per class (label) with `name`, `precision`,
+          `recall`, `f1`, `support` (true samples of the class; positives for
+          a label) and `auc` (one-vs-rest; None when undefined). Precision,
+          recall and F1 are 0.0 where their denominator is 0.
+        - `confusion_matrix`: single-label tasks, `C x C` counts with rows the
+          true class and columns the predicted class; multi-label, one 2 x 2
+          matrix `[[TN, FP], [FN, TP]]` per label.
+        - `ece`: expected calibration error with 15 equal-width bins on the
+          confidence, the probability given to the predicted class:
+          `sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|`, bins
+          `(k/15, (k+1)/15]` (Guo et al., 2017). For multi-label the N x L
+          binary decisions are pooled, the confidence of each being
+          `max(p, 1 - p)`.
+        - `cross_entropy`: mean negative log-likelihood of the true class
+          (binary cross-entropy averaged over labels for multi-label), with
+          probabilities floored at 1e-7. Unlike a distiller's training loss it
+          is comparable across teacher, student and distilled models.
+        - `loss`: only when `loss` is given.
+
+    Raises:
+        ValueError: On an unknown task, mismatched shapes, labels out of range,
+            or scores that are not probabilities.
+
+    Example:
+
+    ```python
+    y_score = logits_to_scores(model.predict(x_test), "binary-class")
+    metrics = classification_metrics(y_test, y_score, "binary-class",
+                                      class_names=["normal", "pneumonia"])
+    metrics["acc"], metrics["auc"]
+    ```
+    """
+    task = _check_task(task)
+    y_score = _check_scores(y_score, task)
+    y_true = _check_labels(y_true, y_score, task)
+    n_classes = y_score.shape[1]
+    names = _check_class_names(class_names, n_classes)
+    if task == "multi-label":
+        result = _multi_label_metrics(y_true, y_score, names)
+    else:
+        result = _single_label_metrics(y_true, y_score, task, names)
+    result = {"task": task, "n": int(y_true.shape[0]), "n_classes": n_classes, **result}
+    if loss is not None:
+        result["loss"] = float(loss)
+    return result
+
+
+def logits_to_scores(logits, task):
+    """Turns model logits into the probabilities `classification_metrics` expects.
+
+    Softmax over the last axis for single-label tasks, element-wise sigmoid for
+    multi-label; both computed in float64 without overflow for large logits.
+    For a binary-class model with a single logit column, that column is read
+    as the positive class's logit and two columns `[1 - p, p]` are returned.
+
+    Args:
+        logits: Array of shape `(N, C)`.
+        task: One of `TASKS`.
+
+    Returns:
+        float64 array of shape `(N, C)` (`(N, 2)` for a one-logit binary model).
+
+    Example:
+
+    ```python
+    logits_to_scores(np.array([[2.0, 0.0]]), "multi-class")
+    # array([[0.8808, 0.1192]])
+    ```
+    """
+    task = _check_task(task)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2:
+        raise ValueError(
+            f"`logits` must have shape (N, C), got {logits.shape}. Pass the model's "
+            "raw output on a batch, with one column per class (label)."
+        )
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("`logits` contains NaN or infinite values; check the model's output.")
+    if task == "multi-label":
+        return _sigmoid(logits)
+    if logits.shape[1] == 1:
+        if task != "binary-class":
+            raise ValueError(
+                f"`logits` has one column but task {task!r} needs one per class."
+            )
+        positive = _sigmoid(logits)
+        return np.concatenate([1.0 - positive, positive], axis=1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict_labels(y_score, task):
+    """Predicted classes (labels) with the same decision rule as `acc`.
+
+    Args:
+        y_score: Probabilities, as for `classification_metrics`.
+        task: One of `TASKS`.
+
+    Returns:
+        int64 array: class indices of shape `(N,)` for single-label tasks
+        (binary-class: last column > 0.5), 0/1 array `(N, L)` for multi-label.
+
+    Example:
+
+    ```python
+    predict_labels(np.array([[0.3, 0.7], [0.5, 0.5]]), "binary-class")
+    # array([1, 0])
+    ```
+    """
+    task = _check_task(task)
+    return _predict(_check_scores(y_score, task), task)
+
+
+def _predict(y_score, task):
+    if task == "multi-label":
+        return (y_score > _THRESHOLD).astype(np.int64)
+    if task == "binary-class":
+        return (y_score[:, -1] > _THRESHOLD).astype(np.int64)
+    return np.argmax(y_score, axis=1).astype(np.int64)
+
+
+def _single_label_metrics(y_true, y_score, task, names):
+    n_classes = y_score.shape[1]
+    y_pred = _predict(y_score, task)
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    true_positives = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _safe_divide(true_positives, predicted)
+    recall = _safe_divide(true_positives, support)
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    class_aucs = [_auc(y_true == k, y_score[:, k]) for k in range(n_classes)]
+    if task == "binary-class":
+        auc = class_aucs[-1]
+    else:
+        auc = None if None in class_aucs else float(np.mean(class_aucs))
+    confidence = y_score[np.arange(len(y_pred)), y_pred]
+    return {
+        "acc": float(np.mean(y_pred == y_true)),
+        "auc": auc,
+        "balanced_acc": float(np.mean(recall[support > 0])),
+        "per_class": _per_class(names, precision, recall, f1, support, class_aucs),
+        "confusion_matrix": cm.tolist(),
+        "ece": _ece(confidence, y_pred == y_true),
+        "cross_entropy": float(
+            -np.mean(np.log(np.clip(y_score[np.arange(len(y_true)), y_true], _EPSILON, 1.0)))
+        ),
+    }
+
+
+def _multi_label_metrics(y_true, y_score, names):
+    y_pred = _predict(y_score, "multi-label")
+    tp = np.sum((y_pred == 1) & (y_true == 1), axis=0)
+    fp = np.sum((y_pred == 1) & (y_true == 0), axis=0)
+    fn = np.sum((y_pred == 0) & (y_true == 1), axis=0)
+    tn = np.sum((y_pred == 0) & (y_true == 0), axis=0)
+    precision = _safe_divide(tp, tp + fp)
+    recall = _safe_divide(tp, tp + fn)
+    specificity = _safe_divide(tn, tn + fp)
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    label_aucs = [_auc(y_true[:, k] == 1, y_score[:, k]) for k in range(y_true.shape[1])]
+    probability = np.clip(y_score, _EPSILON, 1.0 - _EPSILON)
+    cross_entropy = -(y_true * np.log(probability) + (1 - y_true) * np.log(1.0 - probability))
+    return {
+        "acc": float(np.mean(y_pred == y_true)),
+        "auc": None if None in label_aucs else float(np.mean(label_aucs)),
+        "balanced_acc": _multi_label_balanced_acc(tp + fn, tn + fp, recall, specificity),
+        "per_class": _per_class(names, precision, recall, f1, tp + fn, label_aucs),
+        "confusion_matrix": [
+            [[int(tn[k]), int(fp[k])], [int(fn[k]), int(tp[k])]] for k in range(len(names))
+        ],
+        "ece": _ece(np.maximum(y_score, 1.0 - y_score).ravel(), (y_pred == y_true).ravel()),
+        "cross_entropy": float(np.mean(cross_entropy)),
+    }
+
+
+def _multi_label_balanced_acc(positives, negatives, recall, specificity):
+    # Like balanced_accuracy_score on each label: a rate whose class is absent
+    # from y_true is left out of that label's mean rather than counted as 0.
+    rates = np.stack(
+        [np.where(positives > 0, recall, np.nan), np.where(negatives > 0, specificity, np.nan)]
+    )
+    return float(np.mean(np.nanmean(rates, axis=0)))
+
+
+def _per_class(names, precision, recall, f1, support, aucs):
+    return [
+        {
+            "name": name,
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+            "auc": aucs[k],
+        }
+        for k, name in enumerate(names)
+    ]
+
+
+def _auc(is_positive, score):
+    if is_positive.all() or not is_positive.any():
+        return None
+    return float(roc_auc_score(is_positive.astype(np.int64), score))
+
+
+def _ece(confidence, correct):
+    # Right-closed bins: a confidence of exactly 1.0 falls in the last bin.
+    bins = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
+    total = 0.0
+    for b in range(ECE_BINS):
+        in_bin = bins == b
+        if in_bin.any():
+            gap = abs(np.mean(correct[in_bin]) - np.mean(confidence[in_bin]))
+            total += np.sum(in_bin) / len(confidence) * gap
+    return float(total)
+
+
+def _safe_divide(numerator, denominator):
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _check_task(task):
+    task = _TASK_ALIASES.get(task, task)
+    if task not in TASKS:
+        raise ValueError(f"Unknown `task` {task!r}; use one of {', '.join(TASKS)}.")
+    return task
+
+
+def _check_scores(y_score, task):
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if task == "binary-class" and (y_score.ndim == 1 or y_score.shape[1:] == (1,)):
+        positive = y_score.reshape(-1, 1)
+        y_score = np.concatenate([1.0 - positive, positive], axis=1)
+    if y_score.ndim != 2 or y_score.shape[0] == 0:
+        raise ValueError(
+            f"`y_score` must have shape (N, C) with N > 0, got {y_score.shape}: "
+            "one row per sample, one probability column per class (label)."
+        )
+    if task == "binary-class" and y_score.shape[1] != 2:
+        raise ValueError(
+            f"`y_score` has {y_score.shape[1]} columns but a binary-class task needs 2 "
+            "(or one column of positive-class probabilities)."
+        )
+    if task in ("multi-class", "ordinal-regression") and y_score.shape[1] < 2:
+        raise ValueError(f"`y_score` needs one column per class (2 or more) for task {task!r}.")
+    if not np.all(np.isfinite(y_score)) or y_score.min() < 0.0 or y_score.max() > 1.0:
+        raise ValueError(
+            "`y_score` must hold probabilities in [0, 1]; got values outside it (logits?). "
+            "Convert logits with `kdkeras.metrics.logits_to_scores(logits, task)`."
+        )
+    # Row sums are checked loosely: float16 softmax outputs are off by ~1e-3.
+    if task != "multi-label" and not np.allclose(y_score.sum(axis=1), 1.0, atol=1e-2):
+        raise ValueError(
+            f"`y_score` rows must sum to 1 for task {task!r} (softmax outputs); for "
+            "independent sigmoid outputs use task 'multi-label'. Convert logits with "
+            "`kdkeras.metrics.logits_to_scores(logits, task)`."
+        )
+    return y_score
+
+
+def _check_labels(y_true, y_score, task):
+    y_true = np.asarray(y_true)
+    n, n_columns = y_score.shape
+    if task == "multi-label":
+        if y_true.shape != y_score.shape:
+            raise ValueError(
+                f"Multi-label `y_true` must be multi-hot with the shape of `y_score` "
+                f"{y_score.shape}, got {y_true.shape}."
+            )
+        if not np.isin(y_true, (0, 1)).all():
+            raise ValueError("Multi-label `y_true` must hold only 0 and 1 (multi-hot).")
+        return y_true.astype(np.int64)
+    if y_true.ndim == 2 and y_true.shape[1] == 1:
+        y_true = y_true[:, 0]
+    if y_true.ndim != 1 or y_true.shape[0] != n:
+        raise ValueError(
+            f"`y_true` must be class indices of shape ({n},) or ({n}, 1) to match "
+            f"`y_score` {y_score.shape}, got {y_true.shape}. One-hot labels: pass "
+            "`labels.argmax(axis=1)`."
+        )
+    if not np.all(np.mod(y_true, 1) == 0) or y_true.min() < 0 or y_true.max() >= n_columns:
+        raise ValueError(
+            f"`y_true` must hold integer class indices in [0, {n_columns - 1}] "
+            f"(`y_score` has {n_columns} columns), got values in "
+            f"[{y_true.min()}, {y_true.max()}]."
+        )
+    return y_true.astype(np.int64)
+
+
+def _check_class_names(class_names, n_classes):
+    if class_names is None:
+        return [str(k) for k in range(n_classes)]
+    names = [str(name) for name in class_names]
+    if len(names) != n_classes:
+        raise ValueError(
+            f"`class_names` has {len(names)} names but `y_score` has {n_classes} "
+            "columns; give one name per class (label)."
+        )
+    return names
