@@ -18,8 +18,9 @@ def atomic_path(path):
         path: Destination file path. Its folder is created if needed.
 
     Yields:
-        A temporary file path to write to. Its suffix matches `path`, because
-        some writers (Keras `save`, Matplotlib `savefig`) pick the format from it.
+        A temporary file path to write to. It ends with the destination's file
+        name, because some writers (Keras `save`, Matplotlib `savefig`) pick
+        the format from compound suffixes such as `.weights.h5`.
 
     Example:
 
@@ -32,7 +33,7 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{_suffix(name)}", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{name}", dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -53,9 +54,3 @@ def write_text_atomic(path, text):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-
-def _suffix(name):
-    for compound in (".tar.gz",):
-        if name.endswith(compound):
-            return compound
-    return os.path.splitext(name)[1]

@@ -1,0 +1,185 @@
+"""Crash-safe training state: per-epoch checkpoints, history, best weights, early stopping."""
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+import re
+import shutil
+
+import keras
+
+from kdkeras.files import atomic_path, write_text_atomic
+
+_CHECKPOINT = re.compile(r"epoch_(\d{4,})\.json$")
+
+
+class RunState(keras.callbacks.Callback):
+    """Saves everything a killed `fit` needs to resume, one atomic file at a time.
+
+    After every epoch it writes, each through a temporary file and a rename:
+    the model weights with the optimizer state (`epoch_NNNN.weights.h5`), then a
+    small JSON with the epoch, the history so far and the early-stopping state
+    (`epoch_NNNN.json`, written last, so its presence marks a complete
+    checkpoint), the best weights on `monitor` (`best.weights.h5`) and the
+    history CSV. `restore` reloads the newest complete checkpoint before `fit`
+    restarts at the next epoch. At the end of training the best weights are put
+    back into the model and the checkpoint folder is removed.
+
+    Args:
+        state_dir: Folder for this phase's checkpoints.
+        history_csv: Path of the history CSV, rewritten whole each epoch.
+        monitor: Logged quantity that picks the best epoch, e.g. "val_auc".
+        mode: "max" or "min"; None infers it ("loss" in the name means "min").
+        patience: Early-stopping patience in epochs; 0 disables stopping.
+        weights_of: The model whose weights are "best" (defaults to the
+            fitted model; the Distiller passes its student).
+
+    Example:
+
+    ```python
+    state = RunState("runs/x/state/teacher", "runs/x/teacher_history.csv", "val_auc")
+    initial_epoch = state.restore(model)
+    model.fit(train, validation_data=val, epochs=20, initial_epoch=initial_epoch,
+              callbacks=[state])
+    ```
+    """
+
+    def __init__(self, state_dir, history_csv, monitor="val_loss", mode=None, patience=0, weights_of=None):
+        super().__init__()
+        self.state_dir = state_dir
+        self.history_csv = history_csv
+        self.monitor = monitor
+        self.mode = mode or ("min" if "loss" in monitor else "max")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}.")
+        self.patience = patience
+        self.weights_of = weights_of
+        self.history = []
+        self.best = None
+        self.best_epoch = None
+        self.wait = 0
+        self.stopped_epoch = None
+
+    @property
+    def _best_path(self):
+        return os.path.join(self.state_dir, "best.weights.h5")
+
+    def restore(self, model):
+        """Loads the newest complete checkpoint into `model`, if there is one.
+
+        Args:
+            model: The compiled model about to be fitted (built, or buildable
+                from its inputs).
+
+        Returns:
+            The epoch to pass to `fit(initial_epoch=...)`: 0 for a fresh start.
+        """
+        latest = self._latest_checkpoint()
+        if latest is None:
+            return 0
+        epoch, meta_path = latest
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        _build_optimizer(model)
+        model.load_weights(self._weights_path(epoch))
+        self.history = meta["history"]
+        self.best = meta["best"]
+        self.best_epoch = meta["best_epoch"]
+        self.wait = meta["wait"]
+        return epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.history.append(row)
+        value = row.get(self.monitor)
+        if value is None:
+            raise KeyError(
+                f"RunState monitors {self.monitor!r}, which is not logged (logged: "
+                f"{', '.join(sorted(row))}). Pick `monitor` among those, with validation data."
+            )
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+            with atomic_path(self._best_path) as tmp:
+                self._target().save_weights(tmp)
+        else:
+            self.wait += 1
+        os.makedirs(self.state_dir, exist_ok=True)
+        with atomic_path(self._weights_path(epoch + 1)) as tmp:
+            self.model.save_weights(tmp)
+        meta = {
+            "epoch": epoch + 1,
+            "history": self.history,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "monitor": self.monitor,
+        }
+        write_text_atomic(os.path.join(self.state_dir, f"epoch_{epoch + 1:04d}.json"), json.dumps(meta))
+        write_text_atomic(self.history_csv, history_to_csv(self.history))
+        self._remove_older_than(epoch + 1)
+        if self.patience and self.wait >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_epoch is not None and os.path.exists(self._best_path):
+            self._target().load_weights(self._best_path)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _target(self):
+        return self.weights_of or self.model
+
+    def _improved(self, value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def _weights_path(self, epoch):
+        return os.path.join(self.state_dir, f"epoch_{epoch:04d}.weights.h5")
+
+    def _latest_checkpoint(self):
+        found = []
+        for meta in glob.glob(os.path.join(self.state_dir, "epoch_*.json")):
+            match = _CHECKPOINT.search(meta)
+            if match and os.path.exists(self._weights_path(int(match.group(1)))):
+                found.append((int(match.group(1)), meta))
+        return max(found) if found else None
+
+    def _remove_older_than(self, epoch):
+        for path in glob.glob(os.path.join(self.state_dir, "epoch_*")):
+            match = re.search(r"epoch_(\d+)\.", os.path.basename(path))
+            if match and int(match.group(1)) < epoch:
+                os.remove(path)
+
+
+def history_to_csv(rows):
+    """Formats history rows (dicts with an "epoch" key) as CSV text.
+
+    Args:
+        rows: One dict per epoch.
+
+    Returns:
+        CSV text with a header of the union of keys, "epoch" first.
+    """
+    keys = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    return buffer.getvalue()
+
+
+def _build_optimizer(model):
+    if model.optimizer is None or model.optimizer.built:
+        return
+    variables = model.student.trainable_variables if hasattr(model, "student") else model.trainable_variables
+    model.optimizer.build(variables)
+

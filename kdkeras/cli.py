@@ -1,0 +1,143 @@
+"""The `kdkeras` command line: train, distil, evaluate and report experiments.
+
+Examples:
+
+```
+kdkeras teacher --config quickstart
+kdkeras student --config quickstart --epochs 3
+kdkeras distill --config experiments/seed002_xray_vgg16.toml --temperature 6
+kdkeras report --config quickstart
+kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
+kdkeras models
+```
+"""
+
+import argparse
+import os
+import sys
+import tomllib
+
+COMMANDS = {
+    "teacher": "Train the teacher alone and save runs/<experiment>/teacher.keras.",
+    "student": "Train the student alone (the baseline) and save student.keras.",
+    "distill": "Distil the saved teacher into a fresh student and save distilled.keras.",
+    "evaluate": "Evaluate a saved .keras model on the experiment's test split.",
+    "report": "Write report.md and its figures from the phases that have run.",
+    "models": "List the model zoo: role, parameters, input size and FLOPs.",
+}
+
+# (flag, config key, type, help); the "{phase}" key follows the command.
+OVERRIDES = (
+    ("--epochs", "{phase}.epochs", int, "maximum number of epochs of this phase"),
+    ("--learning-rate", "{phase}.learning_rate", float, "initial learning rate of this phase"),
+    ("--batch-size", "data.batch_size", int, "batch size of every split"),
+    ("--image-size", "data.image_size", int, "resize images to this many pixels per side"),
+    ("--limit", "data.limit", int, "use at most this many images per split (smoke runs)"),
+    ("--alpha", "distill.alpha", float, "weight of the student loss in [0, 1] (distill)"),
+    ("--temperature", "distill.temperature", float, "softening temperature T > 0 (distill)"),
+    ("--seed", "seed", int, "global random seed"),
+)
+
+
+def build_parser():
+    """The argument parser of the `kdkeras` command."""
+    parser = argparse.ArgumentParser(
+        prog="kdkeras",
+        description="Knowledge distillation of medical-image classifiers (Keras 3 / TensorFlow).",
+        epilog="Run `kdkeras <command> --help` for the options of one command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for command, text in COMMANDS.items():
+        sub = commands.add_parser(command, help=text, description=text)
+        if command == "models":
+            sub.add_argument("--num-classes", type=int, default=2, help="classes of the printed models (default 2)")
+            sub.add_argument("--role", choices=("teacher", "student"), help="only list this role")
+            continue
+        sub.add_argument(
+            "--config",
+            default="quickstart",
+            help="experiment: a .toml path or the name of one in experiments/ (default: quickstart)",
+        )
+        sub.add_argument("--runs-dir", default="runs", help="parent folder of run outputs (default: runs)")
+        if command == "evaluate":
+            sub.add_argument("--model", required=True, help="path of the .keras model to evaluate")
+            continue
+        if command == "report":
+            continue
+        for flag, _, kind, text in OVERRIDES:
+            sub.add_argument(flag, type=kind, help=text)
+        sub.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override any config key, e.g. --set teacher.optimizer=\"sgd\" --set data.augment=\"xray\" "
+            "(VALUE is read as TOML; bare words are strings)",
+        )
+        sub.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
+    return parser
+
+
+def overrides_from_args(args):
+    """Collects the dotted-key overrides given on the command line."""
+    phase = args.command
+    overrides = {}
+    for flag, key, _, _ in OVERRIDES:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            overrides[key.format(phase=phase)] = value
+    for item in getattr(args, "set", []):
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"kdkeras: --set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_value(text.strip())
+    return overrides
+
+
+def parse_value(text):
+    """Reads a `--set` value as TOML (numbers, booleans, strings, arrays)."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def main(argv=None):
+    """Entry point of the `kdkeras` console script.
+
+    Args:
+        argv: Arguments without the program name; defaults to `sys.argv[1:]`.
+
+    Returns:
+        Process exit status: 0 on success, 2 for a usage or config error,
+        1 for a missing prerequisite.
+    """
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kdkeras import config as config_lib
+    from kdkeras import training
+
+    try:
+        if args.command == "models":
+            from kdkeras import models
+
+            print(models.model_table(num_classes=args.num_classes, role=args.role))
+            return 0
+        config = config_lib.load_config(args.config)
+        if args.command == "report":
+            print(f"wrote {training.write_report(config, args.runs_dir)}")
+            return 0
+        if args.command == "evaluate":
+            result = training.evaluate_file(config, args.model, args.runs_dir)
+            print(f"{args.model}: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, "
+                  f"balanced ACC {result['balanced_acc']:.4f}")
+            return 0
+        config = config_lib.apply_overrides(config, overrides_from_args(args))
+        training.run_phase(config, args.command, args.runs_dir, verbose=2 if args.quiet else "auto")
+        return 0
+    except config_lib.ConfigError as e:
+        print(f"kdkeras: config error: {e}", file=sys.stderr)
+        return 2
+    except training.MissingArtifactError as e:
+        print(f"kdkeras: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,356 @@
+"""Experiment configs: one TOML file per experiment, validated before any training.
+
+A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
+table whose `loader` names a `kdkeras.data.load_*` function and whose other
+keys are that function's arguments, and one table per phase: `[teacher]`,
+`[student]` and `[distill]`. See `experiments/quickstart.toml`.
+"""
+
+import copy
+import dataclasses
+import inspect
+import os
+import tomllib
+
+from kdkeras.files import write_text_atomic
+
+LOADERS = ("medmnist", "xray_folder", "ham10000", "image_folder", "tfds")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+MONITORS = ("val_loss", "val_accuracy", "val_auc")
+STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
+BUNDLED = "@bundled"
+
+
+class ConfigError(ValueError):
+    """An experiment config that cannot run; the message names the key and the fix."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How one phase trains: its model, optimizer, schedule and callbacks.
+
+    Attributes:
+        model: Name in the `kdkeras.models` registry (`kdkeras models` lists them).
+        weights: "" (random init), "imagenet", or a path to a weights file.
+        options: Extra keyword arguments of `kdkeras.models.get_model`.
+        epochs: Maximum number of epochs.
+        optimizer: One of `OPTIMIZERS`.
+        learning_rate: Initial learning rate.
+        weight_decay: Decoupled weight decay (adamw, sgd); 0 disables it.
+        early_stopping: Patience in epochs on `monitor` (best weights are
+            restored at the end); 0 disables early stopping.
+        reduce_lr: Patience of ReduceLROnPlateau on `monitor`; 0 disables it.
+        monitor: Validation quantity for early stopping, LR reduction and
+            best-weight restore: one of `MONITORS`.
+    """
+
+    model: str = ""
+    weights: str = ""
+    options: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 10
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    early_stopping: int = 0
+    reduce_lr: int = 0
+    monitor: str = "val_auc"
+
+
+@dataclasses.dataclass
+class DistillConfig(TrainConfig):
+    """The distillation phase: a `TrainConfig` plus the KD hyper-parameters.
+
+    The student architecture comes from `[student]` unless `model` is set here.
+
+    Attributes:
+        alpha: Weight of the student's own loss, in [0, 1].
+        temperature: Softening temperature, > 0.
+        loss: Distillation loss name (see `kdkeras.losses`).
+    """
+
+    alpha: float = 0.1
+    temperature: float = 4.0
+    loss: str = "knowledge_distillation"
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A whole experiment: data, the three phases and where it came from.
+
+    Attributes:
+        name: Run folder name under the runs directory.
+        description: One line for the report.
+        seed: Global seed (Python, NumPy, TensorFlow, shuffles).
+        strategy: `tf.distribute` strategy, one of `STRATEGIES`.
+        data: Loader name under `loader` plus that loader's keyword arguments.
+        teacher: The teacher phase.
+        student: The student-alone phase (the baseline).
+        distill: The distillation phase.
+        published: Rows of published numbers to print beside ours.
+        path: The file it was read from (not a TOML key).
+    """
+
+    name: str = "experiment"
+    description: str = ""
+    seed: int = 0
+    strategy: str = "auto"
+    data: dict = dataclasses.field(default_factory=dict)
+    teacher: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    student: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    published: list = dataclasses.field(default_factory=list)
+    path: str = ""
+
+    def to_dict(self):
+        """The config as plain TOML-compatible data (without `path`)."""
+        data = dataclasses.asdict(self)
+        data.pop("path")
+        return data
+
+    def phase(self, name):
+        """The `TrainConfig` of phase `name`: "teacher", "student" or "distill"."""
+        if name not in ("teacher", "student", "distill"):
+            raise ConfigError(f"Unknown phase {name!r}; use teacher, student or distill.")
+        return getattr(self, name)
+
+    def student_model(self):
+        """(model name, options) of the distilled student."""
+        if self.distill.model:
+            return self.distill.model, self.distill.options
+        return self.student.model, self.student.options
+
+
+def load_config(path):
+    """Reads and validates an experiment config.
+
+    Args:
+        path: Path of a `.toml` file, or the name of a shipped experiment
+            (`"quickstart"` reads `experiments/quickstart.toml`).
+
+    Returns:
+        An `ExperimentConfig`.
+
+    Raises:
+        ConfigError: for a missing file, invalid TOML, unknown keys, wrong
+            types or out-of-range values; the message names the key.
+    """
+    path = resolve_path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    config = from_dict(raw, source=path)
+    config.path = path
+    return config
+
+
+def resolve_path(path):
+    """Maps an experiment name to its file; checks that the file exists."""
+    path = os.fspath(path)
+    if not path.endswith(".toml") and os.sep not in path:
+        candidate = os.path.join(experiments_dir(), f"{path}.toml")
+        if os.path.exists(candidate):
+            return candidate
+    if not os.path.exists(path):
+        shipped = sorted(f[:-5] for f in os.listdir(experiments_dir()) if f.endswith(".toml"))
+        raise ConfigError(
+            f"Experiment config {path!r} not found. Pass a .toml path or one of: {', '.join(shipped)}."
+        )
+    return path
+
+
+def experiments_dir():
+    """The `experiments/` folder of a source checkout, or of the working directory."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+    return here if os.path.isdir(here) else os.path.join(os.getcwd(), "experiments")
+
+
+def from_dict(raw, source="<config>"):
+    """Builds a validated `ExperimentConfig` from parsed TOML data.
+
+    Args:
+        raw: Mapping as read from TOML.
+        source: Name of the origin, for error messages.
+
+    Returns:
+        An `ExperimentConfig`.
+    """
+    raw = copy.deepcopy(raw)
+    sections = {"teacher": TrainConfig, "student": TrainConfig, "distill": DistillConfig}
+    values = {}
+    for key, value in raw.items():
+        if key in sections:
+            values[key] = _build(sections[key], value, f"{source}: [{key}]")
+        elif key == "data":
+            values[key] = _check_data(value, source)
+        else:
+            values[key] = value
+    config = _build(ExperimentConfig, values, source, nested=set(sections) | {"data"})
+    _check_values(config, source)
+    return config
+
+
+def apply_overrides(config, overrides):
+    """Returns a copy of `config` with dotted-key overrides applied and validated.
+
+    Args:
+        config: An `ExperimentConfig`.
+        overrides: Mapping such as `{"distill.temperature": 6.0, "data.batch_size": 32}`.
+
+    Returns:
+        A new, validated `ExperimentConfig`.
+    """
+    raw = config.to_dict()
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"Override {dotted!r}: {part!r} is not a config table.")
+            node = node[part]
+        node[leaf] = value
+    updated = from_dict(raw, source=f"{config.path or '<config>'} (with overrides)")
+    updated.path = config.path
+    return updated
+
+
+def dump_toml(config):
+    """Serializes a config to TOML text (the resolved config saved with each run)."""
+    data = config.to_dict()
+    lines = []
+    for key, value in data.items():
+        if not isinstance(value, (dict, list)) or (isinstance(value, list) and not _is_table_list(value)):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+    for key, value in data.items():
+        if isinstance(value, list) and _is_table_list(value):
+            for row in value:
+                lines.append(f"\n[[{key}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items())
+    return "\n".join(lines) + "\n"
+
+
+def save_config(config, path):
+    """Writes the resolved config as TOML, atomically."""
+    write_text_atomic(path, dump_toml(config))
+
+
+def _is_table_list(value):
+    return bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"Cannot write {value!r} ({type(value).__name__}) to TOML.")
+
+
+def _build(cls, values, where, nested=()):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a table, got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}. "
+            f"Allowed keys: {', '.join(sorted(fields))}."
+        )
+    for key, value in values.items():
+        if key in nested:
+            continue
+        default = fields[key].default
+        if default is dataclasses.MISSING:
+            default = fields[key].default_factory()
+        values[key] = _check_type(value, default, f"{where}: {key}")
+    return cls(**values)
+
+
+def _check_type(value, default, where):
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"{where} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def _check_data(data, source):
+    from kdkeras import data as data_lib
+
+    if not isinstance(data, dict) or "loader" not in data:
+        raise ConfigError(
+            f"{source}: [data] needs a `loader` key, one of: {', '.join(LOADERS)}."
+        )
+    loader = data["loader"]
+    if loader not in LOADERS:
+        raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS)}.")
+    parameters = inspect.signature(getattr(data_lib, f"load_{loader}")).parameters
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(k for k in data if k != "loader" and k not in parameters)
+    if unknown and not accepts_kwargs:
+        allowed = ", ".join(sorted(k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD))
+        raise ConfigError(
+            f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
+            f"kdkeras.data.load_{loader}. Allowed: loader, {allowed}."
+        )
+    return data
+
+
+def _check_values(config, source):
+    def fail(key, message):
+        raise ConfigError(f"{source}: {key} {message}")
+
+    if config.strategy not in STRATEGIES:
+        fail("strategy", f"= {config.strategy!r} is unknown. Allowed: {', '.join(STRATEGIES)}.")
+    if not config.name or any(c in config.name for c in "/\\") or config.name.startswith("."):
+        fail("name", f"= {config.name!r} must be a plain folder name (no slashes).")
+    for phase in ("teacher", "student", "distill"):
+        train = getattr(config, phase)
+        if phase != "distill" and not train.model:
+            fail(f"[{phase}] model", "is missing. `kdkeras models` lists the available names.")
+        if train.epochs < 1:
+            fail(f"[{phase}] epochs", f"= {train.epochs} must be >= 1.")
+        if not train.learning_rate > 0:
+            fail(f"[{phase}] learning_rate", f"= {train.learning_rate} must be > 0.")
+        if train.weight_decay < 0:
+            fail(f"[{phase}] weight_decay", f"= {train.weight_decay} must be >= 0.")
+        if train.optimizer not in OPTIMIZERS:
+            fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS)}.")
+        if train.monitor not in MONITORS:
+            fail(f"[{phase}] monitor", f"= {train.monitor!r} is unknown. Allowed: {', '.join(MONITORS)}.")
+        if train.early_stopping < 0 or train.reduce_lr < 0:
+            fail(f"[{phase}] early_stopping/reduce_lr", "are patiences in epochs and must be >= 0.")
+    if not 0.0 <= config.distill.alpha <= 1.0:
+        fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
+    if not config.distill.temperature > 0:
+        fail("[distill] temperature", f"= {config.distill.temperature} must be > 0.")
+    _check_models(config, fail)
+
+
+def _check_models(config, fail):
+    from kdkeras import models
+
+    names = [spec.name for spec in models.list_models()]
+    for phase, (name, _) in (
+        ("teacher", (config.teacher.model, None)),
+        ("student", (config.student.model, None)),
+        ("distill", config.student_model()),
+    ):
+        if name not in names:
+            fail(f"[{phase}] model", f"= {name!r} is unknown. Allowed: {', '.join(names)}.")
+

@@ -1,0 +1,289 @@
+"""The three phases of an experiment: teacher, student alone, distillation.
+
+Each phase reads the experiment config, trains with crash-safe checkpoints,
+saves its model and evaluates it on the test split. Everything lands in
+`runs/<experiment>/`:
+
+| file | written by |
+| --- | --- |
+| `config.toml` | every phase (the resolved config) |
+| `{teacher,student,distilled}.keras` | the phase's model (the student alone for `distilled`) |
+| `{name}_history.csv` | one row per epoch, rewritten atomically |
+| `{name}_metrics.json` | test metrics, parameters, size on disk, CPU latency |
+| `{name}_predictions.npz` | test labels, probabilities and the first test images |
+| `logs/{name}/` | TensorBoard logs |
+| `state/{name}/` | checkpoints of an unfinished phase (removed when it ends) |
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+
+from kdkeras import data as data_lib
+from kdkeras import losses as kd_losses
+from kdkeras import metrics as metrics_lib
+from kdkeras import models as models_lib
+from kdkeras import profiling
+from kdkeras import reporting
+from kdkeras.callbacks import RunState
+from kdkeras.config import BUNDLED, save_config
+from kdkeras.distiller import Distiller
+from kdkeras.files import atomic_path
+from kdkeras.fit_metrics import fit_metrics
+
+PHASES = ("teacher", "student", "distill")
+ARTIFACT = {"teacher": "teacher", "student": "student", "distill": "distilled"}
+GRID_IMAGES = 16
+
+
+class MissingArtifactError(FileNotFoundError):
+    """A phase needs the output of an earlier phase that has not run."""
+
+
+def run_dir(config, runs_dir="runs"):
+    """The folder of an experiment's outputs: `<runs_dir>/<config.name>`."""
+    return os.path.join(runs_dir, config.name)
+
+
+def load_data(config):
+    """Loads the experiment's data with its `[data]` table.
+
+    `root = "@bundled"` with the medmnist loader points at the PneumoniaMNIST
+    copy shipped inside kdkeras, so the quickstart runs offline.
+
+    Args:
+        config: An `ExperimentConfig`.
+
+    Returns:
+        `(train, val, test, info)` as returned by the `kdkeras.data` loader.
+    """
+    kwargs = dict(config.data)
+    loader = kwargs.pop("loader")
+    if kwargs.get("root") == BUNDLED:
+        kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
+    kwargs.setdefault("seed", config.seed)
+    return getattr(data_lib, f"load_{loader}")(**kwargs)
+
+
+def make_optimizer(train):
+    """Builds the optimizer of a phase from its `TrainConfig`."""
+    lr, decay = train.learning_rate, train.weight_decay or None
+    if train.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=decay)
+    if train.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=train.weight_decay)
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=decay)
+    return keras.optimizers.RMSprop(lr, weight_decay=decay)
+
+
+def supervised_loss(task):
+    """The from-logits loss matching a dataset task."""
+    if task == "multi-label":
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
+    """Trains, saves and evaluates one phase of an experiment.
+
+    A phase killed mid-way resumes from its last completed epoch when run
+    again with the same config (see `kdkeras.callbacks.RunState`).
+
+    Args:
+        config: A validated `ExperimentConfig`.
+        phase: "teacher", "student" or "distill".
+        runs_dir: Parent folder of run folders.
+        verbose: Keras progress-bar verbosity for `fit`.
+        log: Callable receiving one line per step of the phase.
+
+    Returns:
+        The phase's metrics dict (also saved as `{name}_metrics.json`).
+
+    Raises:
+        MissingArtifactError: `distill` without a saved teacher.
+        ValueError: a model that cannot take the data (size, classes).
+    """
+    if phase not in PHASES:
+        raise ValueError(f"Unknown phase {phase!r}; use one of {', '.join(PHASES)}.")
+    out = run_dir(config, runs_dir)
+    name = ARTIFACT[phase]
+    teacher = _load_teacher(out) if phase == "distill" else None
+    keras.utils.set_random_seed(config.seed)
+    train, val, test, info = load_data(config)
+    input_shape = tuple(train.element_spec[0].shape[1:])
+    log(
+        f"[{name}] data: {info.name}, {info.task}, {info.num_classes} classes, "
+        f"{'x'.join(map(str, input_shape))} px, split sizes {info.split_sizes}"
+    )
+    train_config = config.phase(phase)
+    model_name, options = config.student_model() if phase == "distill" else (train_config.model, train_config.options)
+    model = models_lib.get_model(
+        model_name,
+        input_shape=input_shape,
+        num_classes=info.num_classes,
+        weights=train_config.weights or None,
+        **options,
+    )
+    log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
+    if teacher is not None:
+        _check_teacher(teacher, input_shape, info, out)
+        fitted = Distiller(student=model, teacher=teacher)
+        fitted.compile(
+            optimizer=make_optimizer(train_config),
+            metrics=fit_metrics(info.num_classes, info.task),
+            student_loss_fn=supervised_loss(info.task),
+            distillation_loss_fn=kd_losses.get(train_config.loss, temperature=train_config.temperature),
+            alpha=train_config.alpha,
+        )
+        log(f"[{name}] distilling from {teacher.name} ({teacher.count_params():,} parameters), "
+            f"alpha={train_config.alpha}, T={train_config.temperature}")
+    else:
+        fitted = model
+        fitted.compile(
+            optimizer=make_optimizer(train_config),
+            loss=supervised_loss(info.task),
+            metrics=fit_metrics(info.num_classes, info.task),
+        )
+    save_config(config, os.path.join(out, "config.toml"))
+    state = RunState(
+        os.path.join(out, "state", name),
+        os.path.join(out, f"{name}_history.csv"),
+        monitor=train_config.monitor,
+        patience=train_config.early_stopping,
+        weights_of=model,
+    )
+    initial_epoch = state.restore(fitted)
+    if initial_epoch:
+        log(f"[{name}] resuming after epoch {initial_epoch} of {train_config.epochs}")
+    callbacks = [state, keras.callbacks.TerminateOnNaN(), keras.callbacks.TensorBoard(os.path.join(out, "logs", name))]
+    if train_config.reduce_lr:
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+            monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))
+    started = time.perf_counter()
+    if initial_epoch < train_config.epochs:
+        fitted.fit(
+            train,
+            validation_data=val,
+            epochs=train_config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    seconds = time.perf_counter() - started
+    model_path = os.path.join(out, f"{name}.keras")
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
+    result = evaluate(model, test, info, model_path, out, name)
+    result.update(
+        architecture=model_name,
+        epochs_run=len(state.history),
+        best_epoch=state.best_epoch,
+        monitor=state.monitor,
+        train_seconds=round(seconds, 1),
+    )
+    reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
+    log(f"[{name}] test: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, balanced ACC {result['balanced_acc']:.4f}")
+    return result
+
+
+def evaluate(model, test, info, model_path, out, name):
+    """Evaluates a model on the test split; saves its predictions.
+
+    Args:
+        model: A Keras model emitting logits.
+        test: The batched test dataset.
+        info: The `DatasetInfo` of the data.
+        model_path: Saved copy of the model, for its size on disk.
+        out: Run folder.
+        name: Artifact name ("teacher", "student", "distilled").
+
+    Returns:
+        Metrics dict: `kdkeras.metrics.classification_metrics` plus
+        `kdkeras.profiling.describe_model`.
+    """
+    labels, images, logits = [], [], []
+    for x, y in test:
+        logits.append(model(x, training=False).numpy())
+        labels.append(y.numpy())
+        if sum(len(i) for i in images) < GRID_IMAGES:
+            images.append(x.numpy())
+    logits = np.concatenate(logits).astype("float64")
+    y_true = np.concatenate(labels)
+    y_score = metrics_lib.logits_to_scores(logits, info.task)
+    loss = float(supervised_loss(info.task)(y_true, logits))
+    result = metrics_lib.classification_metrics(y_true, y_score, info.task, info.class_names, loss=loss)
+    result.update(profiling.describe_model(model, model_path))
+    grid = np.concatenate(images)[:GRID_IMAGES]
+    reporting.save_predictions(os.path.join(out, f"{name}_predictions.npz"), y_true, y_score, images=grid)
+    return result
+
+
+def evaluate_file(config, model_path, runs_dir="runs", name=None):
+    """Evaluates a saved `.keras` model on the experiment's test split.
+
+    Args:
+        config: The experiment config (for the data).
+        model_path: A `.keras` file that outputs logits.
+        runs_dir: Parent of run folders.
+        name: Artifact name for the output files; defaults to the file's stem.
+
+    Returns:
+        The metrics dict, also written as `<run>/<name>_metrics.json`.
+    """
+    if not os.path.exists(model_path):
+        raise MissingArtifactError(f"{model_path} not found: pass a saved .keras model.")
+    model = keras.models.load_model(model_path)
+    _, _, test, info = load_data(config)
+    out = run_dir(config, runs_dir)
+    name = name or os.path.splitext(os.path.basename(model_path))[0]
+    result = evaluate(model, test, info, model_path, out, name)
+    result["architecture"] = model.name
+    reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
+    return result
+
+
+def write_report(config, runs_dir="runs"):
+    """Writes `report.md` and the figures for every phase that has run.
+
+    Returns:
+        Path of the report.
+    """
+    out = run_dir(config, runs_dir)
+    present = [ARTIFACT[p] for p in PHASES if os.path.exists(os.path.join(out, f"{ARTIFACT[p]}_metrics.json"))]
+    if not present:
+        raise MissingArtifactError(
+            f"No results in {out}: run `make teacher student distill` "
+            f"(or `kdkeras teacher --config {config.path or config.name}`) first."
+        )
+    return reporting.write_report(
+        out, present, config.description or config.name, config.to_dict(), published=config.published or None
+    )
+
+
+def _load_teacher(out):
+    path = os.path.join(out, "teacher.keras")
+    if not os.path.exists(path):
+        raise MissingArtifactError(
+            f"{path} not found: distillation needs a trained teacher. Run `make teacher` "
+            "(or `kdkeras teacher --config <experiment>`) first."
+        )
+    return keras.models.load_model(path)
+
+
+def _check_teacher(teacher, input_shape, info, out):
+    teacher_shape = tuple(teacher.input_shape[1:])
+    if teacher_shape != tuple(input_shape):
+        raise ValueError(
+            f"{out}/teacher.keras takes inputs of shape {teacher_shape} but the data yields "
+            f"{tuple(input_shape)}: retrain the teacher (`make teacher`) with this [data] config."
+        )
+    if teacher.output_shape[-1] != info.num_classes:
+        raise ValueError(
+            f"{out}/teacher.keras predicts {teacher.output_shape[-1]} classes but {info.name} has "
+            f"{info.num_classes}: retrain the teacher (`make teacher`) on this dataset."
+        )
+
