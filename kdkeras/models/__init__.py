@@ -1,0 +1,36 @@
+"""Model zoo: the seeds' teachers and students, by name, from raw pixels to logits.
+
+Example:
+
+```python
+from kdkeras.models import get_model, list_models
+
+teacher = get_model("vgg16_transfer", (224, 224, 3), num_classes=3, weights="imagenet")
+student = get_model("cnn296k", (224, 224, 3), num_classes=3)
+print([spec.name for spec in list_models("student")])
+```
+"""
+
+from kdkeras.models.flops import count_flops
+from kdkeras.models.preprocessing import InputPreprocessing
+from kdkeras.models.registry import ModelSpec
+from kdkeras.models.registry import get_model
+from kdkeras.models.registry import get_spec
+from kdkeras.models.registry import list_models
+from kdkeras.models.summary import ModelRow
+from kdkeras.models.summary import ModelTable
+from kdkeras.models.summary import model_table
+from kdkeras.models.weights import WeightsUnavailableError
+
+__all__ = [
+    "InputPreprocessing",
+    "ModelRow",
+    "ModelSpec",
+    "ModelTable",
+    "WeightsUnavailableError",
+    "count_flops",
+    "get_model",
+    "get_spec",
+    "list_models",
+    "model_table",
+]

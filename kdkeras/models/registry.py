@@ -1,0 +1,276 @@
+"""The model zoo by name: `get_model("vgg16_transfer", ...)`, `list_models()`."""
+
+import dataclasses
+import inspect
+import operator
+from typing import Callable
+
+import keras
+
+from kdkeras.models import students
+from kdkeras.models import teachers
+from kdkeras.models import weights as weights_lib
+
+ROLES = ("teacher", "student")
+SEED_INPUT_SHAPE = (224, 224, 3)
+SMALL_INPUT_SHAPE = (28, 28, 1)
+
+# Builder arguments that get_model fills in itself; the rest are user options.
+_BUILDER_ARGUMENTS = ("input_shape", "num_classes", "source")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """An architecture of the zoo.
+
+    Attributes:
+        name: The zoo name, e.g. `"vgg16_transfer"`.
+        role: `"teacher"` or `"student"`.
+        builder: `builder(input_shape, num_classes, **options)` returning the
+            model; pretrained builders also take `source`, a `WeightsSource`.
+        default_input_shape: `(height, width, channels)` used when
+            `get_model` gets no `input_shape`.
+        min_input_size: Smallest height and width the architecture takes.
+        pretrained: Whether `weights="imagenet"` is supported.
+        description: One line, naming the seed it reproduces.
+    """
+
+    name: str
+    role: str
+    builder: Callable
+    default_input_shape: tuple
+    min_input_size: int
+    pretrained: bool
+    description: str
+
+    @property
+    def options(self):
+        """The `**options` `get_model` accepts for this model, with their defaults."""
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(self.builder).parameters.items()
+            if name not in _BUILDER_ARGUMENTS
+        }
+
+
+_SPECS = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "vgg16_transfer",
+            "teacher",
+            teachers.vgg16_transfer,
+            SEED_INPUT_SHAPE,
+            32,
+            True,
+            "VGG16 (first 8 layers frozen) + Dense(512) head; seed 002 chest X-ray teacher.",
+        ),
+        ModelSpec(
+            "resnet50",
+            "teacher",
+            teachers.resnet50,
+            SEED_INPUT_SHAPE,
+            32,
+            True,
+            "ResNet-50 + GAP/Dropout/BatchNorm head; seed 003 melanoma teacher.",
+        ),
+        ModelSpec(
+            "efficientnet_b0",
+            "teacher",
+            teachers.efficientnet_b0,
+            SEED_INPUT_SHAPE,
+            32,
+            True,
+            "EfficientNet-B0 with Keras's GAP/Dropout head; seed 000 DermaMNIST teacher.",
+        ),
+        ModelSpec(
+            "resnet18",
+            "teacher",
+            teachers.resnet18,
+            SMALL_INPUT_SHAPE,
+            16,
+            False,
+            "ResNet-18 with a 3x3 stem for 28-64 px (MedMNIST baseline), trained from scratch.",
+        ),
+        ModelSpec(
+            "cnn296k",
+            "student",
+            students.cnn296k,
+            SEED_INPUT_SHAPE,
+            156,
+            False,
+            "Five double-conv blocks + Dense(256), 295,947 params; seed 002 student.",
+        ),
+        ModelSpec(
+            "dsnet",
+            "student",
+            students.dsnet,
+            SEED_INPUT_SHAPE,
+            18,
+            False,
+            "DSNet, three convs + Dense, 268,898 params; seed 003 distilled student.",
+        ),
+        ModelSpec(
+            "squeezenet1_1",
+            "student",
+            students.squeezenet1_1,
+            SEED_INPUT_SHAPE,
+            25,
+            False,
+            "SqueezeNet 1.1 (fire modules, torchvision topology); seed 000 student.",
+        ),
+        ModelSpec(
+            "mobilenetv2_tiny",
+            "student",
+            students.mobilenetv2_tiny,
+            SMALL_INPUT_SHAPE,
+            16,
+            False,
+            "MobileNetV2 at width 0.3, under 0.3M params, 3x3 stride-1 stem up to 64 px.",
+        ),
+        ModelSpec(
+            "cnn_small",
+            "student",
+            students.cnn_small,
+            SMALL_INPUT_SHAPE,
+            16,
+            False,
+            "Compact BatchNorm CNN (24-48-96, GAP) for 28-64 px MedMNIST images.",
+        ),
+    )
+}
+
+
+def list_models(role=None):
+    """Lists the architectures of the zoo.
+
+    Args:
+        role: `None` for all, `"teacher"` or `"student"`.
+
+    Returns:
+        A list of `ModelSpec`, sorted by name.
+
+    Example:
+
+    ```python
+    [spec.name for spec in list_models("student")]
+    ```
+    """
+    if role not in (None,) + ROLES:
+        raise ValueError(f"list_models: role must be None, 'teacher' or 'student', got {role!r}.")
+    return sorted(
+        (spec for spec in _SPECS.values() if role in (None, spec.role)), key=lambda spec: spec.name
+    )
+
+
+def get_spec(name):
+    """Returns the `ModelSpec` called `name`.
+
+    Args:
+        name: A zoo name, e.g. `"dsnet"`.
+
+    Returns:
+        The `ModelSpec`.
+
+    Raises:
+        ValueError: Unknown name; the message lists the available ones.
+    """
+    if name not in _SPECS:
+        raise ValueError(f"Unknown model {name!r}; available models: {', '.join(sorted(_SPECS))}.")
+    return _SPECS[name]
+
+
+def get_model(name, input_shape=None, num_classes=2, weights=None, **options):
+    """Builds a model of the zoo.
+
+    The model reads float32 pixels in [0, 255] of shape `input_shape`, scales
+    them in its first layer (`InputPreprocessing`), and outputs float32
+    logits of shape `(batch, num_classes)` from a layer named `"logits"`.
+
+    Args:
+        name: A zoo name (see `list_models()`).
+        input_shape: `(height, width, channels)`, channels 1 or 3; defaults to
+            the spec's `default_input_shape`. Grayscale input of an ImageNet
+            model is repeated to RGB inside the model.
+        num_classes: Number of logits (2 for binary tasks).
+        weights: `None`, `"imagenet"` (pretrained models only), a `.keras` /
+            `.weights.h5` file saved from the same model, or a legacy `.h5`
+            file of the base network (e.g. Keras's `*_notop.h5`).
+        **options: Architecture options, e.g. `dropout`, `freeze_layers`
+            (vgg16_transfer), `width` (resnet18), `width_multiplier`
+            (mobilenetv2_tiny); `ModelSpec.options` lists them.
+
+    Returns:
+        A functional `keras.Model` named `name`.
+
+    Raises:
+        ValueError: Unknown name or option, bad shape or class count, input
+            smaller than the architecture takes, or unusable weights.
+        WeightsUnavailableError: ImageNet weights could not be downloaded.
+
+    Example:
+
+    ```python
+    teacher = get_model("vgg16_transfer", (224, 224, 3), num_classes=3, weights="imagenet")
+    student = get_model("cnn296k", (224, 224, 3), num_classes=3)
+    ```
+    """
+    spec = get_spec(name)
+    input_shape = _check_input_shape(spec, spec.default_input_shape if input_shape is None else input_shape)
+    num_classes = _check_num_classes(name, num_classes)
+    _check_options(spec, options)
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            f"{name}: kdkeras models read (height, width, channels) images, but Keras is set to "
+            "channels_first; call keras.config.set_image_data_format('channels_last')."
+        )
+    source = weights_lib.parse_weights(name, weights, spec.pretrained)
+    if spec.pretrained:
+        options["source"] = source
+    model = spec.builder(input_shape, num_classes, **options)
+    if source.kind == "model":
+        weights_lib.load_model_weights(model, source.path)
+    return model
+
+
+def _check_input_shape(spec, input_shape):
+    try:
+        shape = tuple(operator.index(dim) for dim in input_shape)
+    except TypeError:
+        shape = None
+    if shape is None or len(shape) != 3 or min(shape) < 1 or shape[2] not in (1, 3):
+        raise ValueError(
+            f"{spec.name}: input_shape must be (height, width, channels) with 1 or 3 channels, "
+            f"got {input_shape!r}; e.g. input_shape={spec.default_input_shape}."
+        )
+    if min(shape[:2]) < spec.min_input_size:
+        size = min(shape[:2])
+        fits = [s.name for s in list_models() if s.min_input_size <= size]
+        alternatives = f"; models that take {size} px: {', '.join(fits)}" if fits else ""
+        raise ValueError(
+            f"{spec.name} needs images of at least {spec.min_input_size}x{spec.min_input_size} "
+            f"pixels, got {shape[0]}x{shape[1]}. Resize the images to >= {spec.min_input_size} px "
+            f"(MedMNIST also comes in 64, 128 and 224 px){alternatives}."
+        )
+    return shape
+
+
+def _check_num_classes(name, num_classes):
+    try:
+        count = None if isinstance(num_classes, bool) else operator.index(num_classes)
+    except TypeError:
+        count = None
+    if count is None or count < 2:
+        raise ValueError(
+            f"{name}: num_classes must be an int >= 2 (binary tasks use 2 logits), got {num_classes!r}."
+        )
+    return count
+
+
+def _check_options(spec, options):
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(f"{key}={value!r}" for key, value in spec.options.items()) or "none"
+        raise ValueError(
+            f"{spec.name} does not take option(s) {', '.join(unknown)}; its options (defaults): {accepted}."
+        )
