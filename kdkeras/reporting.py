@@ -75,8 +75,11 @@ def plot_history(history, path, title):
     from a distiller (`student_loss`); the accuracy; the AUC when logged.
 
     Args:
-        history: Path of a `keras.callbacks.CSVLogger` file, a dict of
-            per-epoch lists (`History.history`) or a `keras.callbacks.History`.
+        history: Path of a history CSV (one row per epoch, one column per
+            logged quantity, as written by `keras.callbacks.CSVLogger` or
+            `kdkeras.callbacks.RunState`), a dict of per-epoch lists
+            (`History.history`) or a `keras.callbacks.History`. An `epoch`
+            column that starts at 0 (CSVLogger) is shifted to count from 1.
         path: Destination `.png`.
         title: Figure title, e.g. `"Student (distilled)"`.
 
@@ -108,6 +111,8 @@ def plot_history(history, path, title):
                 ax.plot(epochs, curves[f"val_{key}"], color="C1", marker=".", label="validation")
             ax.set(title=label, xlabel="Epoch", ylabel=label)
             ax.xaxis.get_major_locator().set_params(integer=True)
+            if key == accuracy or key == auc:
+                _widen_fraction_axis(ax)
             ax.legend()
         fig.suptitle(f"{title}: training curves", fontweight="bold")
         _save(fig, path)
@@ -165,9 +170,11 @@ def plot_validation_overlay(histories, path, metric="val_accuracy"):
                         "or pick another `metric`."
                     )
                 ax.plot(epochs, curves[column], color=f"C{index}", marker=".", label=name)
-        for ax, (_, label) in zip(axes, panels):
+        for ax, (key, label) in zip(axes, panels):
             ax.set(title=label, xlabel="Epoch", ylabel=label.split(" (")[0])
             ax.xaxis.get_major_locator().set_params(integer=True)
+            if key != "loss":
+                _widen_fraction_axis(ax)
             ax.legend()
         fig.suptitle("Validation curves", fontweight="bold")
         _save(fig, path)
@@ -736,6 +743,16 @@ def _published_markdown(published):
     )
 
 
+def _widen_fraction_axis(ax, span=0.1):
+    # Autoscaling blows a 0.004 change of accuracy up to the full panel
+    # height; a minimum span keeps flat curves looking flat.
+    low, high = ax.get_ylim()
+    if high - low >= span:
+        return
+    low = min(max(0.0, (low + high - span) / 2), 1.0 - span)
+    ax.set_ylim(low, low + span)
+
+
 def _draw_confusion(ax, cm, ticks):
     support = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0)
@@ -808,8 +825,11 @@ def _load_history(history):
     lengths = {len(values) for values in curves.values()}
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"History {source} has columns of different or zero lengths: {lengths}.")
-    epochs = curves.pop("epoch") + 1 if "epoch" in curves else np.arange(1, lengths.pop() + 1)
-    return curves, epochs, source
+    if "epoch" not in curves:
+        return curves, np.arange(1, lengths.pop() + 1), source
+    epochs = curves.pop("epoch")
+    # CSVLogger counts epochs from 0, kdkeras' RunState from 1; plots count from 1.
+    return curves, epochs + 1 if epochs.min() == 0 else epochs, source
 
 
 def _read_history_csv(path):

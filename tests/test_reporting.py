@@ -242,6 +242,18 @@ def test_plot_history_panels(tmp_path):
     assert three[0] > two[0] * 1.3 and three[1] == two[1]
 
 
+@pytest.mark.parametrize("first_epoch", [0, 1])
+def test_history_epochs_count_from_one(tmp_path, first_epoch):
+    # CSVLogger writes epochs from 0, kdkeras' RunState from 1.
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "epoch,loss,val_loss\n" + f"{first_epoch},0.9,1.0\n{first_epoch + 1},0.6,0.8\n"
+    )
+    curves, epochs, source = reporting._load_history(str(path))
+    assert epochs.tolist() == [1.0, 2.0]
+    assert sorted(curves) == ["loss", "val_loss"] and source == str(path)
+
+
 def test_plot_history_errors(tmp_path):
     with pytest.raises(ValueError, match=r"has no 'loss' column \(columns: accuracy\)"):
         reporting.plot_history({"accuracy": [0.5]}, str(tmp_path / "x.png"), "x")
