@@ -60,8 +60,8 @@ _ACCURACY_KEYS = (
 _COUNT_UNITS = ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1, ""))
 _BYTE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1, "B"))
 _AUC_KEY = re.compile(r"^auc(_\d+)?$")
-# Tolerance between a stored metrics.json and the recomputation: the stored
-# file may come from float32 scores, the recomputation from their saved copy.
+# JSON keeps floats exactly; the tolerance only absorbs summation-order noise
+# between the run that wrote metrics.json and the recomputation.
 _AGREEMENT_TOLERANCE = 1e-6
 # Training command that writes a model's run files, for error messages.
 _PRODUCERS = {"teacher": "teacher", "student": "student", "distilled": "distill"}
