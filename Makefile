@@ -9,7 +9,18 @@ STAMP  := $(VENV)/.kdkeras-installed
 # files, so it is installed outside the resolver (see README, "Installing").
 MEDMNIST ?= medmnist==3.0.2
 
-.PHONY: install test clean
+.PHONY: install test teacher student distill report all models clean
+
+# The workflow: `make all`, or one phase at a time, on experiments/$(EXP).toml.
+# Overrides: make distill EXP=quickstart EPOCHS=3 TEMPERATURE=6 ALPHA=0.5 LIMIT=500
+EXP     ?= quickstart
+RUNS    ?= runs
+KDKERAS := $(VENV)/bin/kdkeras
+PHASE_ARGS = --config $(EXP) --runs-dir $(RUNS) \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LR),--learning-rate $(LR)) \
+	$(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(LIMIT),--limit $(LIMIT)) \
+	$(if $(ALPHA),--alpha $(ALPHA)) $(if $(TEMPERATURE),--temperature $(TEMPERATURE)) \
+	$(if $(SEED),--seed $(SEED))
 
 install: $(STAMP)
 
@@ -22,6 +33,17 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: install
 	$(PY) -m pytest -q tests
+
+teacher student distill: install
+	$(KDKERAS) $@ $(PHASE_ARGS)
+
+report: install
+	$(KDKERAS) report --config $(EXP) --runs-dir $(RUNS)
+
+all: teacher student distill report
+
+models: install
+	$(KDKERAS) models
 
 clean:
 	rm -rf $(VENV) build *.egg-info

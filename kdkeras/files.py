@@ -37,10 +37,19 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            # mkstemp creates 0600 files; give the result the usual umask-based mode.
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path, text):

@@ -174,8 +174,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
         )
     seconds = time.perf_counter() - started
     model_path = os.path.join(out, f"{name}.keras")
-    with atomic_path(model_path) as tmp:
-        model.save(tmp)
+    save_deployable(model, model_path)
     log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
     result = evaluate(model, test, info, model_path, out, name)
     result.update(
@@ -188,6 +187,19 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
     reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
     log(f"[{name}] test: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, balanced ACC {result['balanced_acc']:.4f}")
     return result
+
+
+def save_deployable(model, path):
+    """Saves `model` without optimizer state, atomically: the artifact to ship.
+
+    A compiled Keras model saves its optimizer variables too (Adam doubles the
+    file); an uncompiled clone keeps the file to the weights, so the size on
+    disk compares like with like across teacher, student and distilled student.
+    """
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    with atomic_path(path) as tmp:
+        clone.save(tmp)
 
 
 def evaluate(model, test, info, model_path, out, name):
