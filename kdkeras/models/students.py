@@ -9,6 +9,10 @@ import keras
 
 from kdkeras.models.preprocessing import preprocessed_input
 
+# PyTorch's BatchNorm momentum (MedMNIST baselines): Keras's 0.99 needs hundreds of
+# steps before the inference statistics fit, which misleads early validation on small data.
+BN_MOMENTUM = 0.9
+
 # (expansion, output channels, blocks, first stride) of MobileNetV2 (Sandler et al. 2018).
 _MOBILENETV2_STAGES = (
     (1, 16, 1, 1),
@@ -195,7 +199,7 @@ def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
                 kernel_initializer="he_normal",
                 name=f"stage{stage}_conv{conv}",
             )(x)
-            x = keras.layers.BatchNormalization(name=f"stage{stage}_bn{conv}")(x)
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"stage{stage}_bn{conv}")(x)
             x = keras.layers.Activation("relu", name=f"stage{stage}_relu{conv}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
@@ -228,10 +232,10 @@ def _inverted_residual(x, expansion, channels, stride, name):
     x = keras.layers.DepthwiseConv2D(
         3, strides=stride, padding="same", use_bias=False, name=f"{name}_depthwise"
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_depthwise_bn")(x)
     x = keras.layers.ReLU(6.0, name=f"{name}_depthwise_relu")(x)
     x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_project")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_project_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_project_bn")(x)
     if stride == 1 and shortcut.shape[-1] == channels:
         x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return x
@@ -241,7 +245,7 @@ def _conv_bn_relu6(x, filters, kernel_size, stride, name):
     x = keras.layers.Conv2D(
         filters, kernel_size, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(6.0, name=f"{name}_relu")(x)
 
 

@@ -15,6 +15,10 @@ from kdkeras.models.preprocessing import preprocessed_input
 # layer first, so its 8 frozen layers are the input and block1_conv1..block3_conv1.
 VGG16_LAYERS = 19
 
+# PyTorch's BatchNorm momentum (MedMNIST baselines): Keras's 0.99 needs hundreds of
+# steps before the inference statistics fit, which misleads early validation on small data.
+BN_MOMENTUM = 0.9
+
 
 def vgg16_transfer(
     input_shape,
@@ -186,7 +190,7 @@ def _conv_bn(x, filters, kernel_size, stride, name, activation=True):
         kernel_initializer="he_normal",
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if activation:
         x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
     return x
