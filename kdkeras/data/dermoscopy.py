@@ -1,0 +1,207 @@
+"""Dermoscopy: HAM10000 / ISIC 2018 Task 3 images with their metadata CSV.
+
+ISIC 2018 Task 3's training images are the HAM10000 images (same
+`ISIC_00xxxxx` ids), so `HAM10000_metadata.csv` labels and groups both.
+Class-per-folder dermoscopy sets (ISIC benign / malignant, seed 003) load
+with `kdkeras.data.load_image_folder`.
+"""
+
+import csv
+import os
+
+import numpy as np
+
+from kdkeras.data import images
+from kdkeras.data.folders import build_file_splits, grouped_split
+
+CLASS_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+CLASS_DESCRIPTIONS = {
+    "akiec": "actinic keratoses and intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesions",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevi",
+    "vasc": "vascular lesions",
+}
+_REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
+_SHOWN_IN_MESSAGES = 5
+
+
+def _index_images(image_dirs):
+    index = {}
+    for folder in image_dirs:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"Image folder {folder} does not exist; pass the folders holding the "
+                "<image_id>.jpg files (e.g. HAM10000_images_part_1 and _part_2)."
+            )
+        for path in images.list_image_files(folder):
+            index.setdefault(os.path.splitext(os.path.basename(path))[0], path)
+    return index
+
+
+def read_ham10000_metadata(metadata_csv, image_dirs):
+    """Reads `HAM10000_metadata.csv` and finds each row's image.
+
+    Args:
+        metadata_csv: Path of the CSV (columns include `lesion_id`, `image_id`, `dx`).
+        image_dirs: Folder or list of folders holding `<image_id>.jpg`,
+            searched recursively; the first folder holding an id wins.
+
+    Returns:
+        `(paths, labels, lesion_ids)` in CSV row order; labels index `CLASS_NAMES`.
+
+    Raises:
+        ValueError: On a missing column, an unknown `dx` code, a duplicated
+            `image_id` or images that cannot be found, naming the CSV rows.
+    """
+    metadata_csv = os.fspath(metadata_csv)
+    if isinstance(image_dirs, (str, os.PathLike)):
+        image_dirs = [image_dirs]
+    image_dirs = [os.fspath(d) for d in image_dirs]
+    if not os.path.isfile(metadata_csv):
+        raise FileNotFoundError(
+            f"Metadata CSV {metadata_csv} does not exist; pass the path of HAM10000_metadata.csv."
+        )
+    with open(metadata_csv, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{metadata_csv} lacks column(s) {missing} (found {columns}); "
+                "HAM10000_metadata.csv has lesion_id,image_id,dx,dx_type,age,sex,localization."
+            )
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if not rows:
+        raise ValueError(
+            f"{metadata_csv} has a header but no rows; it must list one image per row."
+        )
+    index = _index_images(image_dirs)
+    paths, labels, lesions, absent, seen = [], [], [], [], {}
+    for line, row in enumerate(rows, start=2):
+        dx = row["dx"].lower()
+        if dx not in CLASS_NAMES:
+            raise ValueError(
+                f"{metadata_csv} line {line}: unknown diagnosis dx={row['dx']!r} for image "
+                f"{row['image_id']!r}; dx must be one of {CLASS_NAMES}. Fix or delete the row."
+            )
+        image_id = row["image_id"]
+        if image_id in seen:
+            raise ValueError(
+                f"{metadata_csv} lines {seen[image_id]} and {line} both list image {image_id!r}; "
+                "delete the duplicate row."
+            )
+        seen[image_id] = line
+        if not row["lesion_id"]:
+            raise ValueError(
+                f"{metadata_csv} line {line}: empty lesion_id for image {image_id!r}; every row "
+                "needs its lesion so that a lesion's images stay in one split."
+            )
+        if image_id not in index:
+            absent.append(f"line {line}: {image_id}")
+            continue
+        paths.append(index[image_id])
+        labels.append(CLASS_NAMES.index(dx))
+        lesions.append(row["lesion_id"])
+    if absent:
+        shown = "; ".join(absent[:_SHOWN_IN_MESSAGES])
+        hidden = len(absent) - _SHOWN_IN_MESSAGES
+        more = f"; and {hidden} more" if hidden > 0 else ""
+        raise ValueError(
+            f"{len(absent)} image(s) listed in {metadata_csv} are not in {image_dirs} "
+            f"({shown}{more}); add the missing <image_id>.jpg files, pass the folder holding them "
+            "in image_dirs, or delete those rows."
+        )
+    return paths, np.asarray(labels, dtype=np.int32), lesions
+
+
+def ham10000_splits(metadata_csv, image_dirs, val_fraction=0.15, test_fraction=0.15, seed=0):
+    """Lists the files and labels of each split of HAM10000 (see `load_ham10000`).
+
+    Args:
+        metadata_csv: Path of `HAM10000_metadata.csv`.
+        image_dirs: Folder or list of folders holding `<image_id>.jpg`.
+        val_fraction: Fraction of images (per class) for validation.
+        test_fraction: Fraction of images (per class) for test.
+        seed: Seed of the lesion split.
+
+    Returns:
+        `{"train": (paths, labels), "val": ..., "test": ...}`, labels as int32 arrays.
+    """
+    paths, labels, lesions = read_ham10000_metadata(metadata_csv, image_dirs)
+    parts = grouped_split(labels, lesions, {"test": test_fraction, "val": val_fraction}, seed=seed)
+    return {split: ([paths[i] for i in idx], labels[idx]) for split, idx in parts.items()}
+
+
+def load_ham10000(
+    metadata_csv,
+    image_dirs,
+    val_fraction=0.15,
+    test_fraction=0.15,
+    image_size=None,
+    channels=None,
+    batch_size=64,
+    augment=None,
+    shuffle=True,
+    seed=0,
+    cache=True,
+    strict=False,
+    limit=None,
+):
+    """Loads HAM10000 (ISIC 2018 Task 3), 7 classes, split by lesion.
+
+    HAM10000 holds several images of many lesions; DermaMNIST splits by image,
+    so the same lesion can sit in train and test. Here the splits are
+    grouped by `lesion_id` (no lesion in two splits) and stratified by
+    diagnosis, seeded. Classes: akiec, bcc, bkl, df, mel, nv, vasc (the `dx`
+    codes, in this index order; `CLASS_DESCRIPTIONS` spells them out).
+
+    Args:
+        metadata_csv: `HAM10000_metadata.csv`
+            (`lesion_id,image_id,dx,dx_type,age,sex,localization`).
+        image_dirs: Folder or list of folders holding `<image_id>.jpg`.
+        val_fraction: Fraction of images (per class) for validation.
+        test_fraction: Fraction of images (per class) for test.
+        image_size: None (native 450x600), int or `(h, w)`.
+        channels: None (native, 3), 1 or 3.
+        batch_size: Batch size.
+        augment: None, a preset name (`"dermoscopy"`) or a list of Keras
+            layers; train only.
+        shuffle: Shuffle the train split each epoch (seeded).
+        seed: Seed of the lesion split, shuffles, augmentation and `limit`.
+        cache: True (memory), False or a file path prefix; 10,015 images at
+            224 px take 1.5 GB in memory.
+        strict: Raise on an unreadable image instead of skipping it.
+        limit: At most this many examples per split (taken after the split).
+
+    Returns:
+        `(train, val, test, info)`: batched datasets of
+        `(float32 images in [0, 255], int32 labels)` and a `DatasetInfo`.
+
+    Example:
+
+    ```python
+    train, val, test, info = load_ham10000(
+        "HAM10000_metadata.csv",
+        ["HAM10000_images_part_1", "HAM10000_images_part_2"],
+        image_size=224, augment="dermoscopy")
+    ```
+    """
+    splits = ham10000_splits(metadata_csv, image_dirs, val_fraction, test_fraction, seed)
+    return build_file_splits(
+        splits,
+        name="ham10000",
+        class_names=CLASS_NAMES,
+        source=os.fspath(metadata_csv),
+        image_size=image_size,
+        channels=channels,
+        batch_size=batch_size,
+        augment=augment,
+        shuffle=shuffle,
+        seed=seed,
+        cache=cache,
+        strict=strict,
+        limit=limit,
+    )

@@ -1,0 +1,355 @@
+"""Datasets of image files on disk: grouped splits, the file pipeline, class-per-folder trees."""
+
+import collections
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from kdkeras.data import images, transforms
+from kdkeras.data.info import DatasetInfo, sparse_class_stats
+
+SPLITS = ("train", "val", "test")
+_SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+
+
+def grouped_split(labels, groups, fractions, seed=0):
+    """Splits examples so that no group (patient, lesion) lands in two splits.
+
+    Each group takes the majority label of its examples; within each label the
+    groups are shuffled (seeded) and assigned to the splits of `fractions` in
+    turn, each taking groups while that brings its image count closer to
+    `fraction * images of that label` (stratification). The rest is `"train"`,
+    which always keeps at least one group of each label.
+
+    Args:
+        labels: Sparse label of each example.
+        groups: Group id of each example (use the example index for an
+            ungrouped stratified split).
+        fractions: Ordered `{split_name: fraction}`, e.g. `{"test": 0.15, "val": 0.15}`.
+        seed: Seed of the group shuffle.
+
+    Returns:
+        `{split_name: sorted example indices}` for `"train"` and every key of
+        `fractions`.
+
+    Example:
+
+    >>> grouped_split([0, 0, 1, 1], ["p1", "p1", "p2", "p3"], {"val": 0.5})["val"]
+    array([3])
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if labels.shape[0] != groups.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels but {groups.shape[0]} groups")
+    if sum(fractions.values()) >= 1.0 or min(fractions.values(), default=0.0) < 0.0:
+        raise ValueError(f"split fractions must be >= 0 and sum to less than 1, got {fractions}")
+    members = collections.defaultdict(list)
+    for index, group in enumerate(groups.tolist()):
+        members[group].append(index)
+    group_label = {
+        g: collections.Counter(labels[idx].tolist()).most_common(1)[0][0]
+        for g, idx in members.items()
+    }
+    rng = np.random.default_rng(seed)
+    assigned = {}
+    for label in sorted(set(group_label.values())):
+        label_groups = [g for g in members if group_label[g] == label]
+        order = [label_groups[i] for i in rng.permutation(len(label_groups))]
+        total = sum(len(members[g]) for g in label_groups)
+        position = 0
+        for split, fraction in fractions.items():
+            target, taken = fraction * total, 0
+            while position < len(order) - 1:
+                size = len(members[order[position]])
+                if taken + size / 2 >= target:
+                    break
+                assigned[order[position]] = split
+                taken += size
+                position += 1
+    out = {split: [] for split in ("train", *fractions)}
+    for group, idx in members.items():
+        out[assigned.get(group, "train")].extend(idx)
+    return {split: np.array(sorted(idx), dtype=np.int64) for split, idx in out.items()}
+
+
+def build_file_splits(
+    splits,
+    *,
+    name,
+    class_names,
+    source,
+    image_size=None,
+    channels=None,
+    batch_size=64,
+    augment=None,
+    shuffle=True,
+    seed=0,
+    cache=True,
+    strict=False,
+    limit=None,
+):
+    """Builds the three pipelines and their info from lists of image files.
+
+    Args:
+        splits: `{"train": (paths, labels), "val": ..., "test": ...}` with
+            sparse int labels in `[0, len(class_names))`.
+        name: Dataset name for `DatasetInfo`.
+        class_names: Class names in index order.
+        source: Root folder or CSV, named in messages and `info.source`.
+        image_size: None (all files must share one size) or int / `(h, w)`.
+        channels: None (1 if every file is gray, else 3), 1 or 3.
+        batch_size: Batch size.
+        augment: None, a preset name or a list of Keras layers (train only).
+        shuffle: Shuffle the train split each epoch (seeded).
+        seed: Seed of shuffles, augmentation and `limit` sampling.
+        cache: True, False or a file path prefix.
+        strict: Raise on unreadable files instead of skipping them.
+        limit: At most this many examples per split (seeded sample).
+
+    Returns:
+        `(train, val, test, info)`.
+    """
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    picked = {}
+    for split in SPLITS:
+        paths, labels = splits[split]
+        keep = transforms.subset_indices(len(paths), limit, seed)
+        picked[split] = ([paths[i] for i in keep], np.asarray(labels, dtype=np.int32)[keep])
+    all_paths = [path for split in SPLITS for path in picked[split][0]]
+    headers, skipped = images.inspect_images(all_paths, strict=strict, source=source)
+    readable = {header.path for header in headers}
+    for split in SPLITS:
+        paths, labels = picked[split]
+        keep = [i for i, path in enumerate(paths) if path in readable]
+        if not keep:
+            raise ValueError(
+                f"The {split} split of {source} has no readable image; add images to it "
+                "(see the layout in the loader's docstring)."
+            )
+        picked[split] = ([paths[i] for i in keep], labels[keep])
+    native = images.native_channels(headers)
+    n_channels = channels or native
+    decoded_channels = min(n_channels, native)
+    size = transforms.image_size_tuple(image_size) or images.native_size(headers, source)
+    jpeg_ratio = images.jpeg_scale_denominator(headers, size)
+    counts, weights = sparse_class_stats(picked["train"][1], len(class_names))
+
+    def decode(path, label):
+        return images.decode_image_file(path, decoded_channels, size, jpeg_ratio), label
+
+    datasets = []
+    for split in SPLITS:
+        paths, labels = picked[split]
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        datasets.append(
+            transforms.finalize(
+                ds,
+                batch_size=batch_size,
+                training=split == "train",
+                shuffle=shuffle,
+                seed=seed,
+                cache=cache,
+                augment=augment,
+                decode=decode,
+                num_examples=len(paths),
+                channels=n_channels,
+            )
+        )
+    info = DatasetInfo(
+        name=name,
+        task="binary-class" if len(class_names) == 2 else "multi-class",
+        class_names=list(class_names),
+        n_channels=n_channels,
+        image_size=size,
+        split_sizes={split: len(picked[split][0]) for split in SPLITS},
+        class_counts=counts,
+        class_weights=weights,
+        source=str(source),
+        skipped=skipped,
+        label_mode="sparse",
+    )
+    return (*datasets, info)
+
+
+def find_split_folders(root):
+    """Maps `"train"`, `"val"`, `"test"` to subfolders of `root` (names case-insensitive)."""
+    entries = {e.lower(): e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e))}
+    found = {}
+    for split, names in _SPLIT_FOLDERS.items():
+        for candidate in names:
+            if candidate in entries:
+                found[split] = os.path.join(root, entries[candidate])
+                break
+    return found
+
+
+def _class_folders(folder):
+    return sorted(
+        e
+        for e in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, e)) and not e.startswith((".", "__MACOSX"))
+    )
+
+
+def _scan_classes(folder, class_names):
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        class_dir = os.path.join(folder, class_name)
+        if not os.path.isdir(class_dir):
+            continue
+        files = images.list_image_files(class_dir)
+        if not files:
+            raise ValueError(
+                f"Class folder {class_dir} holds no image ({', '.join(images.IMAGE_EXTENSIONS)}); "
+                "add images to it or delete the folder."
+            )
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    unknown = sorted(set(_class_folders(folder)) - set(class_names))
+    if unknown:
+        raise ValueError(
+            f"{folder} has class folder(s) {unknown} that are not among the classes "
+            f"{list(class_names)}; rename or remove them, or pass class_names=."
+        )
+    loose = [
+        e for e in os.listdir(folder) if e.lower().endswith(images.IMAGE_EXTENSIONS)
+    ]
+    if loose:
+        warnings.warn(
+            f"Ignored {len(loose)} image(s) directly in {folder} (e.g. {sorted(loose)[0]}): "
+            "only images inside a class folder have a label.",
+            stacklevel=3,
+        )
+    return paths, np.asarray(labels, dtype=np.int32)
+
+
+def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction=0.15, seed=0):
+    """Lists the files and labels of each split of a class-per-folder tree.
+
+    See `load_image_folder` for the layouts.
+
+    Args:
+        root: Dataset root folder.
+        class_names: Optional class folder names, fixing their order.
+        val_fraction: Fraction carved for validation when there is no val folder.
+        test_fraction: Fraction carved for test when there is no test folder.
+        seed: Seed of the stratified split.
+
+    Returns:
+        `(splits, class_names)`: `{"train": (paths, labels), "val": ..., "test": ...}`
+        with int32 label arrays, and the class names in index order.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"Image folder {root} does not exist; pass the dataset root folder."
+        )
+    split_dirs = find_split_folders(root)
+    class_root = split_dirs.get("train", root)
+    if split_dirs and "train" not in split_dirs:
+        raise ValueError(
+            f"{root} has {sorted(split_dirs)} folder(s) but no train/ folder; "
+            "add root/train/<class>/ or put the class folders directly in root."
+        )
+    if class_names is None:
+        class_names = _class_folders(class_root)
+    class_names = [str(c) for c in class_names]
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{class_root} must hold at least two class folders (one per class), "
+            f"found {class_names}."
+        )
+    missing = [c for c in class_names if not os.path.isdir(os.path.join(class_root, c))]
+    if missing:
+        raise ValueError(
+            f"Class folder(s) {missing} missing in {class_root}; create them or fix class_names."
+        )
+    pool_paths, pool_labels = _scan_classes(class_root, class_names)
+    splits = {}
+    for split in ("val", "test"):
+        if split in split_dirs:
+            splits[split] = _scan_classes(split_dirs[split], class_names)
+    carve = {}
+    if "test" not in splits:
+        carve["test"] = test_fraction
+    if "val" not in splits:
+        carve["val"] = val_fraction
+    parts = grouped_split(pool_labels, np.arange(len(pool_paths)), carve, seed=seed)
+    for split, indices in parts.items():
+        splits[split] = ([pool_paths[i] for i in indices], pool_labels[indices])
+    return splits, class_names
+
+
+def load_image_folder(
+    root,
+    class_names=None,
+    val_fraction=0.15,
+    test_fraction=0.15,
+    image_size=None,
+    channels=None,
+    batch_size=64,
+    augment=None,
+    shuffle=True,
+    seed=0,
+    cache=True,
+    strict=False,
+    limit=None,
+):
+    """Loads a class-per-folder image tree (e.g. ISIC benign / malignant).
+
+    Two layouts are accepted:
+
+    - `root/{train,val,test}/<class>/*.jpg`: the given splits are used; a
+      missing `val` (or `validation`) or `test` folder is carved out of train
+      (seeded, stratified by class).
+    - `root/<class>/*.jpg`: val and test are carved out of all images.
+
+    Classes are the sorted class folder names (of `train/` when present) and
+    images are found recursively inside each class folder; JPEG, PNG, BMP and
+    GIF, any size and mode.
+
+    Args:
+        root: Dataset root folder.
+        class_names: Optional class folder names, fixing their order.
+        val_fraction: Fraction carved for validation when there is no val folder.
+        test_fraction: Fraction carved for test when there is no test folder.
+        image_size: None (native; all images must share one size), int or `(h, w)`.
+        channels: None (native), 1 or 3.
+        batch_size: Batch size.
+        augment: None, a preset name (`"light"`, `"xray"`, `"dermoscopy"`) or
+            a list of Keras layers; train only.
+        shuffle: Shuffle the train split each epoch (seeded).
+        seed: Seed of splits, shuffles, augmentation and `limit` sampling.
+        cache: True (memory), False or a file path prefix.
+        strict: Raise on an unreadable image instead of skipping it.
+        limit: At most this many examples per split.
+
+    Returns:
+        `(train, val, test, info)`: batched datasets of
+        `(float32 images in [0, 255], int32 labels)` and a `DatasetInfo`.
+
+    Example:
+
+    ```python
+    train, val, test, info = load_image_folder("isic/", image_size=128)
+    ```
+    """
+    splits, class_names = image_folder_splits(root, class_names, val_fraction, test_fraction, seed)
+    return build_file_splits(
+        splits,
+        name=os.path.basename(os.path.normpath(os.fspath(root))),
+        class_names=class_names,
+        source=os.fspath(root),
+        image_size=image_size,
+        channels=channels,
+        batch_size=batch_size,
+        augment=augment,
+        shuffle=shuffle,
+        seed=seed,
+        cache=cache,
+        strict=strict,
+        limit=limit,
+    )

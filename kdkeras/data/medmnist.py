@@ -1,0 +1,428 @@
+"""MedMNIST v2 (Yang et al., Sci Data 2023): every 2D flag, sizes 28, 64, 128 and 224.
+
+The `medmnist` package is the source of truth for names, tasks, labels, URLs
+and MD5s, but `import medmnist` imports torch, which a TensorFlow process
+must not load (CUDA library clashes, seconds of start-up). Its `info.py`
+only needs the standard library, so it is executed on its own, under a
+private module name, without importing the package.
+"""
+
+import functools
+import hashlib
+import importlib.util
+import os
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdkeras import files
+from kdkeras.data import transforms
+from kdkeras.data.info import DatasetInfo, multi_hot_stats, sparse_class_stats
+
+ROOT_ENV = "KDKERAS_MEDMNIST_ROOT"
+SIZES = (28, 64, 128, 224)
+SPLITS = ("train", "val", "test")
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+_BUNDLED = ("pneumoniamnist",)
+# The bundled PneumoniaMNIST holds the official images with the train split in
+# another order (see bundled/README.md), so its MD5 is a known good one too.
+_KNOWN_GOOD_MD5 = {("pneumoniamnist", 28): "9846a857441ea474bbec7e4b70de222d"}
+_TASKS = {"multi-label, binary-class": "multi-label"}
+_INSTALL_HINT = "pip install --no-deps medmnist"
+
+
+@functools.lru_cache(maxsize=None)
+def medmnist_info():
+    """The `medmnist.INFO` table, read without importing `medmnist` (nor torch).
+
+    Returns:
+        The INFO dict of the installed medmnist package.
+
+    Raises:
+        ModuleNotFoundError: If medmnist is not installed.
+    """
+    spec = importlib.util.find_spec("medmnist")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    info_files = [os.path.join(d, "info.py") for d in locations]
+    info_files = [f for f in info_files if os.path.isfile(f)]
+    if not info_files:
+        raise ModuleNotFoundError(
+            "kdkeras reads MedMNIST's dataset table from the medmnist package, which is not "
+            f"installed. Install it without its torch dependency: `{_INSTALL_HINT}`."
+        )
+    module_spec = importlib.util.spec_from_file_location("_kdkeras_medmnist_info", info_files[0])
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.INFO
+
+
+def flags_2d():
+    """Names of the 2D MedMNIST datasets (`"pathmnist"`, ..., `"organsmnist"`)."""
+    return [flag for flag in medmnist_info() if not flag.endswith("3d")]
+
+
+def _flag_info(flag):
+    info = medmnist_info()
+    if flag not in info:
+        raise ValueError(f"Unknown MedMNIST flag {flag!r}; choose one of {flags_2d()}.")
+    if flag.endswith("3d"):
+        raise ValueError(
+            f"{flag} holds 3D volumes, which kdkeras does not load; choose a 2D flag: {flags_2d()}."
+        )
+    return info[flag]
+
+
+def _check_size(size):
+    if size not in SIZES:
+        raise ValueError(f"MedMNIST size must be one of {SIZES}, got {size!r}")
+
+
+def default_root(root=None):
+    """The folder of MedMNIST npz files.
+
+    Resolution order: the `root` argument, the environment variable
+    `KDKERAS_MEDMNIST_ROOT`, then `~/.medmnist` (medmnist's own default).
+
+    Args:
+        root: Optional explicit folder.
+
+    Returns:
+        A folder path (not created).
+    """
+    if root is not None:
+        return os.path.expanduser(os.fspath(root))
+    if os.environ.get(ROOT_ENV):
+        return os.path.expanduser(os.environ[ROOT_ENV])
+    return os.path.join(os.path.expanduser("~"), ".medmnist")
+
+
+def npz_filename(flag, size=28):
+    """medmnist's file name: `{flag}.npz` at 28 px, else `{flag}_{size}.npz`."""
+    _check_size(size)
+    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+def _url_and_md5(flag, size):
+    info = _flag_info(flag)
+    suffix = "" if size == 28 else f"_{size}"
+    return info[f"url{suffix}"], info[f"MD5{suffix}"]
+
+
+def bundled_npz(flag="pneumoniamnist"):
+    """Path of a MedMNIST npz shipped inside kdkeras (28 px PneumoniaMNIST only).
+
+    Args:
+        flag: Dataset flag; only `"pneumoniamnist"` is bundled.
+
+    Returns:
+        Absolute path of the npz.
+
+    Example:
+
+    ```python
+    train, val, test, info = load_medmnist(
+        "pneumoniamnist", root=os.path.dirname(bundled_npz()))
+    ```
+    """
+    if flag not in _BUNDLED:
+        raise ValueError(
+            f"Only {list(_BUNDLED)} is bundled with kdkeras, not {flag!r}; "
+            f"use load_medmnist({flag!r}) to read or download it."
+        )
+    return os.path.join(BUNDLED_DIR, f"{flag}.npz")
+
+
+def file_md5(path):
+    """Hex MD5 of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_npz(flag, size=28, root=None, url=None):
+    """Downloads a MedMNIST npz and verifies its MD5 against medmnist's INFO.
+
+    The file is written under a temporary name and renamed only once its MD5
+    matches, so a failed or corrupted download leaves nothing behind.
+
+    Args:
+        flag: Dataset flag, e.g. `"dermamnist"`.
+        size: 28, 64, 128 or 224.
+        root: Destination folder (see `default_root`).
+        url: Override of INFO's URL (a mirror, or `file://` in tests).
+
+    Returns:
+        Path of the verified npz.
+
+    Raises:
+        ValueError: If the downloaded file's MD5 differs from INFO's.
+        OSError: If the URL cannot be fetched; the message names the URL and
+            the exact path to place a manually downloaded file at.
+    """
+    info_url, md5 = _url_and_md5(flag, size)
+    url = url or info_url
+    target = os.path.join(default_root(root), npz_filename(flag, size))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if not os.access(os.path.dirname(target), os.W_OK):
+        raise PermissionError(
+            f"Cannot write {target}: its folder is read-only. Pass root= (or set {ROOT_ENV}) "
+            "to a writable folder."
+        )
+    with files.atomic_path(target) as tmp:
+        try:
+            keras.utils.get_file(
+                fname=os.path.basename(tmp),
+                origin=url,
+                file_hash=md5,
+                hash_algorithm="md5",
+                cache_dir=os.path.dirname(tmp),
+                cache_subdir="",
+                force_download=True,
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"The file downloaded from {url} does not have the MD5 {md5} listed by medmnist "
+                f"for {npz_filename(flag, size)} ({e}); it was discarded and nothing was saved "
+                f"at {target}. Retry, or download it yourself and place it at {target}."
+            ) from e
+        except Exception as e:  # get_file wraps URL and socket errors in a bare Exception.
+            raise OSError(
+                f"Could not download {url} ({e}). Without internet access, download that URL "
+                f"elsewhere and place the file at {target} (or in the folder given by root= "
+                f"or {ROOT_ENV})."
+            ) from e
+    return target
+
+
+def _validate(npz, path, flag, size, info):
+    required = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+    missing = [key for key in required if key not in npz.files]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the MedMNIST key(s) {missing} (found {sorted(npz.files)}). A MedMNIST "
+            f"npz holds {required}; delete the file and let load_medmnist download {flag} again."
+        )
+    multi_label = _TASKS.get(info["task"], info["task"]) == "multi-label"
+    num_classes = len(info["label"])
+    image_shape = (size, size) if info["n_channels"] == 1 else (size, size, info["n_channels"])
+    arrays = {}
+    for split in SPLITS:
+        for kind in ("images", "labels"):
+            key = f"{split}_{kind}"
+            try:
+                arrays[key] = npz[key]
+            except ValueError as e:
+                raise ValueError(
+                    f"{path}: key {key} cannot be read without pickle ({e}); MedMNIST arrays "
+                    "are plain numeric arrays. Replace the file with the official one."
+                ) from e
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.dtype != np.uint8 or x.shape[1:] != image_shape:
+            raise ValueError(
+                f"{path}: {split}_images is {x.dtype} {x.shape}, expected uint8 (N, "
+                f"{', '.join(map(str, image_shape))}) for {flag} at size {size}. Check the "
+                "flag and size arguments, or replace the file."
+            )
+        label_width = num_classes if multi_label else 1
+        if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0], label_width):
+            raise ValueError(
+                f"{path}: {split}_labels is {y.dtype} {y.shape}, expected integers of shape "
+                f"({x.shape[0]}, {label_width}), one row per image of {split}_images."
+            )
+        high = 1 if multi_label else num_classes - 1
+        if y.size and (y.min() < 0 or y.max() > high):
+            raise ValueError(
+                f"{path}: {split}_labels has values in [{y.min()}, {y.max()}], outside "
+                f"[0, {high}] ({flag} has {num_classes} {'labels' if multi_label else 'classes'}). "
+                "Fix the labels or replace the file."
+            )
+    return arrays
+
+
+def read_npz(path, flag, size=28):
+    """Reads and validates a MedMNIST npz (`allow_pickle=False`).
+
+    Args:
+        path: npz path.
+        flag: Dataset flag whose INFO entry the arrays must match.
+        size: Image size the file must hold.
+
+    Returns:
+        Dict of the six arrays (`train_images`, `train_labels`, ...).
+
+    Raises:
+        ValueError: Naming the file and key, if the file is not a readable
+            npz, lacks a key, or holds arrays of the wrong dtype, shape or
+            label range.
+    """
+    info = _flag_info(flag)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(
+            f"{path} is not a readable npz file ({e}); delete it and let load_medmnist "
+            "download it again, or replace it."
+        ) from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array, not a MedMNIST npz archive; replace it.")
+    with npz:
+        return _validate(npz, path, flag, size, info)
+
+
+def load_medmnist(
+    flag,
+    size=28,
+    root=None,
+    download=True,
+    url=None,
+    path=None,
+    image_size=None,
+    channels=None,
+    batch_size=64,
+    augment=None,
+    shuffle=True,
+    seed=0,
+    cache=True,
+    strict=False,
+    limit=None,
+):
+    """Loads a 2D MedMNIST dataset with its official train / val / test split.
+
+    The npz is looked up in the root folder (`root`, else `$KDKERAS_MEDMNIST_ROOT`,
+    else `~/.medmnist`) under medmnist's file name (`{flag}.npz` at 28 px,
+    `{flag}_{size}.npz` otherwise). A local file is used as is: if its MD5
+    differs from medmnist's INFO a warning is issued, since a re-packed copy
+    (like the bundled PneumoniaMNIST) holds the same images under another
+    hash. A missing file is downloaded and must match INFO's MD5.
+
+    Tasks follow INFO: binary-class and multi-class give int32 labels `(B,)`;
+    ChestMNIST (multi-label) gives multi-hot float32 labels `(B, 14)`;
+    RetinaMNIST (ordinal-regression, grades 0-4) gives int32 grades `(B,)` to
+    train as multi-class, and `info.task` keeps `"ordinal-regression"`.
+
+    The whole split is read into memory (224 px PathMNIST: about 15 GB).
+
+    Args:
+        flag: A 2D flag of `medmnist.INFO`, e.g. `"pneumoniamnist"`.
+        size: 28, 64, 128 or 224 (MedMNIST+ sizes).
+        root: Folder of npz files.
+        download: Download a missing file (with MD5 check).
+        url: Override of INFO's download URL (a mirror, or `file://`).
+        path: Explicit npz path, bypassing root and download.
+        image_size: None (native `size`), int or `(h, w)` to resize to.
+        channels: None (native), 1 or 3.
+        batch_size: Batch size.
+        augment: None, a preset name or a list of Keras layers; train only.
+        shuffle: Shuffle the train split each epoch (seeded).
+        seed: Seed of shuffles, augmentation and `limit` sampling.
+        cache: True (memory), False or a file path prefix; used only when
+            images are resized or converted, the arrays being in memory already.
+        strict: Accepted for a uniform signature; npz arrays have no
+            undecodable images.
+        limit: At most this many examples per split.
+
+    Returns:
+        `(train, val, test, info)`: batched datasets of
+        `(float32 images in [0, 255], labels)` and a `DatasetInfo`.
+
+    Example:
+
+    ```python
+    train, val, test, info = load_medmnist("dermamnist", size=64, batch_size=128)
+    ```
+    """
+    del strict
+    info = _flag_info(flag)
+    _check_size(size)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    if path is None:
+        path = os.path.join(default_root(root), npz_filename(flag, size))
+        if not os.path.isfile(path):
+            info_url, _ = _url_and_md5(flag, size)
+            if not download:
+                raise FileNotFoundError(
+                    f"{path} does not exist and download=False. Download {url or info_url} "
+                    f"and place it at {path}, or pass download=True."
+                )
+            path = download_npz(flag, size, root=root, url=url)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MedMNIST file {path} does not exist.")
+    _, expected_md5 = _url_and_md5(flag, size)
+    actual_md5 = file_md5(path)
+    if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):
+        warnings.warn(
+            f"{path} has MD5 {actual_md5}, not {expected_md5} as listed by medmnist for "
+            f"{npz_filename(flag, size)}. Using it as is (a re-packed copy can hold the same "
+            "images); delete it to download the official file.",
+            stacklevel=2,
+        )
+    arrays = read_npz(path, flag, size)
+    task = _TASKS.get(info["task"], info["task"])
+    class_names = [info["label"][str(i)] for i in range(len(info["label"]))]
+    multi_label = task == "multi-label"
+    native_channels = info["n_channels"]
+    n_channels = channels or native_channels
+    target_size = transforms.image_size_tuple(image_size) or (size, size)
+
+    def convert(images, labels):
+        if n_channels == 1 and native_channels == 3:
+            images = transforms.to_channels(images, 1)
+        if target_size != (size, size):
+            images = transforms.resize(images, target_size)
+        return transforms.to_uint8(images), labels
+
+    needs_convert = target_size != (size, size) or n_channels < native_channels
+    datasets, split_sizes = [], {}
+    for split in SPLITS:
+        keep = transforms.subset_indices(len(arrays[f"{split}_labels"]), limit, seed)
+        x = arrays[f"{split}_images"][keep]
+        if x.ndim == 3:
+            x = x[..., np.newaxis]
+        y = arrays[f"{split}_labels"][keep]
+        y = y.astype(np.float32) if multi_label else y[:, 0].astype(np.int32)
+        if split == "train":
+            if multi_label:
+                counts, pos_weights = multi_hot_stats(y)
+                weights = None
+            else:
+                counts, weights = sparse_class_stats(y, len(class_names))
+                pos_weights = None
+        split_sizes[split] = int(len(y))
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        datasets.append(
+            transforms.finalize(
+                ds,
+                batch_size=batch_size,
+                training=split == "train",
+                shuffle=shuffle,
+                seed=seed,
+                # Arrays already in memory gain nothing from a second, cached copy.
+                cache=cache if needs_convert else False,
+                augment=augment,
+                decode=convert if needs_convert else None,
+                num_examples=len(y),
+                channels=n_channels,
+            )
+        )
+    dataset_info = DatasetInfo(
+        name=flag if size == 28 else f"{flag}_{size}",
+        task=task,
+        class_names=class_names,
+        n_channels=n_channels,
+        image_size=target_size,
+        split_sizes=split_sizes,
+        class_counts=counts,
+        class_weights=weights,
+        source=path,
+        skipped=[],
+        label_mode="multi-hot" if multi_label else "sparse",
+        pos_weights=pos_weights,
+    )
+    return (*datasets, dataset_info)

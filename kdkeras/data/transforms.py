@@ -1,0 +1,417 @@
+"""Transforms shared by every loader: size, channels, augmentation, model input scaling.
+
+Pipelines keep images as uint8 from decoding to `cache()` (a quarter of the
+memory of float32) and cast them to float32 in [0, 255] per batch, after
+which train batches are augmented. Loaders assemble them with `finalize`.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Augmentation runs in the input pipeline, so it stays float32 under mixed precision.
+_F32 = {"dtype": "float32"}
+
+# File caches are not shared with the shuffle buffer, so bound the buffer there.
+_FILE_CACHE_SHUFFLE_BUFFER = 8192
+
+# Luminance weights of ITU-R BT.601, as `tf.image.rgb_to_grayscale` and PIL use.
+_LUMA = (0.2989, 0.5870, 0.1140)
+
+# ImageNet statistics of `keras.applications` preprocessing, RGB order.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def image_size_tuple(image_size):
+    """Normalizes an `image_size` argument to `(height, width)` or None.
+
+    Args:
+        image_size: None, an int (square) or a pair of ints.
+
+    Returns:
+        None or a tuple of two positive ints.
+    """
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)):
+        size = (int(image_size), int(image_size))
+    else:
+        size = tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(
+            f"image_size must be a positive int or a (height, width) pair, got {image_size!r}"
+        )
+    return size
+
+
+def resize(images, size):
+    """Resizes images to `size` with antialiased bilinear interpolation.
+
+    Antialiasing matters here: X-rays and dermoscopy photos are downscaled by
+    10-100x, and plain bilinear sampling would alias fine texture.
+    The aspect ratio is not kept (like `flow_from_directory(target_size=...)`).
+
+    Args:
+        images: Tensor `(H, W, C)` or `(B, H, W, C)`, values in [0, 255].
+        size: `(height, width)` or an int.
+
+    Returns:
+        float32 tensor of the new size, clipped to [0, 255].
+
+    Example:
+
+    >>> resize(tf.zeros((300, 400, 1)), 28).shape
+    TensorShape([28, 28, 1])
+    """
+    size = image_size_tuple(size)
+    images = tf.image.resize(tf.cast(images, tf.float32), size, antialias=True)
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def to_channels(images, channels):
+    """Converts images to 1 or 3 channels.
+
+    Gray becomes RGB by repetition, RGB becomes gray by BT.601 luminance, an
+    alpha channel (gray+alpha, RGBA) is dropped. The input's channel count
+    must be static.
+
+    Args:
+        images: Tensor `(..., H, W, C)` with C in 1, 2, 3 or 4.
+        channels: 1 or 3.
+
+    Returns:
+        Tensor `(..., H, W, channels)`, float32 unless no conversion was needed.
+
+    Example:
+
+    >>> to_channels(tf.zeros((28, 28, 1)), 3).shape
+    TensorShape([28, 28, 3])
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    source = images.shape[-1]
+    if source not in (1, 2, 3, 4):
+        raise ValueError(f"images must have 1 to 4 channels, got shape {images.shape}")
+    if source == channels:
+        return images
+    if source in (1, 2):
+        gray = images[..., :1]
+        return gray if channels == 1 else tf.repeat(gray, 3, axis=-1)
+    rgb = images[..., :3]
+    if channels == 3:
+        return rgb
+    return tf.reduce_sum(tf.cast(rgb, tf.float32) * tf.constant(_LUMA), axis=-1, keepdims=True)
+
+
+def to_uint8(images):
+    """Rounds float images in [0, 255] to uint8 (the cached representation)."""
+    images = tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0))
+    return tf.cast(images, tf.uint8)
+
+
+def subset_indices(n, limit, seed=0):
+    """Indices of at most `limit` of `n` examples, seeded and in their original order.
+
+    Taking the first `limit` files would give a one-class smoke run on sorted
+    folders; a seeded sample keeps the class mix and stays reproducible.
+
+    Args:
+        n: Number of examples.
+        limit: None (all) or the maximum number to keep.
+        seed: Seed of the sample.
+
+    Returns:
+        Sorted int64 numpy array of indices.
+    """
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n)[:limit])
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class RandomIntensityScale(keras.layers.Layer):
+    """Multiplies each image by a random factor, like `brightness_range` of `ImageDataGenerator`.
+
+    `keras.layers.RandomBrightness` adds a delta; the seeds' Keras 2 pipelines
+    scaled pixel values instead, which keeps a black background black.
+
+    Args:
+        factor: `(low, high)` range of the multiplier, e.g. `(0.7, 1.3)`.
+        value_range: `(min, max)` to clip the result to.
+        seed: Optional int seed.
+        **kwargs: Base layer arguments.
+
+    Example:
+
+    ```python
+    layer = RandomIntensityScale((0.7, 1.3), seed=0)
+    brighter_or_darker = layer(images, training=True)
+    ```
+    """
+
+    def __init__(self, factor=(0.7, 1.3), value_range=(0.0, 255.0), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        low, high = (float(f) for f in factor)
+        if not 0.0 <= low <= high:
+            raise ValueError(f"factor must be (low, high) with 0 <= low <= high, got {factor!r}")
+        self.factor = (low, high)
+        self.value_range = tuple(float(v) for v in value_range)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = keras.ops.shape(images)
+        scale_shape = (shape[0], 1, 1, 1) if len(images.shape) == 4 else (1, 1, 1)
+        scale = keras.random.uniform(
+            scale_shape,
+            minval=self.factor[0],
+            maxval=self.factor[1],
+            dtype=self.compute_dtype,
+            seed=self.seed_generator,
+        )
+        images = keras.ops.cast(images, self.compute_dtype) * scale
+        return keras.ops.clip(images, self.value_range[0], self.value_range[1])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"factor": self.factor, "value_range": self.value_range, "seed": self.seed})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class PixelPreprocessing(keras.layers.Layer):
+    """First layer of a model: adapts [0, 255] images to what the model was built for.
+
+    Datasets yield raw [0, 255] pixels so that a teacher and a student can read
+    the same batch; each model then scales them inside its own graph.
+
+    Modes (the names of `keras.applications.imagenet_utils.preprocess_input`):
+
+    - `"raw"`: unchanged.
+    - `"unit"`: `x / 255`, values in [0, 1].
+    - `"tf"`: `x / 127.5 - 1`, values in [-1, 1] (MobileNet, Inception).
+    - `"caffe"`: RGB to BGR, minus the ImageNet mean (VGG16, ResNet50).
+    - `"torch"`: `x / 255`, minus the ImageNet mean, over its std (DenseNet).
+
+    Args:
+        mode: One of the modes above.
+        channels: None to keep the input's channels, or 1 / 3 to convert
+            (gray is repeated to 3 channels for ImageNet-pretrained models).
+        **kwargs: Base layer arguments.
+
+    Example:
+
+    ```python
+    inputs = keras.Input((224, 224, 1))
+    x = PixelPreprocessing("caffe", channels=3)(inputs)
+    features = keras.applications.VGG16(include_top=False)(x)
+    ```
+    """
+
+    MODES = ("raw", "unit", "tf", "caffe", "torch")
+
+    def __init__(self, mode="unit", channels=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"PixelPreprocessing: mode must be one of {self.MODES}, got {mode!r}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"PixelPreprocessing: channels must be None, 1 or 3, got {channels!r}")
+        if mode in ("caffe", "torch") and channels == 1:
+            raise ValueError(f"PixelPreprocessing: mode {mode!r} needs RGB input; use channels=3")
+        self.mode = mode
+        self.channels = channels
+
+    def call(self, images):
+        x = keras.ops.cast(images, self.compute_dtype)
+        source = x.shape[-1]
+        if self.channels == 3 and source == 1:
+            x = keras.ops.repeat(x, 3, axis=-1)
+        elif self.channels == 1 and source == 3:
+            x = keras.ops.sum(x * keras.ops.array(_LUMA, x.dtype), axis=-1, keepdims=True)
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            return x[..., ::-1] - keras.ops.array(_CAFFE_MEAN_BGR, x.dtype)
+        if self.mode == "torch":
+            mean = keras.ops.array(_TORCH_MEAN, x.dtype)
+            std = keras.ops.array(_TORCH_STD, x.dtype)
+            return (x / 255.0 - mean) / std
+        return x
+
+    def compute_output_shape(self, input_shape):
+        channels = self.channels or input_shape[-1]
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode, "channels": self.channels})
+        return config
+
+
+def _light(seed):
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed, **_F32),
+        keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed + 1, **_F32),
+        keras.layers.RandomZoom(0.1, 0.1, fill_mode="nearest", seed=seed + 2, **_F32),
+    ]
+
+
+def _xray(seed):
+    # Seed 002's ImageDataGenerator(rotation_range=5, shear_range=0.02, zoom_range=0.1,
+    # brightness_range=[0.7, 1.3], horizontal_flip=True, vertical_flip=True,
+    # fill_mode="nearest"). Its shear_range is an angle in degrees, so 0.02 is a
+    # shear of sin(0.02 deg): kept for fidelity, it barely moves a pixel.
+    shear = math.sin(math.radians(0.02))
+    return [
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, **_F32),
+        keras.layers.RandomRotation(5 / 360, fill_mode="nearest", seed=seed + 1, **_F32),
+        keras.layers.RandomShear(x_factor=shear, fill_mode="nearest", seed=seed + 2, **_F32),
+        keras.layers.RandomZoom(0.1, 0.1, fill_mode="nearest", seed=seed + 3, **_F32),
+        RandomIntensityScale((0.7, 1.3), seed=seed + 4, **_F32),
+    ]
+
+
+def _dermoscopy(seed):
+    # A lesion has no canonical orientation, so any flip or rotation is a valid
+    # view; color and contrast vary between dermatoscopes.
+    return [
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, **_F32),
+        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1, **_F32),
+        keras.layers.RandomZoom(0.1, 0.1, fill_mode="reflect", seed=seed + 2, **_F32),
+        RandomIntensityScale((0.8, 1.2), seed=seed + 3, **_F32),
+        keras.layers.RandomContrast(0.2, seed=seed + 4, **_F32),
+    ]
+
+
+AUGMENTATION_PRESETS = {"light": _light, "xray": _xray, "dermoscopy": _dermoscopy}
+
+
+def augmentation(preset_or_layers, seed=0):
+    """Builds the train-time augmentation model.
+
+    Presets (every one keeps values in [0, 255]):
+
+    - `"light"`: horizontal flip, rotation up to 10 degrees, zoom +-10%.
+      A mild default for MedMNIST-sized images.
+    - `"xray"`: seed 002's chest X-ray set: horizontal and vertical flips,
+      rotation up to 5 degrees, shear of 0.02 degrees, independent zoom +-10%
+      per axis, brightness scaled by 0.7-1.3, nearest fill.
+    - `"dermoscopy"`: flips, any rotation, zoom +-10%, brightness scaled by
+      0.8-1.2, contrast +-20%. The seeds on dermoscopy (000, 003) do not state
+      their sets; this one follows common ISIC practice.
+
+    Args:
+        preset_or_layers: A preset name or a list of Keras layers.
+        seed: Base seed; layer `i` of a preset gets `seed + i`.
+
+    Returns:
+        A `keras.Sequential`. Preset layers compute in float32 even under a
+        mixed precision policy, since they run in the input pipeline.
+
+    Example:
+
+    ```python
+    aug = augmentation("xray", seed=1)
+    augmented = aug(images, training=True)
+    ```
+    """
+    if isinstance(preset_or_layers, str):
+        if preset_or_layers not in AUGMENTATION_PRESETS:
+            raise ValueError(
+                f"Unknown augmentation preset {preset_or_layers!r}; "
+                f"choose one of {sorted(AUGMENTATION_PRESETS)} or pass a list of Keras layers."
+            )
+        layers = AUGMENTATION_PRESETS[preset_or_layers](seed)
+        name = f"augment_{preset_or_layers}"
+    else:
+        layers = list(preset_or_layers)
+        if not all(isinstance(layer, keras.layers.Layer) for layer in layers):
+            raise TypeError("augment must be a preset name or a list of keras.layers.Layer objects")
+        name = "augment"
+    return keras.Sequential(layers, name=name)
+
+
+def finalize(
+    ds,
+    *,
+    batch_size,
+    training=False,
+    shuffle=True,
+    seed=0,
+    cache=True,
+    augment=None,
+    decode=None,
+    num_examples=None,
+    channels=None,
+):
+    """Turns a dataset of examples into the batched pipeline a model reads.
+
+    Order: (shuffle raw examples, when not caching) -> parallel `decode` ->
+    `cache` -> seeded shuffle, new order each epoch -> batch -> float32 ->
+    augmentation -> `prefetch(AUTOTUNE)`. Shuffling and augmentation happen
+    only when `training`; evaluation splits keep their order.
+
+    Args:
+        ds: Dataset of `(x, label)` examples, unbatched.
+        batch_size: Batch size.
+        training: Whether this is the train split.
+        shuffle: Shuffle the train split (ignored unless `training`).
+        seed: Seed of the shuffle and of preset augmentations.
+        cache: True (in memory), False, or a file path prefix for `Dataset.cache`.
+        augment: None, a preset name, or a list of Keras layers (train only).
+        decode: Optional function mapping `(x, label)` to a uint8 image
+            `(H, W, C)` and its label, run in parallel before the cache.
+        num_examples: Size of `ds`; defaults to its cardinality.
+        channels: If 3 and the examples are gray, they are repeated to 3
+            channels per batch, after the cache, which thus stays 3x smaller.
+
+    Returns:
+        A `tf.data.Dataset` of `(float32 images (B, H, W, C) in [0, 255], labels)`.
+    """
+    if batch_size is None or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if num_examples is None:
+        num_examples = int(ds.cardinality())
+    buffer = max(1, num_examples)
+    shuffled = training and shuffle
+    if shuffled and not cache:
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if decode is not None:
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache() if cache is True else ds.cache(str(cache))
+        if shuffled:
+            if cache is not True:
+                buffer = min(buffer, _FILE_CACHE_SHUFFLE_BUFFER)
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(int(batch_size))
+    aug = augmentation(augment, seed=seed) if (training and augment is not None) else None
+
+    def to_float(images, labels):
+        images = tf.cast(images, tf.float32)
+        if channels == 3 and images.shape[-1] == 1:
+            images = tf.repeat(images, 3, axis=-1)
+        if aug is not None:
+            images = tf.cast(aug(images, training=True), tf.float32)
+        return images, labels
+
+    # Keras random layers advance one seed variable per call: mapping batches in
+    # order is what makes a seed reproduce the same augmented epoch.
+    ds = ds.map(to_float, num_parallel_calls=None if aug is not None else AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

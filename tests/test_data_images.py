@@ -1,0 +1,126 @@
+"""Decoding and validation of image files (kdkeras.data.images)."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from kdkeras.data import images
+
+
+def _save(path, array, **kwargs):
+    Image.fromarray(array).save(path, **kwargs)
+    return str(path)
+
+
+def _decode(path, channels, size):
+    return images.decode_image_file(tf.constant(path), channels, size).numpy()
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    """One file per supported format and mode, 12x16 pixels, known contents."""
+    gray = np.tile(np.arange(16, dtype=np.uint8) * 16, (12, 1))
+    rgb = np.stack([gray, 255 - gray, np.full_like(gray, 40)], axis=-1)
+    rgba = np.concatenate([rgb, np.full_like(gray, 7)[..., None]], axis=-1)
+    return {
+        "gray_png": _save(tmp_path / "gray.png", gray),
+        "rgb_png": _save(tmp_path / "rgb.png", rgb),
+        "rgba_png": _save(tmp_path / "rgba.png", rgba),
+        "gray16_png": _save(tmp_path / "gray16.png", gray.astype(np.uint16) * 257),
+        "gray_jpeg": _save(tmp_path / "gray.jpeg", gray, quality=95),
+        "rgb_jpeg": _save(tmp_path / "rgb.jpeg", rgb, quality=95),
+        "rgb_bmp": _save(tmp_path / "rgb.bmp", rgb),
+        "gray": gray,
+        "rgb": rgb,
+    }
+
+
+def test_png_modes_decode_to_exact_pixels(image_files):
+    gray, rgb = image_files["gray"], image_files["rgb"]
+    np.testing.assert_array_equal(_decode(image_files["gray_png"], 1, (12, 16))[..., 0], gray)
+    as_rgb = _decode(image_files["gray_png"], 3, (12, 16))
+    np.testing.assert_array_equal(as_rgb, np.stack([gray] * 3, -1))
+    np.testing.assert_array_equal(_decode(image_files["rgb_png"], 3, (12, 16)), rgb)
+    np.testing.assert_array_equal(_decode(image_files["rgba_png"], 3, (12, 16)), rgb)
+    np.testing.assert_array_equal(_decode(image_files["rgb_bmp"], 3, (12, 16)), rgb)
+    luma = np.round(rgb.astype(np.float64) @ np.array([0.2989, 0.5870, 0.1140])).astype(np.uint8)
+    np.testing.assert_array_equal(_decode(image_files["rgb_png"], 1, (12, 16))[..., 0], luma)
+
+
+def test_16_bit_png_is_scaled_to_0_255(image_files):
+    decoded = _decode(image_files["gray16_png"], 1, (12, 16))
+    assert decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded[..., 0], image_files["gray"])
+
+
+def test_jpeg_decodes_close_to_source_and_resizes(image_files):
+    decoded = _decode(image_files["gray_jpeg"], 1, (12, 16)).astype(int)
+    assert np.abs(decoded[..., 0] - image_files["gray"].astype(int)).max() <= 8
+    small = _decode(image_files["rgb_jpeg"], 3, (6, 8))
+    assert small.shape == (6, 8, 3) and small.dtype == np.uint8
+
+
+def test_jpeg_dct_scaling_matches_full_decode(tmp_path):
+    yy, xx = np.mgrid[0:256, 0:256]
+    smooth = (127 + 100 * np.sin(xx / 20.0) * np.cos(yy / 30.0)).astype(np.uint8)
+    path = _save(tmp_path / "big.jpeg", smooth, quality=95)
+    header = images.ImageHeader(path, 256, 256, 1)
+    assert images.jpeg_scale_denominator([header], (32, 32)) == 8
+    assert images.jpeg_scale_denominator([header], (100, 64)) == 2
+    assert images.jpeg_scale_denominator([header], (200, 200)) == 1
+    full = images.decode_image_file(tf.constant(path), 1, (32, 32), jpeg_ratio=1).numpy()
+    fast = images.decode_image_file(tf.constant(path), 1, (32, 32), jpeg_ratio=8).numpy()
+    assert np.abs(full.astype(int) - fast.astype(int)).mean() < 2.0
+
+
+def test_inspect_reports_corrupt_files(tmp_path, image_files):
+    data = open(image_files["gray_jpeg"], "rb").read()
+    truncated = tmp_path / "person3_virus_7.jpeg"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "IM-0001-0001.jpeg"
+    garbage.write_bytes(b"this is not a JPEG")
+    tiff = tmp_path / "scan.png"
+    Image.fromarray(image_files["gray"]).save(tiff, format="TIFF")
+    paths = [
+        image_files["rgb_jpeg"], str(truncated), image_files["gray16_png"], str(garbage), str(tiff)
+    ]
+    expected = r"Skipped 3 unreadable image file\(s\) in root/"
+    with pytest.warns(UserWarning, match=expected) as record:
+        headers, skipped = images.inspect_images(paths, source="root/")
+    message = str(record[0].message)
+    assert "person3_virus_7.jpeg" in message and "IM-0001-0001.jpeg" in message
+    assert "not readable by TensorFlow" in message
+    assert skipped == [str(truncated), str(garbage), str(tiff)]
+    assert [(h.path, h.height, h.width, h.channels) for h in headers] == [
+        (image_files["rgb_jpeg"], 12, 16, 3),
+        (image_files["gray16_png"], 12, 16, 1),
+    ]
+    with pytest.raises(ValueError, match=r"3 unreadable image file\(s\).*strict=False"):
+        images.inspect_images(paths, strict=True)
+
+
+def test_native_size_and_channels(tmp_path):
+    a = images.ImageHeader(str(tmp_path / "a.jpeg"), 10, 20, 1)
+    b = images.ImageHeader(str(tmp_path / "b.jpeg"), 10, 20, 3)
+    c = images.ImageHeader(str(tmp_path / "c.jpeg"), 30, 40, 1)
+    assert images.native_size([a, b], "root") == (10, 20)
+    assert images.native_channels([a, c]) == 1
+    assert images.native_channels([a, b]) == 3
+    expected = r"2 different sizes \(.*a\.jpeg is 20x10, .*c\.jpeg is 40x30\)"
+    with pytest.raises(ValueError, match=expected):
+        images.native_size([a, c], "root")
+    with pytest.raises(ValueError, match="pass image_size"):
+        images.native_size([a, b, c], "root")
+
+
+def test_list_image_files_skips_hidden_and_non_images(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "__MACOSX").mkdir()
+    names = ("b.JPEG", "a.png", "sub/c.jpg", ".DS_Store", "notes.txt", "__MACOSX/._a.png", "._x")
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    found = [os.path.relpath(p, tmp_path) for p in images.list_image_files(tmp_path)]
+    assert found == ["a.png", "b.JPEG", os.path.join("sub", "c.jpg")]
