@@ -130,6 +130,9 @@ class RunState(keras.callbacks.Callback):
         if self.best_epoch is not None and os.path.exists(self._best_path):
             self._target().load_weights(self._best_path)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        parent = os.path.dirname(self.state_dir)
+        if os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
 
     def _target(self):
         return self.weights_of or self.model

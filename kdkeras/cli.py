@@ -113,7 +113,9 @@ def main(argv=None):
         1 for a missing prerequisite.
     """
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Hides TensorFlow's C++ warnings and errors (CUDA probes on CPU machines)
+    # that bury the progress lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from kdkeras import config as config_lib
     from kdkeras import training
 

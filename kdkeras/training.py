@@ -170,6 +170,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
             epochs=train_config.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
+            shuffle=False,  # the train pipeline shuffles, seeded, each epoch
             verbose=verbose,
         )
     seconds = time.perf_counter() - started

@@ -1,0 +1,138 @@
+"""The workflow end to end on a tiny real config: CLI phases, artifacts, report, resume."""
+
+import csv
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from kdkeras import cli, reporting
+from kdkeras.callbacks import RunState
+
+TINY = """
+name = "tiny"
+description = "tiny smoke run"
+seed = 3
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 32
+limit = 96
+
+[teacher]
+model = "cnn_small"
+options = { filters = [8, 16] }
+epochs = 2
+monitor = "val_auc"
+
+[student]
+model = "cnn_small"
+options = { filters = [4, 8] }
+epochs = 1
+monitor = "val_loss"
+
+[distill]
+epochs = 2
+alpha = 0.2
+temperature = 3.0
+monitor = "val_accuracy"
+"""
+
+ARTIFACTS = [
+    "config.toml", "report.md", "roc.png", "val_overlay.png",
+    *(f"{m}{s}" for m in ("teacher", "student", "distilled") for s in (
+        ".keras", "_history.csv", "_metrics.json", "_predictions.npz",
+        "_curves.png", "_confusion.png", "_predictions.png")),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.toml"
+    config.write_text(TINY)
+    runs = str(root / "runs")
+    common = ["--config", str(config), "--runs-dir", runs]
+    assert cli.main(["distill", *common]) == 1  # no teacher yet
+    for phase in ("teacher", "student", "distill"):
+        assert cli.main([phase, *common, "--quiet"]) == 0
+    assert cli.main(["report", *common]) == 0
+    return config, os.path.join(runs, "tiny")
+
+
+def test_every_artifact_is_written(tiny_run):
+    _, out = tiny_run
+    assert sorted(os.listdir(out)) == sorted(ARTIFACTS + ["logs"])
+    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["distilled", "student", "teacher"]
+    with open(os.path.join(out, "distilled_history.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "student_loss", "distillation_loss", "val_accuracy", "val_auc", "learning_rate"} <= set(rows[0])
+
+
+def test_metrics_match_saved_predictions_and_report(tiny_run):
+    _, out = tiny_run
+    report = open(os.path.join(out, "report.md")).read()
+    for name in ("teacher", "student", "distilled"):
+        metrics = json.load(open(os.path.join(out, f"{name}_metrics.json")))
+        predictions = reporting.load_predictions(os.path.join(out, f"{name}_predictions.npz"))
+        assert len(predictions["y_true"]) == metrics["n"] == 96
+        recomputed = np.mean(predictions["y_score"].argmax(1) == predictions["y_true"])
+        assert metrics["acc"] == pytest.approx(recomputed)
+        assert metrics["params"] > 0 and metrics["size_bytes"] == os.path.getsize(os.path.join(out, f"{name}.keras"))
+        assert set(metrics["latency"]) == {"1", "32"}
+        assert re.search(rf"\| *{name}", report, re.IGNORECASE)
+        assert f"{metrics['acc']:.3f}" in report or f"{100 * metrics['acc']:.1f}" in report
+
+
+def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert cli.main(["distill", "--config", str(config), "--runs-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "teacher.keras not found" in err and "Run `make teacher`" in err
+
+
+def test_config_errors_exit_2_before_training(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert cli.main(["student", "--config", str(config), "--runs-dir", str(tmp_path), "--temperature", "-1"]) == 2
+    assert "[distill] temperature = -1.0 must be > 0" in capsys.readouterr().err
+    assert cli.main(["student", "--config", str(config), "--set", "student.epochz=3"]) == 2
+    assert "unknown key(s) 'epochz'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "tiny")
+
+
+def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    common = ["student", "--config", str(config), "--runs-dir", str(tmp_path), "--epochs", "3", "--quiet"]
+    original = RunState.on_epoch_end
+
+    def killed_after_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(RunState, "on_epoch_end", killed_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(common)
+    assert os.path.exists(tmp_path / "tiny" / "state" / "student" / "epoch_0002.json")
+    assert not os.path.exists(tmp_path / "tiny" / "student.keras")
+    monkeypatch.setattr(RunState, "on_epoch_end", original)
+    assert cli.main(common) == 0
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().out
+    with open(tmp_path / "tiny" / "student_history.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2", "3"]
+    assert not os.path.exists(tmp_path / "tiny" / "state")
+
+
+def test_help_explains_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["distill", "--help"])
+    text = capsys.readouterr().out
+    assert "--temperature" in text and "softening temperature" in text and "--set KEY=VALUE" in text
