@@ -154,9 +154,16 @@ def load_model_weights(model, path):
         model.load_weights(path)
     except (ValueError, KeyError, OSError) as error:
         raise ValueError(
-            f"{model.name}: the weights in {path!r} do not fit this model ({error}). Build it "
+            f"{model.name}: the weights in {path!r} do not fit this model ({_gist(error)}). Build it "
             "with the same name, input_shape, num_classes and options as the model that saved them."
         ) from error
+
+
+def _gist(error):
+    # Keras's mismatch errors embed whole variable values: keep the shapes, drop the numbers.
+    text = str(error).split("Target variable:")[0]
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:400] + "..."
 
 
 def _is_download_failure(error):
