@@ -19,7 +19,7 @@ def grouped_split(labels, groups, fractions, seed=0):
 
     Each group takes the majority label of its examples; within each label the
     groups are shuffled (seeded) and assigned to the splits of `fractions` in
-    turn, each taking groups while that brings its image count closer to
+    turn; a split takes each group that brings its image count closer to
     `fraction * images of that label` (stratification). The rest is `"train"`,
     which always keeps at least one group of each label.
 
@@ -56,18 +56,16 @@ def grouped_split(labels, groups, fractions, seed=0):
     assigned = {}
     for label in sorted(set(group_label.values())):
         label_groups = [g for g in members if group_label[g] == label]
-        order = [label_groups[i] for i in rng.permutation(len(label_groups))]
+        remaining = [label_groups[i] for i in rng.permutation(len(label_groups))]
         total = sum(len(members[g]) for g in label_groups)
-        position = 0
         for split, fraction in fractions.items():
             target, taken = fraction * total, 0
-            while position < len(order) - 1:
-                size = len(members[order[position]])
-                if taken + size / 2 >= target:
-                    break
-                assigned[order[position]] = split
-                taken += size
-                position += 1
+            for group in list(remaining):
+                size = len(members[group])
+                if len(remaining) > 1 and taken + size / 2 < target:
+                    assigned[group] = split
+                    taken += size
+                    remaining.remove(group)
     out = {split: [] for split in ("train", *fractions)}
     for group, idx in members.items():
         out[assigned.get(group, "train")].extend(idx)
