@@ -149,7 +149,8 @@ def test_pipeline_yields_files_in_order_and_mixed_modes(kermany):
         np.testing.assert_array_equal(x, expected.astype(np.float32))
         np.testing.assert_array_equal(y, labels)
     x, y = _all(train)
-    assert x.shape == (info.split_sizes["train"], 24, 20, 3) and x.dtype == np.float32 and y.dtype == np.int32
+    assert x.shape == (info.split_sizes["train"], 24, 20, 3)
+    assert x.dtype == np.float32 and y.dtype == np.int32
     assert 0.0 <= x.min() and x.max() <= 255.0
     assert sorted(y.tolist()) == sorted(splits["train"][1].tolist())
 
@@ -181,7 +182,8 @@ def test_corrupt_images_are_skipped_and_reported(kermany_copy):
     assert _names(info.skipped) == ["IM-0005-0001.jpeg", "person7_bacteria_30.jpeg"]
     assert info.split_sizes == {"train": 22, "val": 4, "test": 4}
     assert len(_all(test)[0]) == 4
-    with pytest.raises(ValueError, match=r"2 unreadable image file\(s\).*person7_bacteria_30\.jpeg"):
+    expected = r"2 unreadable image file\(s\).*person7_bacteria_30\.jpeg"
+    with pytest.raises(ValueError, match=expected):
         load_xray_folder(kermany_copy, image_size=16, strict=True)
 
 
