@@ -65,3 +65,8 @@ def test_dynamic_input_size_rejected():
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs), name="fcn")
     with pytest.raises(ValueError, match="layer 'conv2d.*' of 'fcn' has a dynamic shape.*fixed input size"):
         count_flops(model)
+
+
+def test_sequential_model():
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    assert count_flops(model) == 2 * (5 * 3 + 3 * 2)

@@ -62,6 +62,24 @@ def test_imagenet_offline_says_how_to_use_a_local_file(empty_keras_home):
     assert list((empty_keras_home / "models").iterdir()) == []
 
 
+def test_efficientnet_offline_points_to_the_keras_cache_only(empty_keras_home):
+    with pytest.raises(WeightsUnavailableError) as caught:
+        get_model("efficientnet_b0", (32, 32, 3), weights="imagenet")
+    message = str(caught.value)
+    assert "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5" in message
+    assert message.endswith(
+        "then copy it to ~/.keras/models/efficientnetb0_notop.h5 (or $KERAS_HOME/models/) "
+        "and keep weights='imagenet'."
+    )
+
+
+def test_efficientnet_base_file_path_refused(tmp_path):
+    path = tmp_path / "efficientnetb0_notop.h5"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"efficientnetb0 base weights cannot be loaded from a path .*Copy the file to ~/\.keras/models/efficientnetb0_notop\.h5"):
+        get_model("efficientnet_b0", (32, 32, 3), weights=path)
+
+
 def test_local_base_file_loads_into_vgg16_transfer(vgg16_notop_file):
     path, reference = vgg16_notop_file
     model = get_model("vgg16_transfer", (32, 32, 3), num_classes=2, weights=str(path))

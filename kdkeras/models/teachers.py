@@ -104,6 +104,8 @@ def efficientnet_b0(input_shape, num_classes, source=weights_lib.WeightsSource(N
     `keras.applications.EfficientNetB0` without top -> GlobalAveragePooling ->
     Dropout -> Dense(num_classes): with 1000 classes, exactly Keras's
     EfficientNetB0 (5,330,571 parameters). The base rescales pixels itself.
+    Local ImageNet weights are read from the Keras cache only (see
+    `weights.CACHE_ONLY`), not from a path.
 
     Args:
         input_shape: `(height, width, channels)`, at least 32 px.

@@ -30,6 +30,12 @@ IMAGENET_FILES = {
     "efficientnetb0": "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
 }
 
+# Keras adds a fixed input rescaling to EfficientNet that its ImageNet weights
+# need only when it downloads them itself (weights="imagenet"); loaded from a
+# path, the same file would see inputs about 2x off. These families read local
+# ImageNet files only from the Keras cache.
+CACHE_ONLY = ("efficientnetb0",)
+
 
 class WeightsUnavailableError(OSError):
     """ImageNet weights could not be downloaded (typically: no internet)."""
@@ -125,6 +131,13 @@ def build_base(constructor, family, source, **kwargs):
         WeightsUnavailableError: The ImageNet weights could not be downloaded.
         ValueError: A local base weights file does not fit the network.
     """
+    if source.kind == "base" and family in CACHE_ONLY:
+        file_name = os.path.basename(IMAGENET_FILES[family])
+        raise ValueError(
+            f"{family} base weights cannot be loaded from a path ({source.path!r}): Keras applies "
+            "the input rescaling its ImageNet weights need only with weights='imagenet'. Copy the "
+            f"file to ~/.keras/models/{file_name} (or $KERAS_HOME/models/) and pass weights='imagenet'."
+        )
     try:
         return constructor(include_top=False, weights=source.base_weights, **kwargs)
     except Exception as error:
@@ -173,9 +186,12 @@ def _is_download_failure(error):
 def _offline_message(family, error):
     url = IMAGENET_FILES[family]
     file_name = os.path.basename(url)
+    cache = f"copy it to ~/.keras/models/{file_name} (or $KERAS_HOME/models/) and keep weights='imagenet'"
+    if family in CACHE_ONLY:
+        fixes = f"{cache}."
+    else:
+        fixes = f"either {cache}, or pass its path: weights='/path/to/{file_name}'."
     return (
         f"The ImageNet weights of {family} could not be downloaded from {url} ({error}). "
-        f"Without internet, download {file_name} on another machine, then either copy it to "
-        f"~/.keras/models/{file_name} (or $KERAS_HOME/models/) and keep weights='imagenet', "
-        f"or pass its path: weights='/path/to/{file_name}'."
+        f"Without internet, download {file_name} on another machine, then {fixes}"
     )
