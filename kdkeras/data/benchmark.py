@@ -54,9 +54,9 @@ def student_rate(image_size, channels, batch_size, steps):
     x = rng.uniform(0, 255, (batch_size, image_size, image_size, channels)).astype("float32")
     y = rng.integers(0, 2, batch_size).astype("int32")
     batches = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0)
+    model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -161,6 +161,7 @@ def main(argv=None):
     parser.add_argument("--jpegs", type=int, default=512, help="number of generated JPEGs")
     parser.add_argument("--jpeg-size", type=int, default=1024, help="side of the generated JPEGs")
     parser.add_argument("--image-size", type=int, default=128, help="size the pipelines resize to")
+    parser.add_argument("--limit", type=int, default=None, help="PneumoniaMNIST images per split")
     args = parser.parse_args(argv)
     rows = run(
         batch_size=args.batch_size,
@@ -168,6 +169,7 @@ def main(argv=None):
         jpegs=args.jpegs,
         jpeg_size=args.jpeg_size,
         image_size=args.image_size,
+        limit=args.limit,
     )
     params = student_cnn((28, 28, 1)).count_params()
     print(
