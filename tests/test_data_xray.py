@@ -162,6 +162,18 @@ def test_gray_channels_and_limit(kermany):
     assert next(iter(val))[0].shape == (n_val, 16, 16, 1)
 
 
+def test_file_cache_per_split(kermany, tmp_path):
+    prefix = tmp_path / "cache" / "kermany"
+    os.makedirs(prefix.parent)
+    train, val, test, _ = load_xray_folder(kermany, image_size=16, channels=1, cache=str(prefix))
+    _, val_memory, _, _ = load_xray_folder(kermany, image_size=16, channels=1)
+    for ds in (train, val, test):
+        _all(ds)
+    cached = sorted({name.split(".")[0] for name in os.listdir(prefix.parent)})
+    assert cached == ["kermany-test", "kermany-train", "kermany-val"]
+    np.testing.assert_array_equal(_all(val)[0], _all(val_memory)[0])
+
+
 def test_native_size_requires_uniform_images(tmp_path):
     with pytest.raises(ValueError, match=r"different sizes .* pass image_size=\(height, width\)"):
         load_xray_folder(write_kermany(tmp_path / "mixed"))

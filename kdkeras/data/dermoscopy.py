@@ -171,7 +171,8 @@ def load_ham10000(
             layers; train only.
         shuffle: Shuffle the train split each epoch (seeded).
         seed: Seed of the lesion split, shuffles, augmentation and `limit`.
-        cache: True (memory), False or a file path prefix; 10,015 images at
+        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
+            `-test` appended; see `transforms.split_cache`); 10,015 images at
             224 px take 1.5 GB in memory.
         strict: Raise on an unreadable image instead of skipping it.
         limit: At most this many examples per split (taken after the split).

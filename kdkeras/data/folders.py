@@ -102,7 +102,8 @@ def build_file_splits(
         augment: None, a preset name or a list of Keras layers (train only).
         shuffle: Shuffle the train split each epoch (seeded).
         seed: Seed of shuffles, augmentation and `limit` sampling.
-        cache: True, False or a file path prefix.
+        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
+            `-test` appended; see `transforms.split_cache`).
         strict: Raise on unreadable files instead of skipping them.
         limit: At most this many examples per split (seeded sample).
 
@@ -149,7 +150,7 @@ def build_file_splits(
                 training=split == "train",
                 shuffle=shuffle,
                 seed=seed,
-                cache=cache,
+                cache=transforms.split_cache(cache, split),
                 augment=augment,
                 decode=decode,
                 num_examples=len(paths),
@@ -321,7 +322,8 @@ def load_image_folder(
             a list of Keras layers; train only.
         shuffle: Shuffle the train split each epoch (seeded).
         seed: Seed of splits, shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False or a file path prefix.
+        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
+            `-test` appended; see `transforms.split_cache`).
         strict: Raise on an unreadable image instead of skipping it.
         limit: At most this many examples per split.
 

@@ -320,7 +320,8 @@ def load_medmnist(
         augment: None, a preset name or a list of Keras layers; train only.
         shuffle: Shuffle the train split each epoch (seeded).
         seed: Seed of shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False or a file path prefix; used only when
+        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
+            `-test` appended; see `transforms.split_cache`); used only when
             images are resized or converted, the arrays being in memory already.
         strict: Accepted for a uniform signature; npz arrays have no
             undecodable images.
@@ -404,7 +405,7 @@ def load_medmnist(
                 shuffle=shuffle,
                 seed=seed,
                 # Arrays already in memory gain nothing from a second, cached copy.
-                cache=cache if needs_convert else False,
+                cache=transforms.split_cache(cache, split) if needs_convert else False,
                 augment=augment,
                 decode=convert if needs_convert else None,
                 num_examples=len(y),

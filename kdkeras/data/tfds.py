@@ -98,7 +98,8 @@ def load_tfds(
         augment: None, a preset name or a list of Keras layers; train only.
         shuffle: Shuffle the train split each epoch (seeded).
         seed: Seed of shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False or a file path prefix.
+        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
+            `-test` appended; see `transforms.split_cache`).
         strict: Accepted for a uniform signature; TFDS records are decoded by TFDS.
         limit: At most this many examples per split.
 
@@ -176,7 +177,7 @@ def load_tfds(
                 shuffle_files=False,
                 decoders={image_key: tfds.decode.SkipDecoding()},
             ).map(lambda example: example[label_key])
-            labels = np.concatenate([np.asarray(b) for b in labels.batch(4096)] or [np.zeros(0)])
+            labels = np.concatenate([np.asarray(b) for b in labels.batch(4096)] or [np.zeros(0, np.int64)])
             counts, weights = sparse_class_stats(labels[keep], label_feature.num_classes)
         datasets.append(
             transforms.finalize(
@@ -185,7 +186,7 @@ def load_tfds(
                 training=role == "train",
                 shuffle=shuffle,
                 seed=seed,
-                cache=cache,
+                cache=transforms.split_cache(cache, role),
                 augment=augment,
                 decode=convert,
                 num_examples=len(keep),

@@ -6,6 +6,7 @@ which train batches are augmented. Loaders assemble them with `finalize`.
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -86,7 +87,8 @@ def to_channels(images, channels):
         channels: 1 or 3.
 
     Returns:
-        Tensor `(..., H, W, channels)`, float32 unless no conversion was needed.
+        Tensor `(..., H, W, channels)`: float32 after a luminance conversion,
+        else of the input's dtype.
 
     Example:
 
@@ -347,6 +349,25 @@ def augmentation(preset_or_layers, seed=0):
     return keras.Sequential(layers, name=name)
 
 
+def split_cache(cache, split):
+    """The `cache` argument of one split: a file prefix gets a `-{split}` suffix.
+
+    Splits must never share a cache file, and TensorFlow does not check that a
+    file cache matches the pipeline that reads it: use one prefix per dataset
+    and set of arguments, and delete the files when either changes.
+
+    Args:
+        cache: True, False or a file path prefix.
+        split: `"train"`, `"val"` or `"test"`.
+
+    Returns:
+        `cache` itself if it is a bool, else `"{cache}-{split}"`.
+    """
+    if isinstance(cache, bool):
+        return cache
+    return f"{os.fspath(cache)}-{split}"
+
+
 def finalize(
     ds,
     *,
@@ -373,7 +394,8 @@ def finalize(
         training: Whether this is the train split.
         shuffle: Shuffle the train split (ignored unless `training`).
         seed: Seed of the shuffle and of preset augmentations.
-        cache: True (in memory), False, or a file path prefix for `Dataset.cache`.
+        cache: True (in memory), False, or a file path for `Dataset.cache`
+            (see `split_cache`).
         augment: None, a preset name, or a list of Keras layers (train only).
         decode: Optional function mapping `(x, label)` to a uint8 image
             `(H, W, C)` and its label, run in parallel before the cache.

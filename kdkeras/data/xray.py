@@ -153,7 +153,8 @@ def load_xray_folder(
             of Keras layers; train only.
         shuffle: Shuffle the train split each epoch (seeded).
         seed: Seed of the patient split, shuffles, augmentation and `limit`.
-        cache: True (memory), False or a file path prefix.
+        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
+            `-test` appended; see `transforms.split_cache`).
         strict: Raise on an unreadable image instead of skipping it.
         limit: At most this many examples per split.
 
