@@ -197,7 +197,7 @@ def save_deployable(model, path):
     file); an uncompiled clone keeps the file to the weights, so the size on
     disk compares like with like across teacher, student and distilled student.
     """
-    clone = keras.models.clone_model(model)
+    clone = type(model).from_config(model.get_config())  # clone_model would copy the compile state
     clone.set_weights(model.get_weights())
     with atomic_path(path) as tmp:
         clone.save(tmp)

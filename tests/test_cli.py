@@ -72,6 +72,9 @@ def test_every_artifact_is_written(tiny_run):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert {"loss", "student_loss", "distillation_loss", "val_accuracy", "val_auc", "learning_rate"} <= set(rows[0])
+    # Same architecture, saved without optimizer state: the same size on disk.
+    sizes = [os.path.getsize(os.path.join(out, f"{m}.keras")) for m in ("student", "distilled")]
+    assert abs(sizes[0] - sizes[1]) < 1024
 
 
 def test_metrics_match_saved_predictions_and_report(tiny_run):
