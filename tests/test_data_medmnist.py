@@ -245,6 +245,8 @@ def test_bad_arguments():
         load_medmnist("pneumoniamnist", size=32)
     with pytest.raises(ValueError, match=r"Only \['pneumoniamnist'\] is bundled"):
         bundled_npz("dermamnist")
+    with pytest.raises(FileNotFoundError, match=r"MedMNIST file .*nope\.npz does not exist"):
+        load_medmnist("pneumoniamnist", path="nope.npz")
     with pytest.raises(ValueError, match="channels must be None, 1 or 3, got 2"):
         load_medmnist("pneumoniamnist", path=bundled_npz(), channels=2)
 

@@ -354,7 +354,10 @@ def load_medmnist(
             path = download_npz(flag, size, root=root, url=url)
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"MedMNIST file {path} does not exist.")
+        raise FileNotFoundError(
+            f"MedMNIST file {path} does not exist; fix path=, or leave it out to use the root "
+            "folder and download."
+        )
     _, expected_md5 = _url_and_md5(flag, size)
     actual_md5 = file_md5(path)
     if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):

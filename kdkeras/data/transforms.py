@@ -131,10 +131,10 @@ def subset_indices(n, limit, seed=0):
     Returns:
         Sorted int64 numpy array of indices.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     if limit is None or limit >= n:
         return np.arange(n)
-    if limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.permutation(n)[:limit])
 
