@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras.data import DatasetInfo, PixelPreprocessing, RandomIntensityScale, augmentation
+from kdkeras.data import DatasetInfo, RandomIntensityScale, augmentation
 from kdkeras.data import transforms
 from kdkeras.data.info import multi_hot_stats, sparse_class_stats
 
@@ -135,31 +135,6 @@ def test_random_intensity_scale():
     assert clone.get_config()["factor"] == (0.5, 0.8) and clone.seed == 1
     with pytest.raises(ValueError, match="0 <= low <= high"):
         RandomIntensityScale((1.2, 0.8))
-
-
-def test_pixel_preprocessing_matches_keras_applications(tmp_path):
-    rgb = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
-    for mode in ("caffe", "tf", "torch"):
-        expected = keras.applications.imagenet_utils.preprocess_input(rgb.copy(), mode=mode)
-        np.testing.assert_allclose(PixelPreprocessing(mode)(rgb), expected, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(PixelPreprocessing("unit")(rgb), rgb / 255.0, rtol=1e-6)
-    gray = rgb[..., :1]
-    np.testing.assert_allclose(
-        PixelPreprocessing("caffe", channels=3)(gray),
-        keras.applications.imagenet_utils.preprocess_input(np.repeat(gray, 3, -1), mode="caffe"),
-        rtol=1e-5,
-        atol=1e-4,
-    )
-    inputs = keras.Input((5, 5, 1))
-    model = keras.Model(inputs, PixelPreprocessing("torch", channels=3)(inputs))
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(loaded(gray), model(gray), rtol=1e-6)
-    assert loaded.layers[-1].get_config()["mode"] == "torch"
-    with pytest.raises(ValueError, match="mode 'caffe' needs RGB input"):
-        PixelPreprocessing("caffe", channels=1)
-    with pytest.raises(ValueError, match="mode must be one of"):
-        PixelPreprocessing("imagenet")
 
 
 def _epoch(ds):

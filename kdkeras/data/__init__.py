@@ -4,7 +4,7 @@ Every loader returns `(train, val, test, info)`: three batched
 `tf.data.Dataset`s of `(float32 images (B, H, W, C) in [0, 255], labels)`
 and a `DatasetInfo`. Labels are int32 class indices `(B,)`, or multi-hot
 float32 `(B, L)` for multi-label tasks. Models scale pixels themselves
-(`PixelPreprocessing`), so a teacher and a student read the same batches.
+(`kdkeras.models.InputPreprocessing`), so a teacher and a student read the same batches.
 
 Loaders share these keyword arguments: `image_size` (None = native, int or
 `(h, w)`), `channels` (None = native, 1 or 3), `batch_size`, `augment`
@@ -19,12 +19,11 @@ from kdkeras.data.folders import load_image_folder
 from kdkeras.data.info import DatasetInfo
 from kdkeras.data.medmnist import ROOT_ENV, bundled_npz, load_medmnist
 from kdkeras.data.tfds import load_tfds
-from kdkeras.data.transforms import PixelPreprocessing, RandomIntensityScale, augmentation
+from kdkeras.data.transforms import RandomIntensityScale, augmentation
 from kdkeras.data.xray import load_xray_folder
 
 __all__ = [
     "DatasetInfo",
-    "PixelPreprocessing",
     "ROOT_ENV",
     "RandomIntensityScale",
     "augmentation",

@@ -23,10 +23,6 @@ _FILE_CACHE_SHUFFLE_BUFFER = 8192
 # Luminance weights of ITU-R BT.601, as `tf.image.rgb_to_grayscale` and PIL use.
 _LUMA = (0.2989, 0.5870, 0.1140)
 
-# ImageNet statistics of `keras.applications` preprocessing, RGB order.
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
 
 
 def image_size_tuple(image_size):
@@ -191,78 +187,6 @@ class RandomIntensityScale(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"factor": self.factor, "value_range": self.value_range, "seed": self.seed})
-        return config
-
-
-@keras.saving.register_keras_serializable(package="kdkeras")
-class PixelPreprocessing(keras.layers.Layer):
-    """First layer of a model: adapts [0, 255] images to what the model was built for.
-
-    Datasets yield raw [0, 255] pixels so that a teacher and a student can read
-    the same batch; each model then scales them inside its own graph.
-
-    Modes (the names of `keras.applications.imagenet_utils.preprocess_input`):
-
-    - `"raw"`: unchanged.
-    - `"unit"`: `x / 255`, values in [0, 1].
-    - `"tf"`: `x / 127.5 - 1`, values in [-1, 1] (MobileNet, Inception).
-    - `"caffe"`: RGB to BGR, minus the ImageNet mean (VGG16, ResNet50).
-    - `"torch"`: `x / 255`, minus the ImageNet mean, over its std (DenseNet).
-
-    Args:
-        mode: One of the modes above.
-        channels: None to keep the input's channels, or 1 / 3 to convert
-            (gray is repeated to 3 channels for ImageNet-pretrained models).
-        **kwargs: Base layer arguments.
-
-    Example:
-
-    ```python
-    inputs = keras.Input((224, 224, 1))
-    x = PixelPreprocessing("caffe", channels=3)(inputs)
-    features = keras.applications.VGG16(include_top=False)(x)
-    ```
-    """
-
-    MODES = ("raw", "unit", "tf", "caffe", "torch")
-
-    def __init__(self, mode="unit", channels=None, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in self.MODES:
-            raise ValueError(f"PixelPreprocessing: mode must be one of {self.MODES}, got {mode!r}")
-        if channels not in (None, 1, 3):
-            raise ValueError(f"PixelPreprocessing: channels must be None, 1 or 3, got {channels!r}")
-        if mode in ("caffe", "torch") and channels == 1:
-            raise ValueError(f"PixelPreprocessing: mode {mode!r} needs RGB input; use channels=3")
-        self.mode = mode
-        self.channels = channels
-
-    def call(self, images):
-        x = keras.ops.cast(images, self.compute_dtype)
-        source = x.shape[-1]
-        if self.channels == 3 and source == 1:
-            x = keras.ops.repeat(x, 3, axis=-1)
-        elif self.channels == 1 and source == 3:
-            x = keras.ops.sum(x * keras.ops.array(_LUMA, x.dtype), axis=-1, keepdims=True)
-        if self.mode == "unit":
-            return x / 255.0
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":
-            return x[..., ::-1] - keras.ops.array(_CAFFE_MEAN_BGR, x.dtype)
-        if self.mode == "torch":
-            mean = keras.ops.array(_TORCH_MEAN, x.dtype)
-            std = keras.ops.array(_TORCH_STD, x.dtype)
-            return (x / 255.0 - mean) / std
-        return x
-
-    def compute_output_shape(self, input_shape):
-        channels = self.channels or input_shape[-1]
-        return tuple(input_shape[:-1]) + (channels,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"mode": self.mode, "channels": self.channels})
         return config
 
 
