@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -139,3 +140,30 @@ def test_help_explains_options(capsys):
         cli.main(["distill", "--help"])
     text = capsys.readouterr().out
     assert "--temperature" in text and "softening temperature" in text and "--set KEY=VALUE" in text
+
+
+def test_make_target_runs_a_phase(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(repo, ".venv", "bin", "kdkeras")):
+        pytest.skip("make targets use the project's .venv, which `make test` creates")
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "student", f"EXP={config}", f"RUNS={tmp_path}", "EPOCHS=1", "LIMIT=64"],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--epochs 1" in result.stdout and "--limit 64" in result.stdout
+    metrics = json.load(open(tmp_path / "tiny" / "student_metrics.json"))
+    assert metrics["n"] == 64 and metrics["epochs_run"] == 1
+
+
+def test_seeded_runs_repeat(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    results = []
+    for run in ("a", "b"):
+        assert cli.main(["student", "--config", str(config), "--runs-dir", str(tmp_path / run), "--quiet"]) == 0
+        with open(tmp_path / run / "tiny" / "student_history.csv", newline="") as f:
+            results.append([row["val_loss"] for row in csv.DictReader(f)])
+    assert results[0] == results[1]
