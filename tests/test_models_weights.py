@@ -138,10 +138,25 @@ def test_mismatched_saved_weights_explain_the_fix(tmp_path):
     get_model("dsnet", (28, 28, 1), num_classes=3).save_weights(path)
     with pytest.raises(
         ValueError,
-        match=r"dsnet: the weights in '.*three_classes\.weights\.h5' do not fit this model \(.*"
-        r"variable\.shape=\(288, 2\), Received: value\.shape=\(288, 3\)\.\)\. Build it with the same name, input_shape, num_classes",
+        match=r"dsnet: could not load the weights in '.*three_classes\.weights\.h5' \(.*"
+        r"variable\.shape=\(288, 2\), Received: value\.shape=\(288, 3\)\.\)\. The file must be a complete "
+        r"Keras save of a model built with the same name, input_shape, num_classes and options\.",
     ):
         get_model("dsnet", (28, 28, 1), num_classes=2, weights=path)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_truncated_file(tmp_path, suffix):
+    good = tmp_path / f"good{suffix}"
+    model = get_model("cnn_small", (28, 28, 1))
+    if suffix == ".keras":
+        model.save(good)
+    else:
+        model.save_weights(good)
+    broken = tmp_path / f"broken{suffix}"
+    broken.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=rf"cnn_small: could not load the weights in '.*broken{suffix}' \(.*\)\. The file must be a complete"):
+        get_model("cnn_small", (28, 28, 1), weights=broken)
 
 
 def test_missing_file():

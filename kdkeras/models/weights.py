@@ -16,6 +16,7 @@
 import dataclasses
 import os
 import urllib.error
+import zipfile
 
 # What keras.applications downloads for `include_top=False` (see its source).
 IMAGENET_FILES = {
@@ -146,7 +147,7 @@ def build_base(constructor, family, source, **kwargs):
         if source.kind == "base":
             url = IMAGENET_FILES[family]
             raise ValueError(
-                f"Could not load {family} base weights from {source.path!r}: {error}. "
+                f"Could not load {family} base weights from {source.path!r}: {_gist(error)}. "
                 f"Expected a Keras {family} weights file without top, such as "
                 f"{os.path.basename(url)} from {url}."
             ) from error
@@ -161,14 +162,15 @@ def load_model_weights(model, path):
         path: The weights file.
 
     Raises:
-        ValueError: The file's weights do not match the model's.
+        ValueError: The file is unreadable or its weights do not match the model's.
     """
     try:
         model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
         raise ValueError(
-            f"{model.name}: the weights in {path!r} do not fit this model ({_gist(error)}). Build it "
-            "with the same name, input_shape, num_classes and options as the model that saved them."
+            f"{model.name}: could not load the weights in {path!r} ({_gist(error)}). The file must "
+            "be a complete Keras save of a model built with the same name, input_shape, "
+            "num_classes and options."
         ) from error
 
 
