@@ -1,4 +1,4 @@
-"""DatasetInfo, shared transforms, augmentation presets, model input scaling, finalize."""
+"""DatasetInfo, shared transforms, augmentation presets, finalize."""
 
 import json
 

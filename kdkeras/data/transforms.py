@@ -1,4 +1,4 @@
-"""Transforms shared by every loader: size, channels, augmentation, model input scaling.
+"""Transforms shared by every loader: size, channels, augmentation, pipeline finishing.
 
 Pipelines keep images as uint8 from decoding to `cache()` (a quarter of the
 memory of float32) and cast them to float32 in [0, 255] per batch, after
