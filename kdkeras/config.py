@@ -346,10 +346,10 @@ def _check_models(config, fail):
     from kdkeras import models
 
     names = [spec.name for spec in models.list_models()]
-    for phase, (name, _) in (
-        ("teacher", (config.teacher.model, None)),
-        ("student", (config.student.model, None)),
-        ("distill", config.student_model()),
+    for phase, name in (
+        ("teacher", config.teacher.model),
+        ("student", config.student.model),
+        ("distill", config.student_model()[0]),
     ):
         if name not in names:
             fail(f"[{phase}] model", f"= {name!r} is unknown. Allowed: {', '.join(names)}.")

@@ -7,6 +7,7 @@ through `kdkeras.models.get_model`, which validates the arguments first.
 
 import keras
 
+from kdkeras.models.outputs import logits_output
 from kdkeras.models.preprocessing import preprocessed_input
 
 # PyTorch's BatchNorm momentum (MedMNIST baselines): Keras's 0.99 needs hundreds of
@@ -64,7 +65,7 @@ def cnn296k(input_shape, num_classes, dense_units=256, dropout=0.5):
     x = keras.layers.Dense(dense_units, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="cnn296k")
+    return keras.Model(inputs, logits_output(x), name="cnn296k")
 
 
 def dsnet(input_shape, num_classes, dropout=0.25):
@@ -91,7 +92,7 @@ def dsnet(input_shape, num_classes, dropout=0.25):
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Flatten(name="head_flatten")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="dsnet")
+    return keras.Model(inputs, logits_output(x), name="dsnet")
 
 
 def squeezenet1_1(input_shape, num_classes, dropout=0.5):
@@ -126,7 +127,7 @@ def squeezenet1_1(input_shape, num_classes, dropout=0.5):
         name="classifier",
     )(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    return keras.Model(inputs, _logits(x), name="squeezenet1_1")
+    return keras.Model(inputs, logits_output(x), name="squeezenet1_1")
 
 
 def mobilenetv2_tiny(input_shape, num_classes, width_multiplier=0.3, stem_stride="auto", dropout=0.2):
@@ -168,7 +169,7 @@ def mobilenetv2_tiny(input_shape, num_classes, width_multiplier=0.3, stem_stride
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="mobilenetv2_tiny")
+    return keras.Model(inputs, logits_output(x), name="mobilenetv2_tiny")
 
 
 def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
@@ -204,7 +205,7 @@ def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="cnn_small")
+    return keras.Model(inputs, logits_output(x), name="cnn_small")
 
 
 def _fire(x, squeeze, expand1, expand3, name):
@@ -256,7 +257,3 @@ def _divisible(value, divisor=8):
         rounded += divisor
     return rounded
 
-
-def _logits(x):
-    # float32 output even under a mixed_float16 policy: losses need full precision.
-    return keras.layers.Activation("linear", dtype="float32", name="logits")(x)

@@ -8,6 +8,7 @@ the arguments first.
 import keras
 
 from kdkeras.models import weights as weights_lib
+from kdkeras.models.outputs import logits_output
 from kdkeras.models.preprocessing import InputPreprocessing
 from kdkeras.models.preprocessing import preprocessed_input
 
@@ -65,7 +66,7 @@ def vgg16_transfer(
     x = keras.layers.Dense(dense_units, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="vgg16_transfer")
+    return keras.Model(inputs, logits_output(x), name="vgg16_transfer")
 
 
 def resnet50(input_shape, num_classes, source=weights_lib.WeightsSource(None), dropout=0.5):
@@ -95,7 +96,7 @@ def resnet50(input_shape, num_classes, source=weights_lib.WeightsSource(None), d
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="resnet50")
+    return keras.Model(inputs, logits_output(x), name="resnet50")
 
 
 def efficientnet_b0(input_shape, num_classes, source=weights_lib.WeightsSource(None), dropout=0.2):
@@ -127,7 +128,7 @@ def efficientnet_b0(input_shape, num_classes, source=weights_lib.WeightsSource(N
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="efficientnet_b0")
+    return keras.Model(inputs, logits_output(x), name="efficientnet_b0")
 
 
 def resnet18(input_shape, num_classes, width=64, stem="auto", dropout=0.0):
@@ -168,7 +169,7 @@ def resnet18(input_shape, num_classes, width=64, stem="auto", dropout=0.0):
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, _logits(x), name="resnet18")
+    return keras.Model(inputs, logits_output(x), name="resnet18")
 
 
 def _basic_block(x, filters, stride, name):
@@ -202,7 +203,3 @@ def _layers_after_preprocessing(base):
     index = next(i for i, layer in enumerate(base.layers) if isinstance(layer, InputPreprocessing))
     return base.layers[index + 1 :]
 
-
-def _logits(x):
-    # float32 output even under a mixed_float16 policy: losses need full precision.
-    return keras.layers.Activation("linear", dtype="float32", name="logits")(x)
