@@ -1,4 +1,4 @@
-"""Crash-safe training state: per-epoch checkpoints, history, best weights, early stopping."""
+"""Crash-safe training: per-epoch checkpoints, history, best weights, early stopping, NaN stops."""
 
 import csv
 import glob
@@ -11,7 +11,7 @@ import shutil
 
 import keras
 
-from kdkeras.files import atomic_path, write_text_atomic
+from kdkeras.files import atomic_path, remove_stale_temp_files, write_text_atomic
 
 _CHECKPOINT = re.compile(r"epoch_(\d{4,})\.json$")
 
@@ -77,6 +77,8 @@ class RunState(keras.callbacks.Callback):
         Returns:
             The epoch to pass to `fit(initial_epoch=...)`: 0 for a fresh start.
         """
+        if os.path.isdir(self.state_dir):
+            remove_stale_temp_files(self.state_dir)
         latest = self._latest_checkpoint()
         if latest is None:
             return 0
@@ -162,6 +164,62 @@ class RunState(keras.callbacks.Callback):
                 os.remove(path)
 
 
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message says where and what to try."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops `fit` at the first NaN or infinite loss with a `TrainingDivergedError`.
+
+    Like `keras.callbacks.TerminateOnNaN`, but instead of ending `fit` as if
+    it had finished, it raises an error naming the epoch, the batch and the
+    loss that diverged, and what to try; code after `fit` (saving the model)
+    never runs on broken weights. Every logged loss is checked after each
+    training batch, and the validation losses at the end of each epoch. Put it
+    before `RunState` in the callback list, so that an epoch whose validation
+    loss is NaN is not checkpointed.
+
+    Example:
+
+    ```python
+    model.fit(train, validation_data=val, epochs=10, callbacks=[StopOnNaN(), state])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps")
+        self._check(logs, f"batch {batch + 1}" + (f" of {steps}" if steps else ""))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, "the end of the epoch")
+
+    def _check(self, logs, where):
+        for key, value in (logs or {}).items():
+            if key.endswith("loss") and not math.isfinite(float(value)):
+                raise TrainingDivergedError(self._message(key, float(value), where))
+
+    def _message(self, key, value, where):
+        epochs = self.params.get("epochs")
+        epoch = f"epoch {self._epoch + 1}" + (f" of {epochs}" if epochs else "")
+        try:
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            lower = f"a lower learning rate (now {lr:g}; try {lr / 10:g})"
+        except (AttributeError, TypeError, ValueError):
+            lower = "a lower learning rate"
+        return (
+            f"Training diverged: {key} = {value} at {epoch}, {where}. The weights are no longer "
+            f"usable, so training stopped. Try {lower}, and check the inputs for NaN, infinite or "
+            "extreme values."
+        )
+
+
 def history_to_csv(rows):
     """Formats history rows (dicts with an "epoch" key) as CSV text.
 
@@ -183,6 +241,5 @@ def history_to_csv(rows):
 def _build_optimizer(model):
     if model.optimizer is None or model.optimizer.built:
         return
-    variables = model.student.trainable_variables if hasattr(model, "student") else model.trainable_variables
-    model.optimizer.build(variables)
+    model.optimizer.build(model.trainable_variables)
 

@@ -4,12 +4,24 @@ Every loss here follows the Keras `Loss` signature with the teacher in the
 place of the target: `loss(teacher_logits, student_logits, sample_weight)`.
 Both arguments are logits (pre-softmax), which is what the kdkeras model zoo
 emits, so a loss can soften them with its own temperature.
+
+Two class attributes tell the Distiller how to feed a loss:
+
+- `activation`: how the loss turns logits into probabilities ("softmax" or
+  "sigmoid"), so that several teachers are averaged in the right space.
+- `requires_labels`: when True the first argument is a dict
+  `{"teacher_logits": z_t, "labels": y}` instead of the teacher's logits.
 """
+
+import warnings
 
 import keras
 from keras import ops
 
 _KERAS_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence", "KLDivergence")
+# Subtracted from the target logit to drop it from a softmax; finite, so that
+# 0 * (masked - masked) stays 0 instead of NaN.
+_MASKED = 1e9
 
 
 def _check_temperature(temperature):
@@ -24,6 +36,12 @@ def _check_temperature(temperature):
             "use 1.0 for no softening."
         )
     return float(temperature)
+
+
+def _check_weight(value, name, term):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"`{name}` weighs {term} and must be a number >= 0, got {value!r}.")
+    return float(value)
 
 
 def knowledge_distillation(teacher_logits, student_logits, temperature=4.0):
@@ -81,6 +99,9 @@ class KnowledgeDistillation(keras.losses.Loss):
     ```
     """
 
+    activation = "softmax"
+    requires_labels = False
+
     def __init__(
         self,
         temperature=4.0,
@@ -93,6 +114,211 @@ class KnowledgeDistillation(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return knowledge_distillation(y_true, y_pred, self.temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config["temperature"] = self.temperature
+        return config
+
+
+def _label_mask(labels, logits):
+    """One-hot float mask of the target class from sparse or one-hot labels."""
+    num_classes = logits.shape[-1]
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == len(logits.shape) and labels.shape[-1] == num_classes:
+        return ops.cast(labels, "float32")
+    if len(labels.shape) == len(logits.shape) and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, axis=-1)
+    return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+
+
+def _target_log_probs(scaled_logits, mask):
+    """`(log p_target, log (1 - p_target))` computed without forming 1 - p."""
+    log_norm = ops.logsumexp(scaled_logits, axis=-1)
+    log_target = ops.sum(mask * scaled_logits, axis=-1) - log_norm
+    log_others = ops.logsumexp(scaled_logits - _MASKED * mask, axis=-1) - log_norm
+    return log_target, log_others
+
+
+def decoupled_kd_terms(teacher_logits, student_logits, labels, temperature=4.0):
+    """Per-example TCKD and NCKD of Decoupled KD (Zhao et al., CVPR 2022).
+
+    With `b = [p_target, 1 - p_target]` the binary target/non-target split and
+    `p_hat` the softmax over the non-target classes only (all at temperature T):
+
+    - `TCKD = T**2 * KL(b_teacher || b_student)`
+    - `NCKD = T**2 * KL(p_hat_teacher || p_hat_student)`
+
+    They decompose the classic KD loss per example:
+    `KD = TCKD + (1 - p_teacher_target) * NCKD`. With two classes the
+    non-target distribution has a single class, so NCKD is exactly 0.
+
+    Args:
+        teacher_logits: Tensor `(..., num_classes)`.
+        student_logits: Tensor of the same shape.
+        labels: Sparse class indices `(...)` (or `(..., 1)`), or one-hot
+            labels `(..., num_classes)`.
+        temperature: Softening temperature `T > 0`.
+
+    Returns:
+        `(tckd, nckd)`: two tensors of shape `(...)`, in float32.
+
+    Example:
+
+    >>> tckd, nckd = decoupled_kd_terms([[3.0, 0.5, 0.2]], [[2.0, 1.0, 0.1]], [0])
+    """
+    t = ops.cast(teacher_logits, "float32") / temperature
+    s = ops.cast(student_logits, "float32") / temperature
+    mask = _label_mask(labels, t)
+    t_target, t_others = _target_log_probs(t, mask)
+    s_target, s_others = _target_log_probs(s, mask)
+    tckd = ops.exp(t_target) * (t_target - s_target) + ops.exp(t_others) * (t_others - s_others)
+    log_q_t = ops.log_softmax(t - _MASKED * mask, axis=-1)
+    log_q_s = ops.log_softmax(s - _MASKED * mask, axis=-1)
+    nckd = ops.sum((1.0 - mask) * ops.exp(log_q_t) * (log_q_t - log_q_s), axis=-1)
+    return (temperature**2) * tckd, (temperature**2) * nckd
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class DecoupledKD(keras.losses.Loss):
+    """Decoupled knowledge distillation, DKD (Zhao et al., CVPR 2022).
+
+    `loss = alpha * TCKD + beta * NCKD` (see `decoupled_kd_terms`). Classic KD
+    weighs NCKD by the teacher's non-target mass `1 - p_target`, which shrinks
+    exactly when the teacher is confident; DKD gives it a free weight `beta`.
+    The paper's CIFAR-100 setting is `alpha=1, beta=8, T=4` with the
+    distillation term warmed up linearly over the first 20 epochs
+    (`Distiller.compile(warmup_steps=...)`).
+
+    The loss needs the labels, so it takes `{"teacher_logits": z_t, "labels": y}`
+    in place of the teacher's logits; the Distiller passes that for you.
+
+    Binary tasks: with two classes NCKD is identically 0 and DKD reduces to
+    `alpha * TCKD`, which equals `alpha` times the classic KD loss. The loss
+    then warns once and computes exactly that, so binary medical tasks still
+    train; use `KnowledgeDistillation` there to say what you mean.
+
+    Args:
+        alpha: Weight of TCKD, `>= 0`. Defaults to 1.0.
+        beta: Weight of NCKD, `>= 0`. Defaults to 8.0.
+        temperature: Softening temperature `T > 0`. Defaults to 4.0.
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Name of the loss.
+        dtype: Dtype of the computation. Defaults to float32.
+
+    Example:
+
+    ```python
+    distiller.compile(
+        optimizer="adam",
+        distillation_loss_fn=kdkeras.losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0),
+        alpha=0.5,
+        warmup_steps=20 * steps_per_epoch,
+    )
+    ```
+    """
+
+    activation = "softmax"
+    requires_labels = True
+
+    def __init__(
+        self,
+        alpha=1.0,
+        beta=8.0,
+        temperature=4.0,
+        reduction="sum_over_batch_size",
+        name="decoupled_kd",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.alpha = _check_weight(alpha, "alpha", "TCKD")
+        self.beta = _check_weight(beta, "beta", "NCKD")
+        self.temperature = _check_temperature(temperature)
+
+    def call(self, y_true, y_pred):
+        if not isinstance(y_true, dict) or set(y_true) != {"teacher_logits", "labels"}:
+            raise ValueError(
+                "DecoupledKD needs the labels: call it as "
+                "`loss({'teacher_logits': z_t, 'labels': y}, z_s)` (the Distiller does this)."
+            )
+        if y_pred.shape[-1] == 2:
+            warnings.warn(
+                "DecoupledKD on 2 classes: the non-target distribution has a single class, so "
+                "NCKD is 0 and DKD equals alpha * KD. Use KnowledgeDistillation for binary tasks.",
+                stacklevel=2,
+            )
+        tckd, nckd = decoupled_kd_terms(
+            y_true["teacher_logits"], y_pred, y_true["labels"], self.temperature
+        )
+        return self.alpha * tckd + self.beta * nckd
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha, beta=self.beta, temperature=self.temperature)
+        return config
+
+
+def multilabel_kd(teacher_logits, student_logits, temperature=4.0):
+    """Per-example soft-target KD for multi-label outputs (one sigmoid per label).
+
+    Each label is its own binary distribution `[sigmoid(z / T), 1 - sigmoid(z / T)]`:
+    the loss is `T**2 * mean over labels of KL(teacher || student)`, the
+    sigmoid counterpart of `knowledge_distillation` (a softmax across labels
+    would wrongly make the findings of one X-ray compete with each other).
+
+    Args:
+        teacher_logits: Tensor `(..., num_labels)` of teacher logits.
+        student_logits: Tensor of the same shape.
+        temperature: Softening temperature `T > 0`.
+
+    Returns:
+        Tensor of shape `(...)`, in float32.
+
+    Example:
+
+    >>> float(multilabel_kd([[2.0, -1.0]], [[0.0, 0.0]], temperature=1.0)[0])
+    0.2193...
+    """
+    t = ops.cast(teacher_logits, "float32") / temperature
+    s = ops.cast(student_logits, "float32") / temperature
+    t_pos, t_neg = ops.log_sigmoid(t), ops.log_sigmoid(-t)
+    s_pos, s_neg = ops.log_sigmoid(s), ops.log_sigmoid(-s)
+    kl = ops.exp(t_pos) * (t_pos - s_pos) + ops.exp(t_neg) * (t_neg - s_neg)
+    return (temperature**2) * ops.mean(kl, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class MultiLabelKD(keras.losses.Loss):
+    """Soft-target KD for multi-label tasks such as ChestMNIST's 14 findings.
+
+    `loss = T**2 * mean over batch and labels of KL(sigmoid(z_t / T) || sigmoid(z_s / T))`,
+    each label as a binary distribution (see `multilabel_kd`).
+
+    Args:
+        temperature: Softening temperature `T > 0`. Defaults to 4.0.
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Name of the loss.
+        dtype: Dtype of the computation. Defaults to float32.
+
+    Example:
+
+    ```python
+    distiller.compile(
+        student_loss_fn=keras.losses.BinaryCrossentropy(from_logits=True),
+        distillation_loss_fn=kdkeras.losses.MultiLabelKD(temperature=2.0),
+    )
+    ```
+    """
+
+    activation = "sigmoid"
+    requires_labels = False
+
+    def __init__(self, temperature=4.0, reduction="sum_over_batch_size", name="multilabel_kd", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = _check_temperature(temperature)
+
+    def call(self, y_true, y_pred):
+        return multilabel_kd(y_true, y_pred, self.temperature)
 
     def get_config(self):
         config = super().get_config()
@@ -165,39 +391,60 @@ def is_keras_kl_divergence(identifier):
     return identifier is keras.losses.kl_divergence
 
 
-def get(identifier, temperature=4.0):
+def get(identifier, temperature=4.0, **options):
     """Resolves a distillation-loss identifier to a Keras `Loss`.
 
     Args:
         identifier: None (the default soft-target KD loss), a `keras.losses.Loss`
-            instance, a config dict, the name `"knowledge_distillation"`,
-            Keras's KL divergence (see `is_keras_kl_divergence`), or any callable
+            instance, a config dict, a name from `NAMES`, Keras's KL divergence
+            (see `is_keras_kl_divergence`), or any callable
             `fn(teacher_logits, student_logits)` returning one value per example
             (or a scalar).
-        temperature: Temperature for the default loss and for Keras's KL divergence.
+        temperature: Temperature of a loss built from a name (and of Keras's
+            KL divergence).
+        **options: Extra arguments of a loss built from a name, e.g.
+            `alpha=1.0, beta=8.0` for "decoupled_kd".
 
     Returns:
         A `keras.losses.Loss` taking `(teacher_logits, student_logits, sample_weight)`.
 
     Raises:
-        ValueError: for an unknown name or a non-callable identifier.
+        ValueError: for an unknown name, options given with an instance, or a
+            non-callable identifier.
     """
-    if identifier is None or identifier == "knowledge_distillation":
-        return KnowledgeDistillation(temperature=temperature)
+    if identifier is None:
+        identifier = "knowledge_distillation"
     if is_keras_kl_divergence(identifier):
-        return KnowledgeDistillation(temperature=temperature)
+        identifier = "knowledge_distillation"
+    if isinstance(identifier, str):
+        if identifier not in NAMES:
+            raise ValueError(
+                f"Unknown distillation loss {identifier!r}. Use one of {', '.join(NAMES)}, a "
+                "kdkeras.losses object, or any callable fn(teacher_logits, student_logits)."
+            )
+        try:
+            return NAMES[identifier](temperature=temperature, **options)
+        except TypeError as error:
+            raise ValueError(f"Bad options {options} for the {identifier!r} loss: {error}.") from None
+    if options:
+        raise ValueError(
+            f"Options {sorted(options)} apply to a loss given by name, not to {identifier!r}: "
+            "set them on the loss object instead."
+        )
     if isinstance(identifier, keras.losses.Loss):
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str):
-        raise ValueError(
-            f"Unknown distillation loss {identifier!r}. Use 'knowledge_distillation', a "
-            "kdkeras.losses object, or any callable fn(teacher_logits, student_logits)."
-        )
     if callable(identifier):
         return FunctionLoss(identifier)
     raise ValueError(
         f"`distillation_loss_fn` must be a Keras loss or a callable "
         f"fn(teacher_logits, student_logits), got {identifier!r}."
     )
+
+
+NAMES = {
+    "knowledge_distillation": KnowledgeDistillation,
+    "decoupled_kd": DecoupledKD,
+    "multilabel_kd": MultiLabelKD,
+}

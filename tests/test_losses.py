@@ -83,3 +83,106 @@ def test_get_resolves_identifiers():
         losses.get("nope")
     with pytest.raises(ValueError, match="callable"):
         losses.get(42)
+
+
+def reference_dkd(z_teacher, z_student, labels, temperature):
+    """Per-example (TCKD, NCKD) in float64, from Zhao et al.'s definitions."""
+    t = np.asarray(z_teacher, "float64") / temperature
+    s = np.asarray(z_student, "float64") / temperature
+    p_t = np.exp(t) / np.exp(t).sum(-1, keepdims=True)
+    p_s = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+    tckd, nckd = [], []
+    for i, label in enumerate(labels):
+        b_t = np.array([p_t[i, label], 1 - p_t[i, label]])
+        b_s = np.array([p_s[i, label], 1 - p_s[i, label]])
+        tckd.append((b_t * np.log(b_t / b_s)).sum())
+        others = np.arange(p_t.shape[1]) != label
+        q_t = p_t[i, others] / p_t[i, others].sum()
+        q_s = p_s[i, others] / p_s[i, others].sum()
+        nckd.append((q_t * np.log(q_t / q_s)).sum())
+    return temperature**2 * np.array(tckd), temperature**2 * np.array(nckd)
+
+
+def test_dkd_issue_reference_values():
+    tckd, nckd = losses.decoupled_kd_terms(Z_TEACHER, Z_STUDENT, [0, 1], temperature=4.0)
+    assert float(np.mean(tckd)) == pytest.approx(0.133333, abs=1e-5)
+    assert float(np.mean(nckd)) == pytest.approx(0.294079, abs=1e-5)
+    dkd = losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)
+    value = dkd({"teacher_logits": Z_TEACHER, "labels": np.array([0, 1])}, Z_STUDENT)
+    assert float(value) == pytest.approx(2.485962, abs=2e-5)
+    ref_tckd, ref_nckd = reference_dkd(Z_TEACHER, Z_STUDENT, [0, 1], 4.0)
+    assert (ref_tckd.mean(), ref_nckd.mean()) == pytest.approx((0.133333, 0.294079), abs=1e-6)
+
+
+@pytest.mark.parametrize("labels", [[2, 3], [1, 0], [3, 2]])
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_kd_decomposes_into_tckd_and_weighted_nckd(labels, temperature):
+    tckd, nckd = losses.decoupled_kd_terms(Z_TEACHER, Z_STUDENT, labels, temperature)
+    p_t = np.exp(Z_TEACHER / temperature) / np.exp(Z_TEACHER / temperature).sum(-1, keepdims=True)
+    p_target = p_t[np.arange(2), labels]
+    kd = losses.knowledge_distillation(Z_TEACHER, Z_STUDENT, temperature)
+    np.testing.assert_allclose(np.asarray(tckd) + (1 - p_target) * np.asarray(nckd), kd, rtol=1e-5)
+    np.testing.assert_allclose(tckd, reference_dkd(Z_TEACHER, Z_STUDENT, labels, temperature)[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(nckd, reference_dkd(Z_TEACHER, Z_STUDENT, labels, temperature)[1], rtol=1e-4, atol=1e-5)
+
+
+def test_dkd_accepts_one_hot_and_column_labels():
+    sparse = losses.decoupled_kd_terms(Z_TEACHER, Z_STUDENT, [0, 1])
+    one_hot = losses.decoupled_kd_terms(Z_TEACHER, Z_STUDENT, np.eye(4)[[0, 1]])
+    column = losses.decoupled_kd_terms(Z_TEACHER, Z_STUDENT, np.array([[0], [1]]))
+    for other in (one_hot, column):
+        np.testing.assert_allclose(other, sparse, rtol=1e-6)
+
+
+def test_dkd_on_two_classes_is_alpha_times_kd_and_warns():
+    teacher, student = Z_TEACHER[:, :2], Z_STUDENT[:, :2]
+    dkd = losses.DecoupledKD(alpha=0.5, beta=8.0, temperature=2.0)
+    with pytest.warns(UserWarning, match="NCKD is 0"):
+        value = dkd({"teacher_logits": teacher, "labels": np.array([0, 1])}, student)
+    kd = losses.KnowledgeDistillation(2.0)(teacher, student)
+    assert float(value) == pytest.approx(0.5 * float(kd), rel=1e-5)
+
+
+def test_dkd_needs_labels_and_valid_weights():
+    with pytest.raises(ValueError, match="needs the labels"):
+        losses.DecoupledKD()(Z_TEACHER, Z_STUDENT)
+    with pytest.raises(ValueError, match="`beta` weighs NCKD"):
+        losses.DecoupledKD(beta=-1)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(losses.DecoupledKD(alpha=2.0, beta=4.0, temperature=3.0))
+    )
+    assert (restored.alpha, restored.beta, restored.temperature) == (2.0, 4.0, 3.0)
+
+
+def reference_multilabel_kd(z_teacher, z_student, temperature):
+    p_t = 1 / (1 + np.exp(-np.asarray(z_teacher, "float64") / temperature))
+    p_s = 1 / (1 + np.exp(-np.asarray(z_student, "float64") / temperature))
+    kl = p_t * np.log(p_t / p_s) + (1 - p_t) * np.log((1 - p_t) / (1 - p_s))
+    return temperature**2 * kl.mean(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_multilabel_kd_against_per_label_binary_kl(temperature):
+    per_example = losses.multilabel_kd(Z_TEACHER, Z_STUDENT, temperature)
+    np.testing.assert_allclose(per_example, reference_multilabel_kd(Z_TEACHER, Z_STUDENT, temperature), rtol=1e-5)
+    value = losses.MultiLabelKD(temperature)(Z_TEACHER, Z_STUDENT, sample_weight=[1.0, 3.0])
+    expected = (reference_multilabel_kd(Z_TEACHER, Z_STUDENT, temperature) * [1, 3]).sum() / 2
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_multilabel_kd_labels_are_independent():
+    """Raising one label's teacher logit changes only that label's term (no softmax coupling)."""
+    base = losses.multilabel_kd(Z_TEACHER[:1, :1], Z_STUDENT[:1, :1], 2.0)
+    rest = losses.multilabel_kd(Z_TEACHER[:1, 1:], Z_STUDENT[:1, 1:], 2.0)
+    full = losses.multilabel_kd(Z_TEACHER[:1], Z_STUDENT[:1], 2.0)
+    assert float(full[0]) == pytest.approx((float(base[0]) + 3 * float(rest[0])) / 4, rel=1e-5)
+
+
+def test_get_builds_named_losses_with_options():
+    dkd = losses.get("decoupled_kd", temperature=2.0, alpha=1.0, beta=4.0)
+    assert isinstance(dkd, losses.DecoupledKD) and (dkd.temperature, dkd.beta) == (2.0, 4.0)
+    assert isinstance(losses.get("multilabel_kd", temperature=3.0), losses.MultiLabelKD)
+    with pytest.raises(ValueError, match="Bad options"):
+        losses.get("knowledge_distillation", beta=4.0)
+    with pytest.raises(ValueError, match="apply to a loss given by name"):
+        losses.get(losses.KnowledgeDistillation(), beta=4.0)

@@ -1,0 +1,375 @@
+"""Feature distillation: match intermediate layers of the student to the teacher's.
+
+A `FeatureMatch` names one student layer, one teacher layer and a loss:
+
+| loss | paper | adapter on the student side |
+| --- | --- | --- |
+| `"hint"` (`HintLoss`) | FitNets, Romero et al. 2015 | learned 1x1 conv (or dense) to the teacher's width, always |
+| `"attention"` (`AttentionTransfer`) | Zagoruyko & Komodakis 2017 | none (attention maps are channel-free) |
+| `"cosine"` (`CosineFeatureLoss`) | cosine matching, as in seed 001 | learned 1x1 conv only when widths differ |
+
+When spatial sizes differ the adapter also resizes the student's map to the
+teacher's (bilinear). Adapters train with the student but live in the
+Distiller, so `distiller.student` (the model you export) never contains them.
+The losses follow the kdkeras convention: teacher first,
+`loss(teacher_features, student_features)`.
+"""
+
+import keras
+from keras import ops
+
+FEATURE_LOSSES = ("hint", "attention", "cosine")
+
+
+def hint_loss(teacher_features, student_features):
+    """Per-example FitNets hint loss: the mean squared error over all feature entries.
+
+    Args:
+        teacher_features: Tensor `(batch, ...)`.
+        student_features: Tensor of the same shape (already adapted).
+
+    Returns:
+        Tensor `(batch,)` in float32.
+    """
+    diff = ops.cast(student_features, "float32") - ops.cast(teacher_features, "float32")
+    return ops.mean(ops.reshape(ops.square(diff), (ops.shape(diff)[0], -1)), axis=-1)
+
+
+def attention_map(features, p=2.0):
+    """The L2-normalised spatial attention map `vec(sum_c |A_c|**p)` of a feature map.
+
+    Args:
+        features: Tensor `(batch, height, width, channels)`.
+        p: Exponent of the activation magnitudes.
+
+    Returns:
+        Tensor `(batch, height * width)`, each row of unit L2 norm.
+    """
+    magnitude = ops.sum(ops.power(ops.abs(ops.cast(features, "float32")), p), axis=-1)
+    flat = ops.reshape(magnitude, (ops.shape(magnitude)[0], -1))
+    return flat / ops.maximum(ops.norm(flat, axis=-1, keepdims=True), 1e-12)
+
+
+def attention_transfer(teacher_features, student_features, p=2.0):
+    """Per-example attention-transfer distance of Zagoruyko & Komodakis (2017).
+
+    `|| Q_s / ||Q_s||_2 - Q_t / ||Q_t||_2 ||_2` with `Q = vec(sum_c |A_c|**p)`:
+    the paper's activation-based attention loss before its `beta / 2` factor.
+    The channel counts may differ; the spatial sizes must agree.
+
+    Args:
+        teacher_features: Tensor `(batch, height, width, c_t)`.
+        student_features: Tensor `(batch, height, width, c_s)`.
+        p: Exponent of the activation magnitudes (the paper uses 2).
+
+    Returns:
+        Tensor `(batch,)` in float32, each value in [0, 2].
+    """
+    diff = attention_map(student_features, p) - attention_map(teacher_features, p)
+    return ops.sqrt(ops.sum(ops.square(diff), axis=-1) + 1e-12)
+
+
+def cosine_feature_distance(teacher_features, student_features):
+    """Per-example `1 - cosine similarity` along channels, averaged over positions.
+
+    Args:
+        teacher_features: Tensor `(batch, ..., channels)`.
+        student_features: Tensor of the same shape (already adapted).
+
+    Returns:
+        Tensor `(batch,)` in float32, each value in [0, 2].
+    """
+    t = ops.cast(teacher_features, "float32")
+    s = ops.cast(student_features, "float32")
+    dot = ops.sum(t * s, axis=-1)
+    norms = ops.maximum(ops.norm(t, axis=-1) * ops.norm(s, axis=-1), 1e-12)
+    distance = 1.0 - dot / norms
+    return ops.mean(ops.reshape(distance, (ops.shape(distance)[0], -1)), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class HintLoss(keras.losses.Loss):
+    """FitNets hint loss (Romero et al., 2015): MSE between adapted student and teacher features.
+
+    Args:
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Name of the loss.
+        dtype: Dtype of the computation. Defaults to float32.
+
+    Example:
+
+    ```python
+    value = kdkeras.features.HintLoss()(teacher_features, adapted_student_features)
+    ```
+    """
+
+    projection = "always"
+
+    def __init__(self, reduction="sum_over_batch_size", name="hint", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return hint_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class AttentionTransfer(keras.losses.Loss):
+    """Attention transfer (Zagoruyko & Komodakis, 2017).
+
+    `loss = beta / 2 * mean over batch || Q_s/||Q_s|| - Q_t/||Q_t|| ||_2`, with
+    `Q = vec(sum_c |A_c|**p)` (see `attention_transfer`). The paper uses
+    `p = 2` and `beta = 1000`.
+
+    Args:
+        p: Exponent of the activation magnitudes. Defaults to 2.
+        beta: The paper's weight; the loss is scaled by `beta / 2`. Defaults to 1000.
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Name of the loss.
+        dtype: Dtype of the computation. Defaults to float32.
+
+    Example:
+
+    ```python
+    value = kdkeras.features.AttentionTransfer()(teacher_features, student_features)
+    ```
+    """
+
+    projection = "never"
+
+    def __init__(self, p=2.0, beta=1000.0, reduction="sum_over_batch_size", name="attention", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        for key, value in (("p", p), ("beta", beta)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"AttentionTransfer `{key}` must be a number > 0, got {value!r}.")
+        self.p = float(p)
+        self.beta = float(beta)
+
+    def call(self, y_true, y_pred):
+        return self.beta / 2.0 * attention_transfer(y_true, y_pred, self.p)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(p=self.p, beta=self.beta)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class CosineFeatureLoss(keras.losses.Loss):
+    """Feature matching by cosine distance along channels, averaged over positions.
+
+    Insensitive to the scale of the activations, unlike the hint loss.
+
+    Args:
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Name of the loss.
+        dtype: Dtype of the computation. Defaults to float32.
+
+    Example:
+
+    ```python
+    value = kdkeras.features.CosineFeatureLoss()(teacher_features, student_features)
+    ```
+    """
+
+    projection = "mismatch"
+
+    def __init__(self, reduction="sum_over_batch_size", name="cosine", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return cosine_feature_distance(y_true, y_pred)
+
+
+_LOSSES = {"hint": HintLoss, "attention": AttentionTransfer, "cosine": CosineFeatureLoss}
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class FeatureAdapter(keras.layers.Layer):
+    """Maps student features onto the teacher's shape: optional 1x1 projection, then resize.
+
+    Args:
+        channels: Output width of a learned projection (1x1 conv for feature
+            maps, dense for vectors), or None for no projection.
+        size: `(height, width)` to resize feature maps to, or None to keep them.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    adapter = FeatureAdapter(channels=256, size=(14, 14))
+    adapted = adapter(student_features)  # (batch, 14, 14, 256)
+    ```
+    """
+
+    def __init__(self, channels=None, size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.size = tuple(size) if size is not None else None
+        self.projection = None
+
+    def build(self, input_shape):
+        if self.channels is not None:
+            if len(input_shape) == 4:
+                self.projection = keras.layers.Conv2D(self.channels, 1, name="projection", dtype=self.dtype_policy)
+            else:
+                self.projection = keras.layers.Dense(self.channels, name="projection", dtype=self.dtype_policy)
+            self.projection.build(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        outputs = inputs
+        if self.size is not None:
+            outputs = ops.image.resize(outputs, self.size, interpolation="bilinear")
+        if self.projection is not None:
+            outputs = self.projection(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        if self.size is not None:
+            shape[1:3] = self.size
+        if self.channels is not None:
+            shape[-1] = self.channels
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, size=self.size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class FeatureMatch:
+    """One feature-distillation term: a student layer, a teacher layer and a loss.
+
+    Args:
+        student_layer: Name of a layer of the (functional) student.
+        teacher_layer: Name of a layer of the (functional) teacher.
+        loss: "hint", "attention", "cosine", or one of the loss objects of
+            this module (e.g. `AttentionTransfer(beta=500.0)`).
+        weight: Weight of this term in the Distiller's total loss, `>= 0`.
+
+    Example:
+
+    ```python
+    distiller = kdkeras.Distiller(
+        student, teacher,
+        features=[kdkeras.features.FeatureMatch("block2_out", "conv4_block6_out", "hint")],
+    )
+    ```
+    """
+
+    def __init__(self, student_layer, teacher_layer, loss="hint", weight=1.0):
+        for key, value in (("student_layer", student_layer), ("teacher_layer", teacher_layer)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"FeatureMatch `{key}` must be a layer name, got {value!r}.")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"FeatureMatch `weight` must be a number >= 0, got {weight!r}.")
+        self.student_layer = student_layer
+        self.teacher_layer = teacher_layer
+        self.loss = _get_loss(loss)
+        self.weight = float(weight)
+
+    def build_adapter(self, student_shape, teacher_shape):
+        """The adapter mapping this student layer's output onto the teacher layer's.
+
+        Args:
+            student_shape: Output shape of the student layer, batch axis first.
+            teacher_shape: Output shape of the teacher layer.
+
+        Returns:
+            A built `FeatureAdapter`.
+
+        Raises:
+            ValueError: for shapes the loss cannot compare.
+        """
+        where = f"FeatureMatch({self.student_layer!r} -> {self.teacher_layer!r})"
+        if len(student_shape) != len(teacher_shape) or len(student_shape) not in (2, 4):
+            raise ValueError(
+                f"{where}: the student layer outputs {tuple(student_shape)} and the teacher layer "
+                f"{tuple(teacher_shape)}; match two feature maps (batch, H, W, C) or two vectors "
+                "(batch, D)."
+            )
+        if len(student_shape) == 2 and self.loss.projection == "never":
+            raise ValueError(f"{where}: attention transfer needs feature maps (batch, H, W, C), not vectors.")
+        spatial = tuple(teacher_shape[1:3]) if len(teacher_shape) == 4 else None
+        if spatial is not None and None in spatial + tuple(student_shape[1:3]):
+            raise ValueError(f"{where}: feature maps need static sizes; give the models a fixed input shape.")
+        size = spatial if spatial is not None and spatial != tuple(student_shape[1:3]) else None
+        widths_differ = student_shape[-1] != teacher_shape[-1]
+        project = self.loss.projection == "always" or (self.loss.projection == "mismatch" and widths_differ)
+        adapter = FeatureAdapter(
+            channels=teacher_shape[-1] if project else None,
+            size=size,
+            name=f"adapter_{self.student_layer}",
+        )
+        adapter.build(tuple(student_shape))
+        return adapter
+
+    def get_config(self):
+        return {
+            "student_layer": self.student_layer,
+            "teacher_layer": self.teacher_layer,
+            "loss": keras.saving.serialize_keras_object(self.loss),
+            "weight": self.weight,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)
+
+    def __repr__(self):
+        return (
+            f"FeatureMatch({self.student_layer!r}, {self.teacher_layer!r}, "
+            f"loss={self.loss.name!r}, weight={self.weight})"
+        )
+
+
+def _get_loss(loss):
+    if isinstance(loss, str):
+        if loss not in _LOSSES:
+            raise ValueError(f"Unknown feature loss {loss!r}. Use one of {', '.join(FEATURE_LOSSES)}.")
+        return _LOSSES[loss]()
+    if isinstance(loss, dict):
+        loss = keras.saving.deserialize_keras_object(loss)
+    if not isinstance(loss, tuple(_LOSSES.values())):
+        raise ValueError(
+            f"A feature loss must be one of {', '.join(FEATURE_LOSSES)} or a HintLoss, "
+            f"AttentionTransfer or CosineFeatureLoss object, got {loss!r}."
+        )
+    return loss
+
+
+def feature_models(model, layer_names, role):
+    """A functional model returning `[logits, *features]` in one forward pass.
+
+    Args:
+        model: A functional `keras.Model` with one logits output.
+        layer_names: Names of layers whose outputs to return with the logits.
+        role: "student" or "teacher", for error messages.
+
+    Returns:
+        A `keras.Model` sharing `model`'s layers and weights.
+
+    Raises:
+        ValueError: for a subclassed model or an unknown layer name.
+    """
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"Feature distillation reads layers by name, so the {role} {model.name!r} must be a "
+            "functional keras.Model (built with keras.Model(inputs, outputs)), not a subclassed one."
+        )
+    names = [layer.name for layer in model.layers]
+    features = []
+    for layer_name in layer_names:
+        if layer_name not in names:
+            shown = ", ".join(n for n in names if not n.startswith("input"))
+            raise ValueError(f"The {role} {model.name!r} has no layer {layer_name!r}. Its layers: {shown}.")
+        features.append(model.get_layer(layer_name).output)
+    return keras.Model(inputs, [outputs[0], *features], name=f"{model.name}_features")
