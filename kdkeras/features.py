@@ -357,10 +357,10 @@ def feature_models(model, layer_names, role):
         ValueError: for a subclassed model or an unknown layer name.
     """
     try:
-        inputs, outputs = model.inputs, model.outputs
+        inputs, outputs = model.input, model.outputs
     except (AttributeError, ValueError):
         inputs = outputs = None
-    if not inputs or not outputs:
+    if inputs is None or not outputs:
         raise ValueError(
             f"Feature distillation reads layers by name, so the {role} {model.name!r} must be a "
             "functional keras.Model (built with keras.Model(inputs, outputs)), not a subclassed one."
