@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.kdkeras-installed
 # files, so it is installed outside the resolver (see README, "Installing").
 MEDMNIST ?= medmnist==3.0.2
 
-.PHONY: install test teacher student distill report all models clean
+.PHONY: install test teacher student distill report all models sweep clean
 
 # The workflow: `make all`, or one phase at a time, on experiments/$(EXP).toml.
 # Overrides: make distill EXP=quickstart EPOCHS=3 TEMPERATURE=6 ALPHA=0.5 LIMIT=500
@@ -41,6 +41,12 @@ report: install
 	$(KDKERAS) report --config $(EXP) --runs-dir $(RUNS)
 
 all: teacher student distill report
+
+# Distils the trained teacher (make teacher) at every point of a T x alpha grid:
+# make sweep EXP=quickstart TEMPERATURES="2 4 8" ALPHAS="0.1 0.5" EPOCHS=3
+sweep: install
+	$(KDKERAS) sweep $(PHASE_ARGS) $(if $(TEMPERATURES),--temperatures "$(TEMPERATURES)") \
+		$(if $(ALPHAS),--alphas "$(ALPHAS)")
 
 models: install
 	$(KDKERAS) models

@@ -8,6 +8,7 @@ kdkeras student --config quickstart --epochs 3
 kdkeras distill --config experiments/seed002_xray_vgg16.toml --temperature 6
 kdkeras report --config quickstart
 kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
+kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
 ```
 """
@@ -23,6 +24,7 @@ COMMANDS = {
     "distill": "Distil the saved teacher into a fresh student and save distilled.keras.",
     "evaluate": "Evaluate a saved .keras model on the experiment's test split.",
     "report": "Write report.md and its figures from the phases that have run.",
+    "sweep": "Distil the saved teacher at every temperature x alpha of a grid; write sweep.{csv,md,png}.",
     "models": "List the model zoo: role, parameters, input size and FLOPs.",
 }
 
@@ -36,6 +38,26 @@ OVERRIDES = (
     ("--alpha", "distill.alpha", float, "weight of the student loss in [0, 1] (distill)"),
     ("--temperature", "distill.temperature", float, "softening temperature T > 0 (distill)"),
     ("--seed", "seed", int, "global random seed"),
+)
+
+
+def number_list(text):
+    """Reads `2,4,8` (or `"2 4 8"`) as a list of floats, for the sweep's axes."""
+    items = text.replace(",", " ").split()
+    if not items:
+        raise argparse.ArgumentTypeError("is empty: give at least one number, e.g. 2,4,8")
+    try:
+        return [float(item) for item in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects numbers separated by commas, e.g. 2,4,8; got {text!r}") from None
+
+
+# (flag, config key, help) of the grid axes of `kdkeras sweep`.
+SWEEP_AXES = (
+    ("--temperatures", "sweep.temperatures", "temperatures to try, e.g. 2,4,8 (default: [sweep] temperatures, "
+     "else [distill] temperature)"),
+    ("--alphas", "sweep.alphas", "alphas to try, each in [0, 1], e.g. 0.1,0.5 (default: [sweep] alphas, "
+     "else [distill] alpha)"),
 )
 
 
@@ -66,6 +88,9 @@ def build_parser():
             continue
         for flag, _, kind, text in OVERRIDES:
             sub.add_argument(flag, type=kind, help=text)
+        if command == "sweep":
+            for flag, _, text in SWEEP_AXES:
+                sub.add_argument(flag, type=number_list, help=text)
         sub.add_argument(
             "--set",
             action="append",
@@ -80,12 +105,16 @@ def build_parser():
 
 def overrides_from_args(args):
     """Collects the dotted-key overrides given on the command line."""
-    phase = args.command
+    phase = "distill" if args.command == "sweep" else args.command  # a sweep runs distill phases
     overrides = {}
     for flag, key, _, _ in OVERRIDES:
         value = getattr(args, flag[2:].replace("-", "_"), None)
         if value is not None:
             overrides[key.format(phase=phase)] = value
+    for flag, key, _ in SWEEP_AXES:
+        value = getattr(args, flag[2:], None)
+        if value is not None:
+            overrides[key] = value
     for item in getattr(args, "set", []):
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -135,6 +164,11 @@ def main(argv=None):
                   f"balanced ACC {result['balanced_acc']:.4f}")
             return 0
         config = config_lib.apply_overrides(config, overrides_from_args(args))
+        if args.command == "sweep":
+            from kdkeras import sweep
+
+            sweep.run_sweep(config, runs_dir=args.runs_dir, verbose=2 if args.quiet else "auto")
+            return 0
         training.run_phase(config, args.command, args.runs_dir, verbose=2 if args.quiet else "auto")
         return 0
     except config_lib.ConfigError as e:

@@ -3,12 +3,14 @@
 A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
 table whose `loader` names a `kdkeras.data.load_*` function and whose other
 keys are that function's arguments, and one table per phase: `[teacher]`,
-`[student]` and `[distill]`. See `experiments/quickstart.toml`.
+`[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`.
+See `experiments/quickstart.toml`.
 """
 
 import copy
 import dataclasses
 import inspect
+import math
 import os
 import tomllib
 
@@ -74,6 +76,21 @@ class DistillConfig(TrainConfig):
 
 
 @dataclasses.dataclass
+class SweepConfig:
+    """A grid over the distillation temperature and alpha, run by `kdkeras sweep`.
+
+    An empty list leaves that axis at the `[distill]` value.
+
+    Attributes:
+        temperatures: Temperatures to try, each > 0.
+        alphas: Weights of the student's own loss to try, each in [0, 1].
+    """
+
+    temperatures: list = dataclasses.field(default_factory=list)
+    alphas: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """A whole experiment: data, the three phases and where it came from.
 
@@ -86,6 +103,7 @@ class ExperimentConfig:
         teacher: The teacher phase.
         student: The student-alone phase (the baseline).
         distill: The distillation phase.
+        sweep: The temperature x alpha grid of `kdkeras sweep`.
         published: Rows of published numbers to print beside ours.
         path: The file it was read from (not a TOML key).
     """
@@ -98,6 +116,7 @@ class ExperimentConfig:
     teacher: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     student: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
     published: list = dataclasses.field(default_factory=list)
     path: str = ""
 
@@ -177,7 +196,7 @@ def from_dict(raw, source="<config>"):
         An `ExperimentConfig`.
     """
     raw = copy.deepcopy(raw)
-    sections = {"teacher": TrainConfig, "student": TrainConfig, "distill": DistillConfig}
+    sections = {"teacher": TrainConfig, "student": TrainConfig, "distill": DistillConfig, "sweep": SweepConfig}
     values = {}
     for key, value in raw.items():
         if key in sections:
@@ -339,7 +358,22 @@ def _check_values(config, source):
         fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
     if not config.distill.temperature > 0:
         fail("[distill] temperature", f"= {config.distill.temperature} must be > 0.")
+    _check_sweep(config.sweep, fail)
     _check_models(config, fail)
+
+
+def _check_sweep(sweep, fail):
+    rules = (
+        ("temperatures", lambda t: math.isfinite(t) and t > 0, "> 0"),
+        ("alphas", lambda a: 0 <= a <= 1, "in [0, 1]"),
+    )
+    for axis, valid, rule in rules:
+        values = getattr(sweep, axis)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+                fail(f"[sweep] {axis}", f"= {values!r}: each value must be a number {rule}, got {value!r}.")
+        if len(set(values)) != len(values):
+            fail(f"[sweep] {axis}", f"= {values!r} repeats a value; list each one once.")
 
 
 def _check_models(config, fail):

@@ -86,7 +86,7 @@ def supervised_loss(task):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
+def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None):
     """Trains, saves and evaluates one phase of an experiment.
 
     A phase killed mid-way resumes from its last completed epoch when run
@@ -98,6 +98,9 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
         runs_dir: Parent folder of run folders.
         verbose: Keras progress-bar verbosity for `fit`.
         log: Callable receiving one line per step of the phase.
+        teacher_path: The `.keras` teacher that `distill` reads; defaults to
+            the run folder's `teacher.keras`. A sweep points every grid run
+            at the experiment's one teacher instead of copying it.
 
     Returns:
         The phase's metrics dict (also saved as `{name}_metrics.json`).
@@ -110,7 +113,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
         raise ValueError(f"Unknown phase {phase!r}; use one of {', '.join(PHASES)}.")
     out = run_dir(config, runs_dir)
     name = ARTIFACT[phase]
-    teacher = _load_teacher(out) if phase == "distill" else None
+    teacher_path = teacher_path or os.path.join(out, "teacher.keras")
+    teacher = _load_teacher(teacher_path) if phase == "distill" else None
     keras.utils.set_random_seed(config.seed)
     train, val, test, info = load_data(config)
     input_shape = tuple(train.element_spec[0].shape[1:])
@@ -129,7 +133,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print):
     )
     log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
     if teacher is not None:
-        _check_teacher(teacher, input_shape, info, out)
+        _check_teacher(teacher, input_shape, info, teacher_path)
         fitted = Distiller(student=model, teacher=teacher)
         fitted.compile(
             optimizer=make_optimizer(train_config),
@@ -277,8 +281,7 @@ def write_report(config, runs_dir="runs"):
     )
 
 
-def _load_teacher(out):
-    path = os.path.join(out, "teacher.keras")
+def _load_teacher(path):
     if not os.path.exists(path):
         raise MissingArtifactError(
             f"{path} not found: distillation needs a trained teacher. Run `make teacher` "
@@ -287,16 +290,16 @@ def _load_teacher(out):
     return keras.models.load_model(path)
 
 
-def _check_teacher(teacher, input_shape, info, out):
+def _check_teacher(teacher, input_shape, info, path):
     teacher_shape = tuple(teacher.input_shape[1:])
     if teacher_shape != tuple(input_shape):
         raise ValueError(
-            f"{out}/teacher.keras takes inputs of shape {teacher_shape} but the data yields "
+            f"{path} takes inputs of shape {teacher_shape} but the data yields "
             f"{tuple(input_shape)}: retrain the teacher (`make teacher`) with this [data] config."
         )
     if teacher.output_shape[-1] != info.num_classes:
         raise ValueError(
-            f"{out}/teacher.keras predicts {teacher.output_shape[-1]} classes but {info.name} has "
+            f"{path} predicts {teacher.output_shape[-1]} classes but {info.name} has "
             f"{info.num_classes}: retrain the teacher (`make teacher`) on this dataset."
         )
 
