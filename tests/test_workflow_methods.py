@@ -1,0 +1,117 @@
+"""DKD, feature distillation, several teachers and cached logits from experiment configs."""
+
+import json
+import os
+import tomllib
+
+import pytest
+
+from kdkeras import cli, config as config_lib
+from kdkeras.models import get_model
+from kdkeras.config import ConfigError
+
+TINY = """
+name = "methods"
+seed = 5
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 32
+limit = 64
+
+[teacher]
+model = "cnn_small"
+options = { filters = [8, 16] }
+epochs = 1
+
+[student]
+model = "cnn_small"
+options = { filters = [4, 8] }
+epochs = 1
+
+[distill]
+epochs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("methods")
+    path = root / "methods.toml"
+    path.write_text(TINY)
+    runs = str(root / "runs")
+    assert cli.main(["teacher", "--config", str(path), "--runs-dir", runs, "--quiet"]) == 0
+    return path, runs
+
+
+def distill(trained, capsys, *settings):
+    path, runs = trained
+    args = ["distill", "--config", str(path), "--runs-dir", runs]
+    for setting in settings:
+        args += ["--set", setting]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    with open(os.path.join(runs, "methods", "distilled_metrics.json")) as f:
+        return out, json.load(f)
+
+
+def test_dkd_with_warmup_and_cached_teacher(trained, capsys):
+    out, metrics = distill(
+        trained, capsys,
+        'distill.loss="decoupled_kd"', "distill.loss_options={alpha=1.0, beta=2.0}",
+        "distill.warmup_epochs=1.0", "distill.cache_teacher=true",
+    )  # fmt: skip
+    assert "loss decoupled_kd" in out and "warm-up 2 steps" in out  # 64 images / 32 per batch
+    assert "caching the teacher's logits" in out
+    assert metrics["epochs_run"] == 1 and 0.0 <= metrics["auc"] <= 1.0
+
+
+def test_feature_distillation_from_config_exports_a_plain_student(trained, capsys):
+    out, metrics = distill(
+        trained, capsys,
+        'distill.features=[{student_layer="stage2_relu2", teacher_layer="stage2_relu2", loss="hint", weight=0.5}]',
+    )  # fmt: skip
+    assert "FeatureMatch('stage2_relu2', 'stage2_relu2', loss='hint', weight=0.5)" in out
+    student = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=2, filters=[4, 8])
+    assert metrics["params"] == student.count_params()  # the adapter stayed in the Distiller
+
+
+def test_two_teachers_from_config(trained, capsys):
+    path, runs = trained
+    teacher = os.path.join(runs, "methods", "teacher.keras")
+    out, _ = distill(trained, capsys, f'distill.teachers=["{teacher}", "{teacher}"]', "distill.teacher_weights=[3, 1]")
+    assert "teacher weights [0.75, 0.25]" in out
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ('distill.loss="fitnets"', "loss = 'fitnets' is unknown. Allowed: knowledge_distillation, decoupled_kd"),
+        ("distill.loss_options={gamma=1}", "Bad options"),
+        ("distill.warmup_epochs=-1.0", "warmup_epochs = -1.0 must be >= 0"),
+        ('distill.features=[{student_layer="a"}]', "features\\[0\\] .* must be a table with student_layer"),
+        ('distill.features=[{student_layer="a", teacher_layer="b", loss="l1"}]', "Unknown feature loss 'l1'"),
+        ('distill.features=[{student_layer="a", teacher_layer="b", size=3}]', "unknown key\\(s\\) \\['size'\\]"),
+        ('distill.teachers=["t.h5"]', "must list .keras teacher files"),
+        ("distill.teacher_weights=[1, 2]", "one number >= 0 per teacher \\(1\\)"),
+        ('data.augment="light"', None),
+    ],
+)
+def test_new_distill_keys_are_validated(setting, message):
+    base = config_lib.from_dict(tomllib.loads(TINY))
+    key, value = setting.split("=", 1)
+    overrides = {key: tomllib.loads(f"v = {value}")["v"]}
+    if message is None:  # augmentation alone is fine; with cache_teacher it is not
+        overrides["distill.cache_teacher"] = True
+        message = "cache_teacher = true needs a train pipeline that shows the teacher the same images"
+    with pytest.raises(ConfigError, match=message):
+        config_lib.apply_overrides(base, overrides)
+
+
+def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
+    path, runs = trained
+    args = ["distill", "--config", str(path), "--runs-dir", runs, "--set", 'distill.teachers=["nowhere/t.keras"]']
+    assert cli.main(args) == 1
+    assert "nowhere/t.keras not found" in capsys.readouterr().err
