@@ -1,0 +1,70 @@
+"""Dense (per-pixel) distillation and the segmentation example of experiments/."""
+
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kdkeras
+from kdkeras import losses
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("segmentation_kd", os.path.join(ROOT, "experiments", "segmentation_kd.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def per_pixel_reference(z_teacher, z_student, temperature):
+    t, s = z_teacher.astype("float64") / temperature, z_student.astype("float64") / temperature
+    p_t = np.exp(t) / np.exp(t).sum(-1, keepdims=True)
+    log_p_s = s - np.log(np.exp(s).sum(-1, keepdims=True))
+    return temperature**2 * (p_t * (np.log(p_t) - log_p_s)).sum(-1)
+
+
+@pytest.mark.parametrize("side", [2, 4])
+def test_dense_distillation_loss_is_the_mean_over_pixels(side):
+    """The value does not grow with the image: averaged per pixel, not summed (seed 001's bug)."""
+    rng = np.random.default_rng(0)
+    base_t, base_s = rng.normal(size=(2, 2, 2, 3)), rng.normal(size=(2, 2, 2, 3))
+    reps = side // 2
+    z_t = np.tile(base_t, (1, reps, reps, 1)).astype("float32")
+    z_s = np.tile(base_s, (1, reps, reps, 1)).astype("float32")
+    inputs = keras.Input((side, side, 1))
+    teacher = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+    student = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+    distiller = kdkeras.Distiller(student, teacher)
+    distiller.compile(alpha=0.0, temperature=2.0)
+    value = float(distiller.distillation_loss_fn(z_t, z_s))
+    assert value == pytest.approx(per_pixel_reference(base_t, base_s, 2.0).mean(), rel=1e-5)
+    x = np.zeros((2, side, side, 1), "float32")
+    logs = distiller.evaluate(x, np.zeros((2, side, side), "int32"), return_dict=True, verbose=0)
+    assert logs["distillation_loss"] == pytest.approx(0.0, abs=1e-6)  # same init, zero inputs: equal logits
+
+
+def test_synthetic_shapes_masks_match_images():
+    example = load_example()
+    images, masks = example.synthetic_shapes(20, size=32, seed=1)
+    assert images.shape == (20, 32, 32, 1) and masks.shape == (20, 32, 32)
+    assert set(np.unique(masks)) <= {0, 1, 2} and (masks > 0).any(axis=(1, 2)).all()
+    assert images[masks > 0].mean() > images[masks == 0].mean() + 60
+
+
+def test_segmentation_example_runs_and_writes_its_table(tmp_path, capsys):
+    example = load_example()
+    rows = example.run(epochs=1, count=16, size=8, batch_size=16, out=str(tmp_path))
+    assert [r["model"] for r in rows] == ["teacher", "student alone", "response KD", "response + feature KD"]
+    assert rows[1]["params"] == rows[2]["params"] == rows[3]["params"] < rows[0]["params"] / 10
+    assert all(0.0 <= r["miou"] <= 1.0 for r in rows)
+    with open(os.path.join(tmp_path, "results.json")) as f:
+        assert json.load(f) == rows
+    assert "| response + feature KD | 14,803 |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        example.main(["--size", "30"])
+    assert "--size a multiple of 4" in capsys.readouterr().err
