@@ -19,7 +19,19 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "config", "data", "losses", "metrics", "models", "profiling", "reporting", "training")
+_SUBMODULES = (
+    "callbacks",
+    "config",
+    "data",
+    "features",
+    "losses",
+    "metrics",
+    "models",
+    "profiling",
+    "reporting",
+    "teacher_cache",
+    "training",
+)
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
 
 
