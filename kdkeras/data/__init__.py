@@ -12,9 +12,14 @@ Loaders share these keyword arguments: `image_size` (None = native, int or
 only, after the cache), `shuffle` (train only, seeded, new order each epoch),
 `seed`, `cache`, `strict` (unreadable images raise instead of being skipped)
 and `limit` (at most that many examples per split, a seeded sample).
+
+Data a loader cannot use (a truncated or corrupt file, labels out of range,
+non-finite pixels, a bad layout or argument) raises `DataError` before any
+pipeline runs, naming the file, the field and the fix.
 """
 
 from kdkeras.data.dermoscopy import load_ham10000
+from kdkeras.data.errors import DataError
 from kdkeras.data.folders import load_image_folder
 from kdkeras.data.info import DatasetInfo
 from kdkeras.data.medmnist import ROOT_ENV, bundled_npz, load_medmnist
@@ -23,6 +28,7 @@ from kdkeras.data.transforms import RandomIntensityScale, augmentation
 from kdkeras.data.xray import load_xray_folder
 
 __all__ = [
+    "DataError",
     "DatasetInfo",
     "ROOT_ENV",
     "RandomIntensityScale",

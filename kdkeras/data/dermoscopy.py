@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from kdkeras.data import images
+from kdkeras.data.errors import DataError
 from kdkeras.data.folders import build_file_splits, grouped_split
 
 CLASS_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -69,13 +70,13 @@ def read_ham10000_metadata(metadata_csv, image_dirs):
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{metadata_csv} lacks column(s) {missing} (found {columns}); "
                 "HAM10000_metadata.csv has lesion_id,image_id,dx,dx_type,age,sex,localization."
             )
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     if not rows:
-        raise ValueError(
+        raise DataError(
             f"{metadata_csv} has a header but no rows; it must list one image per row."
         )
     index = _index_images(image_dirs)
@@ -83,19 +84,19 @@ def read_ham10000_metadata(metadata_csv, image_dirs):
     for line, row in enumerate(rows, start=2):
         dx = row["dx"].lower()
         if dx not in CLASS_NAMES:
-            raise ValueError(
+            raise DataError(
                 f"{metadata_csv} line {line}: unknown diagnosis dx={row['dx']!r} for image "
                 f"{row['image_id']!r}; dx must be one of {CLASS_NAMES}. Fix or delete the row."
             )
         image_id = row["image_id"]
         if image_id in seen:
-            raise ValueError(
+            raise DataError(
                 f"{metadata_csv} lines {seen[image_id]} and {line} both list image {image_id!r}; "
                 "delete the duplicate row."
             )
         seen[image_id] = line
         if not row["lesion_id"]:
-            raise ValueError(
+            raise DataError(
                 f"{metadata_csv} line {line}: empty lesion_id for image {image_id!r}; every row "
                 "needs its lesion so that a lesion's images stay in one split."
             )
@@ -109,7 +110,7 @@ def read_ham10000_metadata(metadata_csv, image_dirs):
         shown = "; ".join(absent[:_SHOWN_IN_MESSAGES])
         hidden = len(absent) - _SHOWN_IN_MESSAGES
         more = f"; and {hidden} more" if hidden > 0 else ""
-        raise ValueError(
+        raise DataError(
             f"{len(absent)} image(s) listed in {metadata_csv} are not in {image_dirs} "
             f"({shown}{more}); add the missing <image_id>.jpg files, pass the folder holding them "
             "in image_dirs, or delete those rows."

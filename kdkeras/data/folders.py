@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.data import images, transforms
+from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, sparse_class_stats
 
 SPLITS = ("train", "val", "test")
@@ -44,7 +45,7 @@ def grouped_split(labels, groups, fractions, seed=0):
     if labels.shape[0] != groups.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels but {groups.shape[0]} groups")
     if sum(fractions.values()) >= 1.0 or min(fractions.values(), default=0.0) < 0.0:
-        raise ValueError(f"split fractions must be >= 0 and sum to less than 1, got {fractions}")
+        raise DataError(f"split fractions must be >= 0 and sum to less than 1, got {fractions}")
     members = collections.defaultdict(list)
     for index, group in enumerate(groups.tolist()):
         members[group].append(index)
@@ -111,7 +112,7 @@ def build_file_splits(
         `(train, val, test, info)`.
     """
     if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+        raise DataError(f"channels must be None, 1 or 3, got {channels!r}")
     picked = {}
     for split in SPLITS:
         paths, labels = splits[split]
@@ -124,7 +125,7 @@ def build_file_splits(
         paths, labels = picked[split]
         keep = [i for i, path in enumerate(paths) if path in readable]
         if not keep:
-            raise ValueError(
+            raise DataError(
                 f"The {split} split of {source} has no readable image; add images to it "
                 "(see the layout in the loader's docstring)."
             )
@@ -201,7 +202,7 @@ def _scan_classes(folder, class_names):
             continue
         files = images.list_image_files(class_dir)
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"Class folder {class_dir} holds no image ({', '.join(images.IMAGE_EXTENSIONS)}); "
                 "add images to it or delete the folder."
             )
@@ -209,7 +210,7 @@ def _scan_classes(folder, class_names):
         labels.extend([label] * len(files))
     unknown = sorted(set(_class_folders(folder)) - set(class_names))
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"{folder} has class folder(s) {unknown} that are not among the classes "
             f"{list(class_names)}; rename or remove them, or pass class_names=."
         )
@@ -249,7 +250,7 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
     split_dirs = find_split_folders(root)
     class_root = split_dirs.get("train", root)
     if split_dirs and "train" not in split_dirs:
-        raise ValueError(
+        raise DataError(
             f"{root} has {sorted(split_dirs)} folder(s) but no train/ folder; "
             "add root/train/<class>/ or put the class folders directly in root."
         )
@@ -257,13 +258,13 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
         class_names = _class_folders(class_root)
     class_names = [str(c) for c in class_names]
     if len(class_names) < 2:
-        raise ValueError(
+        raise DataError(
             f"{class_root} must hold at least two class folders (one per class), "
             f"found {class_names}."
         )
     missing = [c for c in class_names if not os.path.isdir(os.path.join(class_root, c))]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"Class folder(s) {missing} missing in {class_root}; create them or fix class_names."
         )
     pool_paths, pool_labels = _scan_classes(class_root, class_names)

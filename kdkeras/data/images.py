@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from kdkeras.data import transforms
+from kdkeras.data.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -98,7 +99,7 @@ def inspect_images(paths, strict=False, source=None):
         hidden = len(bad) - _SHOWN_IN_MESSAGES
         more = f"; and {hidden} more" if hidden > 0 else ""
         if strict:
-            raise ValueError(
+            raise DataError(
                 f"{len(bad)} unreadable image file(s){where}: {lines}{more}. "
                 "Replace or delete them, or pass strict=False to skip them."
             )
@@ -126,7 +127,7 @@ def native_size(headers, source):
         if len(examples) == 2:
             break
     shown = ", ".join(f"{p} is {w}x{hgt}" for (hgt, w), p in examples.items())
-    raise ValueError(
+    raise DataError(
         f"Images in {source} have {len(sizes)} different sizes ({shown}); "
         "pass image_size=(height, width), e.g. image_size=224, to resize them."
     )

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import warnings
 import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from kdkeras import files
 from kdkeras.data import transforms
+from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, multi_hot_stats, sparse_class_stats
 
 ROOT_ENV = "KDKERAS_MEDMNIST_ROOT"
@@ -67,9 +69,9 @@ def flags_2d():
 def _flag_info(flag):
     info = medmnist_info()
     if flag not in info:
-        raise ValueError(f"Unknown MedMNIST flag {flag!r}; choose one of {flags_2d()}.")
+        raise DataError(f"Unknown MedMNIST flag {flag!r}; choose one of {flags_2d()}.")
     if flag.endswith("3d"):
-        raise ValueError(
+        raise DataError(
             f"{flag} holds 3D volumes, which kdkeras does not load; choose a 2D flag: {flags_2d()}."
         )
     return info[flag]
@@ -77,7 +79,7 @@ def _flag_info(flag):
 
 def _check_size(size):
     if size not in SIZES:
-        raise ValueError(f"MedMNIST size must be one of {SIZES}, got {size!r}")
+        raise DataError(f"MedMNIST size must be one of {SIZES}, got {size!r}")
 
 
 def default_root(root=None):
@@ -128,7 +130,7 @@ def bundled_npz(flag="pneumoniamnist"):
     ```
     """
     if flag not in _BUNDLED:
-        raise ValueError(
+        raise DataError(
             f"Only {list(_BUNDLED)} is bundled with kdkeras, not {flag!r}; "
             f"use load_medmnist({flag!r}) to read or download it."
         )
@@ -185,7 +187,7 @@ def download_npz(flag, size=28, root=None, url=None):
                 force_download=True,
             )
         except ValueError as e:
-            raise ValueError(
+            raise DataError(
                 f"The file downloaded from {url} does not have the MD5 {md5} listed by medmnist "
                 f"for {npz_filename(flag, size)} ({e}); it was discarded and nothing was saved "
                 f"at {target}. Retry, or download it yourself and place it at {target}."
@@ -203,7 +205,7 @@ def _validate(npz, path, flag, size, info):
     required = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
     missing = [key for key in required if key not in npz.files]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{path} lacks the MedMNIST key(s) {missing} (found {sorted(npz.files)}). A MedMNIST "
             f"npz holds {required}; delete the file and let load_medmnist download {flag} again."
         )
@@ -217,31 +219,51 @@ def _validate(npz, path, flag, size, info):
             try:
                 arrays[key] = npz[key]
             except ValueError as e:
-                raise ValueError(
+                if "allow_pickle" not in str(e):
+                    raise _corrupt_member(path, key, flag, e) from e
+                raise DataError(
                     f"{path}: key {key} cannot be read without pickle ({e}); MedMNIST arrays "
                     "are plain numeric arrays. Replace the file with the official one."
                 ) from e
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise _corrupt_member(path, key, flag, e) from e
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.dtype != np.uint8 or x.shape[1:] != image_shape:
-            raise ValueError(
-                f"{path}: {split}_images is {x.dtype} {x.shape}, expected uint8 (N, "
+            raise DataError(
+                f"{path}: {split}_images is {x.dtype} {x.shape}{_non_finite(x)}, expected uint8 (N, "
                 f"{', '.join(map(str, image_shape))}) for {flag} at size {size}. Check the "
                 "flag and size arguments, or replace the file."
             )
         label_width = num_classes if multi_label else 1
         if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0], label_width):
-            raise ValueError(
-                f"{path}: {split}_labels is {y.dtype} {y.shape}, expected integers of shape "
+            raise DataError(
+                f"{path}: {split}_labels is {y.dtype} {y.shape}{_non_finite(y)}, expected integers of shape "
                 f"({x.shape[0]}, {label_width}), one row per image of {split}_images."
             )
         high = 1 if multi_label else num_classes - 1
         if y.size and (y.min() < 0 or y.max() > high):
-            raise ValueError(
+            raise DataError(
                 f"{path}: {split}_labels has values in [{y.min()}, {y.max()}], outside "
                 f"[0, {high}] ({flag} has {num_classes} {'labels' if multi_label else 'classes'}). "
                 "Fix the labels or replace the file."
             )
     return arrays
+
+
+def _corrupt_member(path, key, flag, error):
+    return DataError(
+        f"{path}: key {key} is corrupt ({type(error).__name__}: {error}), as after an "
+        f"interrupted copy or download. Delete the file and let load_medmnist download {flag} "
+        "again, or replace it with the official one."
+    )
+
+
+def _non_finite(array):
+    # NaN can only hide in a float array; saying so points at the broken export.
+    if not np.issubdtype(array.dtype, np.floating):
+        return ""
+    count = int(array.size - np.isfinite(array).sum())
+    return f" with {count} NaN or infinite value(s)" if count else ""
 
 
 def read_npz(path, flag, size=28):
@@ -256,20 +278,21 @@ def read_npz(path, flag, size=28):
         Dict of the six arrays (`train_images`, `train_labels`, ...).
 
     Raises:
-        ValueError: Naming the file and key, if the file is not a readable
-            npz, lacks a key, or holds arrays of the wrong dtype, shape or
+        DataError: Naming the file and key, if the file is not a readable
+            npz (truncated, corrupt, pickled objects), lacks a key, or holds
+            arrays of the wrong dtype (float images, NaN included), shape or
             label range.
     """
     info = _flag_info(flag)
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(
+        raise DataError(
             f"{path} is not a readable npz file ({e}); delete it and let load_medmnist "
             "download it again, or replace it."
         ) from e
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single array, not a MedMNIST npz archive; replace it.")
+        raise DataError(f"{path} holds a single array, not a MedMNIST npz archive; replace it.")
     with npz:
         return _validate(npz, path, flag, size, info)
 
@@ -341,7 +364,7 @@ def load_medmnist(
     info = _flag_info(flag)
     _check_size(size)
     if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+        raise DataError(f"channels must be None, 1 or 3, got {channels!r}")
     if path is None:
         path = os.path.join(default_root(root), npz_filename(flag, size))
         if not os.path.isfile(path):
@@ -358,6 +381,8 @@ def load_medmnist(
             f"MedMNIST file {path} does not exist; fix path=, or leave it out to use the root "
             "folder and download."
         )
+    # A broken file raises first: its error, not an MD5 warning, says what is wrong.
+    arrays = read_npz(path, flag, size)
     _, expected_md5 = _url_and_md5(flag, size)
     actual_md5 = file_md5(path)
     if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):
@@ -367,7 +392,6 @@ def load_medmnist(
             "images); delete it to download the official file.",
             stacklevel=2,
         )
-    arrays = read_npz(path, flag, size)
     task = _TASKS.get(info["task"], info["task"])
     class_names = [info["label"][str(i)] for i in range(len(info["label"]))]
     multi_label = task == "multi-label"

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.data import transforms
+from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, sparse_class_stats
 
 SPLITS = ("train", "val", "test")
@@ -31,7 +32,7 @@ def default_splits(available):
     """
     available = set(available)
     if "train" not in available:
-        raise ValueError(
+        raise DataError(
             f"The dataset has no 'train' split (it has {sorted(available)}); "
             "pass split=(train, val, test)."
         )
@@ -116,24 +117,24 @@ def load_tfds(
     del strict
     tfds = _tfds()
     if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+        raise DataError(f"channels must be None, 1 or 3, got {channels!r}")
     builder = _builder(name, data_dir, download)
     features = builder.info.features
     for key in (image_key, label_key):
         if key not in features:
-            raise ValueError(
+            raise DataError(
                 f"TFDS dataset {name!r} has no feature {key!r} (it has {sorted(features)}); "
                 "pass image_key= and label_key=."
             )
     label_feature = features[label_key]
     if not isinstance(label_feature, tfds.features.ClassLabel):
-        raise ValueError(
+        raise DataError(
             f"Feature {label_key!r} of {name!r} is {type(label_feature).__name__}, not a "
             "ClassLabel; load_tfds handles single-label classification only."
         )
     shape = features[image_key].shape
     if len(shape) != 3 or shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(
+        raise DataError(
             f"Feature {image_key!r} of {name!r} has shape {shape}; expected (h, w, c) images."
         )
     native_channels = 1 if shape[-1] in (1, 2) else 3
@@ -142,13 +143,13 @@ def load_tfds(
     size = transforms.image_size_tuple(image_size)
     if size is None:
         if shape[0] is None or shape[1] is None:
-            raise ValueError(
+            raise DataError(
                 f"Images of {name!r} vary in size (feature shape {shape}); pass image_size=(h, w)."
             )
         size = (shape[0], shape[1])
     split = tuple(split) if split is not None else default_splits(builder.info.splits.keys())
     if len(split) != 3:
-        raise ValueError(f"split must name three splits (train, val, test), got {split!r}")
+        raise DataError(f"split must name three splits (train, val, test), got {split!r}")
     scale = 257.0 if features[image_key].dtype == tf.uint16 else 1.0
 
     def convert(example):

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras.data.errors import DataError
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 # Augmentation runs in the input pipeline, so it stays float32 under mixed precision.
@@ -41,7 +43,7 @@ def image_size_tuple(image_size):
     else:
         size = tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(
+        raise DataError(
             f"image_size must be a positive int or a (height, width) pair, got {image_size!r}"
         )
     return size
@@ -128,7 +130,7 @@ def subset_indices(n, limit, seed=0):
         Sorted int64 numpy array of indices.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+        raise DataError(f"limit must be a positive int or None, got {limit!r}")
     if limit is None or limit >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)
@@ -259,7 +261,7 @@ def augmentation(preset_or_layers, seed=0):
     """
     if isinstance(preset_or_layers, str):
         if preset_or_layers not in AUGMENTATION_PRESETS:
-            raise ValueError(
+            raise DataError(
                 f"Unknown augmentation preset {preset_or_layers!r}; "
                 f"choose one of {sorted(AUGMENTATION_PRESETS)} or pass a list of Keras layers."
             )
@@ -331,7 +333,7 @@ def finalize(
         A `tf.data.Dataset` of `(float32 images (B, H, W, C) in [0, 255], labels)`.
     """
     if batch_size is None or int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise DataError(f"batch_size must be a positive int, got {batch_size!r}")
     if num_examples is None:
         num_examples = int(ds.cardinality())
     buffer = max(1, num_examples)

@@ -6,6 +6,7 @@ import re
 import numpy as np
 
 from kdkeras.data import images
+from kdkeras.data.errors import DataError
 from kdkeras.data.folders import build_file_splits, find_split_folders, grouped_split
 
 CLASS_NAMES = {2: ["normal", "pneumonia"], 3: ["normal", "bacteria", "virus"]}
@@ -38,7 +39,7 @@ def _label(path, diagnosis, num_classes):
     for label, kind in ((1, "bacteria"), (2, "virus")):
         if kind in name:
             return label
-    raise ValueError(
+    raise DataError(
         f"Cannot tell bacteria from virus for {path}: a 3-class Kermany file name must contain "
         "'bacteria' or 'virus' (e.g. person12_bacteria_45.jpeg). Rename the file, move it out "
         "of PNEUMONIA/, or use num_classes=2."
@@ -51,13 +52,13 @@ def _scan(split_dir, num_classes):
     for diagnosis in ("normal", "pneumonia"):
         folder = os.path.join(split_dir, entries.get(diagnosis, diagnosis.upper()))
         if not os.path.isdir(folder):
-            raise ValueError(
+            raise DataError(
                 f"{split_dir} has no {diagnosis.upper()}/ folder; the Kermany layout is "
                 "root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg."
             )
         files = images.list_image_files(folder)
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"Class folder {folder} holds no image; add its images or fix the root."
             )
         paths.extend(files)
@@ -79,7 +80,7 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
         `{"train": (paths, labels), "val": ..., "test": ...}`, labels as int32 arrays.
     """
     if num_classes not in CLASS_NAMES:
-        raise ValueError(f"num_classes must be 2 or 3, got {num_classes!r}")
+        raise DataError(f"num_classes must be 2 or 3, got {num_classes!r}")
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(
@@ -88,7 +89,7 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
     split_dirs = find_split_folders(root)
     for split in ("train", "test"):
         if split not in split_dirs:
-            raise ValueError(
+            raise DataError(
                 f"{root} has no {split}/ folder; the Kermany layout is "
                 "root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val optional). If you unpacked "
                 "the Kaggle archive, point root at its inner chest_xray/ folder."
