@@ -61,6 +61,12 @@ SWEEP_AXES = (
 )
 
 
+UNSAFE_LOAD_HELP = (
+    "load a .keras file even if it stores Python code (a Lambda layer), which runs on load; "
+    "only for files whose source you trust (default: Keras safe mode refuses them)"
+)
+
+
 def build_parser():
     """The argument parser of the `kdkeras` command."""
     parser = argparse.ArgumentParser(
@@ -83,6 +89,7 @@ def build_parser():
         sub.add_argument("--runs-dir", default="runs", help="parent folder of run outputs (default: runs)")
         if command == "evaluate":
             sub.add_argument("--model", required=True, help="path of the .keras model to evaluate")
+            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
             continue
         if command == "report":
             continue
@@ -100,6 +107,8 @@ def build_parser():
             "(VALUE is read as TOML; bare words are strings)",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
+        if command == "distill":
+            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
     return parser
 
 
@@ -139,7 +148,8 @@ def main(argv=None):
 
     Returns:
         Process exit status: 0 on success, 2 for a usage or config error,
-        1 for a missing prerequisite.
+        1 for a missing prerequisite, unusable data, a refused or unreadable
+        model file, a diverged training (NaN loss) or a file system error.
     """
     args = build_parser().parse_args(argv)
     # Hides TensorFlow's C++ warnings and errors (CUDA probes on CPU machines)
@@ -147,6 +157,9 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from kdkeras import config as config_lib
     from kdkeras import training
+    from kdkeras.callbacks import TrainingDivergedError
+    from kdkeras.data import DataError
+    from kdkeras.files import ModelFileError
 
     try:
         if args.command == "models":
@@ -159,7 +172,7 @@ def main(argv=None):
             print(f"wrote {training.write_report(config, args.runs_dir)}")
             return 0
         if args.command == "evaluate":
-            result = training.evaluate_file(config, args.model, args.runs_dir)
+            result = training.evaluate_file(config, args.model, args.runs_dir, unsafe_load=args.unsafe_load)
             print(f"{args.model}: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, "
                   f"balanced ACC {result['balanced_acc']:.4f}")
             return 0
@@ -169,11 +182,18 @@ def main(argv=None):
 
             sweep.run_sweep(config, runs_dir=args.runs_dir, verbose=2 if args.quiet else "auto")
             return 0
-        training.run_phase(config, args.command, args.runs_dir, verbose=2 if args.quiet else "auto")
+        training.run_phase(
+            config, args.command, args.runs_dir, verbose=2 if args.quiet else "auto",
+            unsafe_load=getattr(args, "unsafe_load", False),
+        )
         return 0
     except config_lib.ConfigError as e:
         print(f"kdkeras: config error: {e}", file=sys.stderr)
         return 2
     except training.MissingArtifactError as e:
         print(f"kdkeras: {e}", file=sys.stderr)
+        return 1
+    except (DataError, ModelFileError, TrainingDivergedError, OSError) as e:
+        # Faults of the inputs or the machine, each with its fix in the message: no traceback.
+        print(f"kdkeras: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -27,10 +27,10 @@ from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
 from kdkeras import profiling
 from kdkeras import reporting
-from kdkeras.callbacks import RunState
+from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.config import BUNDLED, save_config
 from kdkeras.distiller import Distiller
-from kdkeras.files import atomic_path
+from kdkeras.files import atomic_path, load_model, remove_stale_temp_files
 from kdkeras.fit_metrics import fit_metrics
 
 PHASES = ("teacher", "student", "distill")
@@ -86,7 +86,7 @@ def supervised_loss(task):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None):
+def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None, unsafe_load=False):
     """Trains, saves and evaluates one phase of an experiment.
 
     A phase killed mid-way resumes from its last completed epoch when run
@@ -101,6 +101,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         teacher_path: The `.keras` teacher that `distill` reads; defaults to
             the run folder's `teacher.keras`. A sweep points every grid run
             at the experiment's one teacher instead of copying it.
+        unsafe_load: Load a teacher file that stores Python code (see
+            `kdkeras.files.load_model`); only for files you trust.
 
     Returns:
         The phase's metrics dict (also saved as `{name}_metrics.json`).
@@ -108,13 +110,18 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     Raises:
         MissingArtifactError: `distill` without a saved teacher.
         ValueError: a model that cannot take the data (size, classes).
+        kdkeras.files.UnsafeModelError: a teacher file holding code, without `unsafe_load`.
+        kdkeras.callbacks.TrainingDivergedError: a NaN or infinite loss; no
+            model is saved and the last complete checkpoint is kept.
     """
     if phase not in PHASES:
         raise ValueError(f"Unknown phase {phase!r}; use one of {', '.join(PHASES)}.")
     out = run_dir(config, runs_dir)
     name = ARTIFACT[phase]
+    if os.path.isdir(out):
+        remove_stale_temp_files(out)  # left by a killed run
     teacher_path = teacher_path or os.path.join(out, "teacher.keras")
-    teacher = _load_teacher(teacher_path) if phase == "distill" else None
+    teacher = _load_teacher(teacher_path, unsafe_load) if phase == "distill" else None
     keras.utils.set_random_seed(config.seed)
     train, val, test, info = load_data(config)
     input_shape = tuple(train.element_spec[0].shape[1:])
@@ -162,21 +169,25 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     initial_epoch = state.restore(fitted)
     if initial_epoch:
         log(f"[{name}] resuming after epoch {initial_epoch} of {train_config.epochs}")
-    callbacks = [state, keras.callbacks.TerminateOnNaN(), keras.callbacks.TensorBoard(os.path.join(out, "logs", name))]
+    # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
+    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(os.path.join(out, "logs", name))]
     if train_config.reduce_lr:
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+        callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
             monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))
     started = time.perf_counter()
-    if initial_epoch < train_config.epochs:
-        fitted.fit(
-            train,
-            validation_data=val,
-            epochs=train_config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the train pipeline shuffles, seeded, each epoch
-            verbose=verbose,
-        )
+    try:
+        if initial_epoch < train_config.epochs:
+            fitted.fit(
+                train,
+                validation_data=val,
+                epochs=train_config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the train pipeline shuffles, seeded, each epoch
+                verbose=verbose,
+            )
+    except TrainingDivergedError as e:
+        raise TrainingDivergedError(f"[{name}] {e} {_diverged_hint(state, phase)}") from None
     seconds = time.perf_counter() - started
     model_path = os.path.join(out, f"{name}.keras")
     save_deployable(model, model_path)
@@ -239,7 +250,7 @@ def evaluate(model, test, info, model_path, out, name):
     return result
 
 
-def evaluate_file(config, model_path, runs_dir="runs", name=None):
+def evaluate_file(config, model_path, runs_dir="runs", name=None, unsafe_load=False):
     """Evaluates a saved `.keras` model on the experiment's test split.
 
     Args:
@@ -247,13 +258,15 @@ def evaluate_file(config, model_path, runs_dir="runs", name=None):
         model_path: A `.keras` file that outputs logits.
         runs_dir: Parent of run folders.
         name: Artifact name for the output files; defaults to the file's stem.
+        unsafe_load: Load a model file that stores Python code (see
+            `kdkeras.files.load_model`); only for files you trust.
 
     Returns:
         The metrics dict, also written as `<run>/<name>_metrics.json`.
     """
     if not os.path.exists(model_path):
         raise MissingArtifactError(f"{model_path} not found: pass a saved .keras model.")
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path, unsafe_load)
     _, _, test, info = load_data(config)
     out = run_dir(config, runs_dir)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
@@ -281,13 +294,25 @@ def write_report(config, runs_dir="runs"):
     )
 
 
-def _load_teacher(path):
+def _diverged_hint(state, phase):
+    done = len(state.history)
+    lower = f"a lower --learning-rate (or [{phase}] learning_rate)"
+    if not done:
+        return f"No epoch completed and no model was saved; rerun with {lower}."
+    return (
+        f"No model was saved; the checkpoint of epoch {done} stays in {state.state_dir}. A rerun "
+        "resumes from it with the optimizer state saved there, learning rate included: to retry "
+        f"with {lower}, delete that folder first."
+    )
+
+
+def _load_teacher(path, unsafe_load=False):
     if not os.path.exists(path):
         raise MissingArtifactError(
             f"{path} not found: distillation needs a trained teacher. Run `make teacher` "
             "(or `kdkeras teacher --config <experiment>`) first."
         )
-    return keras.models.load_model(path)
+    return load_model(path, unsafe_load)
 
 
 def _check_teacher(teacher, input_shape, info, path):
