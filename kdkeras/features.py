@@ -219,7 +219,9 @@ class FeatureAdapter(keras.layers.Layer):
     def call(self, inputs):
         outputs = inputs
         if self.size is not None:
-            outputs = ops.image.resize(outputs, self.size, interpolation="bilinear")
+            # Resizing float16 maps yields float32 and an XLA gradient of mixed precisions;
+            # an explicit cast keeps every gradient in one dtype.
+            outputs = ops.image.resize(ops.cast(outputs, "float32"), self.size, interpolation="bilinear")
         if self.projection is not None:
             outputs = self.projection(outputs)
         return outputs

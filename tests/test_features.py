@@ -197,3 +197,15 @@ def test_clear_errors_for_unknown_layers_and_subclassed_models():
         kdkeras.Distiller(sub, teacher, features=[features.FeatureMatch("a", "t_conv1")])
     with pytest.raises(ValueError, match="one teacher"):
         kdkeras.Distiller(student, [teacher, teacher], features=[features.FeatureMatch("s_bn", "t_conv1")])
+
+
+def test_features_train_under_mixed_precision_and_xla():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        distiller = feature_distiller(jit_compile=True)
+        history = distiller.fit(DATA_X, DATA_Y, batch_size=4, epochs=1, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert type(distiller.optimizer).__name__ == "LossScaleOptimizer"
+    assert distiller.adapters[0].size == (4, 4)  # the resize path, whose gradient mixed dtypes before
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
