@@ -132,7 +132,7 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
     points = grid(config, temperatures, alphas)
     out = training.run_dir(config, runs_dir)
     teacher_path = os.path.join(out, "teacher.keras")
-    if not os.path.exists(teacher_path):
+    if not config.distill.teachers and not os.path.exists(teacher_path):
         raise training.MissingArtifactError(
             f"{teacher_path} not found: a sweep distils the experiment's trained teacher. Run "
             f"`make teacher EXP={config.name}` (or `kdkeras teacher --config {config.path or config.name}`) first."
