@@ -116,13 +116,14 @@ class HintLoss(keras.losses.Loss):
 class AttentionTransfer(keras.losses.Loss):
     """Attention transfer (Zagoruyko & Komodakis, 2017).
 
-    `loss = beta / 2 * mean over batch || Q_s/||Q_s|| - Q_t/||Q_t|| ||_2`, with
-    `Q = vec(sum_c |A_c|**p)` (see `attention_transfer`). The paper uses
-    `p = 2` and `beta = 1000`.
+    `loss = beta / (2 * H * W) * mean over batch || Q_s/||Q_s|| - Q_t/||Q_t|| ||_2`,
+    with `Q = vec(sum_c |A_c|**p)` (see `attention_transfer`): the paper's
+    eq. 2 with its `beta = 1000` "divided by the number of elements in the
+    attention map and the batch size" (the batch mean does the latter).
 
     Args:
         p: Exponent of the activation magnitudes. Defaults to 2.
-        beta: The paper's weight; the loss is scaled by `beta / 2`. Defaults to 1000.
+        beta: The paper's weight before its division by `H * W`. Defaults to 1000.
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
         name: Name of the loss.
         dtype: Dtype of the computation. Defaults to float32.
@@ -145,7 +146,8 @@ class AttentionTransfer(keras.losses.Loss):
         self.beta = float(beta)
 
     def call(self, y_true, y_pred):
-        return self.beta / 2.0 * attention_transfer(y_true, y_pred, self.p)
+        elements = ops.cast(ops.shape(y_true)[1] * ops.shape(y_true)[2], "float32")
+        return self.beta / (2.0 * elements) * attention_transfer(y_true, y_pred, self.p)
 
     def get_config(self):
         config = super().get_config()

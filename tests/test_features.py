@@ -37,7 +37,8 @@ def test_attention_transfer_matches_paper_formula(p):
         features.attention_transfer(teacher, F_STUDENT, p), reference_attention(teacher, F_STUDENT, p), rtol=1e-4
     )
     value = features.AttentionTransfer(p=p, beta=1000.0)(teacher, F_STUDENT)
-    assert float(value) == pytest.approx(500.0 * reference_attention(teacher, F_STUDENT, p).mean(), rel=1e-4)
+    expected = 1000.0 / (2 * 4 * 4) * reference_attention(teacher, F_STUDENT, p).mean()  # beta / (2 H W)
+    assert float(value) == pytest.approx(expected, rel=1e-4)
     assert float(features.AttentionTransfer()(F_TEACHER, 3.0 * F_TEACHER)) == pytest.approx(0.0, abs=1e-2)
 
 
@@ -143,7 +144,7 @@ def test_feature_loss_is_logged_and_matches_the_losses():
     t_logits, t_conv2, t_conv1 = distiller._teacher_features(DATA_X, training=False)
     s_logits, s_bn, s_conv1 = distiller._student_features(DATA_X, training=False)
     hint = features.hint_loss(t_conv2, distiller.adapters[0](s_bn))
-    attention = 500.0 * features.attention_transfer(t_conv1, distiller.adapters[1](s_conv1))
+    attention = 1000.0 / (2 * 8 * 8) * features.attention_transfer(t_conv1, distiller.adapters[1](s_conv1))
     assert logs["feature_loss"] == pytest.approx(float(0.5 * np.mean(hint) + np.mean(attention)), rel=1e-4)
     kd = float(np.mean(kdkeras.losses.knowledge_distillation(t_logits, s_logits, 4.0)))
     assert logs["distillation_loss"] == pytest.approx(kd, rel=1e-4)
