@@ -8,6 +8,7 @@ kdkeras student --config quickstart --epochs 3
 kdkeras distill --config experiments/seed002_xray_vgg16.toml --temperature 6
 kdkeras report --config quickstart
 kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
+kdkeras export --config quickstart --formats tflite_float32 tflite_int8
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
 ```
@@ -26,6 +27,8 @@ COMMANDS = {
     "report": "Write report.md and its figures from the phases that have run.",
     "sweep": "Distil the saved teacher at every temperature x alpha of a grid; write sweep.{csv,md,png}.",
     "models": "List the model zoo: role, parameters, input size and FLOPs.",
+    "export": "Write a saved student as SavedModel and TFLite (float32, int8) with a size, "
+    "latency and accuracy table.",
 }
 
 # (flag, config key, type, help); the "{phase}" key follows the command.
@@ -93,6 +96,9 @@ def build_parser():
             continue
         if command == "report":
             continue
+        if command == "export":
+            _add_export_arguments(sub)
+            continue
         for flag, _, kind, text in OVERRIDES:
             sub.add_argument(flag, type=kind, help=text)
         if command == "sweep":
@@ -110,6 +116,23 @@ def build_parser():
         if command == "distill":
             sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
     return parser
+
+
+def _add_export_arguments(sub):
+    # Format names are spelled out rather than imported: kdkeras.export loads
+    # TensorFlow, which `--help` must not wait for. export_student validates them.
+    sub.add_argument(
+        "--model", help="the .keras model to export (default: <runs-dir>/<experiment>/distilled.keras)"
+    )
+    sub.add_argument(
+        "--formats", nargs="+", metavar="FORMAT",
+        help="formats to write, any of saved_model tflite_float32 tflite_dynamic_int8 tflite_int8 (default: all)",
+    )
+    sub.add_argument("--out", help="output folder (default: <runs-dir>/<experiment>/export)")
+    sub.add_argument(
+        "--representative-images", type=int, default=200,
+        help="unaugmented train images that calibrate tflite_int8 (default 200)",
+    )
 
 
 def overrides_from_args(args):
@@ -175,6 +198,19 @@ def main(argv=None):
             result = training.evaluate_file(config, args.model, args.runs_dir, unsafe_load=args.unsafe_load)
             print(f"{args.model}: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, "
                   f"balanced ACC {result['balanced_acc']:.4f}")
+            return 0
+        if args.command == "export":
+            from kdkeras import export
+
+            try:
+                table = export.export_experiment(
+                    config, args.model, args.runs_dir, formats=args.formats or export.FORMATS,
+                    out_dir=args.out, representative_images=args.representative_images,
+                )
+            except ValueError as e:
+                print(f"kdkeras: export: {e}", file=sys.stderr)
+                return 2
+            print(table.to_markdown())
             return 0
         config = config_lib.apply_overrides(config, overrides_from_args(args))
         if args.command == "sweep":

@@ -1,0 +1,284 @@
+"""Accuracy over seeds: teacher, student alone and distilled student, beside published rows.
+
+For each seed the experiment's three phases run with `kdkeras.training.run_phase`
+in their own runs folder (`<runs_dir>/seed<N>/<experiment>/`), exactly as
+`make all SEED=N` would. Test ACC, AUC and balanced accuracy (official test
+split) are then summarised as mean and sample standard deviation over the
+seeds, beside the experiment's `[[published]]` rows.
+
+A finished phase leaves `bench_<model>.json` (its config and metrics) in its
+run folder; running the benchmark again with the same config reuses it, so an
+interrupted benchmark resumes where it stopped. `--fresh` retrains everything.
+
+Run: `python -m kdkeras.bench.accuracy --seeds 0 1 2 --out-dir runs/bench`
+(about 10 minutes per seed for the quickstart on 2 CPU cores).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+from kdkeras.bench.environment import describe_environment
+from kdkeras.files import write_text_atomic
+
+METRICS = ("acc", "auc", "balanced_acc")
+METRIC_TITLES = {"acc": "ACC", "auc": "AUC", "balanced_acc": "Balanced ACC"}
+MODELS = ("teacher", "student", "distilled")
+MODEL_TITLES = {"teacher": "teacher", "student": "student alone", "distilled": "distilled student"}
+
+
+def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/bench", epochs=None,
+                           fresh=False, log=print):
+    """Runs (or reuses) every phase for every seed and summarises the test metrics.
+
+    Args:
+        config: Experiment name or `.toml` path (see `kdkeras.config.load_config`).
+        seeds: Global seeds, one full experiment each.
+        runs_dir: Parent folder; seed `N` runs in `<runs_dir>/seed<N>`.
+        epochs: Maximum epochs of every phase; None keeps the config's.
+        fresh: Retrain phases even when a finished run with the same config exists.
+        log: Callable receiving progress lines.
+
+    Returns:
+        A JSON-ready dict: `experiment`, `seeds`, `config` (the resolved
+        config of the first seed), `models` (architecture and parameters),
+        `per_seed` (`{seed: {model: {metric: value}}}`, seeds as strings),
+        `summary` (see `aggregate`), `published`, `test_images` (the sizes
+        of the test splits scored), `train_seconds` and `environment`.
+
+    Raises:
+        kdkeras.config.ConfigError: for a bad config or override.
+        ValueError: for an empty or repeated seed list.
+    """
+    from kdkeras import config as config_lib
+    from kdkeras import training
+
+    seeds = [int(seed) for seed in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"`seeds` must be distinct integers, at least one; got {seeds}.")
+    if epochs is not None and int(epochs) < 1:
+        raise ValueError(f"`epochs` must be >= 1, got {epochs}.")
+    base = config_lib.load_config(config)
+    environment = describe_environment()
+    per_seed, models, seconds, test_images, resolved = {}, {}, {}, set(), None
+    for seed in seeds:
+        overrides = {"seed": seed}
+        if epochs is not None:
+            overrides.update({f"{phase}.epochs": int(epochs) for phase in training.PHASES})
+        seeded = config_lib.apply_overrides(base, overrides)
+        resolved = resolved or seeded.to_dict()
+        seed_runs = os.path.join(runs_dir, f"seed{seed}")
+        per_seed[str(seed)] = {}
+        retrained_teacher = False
+        for phase in training.PHASES:
+            name = training.ARTIFACT[phase]
+            record_path = os.path.join(training.run_dir(seeded, seed_runs), f"bench_{name}.json")
+            record = None if fresh or (phase == "distill" and retrained_teacher) else _read_record(
+                record_path, config_lib.dump_toml(seeded))
+            if record is None:
+                log(f"[accuracy] seed {seed}: {phase}")
+                result = training.run_phase(seeded, phase, seed_runs, verbose=2, log=log)
+                record = {
+                    "config": config_lib.dump_toml(seeded),
+                    "metrics": {key: result[key] for key in METRICS},
+                    "test_images": result["n"],
+                    "architecture": result["architecture"],
+                    "params": result["params"],
+                    "train_seconds": result["train_seconds"],
+                }
+                write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+                retrained_teacher = retrained_teacher or phase == "teacher"
+            else:
+                log(f"[accuracy] seed {seed}: {phase} already done ({record_path})")
+            per_seed[str(seed)][name] = record["metrics"]
+            models[name] = {"architecture": record["architecture"], "params": record["params"]}
+            seconds.setdefault(name, []).append(record["train_seconds"])
+            test_images.add(record["test_images"])
+    environment["load_average_after"] = describe_environment()["load_average"]
+    return {
+        "experiment": base.name,
+        "config_path": base.path,
+        "seeds": seeds,
+        "config": resolved,
+        "models": models,
+        "per_seed": per_seed,
+        "summary": aggregate(per_seed),
+        "published": list(base.published),
+        "test_images": sorted(test_images),
+        "train_seconds": seconds,
+        "environment": environment,
+    }
+
+
+def aggregate(per_seed, metrics=METRICS):
+    """Mean and sample standard deviation of each model's metrics over seeds.
+
+    Args:
+        per_seed: `{seed: {model: {metric: value}}}`. A value may be None
+            (e.g. an undefined AUC); it is left out of that metric's statistics.
+        metrics: Metric names to summarise.
+
+    Returns:
+        `{model: {metric: {"mean", "std", "n", "values"}}}`, models in order of
+        first appearance. `std` uses n - 1 (the spread of the seeds, not of a
+        population) and is None when fewer than 2 values exist; `mean` is
+        None when there is no value.
+
+    Example:
+
+    ```python
+    aggregate({"0": {"student": {"acc": 0.90}}, "1": {"student": {"acc": 0.80}}}, ["acc"])
+    # {"student": {"acc": {"mean": 0.85, "std": 0.0707..., "n": 2, "values": [0.9, 0.8]}}}
+    ```
+    """
+    summary = {}
+    for results in per_seed.values():
+        for model, values in results.items():
+            for metric in metrics:
+                value = values.get(metric)
+                entry = summary.setdefault(model, {}).setdefault(metric, {"values": []})
+                if value is not None:
+                    entry["values"].append(float(value))
+    for model in summary.values():
+        for entry in model.values():
+            values = entry["values"]
+            entry["n"] = len(values)
+            entry["mean"] = math.fsum(values) / len(values) if values else None
+            entry["std"] = (
+                math.sqrt(math.fsum((v - entry["mean"]) ** 2 for v in values) / (len(values) - 1))
+                if len(values) > 1 else None
+            )
+    return summary
+
+
+def format_mean_std(entry, digits=3):
+    """`"0.912 ± 0.008"` for an `aggregate` entry; no `±` with one value, `"n/a"` with none."""
+    if entry is None or entry.get("mean") is None:
+        return "n/a"
+    if entry.get("std") is None:
+        return f"{entry['mean']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def verdicts(result):
+    """Plain-language checks of the benchmark's goal, computed from the means.
+
+    The goal: the distilled student beats the first published row on ACC and
+    AUC, and beats the student trained alone.
+
+    Returns:
+        List of `(statement, met)` pairs, `met` a bool.
+    """
+    summary = result["summary"]
+    distilled = summary.get("distilled")
+    if distilled is None:
+        return []
+    checks = []
+    for row in result["published"][:1]:
+        for metric in ("acc", "auc"):
+            if metric in row and distilled[metric]["mean"] is not None:
+                mean = distilled[metric]["mean"]
+                checks.append((
+                    f"distilled student {METRIC_TITLES[metric]} {mean:.3f} > {row['model']} "
+                    f"({row['source']}) {row[metric]:.3f}",
+                    mean > row[metric],
+                ))
+    student = summary.get("student")
+    if student:
+        for metric in METRICS:
+            a, b = distilled[metric], student[metric]
+            if a["mean"] is not None and b["mean"] is not None:
+                checks.append((
+                    f"distilled student {METRIC_TITLES[metric]} {format_mean_std(a)} > student alone "
+                    f"{format_mean_std(b)}",
+                    a["mean"] > b["mean"],
+                ))
+    return checks
+
+
+def to_markdown(result):
+    """Summary table, published rows, goal checks and per-seed table, in markdown."""
+    summary, models = result["summary"], result["models"]
+    n = len(result["seeds"])
+    lines = [
+        f"| Model | Params | {' | '.join(f'{METRIC_TITLES[m]} (mean ± std, {n} seeds)' for m in METRICS)} |",
+        "| --- | ---: | " + " | ".join("---:" for _ in METRICS) + " |",
+    ]
+    for name in MODELS:
+        if name in summary:
+            lines.append(
+                f"| {MODEL_TITLES[name]}: `{models[name]['architecture']}` | {models[name]['params']:,} | "
+                + " | ".join(format_mean_std(summary[name][m]) for m in METRICS) + " |"
+            )
+    for row in result["published"]:
+        lines.append(
+            f"| published: {row['model']}, {row['source']} | | "
+            + " | ".join(f"{row[m]:.3f}" if m in row else "" for m in METRICS) + " |"
+        )
+    checks = verdicts(result)
+    if checks:
+        lines += ["", "Goal checks (means over seeds):", ""]
+        lines += [f"- {'met' if met else 'NOT met'}: {statement}" for statement, met in checks]
+    lines += ["", "Per seed (ACC / AUC / balanced ACC):", ""]
+    present = [name for name in MODELS if name in summary]
+    lines.append("| Seed | " + " | ".join(MODEL_TITLES[name] for name in present) + " |")
+    lines.append("| --- | " + " | ".join("---" for _ in present) + " |")
+    for seed, results in result["per_seed"].items():
+        cells = [" / ".join("n/a" if results[name][m] is None else f"{results[name][m]:.3f}" for m in METRICS)
+                 for name in present]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save(result, out_dir):
+    """Writes `accuracy.json` and `accuracy.md` into `out_dir`; returns the markdown path."""
+    write_text_atomic(os.path.join(out_dir, "accuracy.json"), json.dumps(result, indent=2) + "\n")
+    path = os.path.join(out_dir, "accuracy.md")
+    write_text_atomic(path, to_markdown(result))
+    return path
+
+
+def _read_record(path, config_text):
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); delete it to rerun that phase.") from None
+    return record if record.get("config") == config_text else None
+
+
+def build_parser():
+    """The argument parser of `python -m kdkeras.bench.accuracy`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kdkeras.bench.accuracy", description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--config", default="quickstart", help="experiment name or .toml path (default quickstart)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs of every phase (default: the config's)")
+    parser.add_argument("--runs-dir", default="runs/bench", help="parent of the seed<N> run folders")
+    parser.add_argument("--out-dir", help="write accuracy.json and accuracy.md here (default: --runs-dir)")
+    parser.add_argument("--fresh", action="store_true", help="retrain phases that already finished")
+    return parser
+
+
+def main(argv=None):
+    """Runs the benchmark, prints its tables and writes them."""
+    args = build_parser().parse_args(argv)
+    from kdkeras.config import ConfigError
+
+    try:
+        result = run_accuracy_benchmark(args.config, args.seeds, args.runs_dir, args.epochs, args.fresh)
+    except (ConfigError, ValueError) as e:
+        print(f"kdkeras.bench.accuracy: {e}", file=sys.stderr)
+        return 2
+    print(to_markdown(result))
+    print(f"wrote {save(result, args.out_dir or args.runs_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Assembles BENCHMARKS.md from the outputs of the benchmark modules.
+
+Reads, under `--runs-dir` (default `runs/bench`): `speed/speed.json`
+(`kdkeras.bench.speed`), `speed_gpu/speed.json` (the same on a GPU, when
+someone ran it there), `accuracy.json` (`kdkeras.bench.accuracy`) and
+`export/export.json` (`kdkeras export`). A missing part gets a line saying
+how to produce it, so the document never shows numbers that were not measured.
+
+Run: `python -m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench import speed as speed_bench
+from kdkeras.files import write_text_atomic
+
+SPEED = os.path.join("speed", "speed.json")
+SPEED_GPU = os.path.join("speed_gpu", "speed.json")
+ACCURACY = "accuracy.json"
+EXPORT = os.path.join("export", "export.json")
+
+
+def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
+    """The shell commands that regenerate every table, as `make bench` runs them."""
+    seed_list = " ".join(map(str, seeds))
+    return [
+        f'make bench BENCH_SEEDS="{seed_list}"          # all of the below',
+        f"python -m kdkeras.bench.speed --out-dir {runs_dir}/speed",
+        f"python -m kdkeras.bench.accuracy --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
+        f"kdkeras export --config {experiment} --runs-dir {runs_dir}/seed{seeds[0]} --out {runs_dir}/export",
+        f"python -m kdkeras.bench.report --runs-dir {runs_dir} --out BENCHMARKS.md",
+    ]
+
+
+def build_markdown(runs_dir="runs/bench"):
+    """The text of BENCHMARKS.md from the JSON outputs found under `runs_dir`."""
+    speed, speed_gpu = _read(runs_dir, SPEED), _read(runs_dir, SPEED_GPU)
+    accuracy, export = _read(runs_dir, ACCURACY), _read(runs_dir, EXPORT)
+    seeds = accuracy["seeds"] if accuracy else [0, 1, 2]
+    experiment = accuracy["experiment"] if accuracy else "quickstart"
+    lines = [
+        "# kdkeras benchmarks",
+        "",
+        "Measured, not claimed: every number below comes from the commands in [Reproduce](#reproduce), "
+        "and this file is generated from their outputs by `make bench`. Sections say when and where "
+        "they ran.",
+        "",
+        "## Machine",
+        "",
+    ]
+    lines += _machine(speed or accuracy)
+    lines += ["", "## Accuracy over seeds: PneumoniaMNIST, official test split", ""]
+    if accuracy:
+        n_test = " or ".join(map(str, accuracy["test_images"]))
+        lines += [
+            f"Experiment `{experiment}` (`{_relative(accuracy['config_path'])}`), {len(seeds)} seeds "
+            f"({', '.join(map(str, seeds))}), each a full `teacher`, `student`, `distill` run "
+            f"(`kdkeras.training.run_phase`) scored on the {n_test} test images; mean ± sample standard "
+            f"deviation over seeds. Ran {_when(accuracy)}.",
+            "",
+            accuracy_bench.to_markdown(accuracy).rstrip(),
+            "",
+            "Training time per phase (s, per seed): "
+            + "; ".join(f"{name} {', '.join(f'{s:.0f}' for s in values)}"
+                        for name, values in accuracy["train_seconds"].items()) + ".",
+        ]
+    else:
+        lines.append("Not measured yet: run `python -m kdkeras.bench.accuracy` (see Reproduce).")
+    lines += ["", "## Training speed: cost of a distillation step", ""]
+    if speed:
+        lines += [
+            "Steps per second on the same fixed batches in one process (see `kdkeras/bench/speed.py`): "
+            "`kdkeras` is `kdkeras.Distiller`; `floor` is the student's own train step plus a separate "
+            "teacher forward pass, the least any distiller can cost; `keras` is "
+            "`keras.distillation.Distiller` with `LogitsDistillation(temperature, "
+            "keras.losses.KLDivergence())` (the same loss); `cached` is `kdkeras.Distiller` fed the "
+            "teacher's logits precomputed by `kdkeras.teacher_cache.with_teacher_logits`; `student` is the "
+            "student trained alone. Ratios are times per step (1.10 = 10% slower). "
+            f"CPU, ran {_when(speed)}{_load_note(speed)}.",
+            "",
+            speed_bench.to_markdown(speed).rstrip(),
+        ]
+    else:
+        lines.append("Not measured yet: run `python -m kdkeras.bench.speed` (see Reproduce).")
+    lines += ["", "### GPU", ""]
+    if speed_gpu:
+        env = speed_gpu["environment"]
+        lines += [f"{', '.join(env['gpus']) or 'GPU'}, ran {_when(speed_gpu)}.", "",
+                  speed_bench.to_markdown(speed_gpu).rstrip()]
+    else:
+        lines += [
+            "| Device | Date | Precision, XLA | Steps/s (kdkeras / floor / keras / cached / student) | Ratios |",
+            "| --- | --- | --- | --- | --- |",
+            "| NVIDIA GPU | not yet measured | mixed_float16, jit_compile on | not yet measured | not yet measured |",
+            "",
+            "No GPU was available to this project so far. On a GPU machine: `python -m kdkeras.bench.speed "
+            "--mixed-precision --jit on --out-dir runs/bench/speed_gpu`, then rerun the report.",
+        ]
+    lines += ["", "## Export: the distilled student as SavedModel and TFLite", ""]
+    if export:
+        lines += [
+            "`kdkeras export` (see `kdkeras/export.py`) on the distilled quickstart student of the first seed: "
+            "size on disk, median CPU latency per image at batch 1 (TensorFlow for Keras and SavedModel, "
+            "`tf.lite.Interpreter` for TFLite) and test metrics of every file. `tflite_int8` is full-integer "
+            "with int8 input and output, calibrated on unaugmented train images.",
+            "",
+            _export_markdown(export).rstrip(),
+        ]
+    else:
+        lines.append("Not measured yet: run `kdkeras export` (see Reproduce).")
+    lines += ["", "## Reproduce", "", "```sh", *commands("runs/bench", seeds, experiment), "```", ""]
+    lines.append(
+        "Variables of `make bench`: `BENCH_SEEDS` (default `0 1 2`), `BENCH_EPOCHS` (maximum epochs of "
+        "every phase; default: the experiment's), `BENCH_EXP` (default `quickstart`), `BENCH_RUNS` "
+        "(default `runs/bench`). Finished phases are reused when the benchmark runs again with the same "
+        "config."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_benchmarks(runs_dir="runs/bench", out="BENCHMARKS.md"):
+    """Writes BENCHMARKS.md atomically; returns its path."""
+    write_text_atomic(out, build_markdown(runs_dir))
+    return out
+
+
+def _read(runs_dir, name):
+    path = os.path.join(runs_dir, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); rerun the benchmark that writes it.") from None
+
+
+def _machine(result):
+    if not result:
+        return ["No benchmark has run yet."]
+    env = result["environment"]
+    lines = [
+        f"- CPU: {env['cpus']} cores (`nproc`), no GPU used"
+        + (f" (visible: {', '.join(env['gpus'])})" if env["gpus"] else "") + ".",
+        f"- Software: TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}, "
+        f"{env['platform']}.",
+        "- The cores were shared with other jobs of the same project (tests, training runs) while "
+        "measuring; the load averages printed with each section tell how busy the machine was.",
+    ]
+    if env.get("lscpu"):
+        lines += ["", "`lscpu | head`:", "", "```", env["lscpu"], "```"]
+    return lines
+
+
+def _when(result):
+    return f"on {result['environment']['date'][:10]}"
+
+
+def _load_note(result):
+    env = result["environment"]
+    before, after = env.get("load_average"), env.get("load_average_after")
+    if not before:
+        return ""
+    return f" (1-min load average {before[0]} before, {after[0] if after else 'n/a'} after, on {env['cpus']} cores)"
+
+
+def _export_markdown(data):
+    from kdkeras.export import ExportTable
+
+    return ExportTable(**{**data, "input_shape": tuple(data["input_shape"])}).to_markdown()
+
+
+def _relative(path):
+    if not path:
+        return "?"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def build_parser():
+    """The argument parser of `python -m kdkeras.bench.report`."""
+    parser = argparse.ArgumentParser(prog="python -m kdkeras.bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", default="runs/bench", help="where the benchmarks wrote their outputs")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="file to write (default BENCHMARKS.md)")
+    return parser
+
+
+def main(argv=None):
+    """Writes BENCHMARKS.md and prints its path."""
+    args = build_parser().parse_args(argv)
+    if not os.path.isdir(args.runs_dir):
+        print(f"kdkeras.bench.report: {args.runs_dir} does not exist: run the benchmarks first "
+              "(`make bench`).", file=sys.stderr)
+        return 2
+    try:
+        print(f"wrote {write_benchmarks(args.runs_dir, args.out)}")
+    except ValueError as e:
+        print(f"kdkeras.bench.report: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""kdkeras.bench: speed smoke run, ratios, accuracy aggregation and resume, BENCHMARKS.md."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from kdkeras import config as config_lib
+from kdkeras.bench import accuracy, report, speed
+
+TINY = """
+name = "tiny"
+seed = 0
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 32
+limit = 64
+
+[teacher]
+model = "cnn_small"
+epochs = 1
+
+[student]
+model = "cnn_small"
+epochs = 1
+
+[[published]]
+source = "MedMNIST v2"
+model = "ResNet-18 (28)"
+auc = 0.944
+acc = 0.854
+"""
+
+# Three seeds of made-up metrics whose statistics are easy to check by hand.
+PER_SEED = {
+    "0": {"teacher": {"acc": 0.80, "auc": 0.90, "balanced_acc": 0.70},
+          "student": {"acc": 0.90, "auc": 0.95, "balanced_acc": 0.85},
+          "distilled": {"acc": 0.86, "auc": 0.96, "balanced_acc": 0.80}},
+    "1": {"teacher": {"acc": 0.82, "auc": 0.92, "balanced_acc": 0.72},
+          "student": {"acc": 0.80, "auc": 0.97, "balanced_acc": 0.85},
+          "distilled": {"acc": 0.88, "auc": 0.96, "balanced_acc": None}},
+    "2": {"teacher": {"acc": 0.84, "auc": 0.94, "balanced_acc": 0.74},
+          "student": {"acc": 0.85, "auc": 0.98, "balanced_acc": 0.85},
+          "distilled": {"acc": 0.90, "auc": 0.96, "balanced_acc": 0.88}},
+}  # fmt: skip
+
+
+def test_aggregate_mean_and_sample_std():
+    summary = accuracy.aggregate(PER_SEED)
+    assert list(summary) == ["teacher", "student", "distilled"]
+    student_acc = summary["student"]["acc"]
+    assert student_acc["values"] == [0.90, 0.80, 0.85] and student_acc["n"] == 3
+    assert student_acc["mean"] == pytest.approx(0.85, abs=1e-12)
+    assert student_acc["std"] == pytest.approx(0.05, abs=1e-12)  # n - 1 in the denominator
+    assert summary["teacher"]["auc"]["mean"] == pytest.approx(0.92) and summary["teacher"]["auc"]["std"] == pytest.approx(0.02)
+    assert summary["student"]["balanced_acc"]["std"] == pytest.approx(0.0, abs=1e-12)
+    # A missing value is left out, not counted as zero.
+    assert summary["distilled"]["balanced_acc"] == {"values": [0.80, 0.88], "n": 2, "mean": pytest.approx(0.84),
+                                                    "std": pytest.approx(0.0565685425, abs=1e-9)}
+    one = accuracy.aggregate({"0": {"student": {"acc": 0.9}}}, ["acc"])["student"]["acc"]
+    assert one["std"] is None and accuracy.format_mean_std(one) == "0.900"
+    assert accuracy.format_mean_std(student_acc) == "0.850 ± 0.050"
+    assert accuracy.format_mean_std({"values": [], "n": 0, "mean": None, "std": None}) == "n/a"
+
+
+def _result(published=({"source": "MedMNIST v2", "model": "ResNet-18 (28)", "auc": 0.944, "acc": 0.854},)):
+    return {
+        "seeds": [0, 1, 2],
+        "per_seed": PER_SEED,
+        "summary": accuracy.aggregate(PER_SEED),
+        "published": list(published),
+        "models": {name: {"architecture": "cnn_small", "params": 162458} for name in accuracy.MODELS},
+    }
+
+
+def test_verdicts_compare_means_with_the_goal():
+    checks = dict(accuracy.verdicts(_result()))
+    assert checks["distilled student ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854"] is True
+    assert checks["distilled student AUC 0.960 > ResNet-18 (28) (MedMNIST v2) 0.944"] is True
+    assert checks["distilled student ACC 0.880 ± 0.020 > student alone 0.850 ± 0.050"] is True
+    assert checks["distilled student AUC 0.960 ± 0.000 > student alone 0.967 ± 0.015"] is False
+    assert checks["distilled student Balanced ACC 0.840 ± 0.057 > student alone 0.850 ± 0.000"] is False
+    assert len(checks) == 5
+
+
+def test_accuracy_markdown_tables():
+    text = accuracy.to_markdown(_result())
+    assert "| Model | Params | ACC (mean ± std, 3 seeds) | AUC (mean ± std, 3 seeds) | Balanced ACC (mean ± std, 3 seeds) |" in text
+    assert "| student alone: `cnn_small` | 162,458 | 0.850 ± 0.050 | 0.967 ± 0.015 | 0.850 ± 0.000 |" in text
+    assert "| published: ResNet-18 (28), MedMNIST v2 | | 0.854 | 0.944 |  |" in text
+    assert "- NOT met: distilled student AUC 0.960 ± 0.000 > student alone 0.967 ± 0.015" in text
+    assert "| 1 | 0.820 / 0.920 / 0.720 | 0.800 / 0.970 / 0.850 | 0.880 / 0.960 / n/a |" in text
+
+
+def _plant_records(root, config_path, seeds):
+    base = config_lib.load_config(config_path)
+    for seed in seeds:
+        seeded = config_lib.apply_overrides(base, {"seed": seed})
+        for name in accuracy.MODELS:
+            folder = root / f"seed{seed}" / "tiny"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"bench_{name}.json").write_text(json.dumps({
+                "config": config_lib.dump_toml(seeded), "metrics": PER_SEED[str(seed)][name],
+                "test_images": 64, "architecture": "cnn_small", "params": 162458, "train_seconds": 1.5,
+            }))
+
+
+def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    _plant_records(tmp_path / "bench", config, [0, 2])
+    lines = []
+    result = accuracy.run_accuracy_benchmark(str(config), [0, 2], str(tmp_path / "bench"), log=lines.append)
+    assert len(lines) == 6 and all("already done" in line for line in lines)
+    assert result["per_seed"] == {"0": PER_SEED["0"], "2": PER_SEED["2"]}
+    assert result["summary"]["teacher"]["acc"]["mean"] == pytest.approx(0.82)
+    assert result["test_images"] == [64] and result["train_seconds"]["distilled"] == [1.5, 1.5]
+    assert result["published"][0]["acc"] == 0.854
+    assert accuracy.main(["--config", str(config), "--seeds", "0", "2", "--runs-dir", str(tmp_path / "bench")]) == 0
+    assert "0.820 ± 0.028" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "bench" / "accuracy.json").read_text())
+    assert saved["summary"] == json.loads(json.dumps(result["summary"]))
+
+
+def test_accuracy_benchmark_rejects_bad_arguments(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"`seeds` must be distinct integers, at least one; got \[1, 1\]"):
+        accuracy.run_accuracy_benchmark("quickstart", [1, 1], str(tmp_path))
+    with pytest.raises(ValueError, match="`epochs` must be >= 1, got 0"):
+        accuracy.run_accuracy_benchmark("quickstart", [0], str(tmp_path), epochs=0)
+    assert accuracy.main(["--config", str(tmp_path / "nope.toml"), "--runs-dir", str(tmp_path)]) == 2
+    assert "nope.toml' not found" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_ratios_are_times_per_step_against_goals():
+    # Repeat 2 ran under load: every step kind is 4x slower, the paired ratios do not move.
+    rows = [{"jit_compile": jit, "step": step, "runs": [rate, rate / 4, rate * 1.1]}
+            for jit in (False, True)
+            for step, rate in (("kdkeras", 4.0), ("floor", 5.0), ("keras", 3.0), ("student", 8.0))]
+    rows.append({"jit_compile": True, "step": "cached", "runs": [6.0, 1.0, 6.0]})
+    result = speed.ratios(rows)
+    assert [(r["jit_compile"], r["ratio"]) for r in result] == [
+        (False, "kdkeras/floor"), (False, "kdkeras/keras"),
+        (True, "kdkeras/floor"), (True, "kdkeras/keras"), (True, "cached/student"),
+    ]
+    assert result[0] == {"jit_compile": False, "ratio": "kdkeras/floor", "value": pytest.approx(1.25),
+                         "low": pytest.approx(1.25), "high": pytest.approx(1.25), "goal": 1.10, "met": False}
+    assert result[1]["value"] == pytest.approx(0.75) and result[1]["met"] is True
+    # cached/student per repeat: 8/6, 2/1, 8.8/6 -> median 8.8/6, range 1.333-2.
+    assert result[4]["value"] == pytest.approx(8.8 / 6.0) and result[4]["low"] == pytest.approx(8.0 / 6.0)
+    assert result[4]["high"] == pytest.approx(2.0) and result[4]["goal"] is None and result[4]["met"] is None
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speed")
+    argv = ["--smoke", "--teacher", "cnn_small", "--teacher-options", '{"filters": [4]}',
+            "--student-options", '{"filters": [4]}', "--batch-size", "8", "--batches", "1", "--jit", "off",
+            "--out-dir", str(out)]
+    return argv, out
+
+
+def test_speed_smoke_run_prints_ratios(smoke, capsys):
+    argv, out = smoke
+    assert speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    for ratio in ("kdkeras/floor", "kdkeras/keras", "cached/student"):
+        assert f"| off | {ratio} |" in printed
+    result = json.loads((out / "speed.json").read_text())
+    assert [row["step"] for row in result["rows"]] == list(speed.STEPS)
+    assert all(row["steps_per_s"] > 0 and len(row["runs"]) == 1 for row in result["rows"])
+    assert result["settings"]["steps"] == 2 and result["settings"]["batch_size"] == 8
+    assert result["models"]["student"] == {"name": "cnn_small", "options": {"filters": [4]}, "params": 222}
+    assert result["environment"]["cpus"] >= 1 and result["environment"]["tensorflow"]
+    assert (out / "speed.md").read_text() == speed.to_markdown(result)
+
+
+def test_speed_rejects_bad_arguments(capsys):
+    assert speed.main(["--steps", "0"]) == 2
+    assert "`steps` must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Unknown pair 'vgg'; use one of quickstart, resnet18_full"):
+        speed.run_speed_benchmark(pair="vgg")
+    with pytest.raises(SystemExit):
+        speed.main(["--jit", "maybe"])
+
+
+def test_report_from_outputs_and_without_them(smoke, tmp_path):
+    _, out = smoke
+    empty = report.build_markdown(str(tmp_path))
+    assert empty.count("Not measured yet") == 3 and "| NVIDIA GPU | not yet measured |" in empty
+    runs = tmp_path / "bench"
+    (runs / "speed").mkdir(parents=True)
+    (runs / "speed" / "speed.json").write_text((out / "speed.json").read_text())
+    result = {**_result(), "experiment": "quickstart", "config_path": "experiments/quickstart.toml",
+              "test_images": [624], "train_seconds": {"teacher": [100.0, 110.0, 120.0]},
+              "environment": json.loads((out / "speed.json").read_text())["environment"]}
+    (runs / "accuracy.json").write_text(json.dumps(result))
+    assert report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert text.count("Not measured yet") == 1  # export only
+    assert "scored on the 624 test images" in text and "teacher 100, 110, 120" in text
+    assert "| off | kdkeras/floor |" in text and "| NVIDIA GPU | not yet measured |" in text
+    assert "python -m kdkeras.bench.accuracy --config quickstart --seeds 0 1 2 --runs-dir runs/bench" in text
+    assert report.main(["--runs-dir", str(tmp_path / "none")]) == 2
+
+
+def test_make_bench_passes_seeds_and_epochs():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", "bench", "BENCH_SEEDS=3 4", "BENCH_EPOCHS=2"],
+        cwd=repo, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.replace("\\\n", " ").split())
+    assert "-m kdkeras.bench.speed --out-dir runs/bench/speed" in text
+    assert "-m kdkeras.bench.accuracy --config quickstart --seeds 3 4 --runs-dir runs/bench --epochs 2" in text
+    assert "export --config quickstart --runs-dir runs/bench/seed3 --out runs/bench/export" in text
+    assert "-m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md" in text

@@ -1,0 +1,180 @@
+"""kdkeras.export: SavedModel and TFLite files of a tiny trained student, and their table."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kdkeras import cli
+from kdkeras import export
+from kdkeras.data import bundled_npz, load_medmnist
+from kdkeras.models import InputPreprocessing
+
+TINY = """
+name = "tiny"
+seed = 0
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 64
+limit = 128
+
+[teacher]
+model = "cnn_small"
+
+[student]
+model = "cnn_small"
+"""
+
+
+def _tiny_student():
+    # No BatchNorm and no global pooling: in a few epochs it learns to tell both classes apart.
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = InputPreprocessing("unit", name="preprocessing")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name="tiny_student")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    train, _, test, info = load_medmnist("pneumoniamnist", path=bundled_npz(), batch_size=64, limit=1024)
+    model = _tiny_student()
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(train, epochs=4, verbose=0)
+    out = tmp_path_factory.mktemp("export")
+    table = export.export_student(
+        model, out, representative_data=train, test_data=test, task=info.task,
+        class_names=info.class_names, representative_images=100, latency_repeats=5,
+    )
+    return model, out, table, test
+
+
+def test_every_format_is_written_and_measured(exported):
+    _, out, table, _ = exported
+    assert [row["format"] for row in table.rows] == ["keras", *export.FORMATS]
+    assert sorted(os.listdir(out)) == sorted([*export.FILENAMES.values(), "export.json", "export.md"])
+    assert os.path.isfile(out / "saved_model" / "saved_model.pb")
+    for row in table.rows[1:]:
+        assert row["size_bytes"] == export.profiling.file_size_bytes(out / row["path"]) > 0
+    assert all(row["ms_per_image"] > 0 for row in table.rows)
+    assert table.row("tflite_int8")["size_bytes"] < table.row("tflite_float32")["size_bytes"]
+    assert table.test_images == 624 and table.representative_images == 100
+    assert json.loads((out / "export.json").read_text()) == json.loads(json.dumps(table.to_dict()))
+    markdown = (out / "export.md").read_text()
+    assert markdown == table.to_markdown()
+    assert "| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras |" in markdown
+    assert "| tflite_int8 | `model_int8.tflite` |" in markdown and "calibrated on 100 train images" in markdown
+
+
+def test_float_formats_match_keras_and_int8_is_close(exported):
+    _, _, table, _ = exported
+    keras_row = table.row("keras")
+    assert keras_row["auc"] > 0.85 and keras_row["balanced_acc"] > 0.6  # it tells both classes apart
+    for fmt in ("saved_model", "tflite_float32"):
+        assert table.row(fmt)["agreement"] == 1.0
+        assert table.row(fmt)["acc"] == keras_row["acc"]
+        assert table.row(fmt)["auc"] == pytest.approx(keras_row["auc"], abs=1e-4)
+    for fmt in ("tflite_dynamic_int8", "tflite_int8"):
+        assert table.row(fmt)["agreement"] >= 0.97
+        assert abs(table.row(fmt)["acc"] - keras_row["acc"]) <= 0.01
+        assert abs(table.row(fmt)["auc"] - keras_row["auc"]) <= 0.01
+
+
+def test_tflite_model_runs_files_on_float_pixels(exported):
+    model, out, _, test = exported
+    images = next(iter(test))[0].numpy()[:8]
+    expected = model(images, training=False).numpy()
+    lite = export.TFLiteModel(str(out / "model_float32.tflite"))
+    assert lite.input_dtype == np.float32 and lite.input_shape == (28, 28, 1)
+    np.testing.assert_allclose(lite(images), expected, atol=1e-4)
+    integer = export.TFLiteModel(str(out / "model_int8.tflite"), num_threads=1)
+    assert integer.input_dtype == np.int8
+    np.testing.assert_allclose(integer(images), expected, atol=0.25)
+    with pytest.raises(ValueError, match=r"takes images of shape \(28, 28, 1\), got \(32, 32, 1\)"):
+        lite(np.zeros((1, 32, 32, 1), np.float32))
+    with pytest.raises(FileNotFoundError, match="missing.tflite' not found"):
+        export.TFLiteModel(str(out / "missing.tflite"))
+
+
+def test_a_failed_export_leaves_previous_files_untouched(exported, monkeypatch):
+    model, out, _, test = exported
+    before = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)}
+    convert = export._convert
+
+    def fail_on_int8(saved_model, fmt, calibration):
+        if fmt == "tflite_int8":
+            raise ValueError("TFLite conversion to tflite_int8 failed: simulated")
+        return convert(saved_model, fmt, calibration)
+
+    monkeypatch.setattr(export, "_convert", fail_on_int8)
+    with pytest.raises(ValueError, match="simulated"):
+        export.export_student(model, out, representative_data=test, latency_repeats=1)
+    assert {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)} == before
+
+
+def test_folder_replaces_folder_whole(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "b").write_text("new")
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "a").write_text("old")
+    export._move_into_place(str(tmp_path / "new"), str(tmp_path / "dst"))
+    assert os.listdir(tmp_path / "dst") == ["b"] and sorted(os.listdir(tmp_path)) == ["dst"]
+
+
+def test_bad_arguments_name_the_fix(exported, tmp_path):
+    model, _, _, _ = exported
+    with pytest.raises(ValueError, match=r"Unknown export format\(s\) 'onnx', 'tf'; use one or more of saved_model"):
+        export.export_student(model, tmp_path, formats=("onnx", "tflite_int8", "tf"))
+    with pytest.raises(ValueError, match="No export format given"):
+        export.export_student(model, tmp_path, formats=())
+    with pytest.raises(ValueError, match="'tflite_int8' needs `representative_data`"):
+        export.export_student(model, tmp_path, formats=("tflite_int8",))
+    with pytest.raises(ValueError, match=r"yields images of shape \(32, 32, 1\) but the model takes \(28, 28, 1\)"):
+        export.export_student(model, tmp_path, representative_data=np.zeros((4, 32, 32, 1)))
+    with pytest.raises(FileNotFoundError, match="nope.keras' not found: pass the path of a saved .keras model"):
+        export.export_student(tmp_path / "nope.keras", tmp_path)
+    (tmp_path / "weights.h5").write_text("")
+    with pytest.raises(ValueError, match="expected a Keras 3 `.keras` file"):
+        export.export_student(tmp_path / "weights.h5", tmp_path)
+    assert os.listdir(tmp_path) == ["weights.h5"]
+
+
+def test_cli_exports_a_saved_model(exported, tmp_path, capsys):
+    model, _, _, _ = exported
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    model_path = tmp_path / "student.keras"
+    model.save(model_path)
+    out = tmp_path / "lite"
+    common = ["export", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main([*common, "--model", str(model_path), "--formats", "tflite_float32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| tflite_float32 | `model_float32.tflite` |" in printed and "metrics on 128 test images" in printed
+    assert sorted(os.listdir(out)) == ["export.json", "export.md", "model_float32.tflite"]
+    assert cli.main([*common, "--model", str(model_path), "--formats", "onnx"]) == 2
+    assert "kdkeras: export: Unknown export format(s) 'onnx'; use one or more of saved_model" in capsys.readouterr().err
+
+
+def test_cli_missing_model_says_what_to_run(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert cli.main(["export", "--config", str(config), "--runs-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/tiny/distilled.keras not found" in err and "Run `make distill`" in err
+
+
+def test_cli_help_lists_every_format(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"any of {' '.join(export.FORMATS)}" in text
