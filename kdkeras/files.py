@@ -1,8 +1,8 @@
-"""Safe file handling: atomic output, stale temporary files, model loading in safe mode.
+"""Safe file handling: atomic output, stale temporary files, archives, model loading.
 
 A reader never sees a half-written artifact, a killed writer leaves nothing
-that a later run mistakes for a result, and a model file from elsewhere
-cannot run code when it is loaded.
+that a later run mistakes for a result, an archive cannot write outside its
+folder, and a model file from elsewhere cannot run code when it is loaded.
 """
 
 import contextlib
@@ -10,14 +10,20 @@ import importlib
 import os
 import re
 import shutil
+import tarfile
 import tempfile
 import zipfile
 
 _TEMP_PREFIX = ".tmp-"
 # `atomic_path` names its temporary files `.tmp-<pid>-<random>-<name>`.
 _TEMP_NAME = re.compile(r"^\.tmp-(\d+)-")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 # Importing these registers kdkeras's serializable layers, losses and models.
 _SERIALIZABLES = ("kdkeras.models", "kdkeras.distiller")
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member that would land outside the extraction folder, or a link or device."""
 
 
 class ModelFileError(ValueError):
@@ -112,7 +118,7 @@ def remove_stale_temp_files(folder, recursive=True):
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in filenames + dirnames:
             match = _TEMP_NAME.match(name)
-            if match and not _process_alive(int(match.group(1))):
+            if match and not process_alive(int(match.group(1))):
                 path = os.path.join(dirpath, name)
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
@@ -123,7 +129,8 @@ def remove_stale_temp_files(folder, recursive=True):
     return sorted(removed)
 
 
-def _process_alive(pid):
+def process_alive(pid):
+    """Whether process `pid` is running on this machine (a zombie counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -131,6 +138,81 @@ def _process_alive(pid):
     except PermissionError:  # alive, owned by another user
         return True
     return True
+
+
+def extract_archive(archive, destination=None):
+    """Extracts a zip or tar archive into a new folder, refusing path traversal.
+
+    Every member is checked before anything is written: an absolute path, a
+    `..` component, a link or a device file raises `UnsafeArchiveError` (a
+    crafted archive could otherwise overwrite any file the user can write).
+    Members are extracted into a temporary folder renamed to `destination` at
+    the end, so a folder that exists is complete; it is reused as is.
+
+    Args:
+        archive: A `.zip`, `.tar`, `.tar.gz` / `.tgz`, `.tar.bz2` or `.tar.xz` file.
+        destination: Folder to create; defaults to the archive's path without
+            its suffix (`HAM10000_images_part_1.zip` -> `HAM10000_images_part_1/`).
+
+    Returns:
+        The destination folder.
+
+    Raises:
+        UnsafeArchiveError: Naming the archive and the offending member.
+        zipfile.BadZipFile, tarfile.TarError: For a truncated or corrupt archive.
+
+    Example:
+
+    ```python
+    images = extract_archive("downloads/HAM10000_images_part_1.zip")
+    ```
+    """
+    archive = os.fspath(archive)
+    suffix = next((s for s in ARCHIVE_SUFFIXES if archive.lower().endswith(s)), None)
+    if suffix is None:
+        raise ValueError(f"{archive} is not an archive kdkeras extracts ({', '.join(ARCHIVE_SUFFIXES)}).")
+    destination = os.fspath(destination or archive[: -len(suffix)])
+    if os.path.isdir(destination):
+        return destination
+    parent = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temp_files(parent, recursive=False)
+    tmp = tempfile.mkdtemp(
+        prefix=f"{_TEMP_PREFIX}{os.getpid()}-", suffix=f"-{os.path.basename(destination)}", dir=parent
+    )
+    try:
+        if suffix == ".zip":
+            with zipfile.ZipFile(archive) as z:
+                for name in z.namelist():
+                    _check_member(archive, name)
+                z.extractall(tmp)
+        else:
+            with tarfile.open(archive) as t:
+                members = t.getmembers()
+                for member in members:
+                    _check_member(archive, member.name)
+                    if not (member.isfile() or member.isdir()):
+                        raise UnsafeArchiveError(
+                            f"{archive}: member {member.name!r} is a link or a device file, which "
+                            "kdkeras does not extract (it could point outside the folder). "
+                            "Extract the archive yourself if you trust it."
+                        )
+                t.extractall(tmp, members=members, filter="data")
+        os.rename(tmp, destination)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+    return destination
+
+
+def _check_member(archive, name):
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise UnsafeArchiveError(
+            f"{archive}: member {name!r} would be written outside the extraction folder "
+            "(absolute path or '..'); nothing was extracted. The archive is damaged or "
+            "crafted: download it again from its official source."
+        )
 
 
 def load_model(path, unsafe_load=False):

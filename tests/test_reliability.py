@@ -7,11 +7,14 @@ message; then the CLI's answers to them and a real `kill -9` of
 """
 
 import csv
+import io
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -151,6 +154,31 @@ def nan_float_tiff(tmp_path):
     return image_tree(tmp_path, write_bad)
 
 
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def locked_cache(tmp_path, owner):
+    """An image tree whose file cache holds a lockfile, as a killed (or running) filler leaves it."""
+    load = image_tree(tmp_path, lambda folder: None)
+    prefix = tmp_path / "cache" / "tree"
+    prefix.parent.mkdir()
+    (prefix.parent / "tree-train_0.lockfile").write_text("Created at: 0")
+    if owner is not None:
+        (prefix.parent / "tree-train.owner").write_text(str(owner))
+    return lambda: load_image_folder(tmp_path / "tree", cache=str(prefix))
+
+
+def cache_lock_without_owner(tmp_path):
+    return locked_cache(tmp_path, None)
+
+
+def cache_filled_by_running_process(tmp_path):
+    return locked_cache(tmp_path, os.getppid())
+
+
 def unknown_diagnosis(tmp_path):
     images = tmp_path / "ham"
     images.mkdir()
@@ -160,6 +188,64 @@ def unknown_diagnosis(tmp_path):
         rows.append(f"HAM_{i},ISIC_{i},{dx}")
     (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
     return lambda: load_ham10000(tmp_path / "meta.csv", images)
+
+
+def png_bytes(value=0):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def archived_tree(tmp_path, archive_name, extra_member):
+    """A class tree archived with one extra (hostile) member; loading it must extract nothing."""
+    archive = tmp_path / "downloads" / archive_name
+    archive.parent.mkdir()
+    members = {f"{cls}/{i}.png": png_bytes(i) for cls in ("benign", "malignant") for i in range(3)}
+    if archive_name.endswith(".zip"):
+        with zipfile.ZipFile(archive, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+            if extra_member:
+                z.writestr(extra_member, b"overwritten")
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+            t.addfile(extra_member)
+
+    def call():
+        try:
+            load_image_folder(archive)
+        finally:
+            assert sorted(os.listdir(archive.parent)) == [archive_name]  # nothing extracted
+            assert not (tmp_path / "evil.txt").exists()
+
+    return call
+
+
+def zip_slip(tmp_path):
+    return archived_tree(tmp_path, "isic.zip", "../evil.txt")
+
+
+def tar_absolute_member(tmp_path):
+    info = tarfile.TarInfo(str(tmp_path / "evil.txt"))
+    return archived_tree(tmp_path, "isic.tar.gz", info)
+
+
+def tar_symlink(tmp_path):
+    info = tarfile.TarInfo("benign/link.png")
+    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    return archived_tree(tmp_path, "isic.tgz", info)
+
+
+def truncated_zip(tmp_path):
+    call = archived_tree(tmp_path, "isic.zip", None)
+    archive = tmp_path / "downloads" / "isic.zip"
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) - 30])  # the end of the central directory is gone
+    return call
 
 
 def lambda_model_file(tmp_path):
@@ -206,7 +292,13 @@ FAULTS = [
     (md5_mismatch_download, DataError, r"does not have the MD5 .* nothing was saved at .*pneumoniamnist\.npz"),
     (truncated_png, DataError, r"1 unreadable image file\(s\) in .*tree: .*cut\.png \(OSError"),
     (nan_float_tiff, DataError, r"nan\.png \(format TIFF is not readable by TensorFlow"),
+    (cache_lock_without_owner, DataError, r"cache/tree-train_0\.lockfile exists: a run filling the cache .*tree-train was killed"),
+    (cache_filled_by_running_process, DataError, r"The cache .*tree-train is being filled by process \d+: wait"),
     (unknown_diagnosis, DataError, r"meta\.csv line 4: unknown diagnosis dx='melanoma' .* one of \['akiec'"),
+    (zip_slip, DataError, r"isic\.zip: member '\.\./evil\.txt' would be written outside the extraction folder"),
+    (tar_absolute_member, DataError, r"isic\.tar\.gz: member '/.*evil\.txt' would be written outside"),
+    (tar_symlink, DataError, r"isic\.tgz: member 'benign/link\.png' is a link or a device file"),
+    (truncated_zip, DataError, r"Archive .*isic\.zip is truncated or corrupt \(BadZipFile"),
     (lambda_model_file, files.UnsafeModelError, r"Refused to load .*lambda\.keras: .*Lambda .*--unsafe-load"),
     (truncated_model_file, files.ModelFileError, r"model\.keras is not a complete \.keras file"),
     (config_typo, config_lib.ConfigError, r"\[teacher\]: unknown key\(s\) 'monitr'\. Allowed keys: "),
@@ -233,6 +325,30 @@ def test_trusted_lambda_model_loads_with_unsafe_load(tmp_path):
     assert model(np.array([[1.0, 2.0]], np.float32)).numpy().tolist() == [[3.0, 6.0]]
 
 
+def test_archived_folder_is_extracted_once_next_to_itself(tmp_path):
+    archive = tmp_path / "isic.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for cls in ("benign", "malignant"):
+            for i in range(10):
+                z.writestr(f"isic/{cls}/{i}.png", png_bytes(20 * i))
+    *_, info = load_image_folder(archive, val_fraction=0.2, test_fraction=0.2)
+    assert info.name == "isic" and info.split_sizes == {"train": 12, "val": 4, "test": 4}
+    assert sorted(os.listdir(tmp_path)) == ["isic", "isic.zip"]
+    assert sorted(os.listdir(tmp_path / "isic" / "isic")) == ["benign", "malignant"]
+    os.remove(tmp_path / "isic" / "isic" / "benign" / "0.png")  # a second load reuses the folder
+    *_, info = load_image_folder(archive, val_fraction=0.2, test_fraction=0.2)
+    assert sum(info.split_sizes.values()) == 19
+
+
+def test_cache_lockfile_of_a_killed_run_is_cleared(tmp_path):
+    train, val, test, info = locked_cache(tmp_path, dead_pid())()
+    assert sum(len(y) for ds in (train, val, test) for _, y in ds) == sum(info.split_sizes.values()) == 8
+    cache = tmp_path / "cache"
+    assert sorted(p.name for p in cache.glob("*.lockfile")) == []
+    assert sorted(p.name for p in cache.glob("*.index")) == ["tree-test.index", "tree-train.index", "tree-val.index"]
+    assert (cache / "tree-train.owner").read_text() == str(os.getpid())
+
+
 def test_nan_validation_loss_is_never_checkpointed(tmp_path):
     x = np.ones((32, 4), np.float32)
     x_val = np.full((8, 4), np.nan, np.float32)
@@ -247,10 +363,8 @@ def test_nan_validation_loss_is_never_checkpointed(tmp_path):
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     (tmp_path / "sub").mkdir()
-    stale = tmp_path / "sub" / f".tmp-{dead.pid}-x1-student.keras"
+    stale = tmp_path / "sub" / f".tmp-{dead_pid()}-x1-student.keras"
     live = tmp_path / f".tmp-{os.getpid()}-x2-teacher.keras"
     other = tmp_path / ".tmp-notes.txt"
     for path in (stale, live, other):

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdkeras.data import images
 from kdkeras.data.errors import DataError
-from kdkeras.data.folders import build_file_splits, grouped_split
+from kdkeras.data.folders import build_file_splits, grouped_split, unpacked
 
 CLASS_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 CLASS_DESCRIPTIONS = {
@@ -31,7 +31,7 @@ _SHOWN_IN_MESSAGES = 5
 
 def _index_images(image_dirs):
     index = {}
-    for folder in image_dirs:
+    for folder in map(unpacked, image_dirs):
         if not os.path.isdir(folder):
             raise FileNotFoundError(
                 f"Image folder {folder} does not exist; pass the folders holding the "
@@ -48,7 +48,8 @@ def read_ham10000_metadata(metadata_csv, image_dirs):
     Args:
         metadata_csv: Path of the CSV (columns include `lesion_id`, `image_id`, `dx`).
         image_dirs: Folder or list of folders holding `<image_id>.jpg`,
-            searched recursively; the first folder holding an id wins.
+            searched recursively; the first folder holding an id wins. A
+            `.zip` (HAM10000_images_part_1.zip) is extracted once next to itself.
 
     Returns:
         `(paths, labels, lesion_ids)` in CSV row order; labels index `CLASS_NAMES`.
@@ -162,7 +163,8 @@ def load_ham10000(
     Args:
         metadata_csv: `HAM10000_metadata.csv`
             (`lesion_id,image_id,dx,dx_type,age,sex,localization`).
-        image_dirs: Folder or list of folders holding `<image_id>.jpg`.
+        image_dirs: Folder or list of folders holding `<image_id>.jpg`, or
+            the `.zip` archives HAM10000 ships as (extracted once, next to them).
         val_fraction: Fraction of images (per class) for validation.
         test_fraction: Fraction of images (per class) for test.
         image_size: None (native 450x600), int or `(h, w)`.

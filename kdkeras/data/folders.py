@@ -2,17 +2,55 @@
 
 import collections
 import os
+import tarfile
 import warnings
+import zipfile
 
 import numpy as np
 import tensorflow as tf
 
+from kdkeras import files
 from kdkeras.data import images, transforms
 from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, sparse_class_stats
 
 SPLITS = ("train", "val", "test")
 _SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+
+
+def unpacked(path):
+    """A dataset folder, or the folder an archive of it is extracted to.
+
+    A `.zip` or `.tar(.gz)` file is extracted once, next to itself, with
+    `kdkeras.files.extract_archive` (no member may land outside that folder).
+    When the archive holds a single top folder (Kaggle's `chest_xray/`),
+    that folder is returned.
+
+    Args:
+        path: A folder or an archive file.
+
+    Returns:
+        A folder path.
+
+    Raises:
+        DataError: For an archive that is truncated, corrupt or unsafe.
+    """
+    path = os.fspath(path)
+    if not (os.path.isfile(path) and path.lower().endswith(files.ARCHIVE_SUFFIXES)):
+        return path
+    try:
+        folder = files.extract_archive(path)
+    except files.UnsafeArchiveError as e:
+        raise DataError(str(e)) from e
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise DataError(
+            f"Archive {path} is truncated or corrupt ({type(e).__name__}: {e}); nothing was "
+            "extracted. Download it again."
+        ) from e
+    entries = [e for e in os.listdir(folder) if not e.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and os.path.isdir(os.path.join(folder, entries[0])):
+        return os.path.join(folder, entries[0])
+    return folder
 
 
 def grouped_split(labels, groups, fractions, seed=0):
@@ -232,7 +270,8 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
     See `load_image_folder` for the layouts.
 
     Args:
-        root: Dataset root folder.
+        root: Dataset root folder, or a `.zip` / `.tar(.gz)` archive of it
+            (see `unpacked`).
         class_names: Optional class folder names, fixing their order.
         val_fraction: Fraction carved for validation when there is no val folder.
         test_fraction: Fraction carved for test when there is no test folder.
@@ -242,7 +281,7 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
         `(splits, class_names)`: `{"train": (paths, labels), "val": ..., "test": ...}`
         with int32 label arrays, and the class names in index order.
     """
-    root = os.fspath(root)
+    root = unpacked(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f"Image folder {root} does not exist; pass the dataset root folder."
@@ -312,7 +351,8 @@ def load_image_folder(
     GIF, any size and mode.
 
     Args:
-        root: Dataset root folder.
+        root: Dataset root folder, or a `.zip` / `.tar(.gz)` archive of it,
+            extracted once next to itself (see `unpacked`).
         class_names: Optional class folder names, fixing their order.
         val_fraction: Fraction carved for validation when there is no val folder.
         test_fraction: Fraction carved for test when there is no test folder.
@@ -338,10 +378,11 @@ def load_image_folder(
     train, val, test, info = load_image_folder("isic/", image_size=128)
     ```
     """
+    root = unpacked(root)
     splits, class_names = image_folder_splits(root, class_names, val_fraction, test_fraction, seed)
     return build_file_splits(
         splits,
-        name=os.path.basename(os.path.normpath(os.fspath(root))),
+        name=os.path.basename(os.path.normpath(root)),
         class_names=class_names,
         source=os.fspath(root),
         image_size=image_size,

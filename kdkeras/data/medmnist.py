@@ -175,6 +175,8 @@ def download_npz(flag, size=28, root=None, url=None):
             f"Cannot write {target}: its folder is read-only. Pass root= (or set {ROOT_ENV}) "
             "to a writable folder."
         )
+    # A killed download leaves a partial temporary npz of up to gigabytes.
+    files.remove_stale_temp_files(os.path.dirname(target), recursive=False)
     with files.atomic_path(target) as tmp:
         try:
             keras.utils.get_file(

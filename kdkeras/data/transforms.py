@@ -5,6 +5,7 @@ memory of float32) and cast them to float32 in [0, 255] per batch, after
 which train batches are augmented. Loaders assemble them with `finalize`.
 """
 
+import glob
 import math
 import os
 
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras import files
 from kdkeras.data.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -294,6 +296,49 @@ def split_cache(cache, split):
     return f"{os.fspath(cache)}-{split}"
 
 
+def claim_file_cache(prefix):
+    """Makes a TensorFlow file cache usable again after the run filling it was killed.
+
+    While `Dataset.cache(prefix)` fills its files it holds `<prefix>_<n>.lockfile`,
+    removed when the cache is complete. A killed process leaves the lockfile
+    behind, and every later run would stop in its first epoch with
+    `AlreadyExistsError`. The process that builds a pipeline on the cache
+    records its id in `<prefix>.owner`; a lockfile whose recorded owner is no
+    longer running is removed (the cache is then rebuilt), any other one
+    raises before training.
+
+    Args:
+        prefix: The file path prefix given to `Dataset.cache`.
+
+    Raises:
+        DataError: If the cache is being filled by a running process, or a
+            lockfile has no recorded owner.
+    """
+    prefix = os.fspath(prefix)
+    owner_path = f"{prefix}.owner"
+    locks = glob.glob(f"{glob.escape(prefix)}_*.lockfile")
+    try:
+        with open(owner_path, encoding="utf-8") as f:
+            owner = int(f.read().strip())
+    except (OSError, ValueError):
+        owner = None
+    if locks and owner is None:
+        raise DataError(
+            f"{locks[0]} exists: a run filling the cache {prefix} was killed, or another process "
+            "is filling it now. If no other run uses this cache, delete the lockfile (the cache "
+            "is then rebuilt); otherwise give this run another cache prefix."
+        )
+    if locks and owner != os.getpid():
+        if files.process_alive(owner):
+            raise DataError(
+                f"The cache {prefix} is being filled by process {owner}: wait for it to finish, "
+                "or give this run another cache prefix."
+            )
+        for stale in locks + glob.glob(f"{glob.escape(prefix)}_*.tempstate*"):
+            os.remove(stale)
+    files.write_text_atomic(owner_path, str(os.getpid()))
+
+
 def finalize(
     ds,
     *,
@@ -321,7 +366,8 @@ def finalize(
         shuffle: Shuffle the train split (ignored unless `training`).
         seed: Seed of the shuffle and of preset augmentations.
         cache: True (in memory), False, or a file path for `Dataset.cache`
-            (see `split_cache`).
+            (see `split_cache`; a killed run's lockfile is cleared by
+            `claim_file_cache`).
         augment: None, a preset name, or a list of Keras layers (train only).
         decode: Optional function mapping `(x, label)` to a uint8 image
             `(H, W, C)` and its label, run in parallel before the cache.
@@ -342,6 +388,8 @@ def finalize(
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if decode is not None:
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    if cache is not True and cache:
+        claim_file_cache(cache)
     if cache:
         ds = ds.cache() if cache is True else ds.cache(str(cache))
         if shuffled:

@@ -7,7 +7,7 @@ import numpy as np
 
 from kdkeras.data import images
 from kdkeras.data.errors import DataError
-from kdkeras.data.folders import build_file_splits, find_split_folders, grouped_split
+from kdkeras.data.folders import build_file_splits, find_split_folders, grouped_split, unpacked
 
 CLASS_NAMES = {2: ["normal", "pneumonia"], 3: ["normal", "bacteria", "virus"]}
 _PATIENT = re.compile(r"^(person\d+)_", re.IGNORECASE)
@@ -70,7 +70,8 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
     """Lists the files and labels of each split of a Kermany folder (see `load_xray_folder`).
 
     Args:
-        root: Folder holding `train/` and `test/` (and possibly `val/`).
+        root: Folder holding `train/` and `test/` (and possibly `val/`), or a
+            `.zip` / `.tar(.gz)` archive of it (see `kdkeras.data.folders.unpacked`).
         num_classes: 2 or 3.
         val_fraction: Fraction of the train pool carved out for validation.
         min_val: Smallest val folder used as is.
@@ -81,7 +82,7 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
     """
     if num_classes not in CLASS_NAMES:
         raise DataError(f"num_classes must be 2 or 3, got {num_classes!r}")
-    root = os.fspath(root)
+    root = unpacked(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f"X-ray folder {root} does not exist; pass the folder holding train/ and test/."
@@ -141,7 +142,8 @@ def load_xray_folder(
     `image_size` since Kermany images differ in size.
 
     Args:
-        root: Folder holding `train/` and `test/` (and possibly `val/`).
+        root: Folder holding `train/` and `test/` (and possibly `val/`), or
+            the Kaggle archive holding it, extracted once next to itself.
         num_classes: 2 (normal, pneumonia) or 3 (normal, bacteria, virus).
         val_fraction: Fraction of the train pool carved out for validation.
         min_val: Smallest val folder used as is.
