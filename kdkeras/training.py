@@ -15,6 +15,7 @@ saves its model and evaluates it on the test split. Everything lands in
 | `state/{name}/` | checkpoints of an unfinished phase (removed when it ends) |
 """
 
+import json
 import os
 import time
 
@@ -28,7 +29,7 @@ from kdkeras import models as models_lib
 from kdkeras import profiling
 from kdkeras import reporting
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
-from kdkeras.config import BUNDLED, save_config
+from kdkeras.config import BUNDLED, ConfigError, save_config
 from kdkeras.distiller import Distiller
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files
 from kdkeras.fit_metrics import fit_metrics
@@ -318,13 +319,31 @@ def _load_teacher(path, unsafe_load=False):
 def _check_teacher(teacher, input_shape, info, path):
     teacher_shape = tuple(teacher.input_shape[1:])
     if teacher_shape != tuple(input_shape):
-        raise ValueError(
+        raise ConfigError(
             f"{path} takes inputs of shape {teacher_shape} but the data yields "
             f"{tuple(input_shape)}: retrain the teacher (`make teacher`) with this [data] config."
         )
     if teacher.output_shape[-1] != info.num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"{path} predicts {teacher.output_shape[-1]} classes but {info.name} has "
             f"{info.num_classes}: retrain the teacher (`make teacher`) on this dataset."
         )
+    trained_on = _trained_class_names(path)
+    if trained_on is not None and trained_on != list(info.class_names):
+        raise ConfigError(
+            f"{path} was trained on the classes {trained_on} (see its metrics file) but "
+            f"{info.name} has {list(info.class_names)}: its logits would teach the wrong classes. "
+            "Retrain the teacher (`make teacher`) on this dataset, or fix [data] class_names."
+        )
+
+
+def _trained_class_names(model_path):
+    # The phase that saved a model wrote its test metrics beside it, class names included;
+    # a model from elsewhere has none, and only its class count can be checked.
+    metrics = os.path.splitext(model_path)[0] + "_metrics.json"
+    try:
+        with open(metrics, encoding="utf-8") as f:
+            return [row["name"] for row in json.load(f)["per_class"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 

@@ -8,6 +8,7 @@ message; then the CLI's answers to them and a real `kill -9` of
 
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -274,6 +275,24 @@ def alpha_out_of_range(tmp_path):
     return lambda: config_lib.apply_overrides(config, {"distill.alpha": 1.5})
 
 
+def teacher_of_another_label_map(tmp_path):
+    config = config_lib.load_config(tiny_config(tmp_path))
+    out = tmp_path / "runs" / "tiny"
+    teacher = models.get_model("cnn_small", input_shape=(28, 28, 1), num_classes=2, filters=[4, 8])
+    training.save_deployable(teacher, str(out / "teacher.keras"))
+    # The metrics the teacher phase wrote: same class count, classes in another order.
+    per_class = [{"name": "pneumonia"}, {"name": "normal"}]
+    (out / "teacher_metrics.json").write_text(json.dumps({"per_class": per_class}))
+
+    def call():
+        try:
+            training.run_phase(config, "distill", str(tmp_path / "runs"), verbose=0, log=lambda line: None)
+        finally:
+            assert not (out / "state").exists() and not (out / "distilled_history.csv").exists()
+
+    return call
+
+
 def nan_inputs_in_fit(tmp_path):
     x = np.ones((64, 4), np.float32)
     x[20] = np.nan  # in the second batch of 16
@@ -303,6 +322,12 @@ FAULTS = [
     (truncated_model_file, files.ModelFileError, r"model\.keras is not a complete \.keras file"),
     (config_typo, config_lib.ConfigError, r"\[teacher\]: unknown key\(s\) 'monitr'\. Allowed keys: "),
     (alpha_out_of_range, config_lib.ConfigError, r"\[distill\] alpha = 1\.5 must be in \[0, 1\]"),
+    (
+        teacher_of_another_label_map,
+        config_lib.ConfigError,
+        r"teacher\.keras was trained on the classes \['pneumonia', 'normal'\] .* but pneumoniamnist has "
+        r"\['normal', 'pneumonia'\]",
+    ),
     (
         nan_inputs_in_fit,
         TrainingDivergedError,
