@@ -25,7 +25,6 @@ from PIL import Image
 from kdkeras import cli, config as config_lib, files, models, training
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.data import DataError, load_ham10000, load_image_folder, load_medmnist
-from kdkeras.data import medmnist as mm
 
 TINY = """
 name = "tiny"
