@@ -35,12 +35,13 @@ COMMANDS = {
 OVERRIDES = (
     ("--epochs", "{phase}.epochs", int, "maximum number of epochs of this phase"),
     ("--learning-rate", "{phase}.learning_rate", float, "initial learning rate of this phase"),
-    ("--batch-size", "data.batch_size", int, "batch size of every split"),
+    ("--batch-size", "data.batch_size", int, "global batch size of every split (split over the replicas)"),
     ("--image-size", "data.image_size", int, "resize images to this many pixels per side"),
     ("--limit", "data.limit", int, "use at most this many images per split (smoke runs)"),
     ("--alpha", "distill.alpha", float, "weight of the student loss in [0, 1] (distill)"),
     ("--temperature", "distill.temperature", float, "softening temperature T > 0 (distill)"),
     ("--seed", "seed", int, "global random seed"),
+    ("--strategy", "strategy", str, "tf.distribute strategy: auto, mirrored, multiworker, tpu or none"),
 )
 
 

@@ -15,6 +15,7 @@ saves its model and evaluates it on the test split. Everything lands in
 | `state/{name}/` | checkpoints of an unfinished phase (removed when it ends) |
 """
 
+import inspect
 import json
 import os
 import time
@@ -23,6 +24,7 @@ import keras
 import numpy as np
 
 from kdkeras import data as data_lib
+from kdkeras import distribute
 from kdkeras import losses as kd_losses
 from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
@@ -93,6 +95,10 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     A phase killed mid-way resumes from its last completed epoch when run
     again with the same config (see `kdkeras.callbacks.RunState`).
 
+    The phase runs under the config's `strategy` (see `kdkeras.distribute`):
+    models are built, loaded and compiled in its scope, and `[data] batch_size`
+    is the global batch, split evenly over the replicas.
+
     Args:
         config: A validated `ExperimentConfig`.
         phase: "teacher", "student" or "distill".
@@ -110,6 +116,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
 
     Raises:
         MissingArtifactError: `distill` without a saved teacher.
+        ConfigError: a strategy the machine cannot provide, or a batch size
+            that does not split over its replicas.
         ValueError: a model that cannot take the data (size, classes).
         kdkeras.files.UnsafeModelError: a teacher file holding code, without `unsafe_load`.
         kdkeras.callbacks.TrainingDivergedError: a NaN or infinite loss; no
@@ -121,44 +129,52 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     name = ARTIFACT[phase]
     if os.path.isdir(out):
         remove_stale_temp_files(out)  # left by a killed run
+    strategy = distribute.get_strategy(config.strategy)
+    distribute.check_keras_fit(strategy)
+    batch_size = global_batch_size(config)
+    per_replica = distribute.replica_batch_size(batch_size, strategy)
     teacher_path = teacher_path or os.path.join(out, "teacher.keras")
-    teacher = _load_teacher(teacher_path, unsafe_load) if phase == "distill" else None
+    with strategy.scope():
+        teacher = _load_teacher(teacher_path, unsafe_load) if phase == "distill" else None
     keras.utils.set_random_seed(config.seed)
     train, val, test, info = load_data(config)
+    train, val = (distribute.prepare_dataset(ds, strategy, batch_size) for ds in (train, val))
     input_shape = tuple(train.element_spec[0].shape[1:])
     log(
         f"[{name}] data: {info.name}, {info.task}, {info.num_classes} classes, "
         f"{'x'.join(map(str, input_shape))} px, split sizes {info.split_sizes}"
     )
+    log(f"[{name}] {distribute.describe(strategy)}; global batch {batch_size} = {per_replica} per replica")
     train_config = config.phase(phase)
     model_name, options = config.student_model() if phase == "distill" else (train_config.model, train_config.options)
-    model = models_lib.get_model(
-        model_name,
-        input_shape=input_shape,
-        num_classes=info.num_classes,
-        weights=train_config.weights or None,
-        **options,
-    )
-    log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
-    if teacher is not None:
-        _check_teacher(teacher, input_shape, info, teacher_path)
-        fitted = Distiller(student=model, teacher=teacher)
-        fitted.compile(
-            optimizer=make_optimizer(train_config),
-            metrics=fit_metrics(info.num_classes, info.task),
-            student_loss_fn=supervised_loss(info.task),
-            distillation_loss_fn=kd_losses.get(train_config.loss, temperature=train_config.temperature),
-            alpha=train_config.alpha,
+    with strategy.scope():
+        model = models_lib.get_model(
+            model_name,
+            input_shape=input_shape,
+            num_classes=info.num_classes,
+            weights=train_config.weights or None,
+            **options,
         )
-        log(f"[{name}] distilling from {teacher.name} ({teacher.count_params():,} parameters), "
-            f"alpha={train_config.alpha}, T={train_config.temperature}")
-    else:
-        fitted = model
-        fitted.compile(
-            optimizer=make_optimizer(train_config),
-            loss=supervised_loss(info.task),
-            metrics=fit_metrics(info.num_classes, info.task),
-        )
+        log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
+        if teacher is not None:
+            _check_teacher(teacher, input_shape, info, teacher_path)
+            fitted = Distiller(student=model, teacher=teacher)
+            fitted.compile(
+                optimizer=make_optimizer(train_config),
+                metrics=fit_metrics(info.num_classes, info.task),
+                student_loss_fn=supervised_loss(info.task),
+                distillation_loss_fn=kd_losses.get(train_config.loss, temperature=train_config.temperature),
+                alpha=train_config.alpha,
+            )
+            log(f"[{name}] distilling from {teacher.name} ({teacher.count_params():,} parameters), "
+                f"alpha={train_config.alpha}, T={train_config.temperature}")
+        else:
+            fitted = model
+            fitted.compile(
+                optimizer=make_optimizer(train_config),
+                loss=supervised_loss(info.task),
+                metrics=fit_metrics(info.num_classes, info.task),
+            )
     save_config(config, os.path.join(out, "config.toml"))
     state = RunState(
         os.path.join(out, "state", name),
@@ -167,7 +183,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         patience=train_config.early_stopping,
         weights_of=model,
     )
-    initial_epoch = state.restore(fitted)
+    with strategy.scope():  # a resumed optimizer builds its variables here
+        initial_epoch = state.restore(fitted)
     if initial_epoch:
         log(f"[{name}] resuming after epoch {initial_epoch} of {train_config.epochs}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
@@ -204,6 +221,16 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
     log(f"[{name}] test: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, balanced ACC {result['balanced_acc']:.4f}")
     return result
+
+
+def global_batch_size(config):
+    """The batch size of every training step, over all replicas together.
+
+    It is `[data] batch_size`, or the loader's default when the config leaves
+    it out (the Keras convention: `fit` splits each batch over the replicas).
+    """
+    loader = getattr(data_lib, f"load_{config.data['loader']}")
+    return config.data.get("batch_size", inspect.signature(loader).parameters["batch_size"].default)
 
 
 def save_deployable(model, path):
