@@ -100,7 +100,7 @@ def tpu_address():
         variable (a Cloud TPU node's name or `grpc://` address), else
         `grpc://$COLAB_TPU_ADDR` (Colab's legacy TPU nodes), else None.
     """
-    if tf.config.list_physical_devices("TPU"):
+    if tf.config.list_physical_devices("TPU") or tf.config.list_physical_devices("TPU_SYSTEM"):
         return "local"
     if os.environ.get("TPU_NAME"):
         return os.environ["TPU_NAME"]
