@@ -40,6 +40,7 @@ OVERRIDES = (
     ("--limit", "data.limit", int, "use at most this many images per split (smoke runs)"),
     ("--alpha", "distill.alpha", float, "weight of the student loss in [0, 1] (distill)"),
     ("--temperature", "distill.temperature", float, "softening temperature T > 0 (distill)"),
+    ("--loss", "distill.loss", str, "distillation loss: knowledge_distillation, decoupled_kd or multilabel_kd"),
     ("--seed", "seed", int, "global random seed"),
     ("--strategy", "strategy", str, "tf.distribute strategy: auto, mirrored, multiworker, tpu or none"),
 )

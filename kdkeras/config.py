@@ -67,12 +67,30 @@ class DistillConfig(TrainConfig):
     Attributes:
         alpha: Weight of the student's own loss, in [0, 1].
         temperature: Softening temperature, > 0.
-        loss: Distillation loss name (see `kdkeras.losses`).
+        loss: Distillation loss name, one of `kdkeras.losses.NAMES`. For
+            multi-label data "knowledge_distillation" means `MultiLabelKD`.
+        loss_options: Extra arguments of the loss, e.g. `{alpha = 1, beta = 8}`
+            for "decoupled_kd".
+        warmup_epochs: Epochs over which the distillation terms ramp up
+            linearly from 0 (DKD uses 20); 0 disables the warm-up.
+        features: Feature-distillation terms, tables with `student_layer`,
+            `teacher_layer`, `loss` ("hint", "attention", "cosine") and `weight`.
+        teachers: `.keras` teacher files to distil from together; empty means
+            the experiment's own `teacher.keras`.
+        teacher_weights: Weights of `teachers`' soft targets; empty means equal.
+        cache_teacher: Compute the teacher's logits once and stream them with
+            the data; needs a train pipeline without augmentation.
     """
 
     alpha: float = 0.1
     temperature: float = 4.0
     loss: str = "knowledge_distillation"
+    loss_options: dict = dataclasses.field(default_factory=dict)
+    warmup_epochs: float = 0.0
+    features: list = dataclasses.field(default_factory=list)
+    teachers: list = dataclasses.field(default_factory=list)
+    teacher_weights: list = dataclasses.field(default_factory=list)
+    cache_teacher: bool = False
 
 
 @dataclasses.dataclass
@@ -358,8 +376,55 @@ def _check_values(config, source):
         fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
     if not config.distill.temperature > 0:
         fail("[distill] temperature", f"= {config.distill.temperature} must be > 0.")
+    _check_distill(config.distill, config.data, fail)
     _check_sweep(config.sweep, fail)
     _check_models(config, fail)
+
+
+def _check_distill(distill, data, fail):
+    from kdkeras import features as kd_features
+    from kdkeras import losses as kd_losses
+
+    if distill.loss not in kd_losses.NAMES:
+        fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(kd_losses.NAMES)}.")
+    try:
+        kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+    except ValueError as error:
+        fail("[distill] loss_options", f"= {distill.loss_options!r}: {error}")
+    if not distill.warmup_epochs >= 0:
+        fail("[distill] warmup_epochs", f"= {distill.warmup_epochs} must be >= 0.")
+    for i, row in enumerate(distill.features):
+        where = f"[distill] features[{i}]"
+        if not isinstance(row, dict) or not {"student_layer", "teacher_layer"} <= set(row):
+            fail(where, f"= {row!r} must be a table with student_layer, teacher_layer, loss and weight.")
+        unknown = sorted(set(row) - {"student_layer", "teacher_layer", "loss", "weight"})
+        if unknown:
+            fail(where, f"has unknown key(s) {unknown}. Allowed: student_layer, teacher_layer, loss, weight.")
+        try:
+            kd_features.FeatureMatch(**row)
+        except ValueError as error:
+            fail(where, f"= {row!r}: {error}")
+    if any(not isinstance(path, str) or not path.endswith(".keras") for path in distill.teachers):
+        fail("[distill] teachers", f"= {distill.teachers!r} must list .keras teacher files.")
+    weights = distill.teacher_weights
+    if weights and (
+        len(weights) != max(len(distill.teachers), 1)
+        or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights)
+        or not sum(weights) > 0
+    ):
+        fail(
+            "[distill] teacher_weights",
+            f"= {weights!r} must hold one number >= 0 per teacher ({max(len(distill.teachers), 1)}), "
+            "with a positive sum.",
+        )
+    if distill.cache_teacher and data.get("augment"):
+        fail(
+            "[distill] cache_teacher",
+            f"= true needs a train pipeline that shows the teacher the same images every epoch, "
+            f"but [data] augment = {data['augment']!r}. Remove `augment` or set cache_teacher = false.",
+        )
+    if distill.cache_teacher and distill.features:
+        fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
 
 
 def _check_sweep(sweep, fail):

@@ -33,8 +33,10 @@ from kdkeras import reporting
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.config import BUNDLED, ConfigError, save_config
 from kdkeras.distiller import Distiller
+from kdkeras.features import FeatureMatch
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files
 from kdkeras.fit_metrics import fit_metrics
+from kdkeras.teacher_cache import with_teacher_logits
 
 PHASES = ("teacher", "student", "distill")
 ARTIFACT = {"teacher": "teacher", "student": "student", "distill": "distilled"}
@@ -135,7 +137,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     per_replica = distribute.replica_batch_size(batch_size, strategy)
     teacher_path = teacher_path or os.path.join(out, "teacher.keras")
     with strategy.scope():
-        teacher = _load_teacher(teacher_path, unsafe_load) if phase == "distill" else None
+        teacher_paths = (config.distill.teachers or [teacher_path]) if phase == "distill" else []
+        teachers = [_load_teacher(path, unsafe_load) for path in teacher_paths]
     keras.utils.set_random_seed(config.seed)
     train, val, test, info = load_data(config)
     train, val = (distribute.prepare_dataset(ds, strategy, batch_size) for ds in (train, val))
@@ -156,18 +159,11 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             **options,
         )
         log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
-        if teacher is not None:
-            _check_teacher(teacher, input_shape, info, teacher_path)
-            fitted = Distiller(student=model, teacher=teacher)
-            fitted.compile(
-                optimizer=make_optimizer(train_config),
-                metrics=fit_metrics(info.num_classes, info.task),
-                student_loss_fn=supervised_loss(info.task),
-                distillation_loss_fn=kd_losses.get(train_config.loss, temperature=train_config.temperature),
-                alpha=train_config.alpha,
-            )
-            log(f"[{name}] distilling from {teacher.name} ({teacher.count_params():,} parameters), "
-                f"alpha={train_config.alpha}, T={train_config.temperature}")
+        if teachers:
+            for teacher, path in zip(teachers, teacher_paths):
+                _check_teacher(teacher, input_shape, info, path)
+            fitted = build_distiller(model, teachers, train_config, info, _steps_per_epoch(train))
+            log(f"[{name}] {describe_distiller(fitted)}")
         else:
             fitted = model
             fitted.compile(
@@ -175,6 +171,13 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
                 loss=supervised_loss(info.task),
                 metrics=fit_metrics(info.num_classes, info.task),
             )
+    if teachers and train_config.cache_teacher:
+        log(f"[{name}] caching the teacher's logits on the train split (one pass)")
+        train = distribute.prepare_dataset(
+            with_teacher_logits(train, fitted, batch_size=batch_size, seed=config.seed, verbose=verbose != 0),
+            strategy,
+            batch_size,
+        )
     save_config(config, os.path.join(out, "config.toml"))
     state = RunState(
         os.path.join(out, "state", name),
@@ -231,6 +234,72 @@ def global_batch_size(config):
     """
     loader = getattr(data_lib, f"load_{config.data['loader']}")
     return config.data.get("batch_size", inspect.signature(loader).parameters["batch_size"].default)
+
+
+def build_distiller(student, teachers, distill, info, steps_per_epoch):
+    """The compiled `Distiller` of a `[distill]` config.
+
+    For multi-label data the default soft-target loss becomes its per-label
+    sigmoid form (`MultiLabelKD`); DKD needs single-label classes.
+
+    Args:
+        student: The fresh student model.
+        teachers: Loaded teacher models (one or more).
+        distill: The `DistillConfig`.
+        info: The data's `DatasetInfo` (task and classes).
+        steps_per_epoch: Training steps per epoch, for `warmup_epochs`.
+
+    Returns:
+        A compiled `kdkeras.Distiller`.
+
+    Raises:
+        ConfigError: a loss that does not fit the task.
+    """
+    loss = distill.loss
+    if info.task == "multi-label":
+        if loss == "decoupled_kd":
+            raise ConfigError(
+                f"[distill] loss = 'decoupled_kd' needs one true class per image, but {info.name} "
+                "is multi-label. Use loss = 'multilabel_kd' (or 'knowledge_distillation')."
+            )
+        loss = "multilabel_kd"
+    distiller = Distiller(
+        student=student,
+        teacher=teachers if len(teachers) > 1 else teachers[0],
+        features=[FeatureMatch(**row) for row in distill.features] or None,
+        teacher_weights=distill.teacher_weights or None,
+    )
+    distiller.compile(
+        optimizer=make_optimizer(distill),
+        metrics=fit_metrics(info.num_classes, info.task),
+        student_loss_fn=supervised_loss(info.task),
+        distillation_loss_fn=kd_losses.get(loss, temperature=distill.temperature, **distill.loss_options),
+        alpha=distill.alpha,
+        warmup_steps=round(distill.warmup_epochs * steps_per_epoch),
+    )
+    return distiller
+
+
+def describe_distiller(distiller):
+    """One log line: teachers, loss, alpha, temperature, features and warm-up."""
+    teachers = ", ".join(f"{t.name} ({t.count_params():,} parameters)" for t in distiller.teachers)
+    parts = [
+        f"distilling from {teachers}",
+        f"loss {distiller.distillation_loss_fn.name}",
+        f"alpha={distiller.alpha}",
+        f"T={distiller.temperature}",
+    ]
+    if len(distiller.teachers) > 1:
+        parts.append(f"teacher weights {distiller.teacher_weights}")
+    parts.extend(repr(match) for match in distiller.features)
+    if distiller.warmup_steps:
+        parts.append(f"warm-up {distiller.warmup_steps} steps")
+    return ", ".join(parts)
+
+
+def _steps_per_epoch(dataset):
+    steps = int(dataset.cardinality())
+    return steps if steps > 0 else sum(1 for _ in dataset)
 
 
 def save_deployable(model, path):
