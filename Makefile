@@ -13,6 +13,7 @@ MEDMNIST ?= medmnist==3.0.2
 
 # The workflow: `make all`, or one phase at a time, on experiments/$(EXP).toml.
 # Overrides: make distill EXP=quickstart EPOCHS=3 TEMPERATURE=6 ALPHA=0.5 LIMIT=500
+# (also LR, BATCH_SIZE, SEED, LOSS=decoupled_kd, STRATEGY=mirrored)
 EXP     ?= quickstart
 RUNS    ?= runs
 KDKERAS := $(VENV)/bin/kdkeras
@@ -20,7 +21,7 @@ PHASE_ARGS = --config $(EXP) --runs-dir $(RUNS) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LR),--learning-rate $(LR)) \
 	$(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(LIMIT),--limit $(LIMIT)) \
 	$(if $(ALPHA),--alpha $(ALPHA)) $(if $(TEMPERATURE),--temperature $(TEMPERATURE)) \
-	$(if $(SEED),--seed $(SEED))
+	$(if $(SEED),--seed $(SEED)) $(if $(LOSS),--loss $(LOSS)) $(if $(STRATEGY),--strategy $(STRATEGY))
 
 install: $(STAMP)
 
