@@ -288,7 +288,7 @@ def multilabel_kd(teacher_logits, student_logits, temperature=4.0):
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
-class MultiLabelKD(keras.losses.Loss):
+class MultiLabelKD(KnowledgeDistillation):
     """Soft-target KD for multi-label tasks such as ChestMNIST's 14 findings.
 
     `loss = T**2 * mean over batch and labels of KL(sigmoid(z_t / T) || sigmoid(z_s / T))`,
@@ -311,19 +311,12 @@ class MultiLabelKD(keras.losses.Loss):
     """
 
     activation = "sigmoid"
-    requires_labels = False
 
     def __init__(self, temperature=4.0, reduction="sum_over_batch_size", name="multilabel_kd", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = _check_temperature(temperature)
+        super().__init__(temperature=temperature, reduction=reduction, name=name, dtype=dtype)
 
     def call(self, y_true, y_pred):
         return multilabel_kd(y_true, y_pred, self.temperature)
-
-    def get_config(self):
-        config = super().get_config()
-        config["temperature"] = self.temperature
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
