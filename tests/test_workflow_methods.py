@@ -115,3 +115,20 @@ def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
     args = ["distill", "--config", str(path), "--runs-dir", runs, "--set", 'distill.teachers=["nowhere/t.keras"]']
     assert cli.main(args) == 1
     assert "nowhere/t.keras not found" in capsys.readouterr().err
+
+
+def test_multilabel_data_gets_per_label_sigmoid_kd():
+    import types
+
+    from kdkeras import losses, training
+
+    info = types.SimpleNamespace(task="multi-label", num_classes=4, name="chestmnist")
+    student = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
+    teacher = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
+    distill = config_lib.from_dict(tomllib.loads(TINY)).distill
+    distiller = training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
+    assert type(distiller.distillation_loss_fn) is losses.MultiLabelKD
+    assert type(distiller.student_loss_fn).__name__ == "BinaryCrossentropy"
+    distill.loss = "decoupled_kd"
+    with pytest.raises(ConfigError, match="chestmnist is multi-label. Use loss = 'multilabel_kd'"):
+        training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
