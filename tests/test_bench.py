@@ -126,6 +126,35 @@ def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys):
     assert saved["summary"] == json.loads(json.dumps(result["summary"]))
 
 
+@pytest.mark.parametrize("change, rerun", [
+    ("[distill]\nalpha = 0.5\n", ["distill"]),
+    ("[sweep]\nalphas = [0.2]\n", []),
+])
+def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch, change, rerun):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    _plant_records(tmp_path / "bench", config, [0])
+    changed = tmp_path / "changed.toml"
+    changed.write_text(TINY + change)
+    calls = []
+
+    def fake_run_phase(seeded, phase, runs_dir, verbose, log):
+        calls.append(phase)
+        return {"acc": 0.5, "auc": 0.5, "balanced_acc": 0.5, "n": 64, "architecture": "cnn_small",
+                "params": 162458, "train_seconds": 2.0}
+
+    monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
+    result = accuracy.run_accuracy_benchmark(str(changed), [0], str(tmp_path / "bench"), log=lambda line: None)
+    assert calls == rerun
+    expected = {**PER_SEED["0"], **{("distilled" if p == "distill" else p): {"acc": 0.5, "auc": 0.5, "balanced_acc": 0.5}
+                                    for p in rerun}}
+    assert result["per_seed"]["0"] == expected
+    # The rerun phase's record now holds the new config: a second run reuses everything.
+    calls.clear()
+    accuracy.run_accuracy_benchmark(str(changed), [0], str(tmp_path / "bench"), log=lambda line: None)
+    assert calls == []
+
+
 def test_accuracy_benchmark_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"`seeds` must be distinct integers, at least one; got \[1, 1\]"):
         accuracy.run_accuracy_benchmark("quickstart", [1, 1], str(tmp_path))
@@ -220,3 +249,23 @@ def test_make_bench_passes_seeds_and_epochs():
     assert "-m kdkeras.bench.accuracy --config quickstart --seeds 3 4 --runs-dir runs/bench --epochs 2" in text
     assert "export --config quickstart --runs-dir runs/bench/seed3 --out runs/bench/export" in text
     assert "-m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md" in text
+
+
+def test_summary_states_each_goal_and_its_verdict():
+    rows = [{"jit_compile": False, "step": step, "runs": [rate]}
+            for step, rate in (("kdkeras", 4.0), ("floor", 4.2), ("keras", 3.9))]
+    speed_result = {"ratios": speed.ratios(rows), "rows": [{**row, "steps_per_s": row["runs"][0]} for row in rows]}
+    export_rows = [
+        {"format": "keras", "acc": 0.900, "size_bytes": 1000},
+        {"format": "tflite_dynamic_int8", "acc": 0.895, "size_bytes": 250},
+        {"format": "tflite_int8", "acc": 0.885, "size_bytes": 260},
+    ]
+    lines = report.summary_lines(_result(), speed_result, {"rows": export_rows})
+    assert "- Accuracy, NOT met: distilled student AUC 0.960 ± 0.000 > student alone 0.967 ± 0.015." in lines
+    assert ("- Speed, CPU, jit_compile off: time per step `kdkeras/floor` = 1.050 (range over repeats "
+            "1.050-1.050), goal <= 1.10: yes.") in lines
+    assert "`kdkeras/keras` = 0.975" in lines[-3] and lines[-3].endswith("goal <= 1.00: yes.")
+    assert lines[-2] == ("- Export, met: `tflite_dynamic_int8` test ACC 0.8950 against 0.9000 for the Keras model "
+                         "(-0.50 points; goal: at most 1 point lower), 0.25x its size on disk.")
+    assert lines[-1].startswith("- Export, NOT met: `tflite_int8` test ACC 0.8850 against 0.9000 for the Keras model (-1.50")
+    assert report.summary_lines(None, None, None) == ["Nothing measured yet."]

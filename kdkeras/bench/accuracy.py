@@ -7,8 +7,11 @@ split) are then summarised as mean and sample standard deviation over the
 seeds, beside the experiment's `[[published]]` rows.
 
 A finished phase leaves `bench_<model>.json` (its config and metrics) in its
-run folder; running the benchmark again with the same config reuses it, so an
-interrupted benchmark resumes where it stopped. `--fresh` retrains everything.
+run folder. Running the benchmark again reuses it while the config entries the
+phase depends on are unchanged (`seed`, `strategy`, `[data]` and its own
+table; distillation also depends on `[teacher]` and `[student]`): an
+interrupted benchmark resumes where it stopped, and a change to `[distill]`
+reruns distillation only. `--fresh` retrains everything.
 
 Run: `python -m kdkeras.bench.accuracy --seeds 0 1 2 --out-dir runs/bench`
 (about 10 minutes per seed for the quickstart on 2 CPU cores).
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import sys
+import tomllib
 
 from kdkeras.bench.environment import describe_environment
 from kdkeras.files import write_text_atomic
@@ -76,7 +80,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
             name = training.ARTIFACT[phase]
             record_path = os.path.join(training.run_dir(seeded, seed_runs), f"bench_{name}.json")
             record = None if fresh or (phase == "distill" and retrained_teacher) else _read_record(
-                record_path, config_lib.dump_toml(seeded))
+                record_path, config_lib.dump_toml(seeded), phase)
             if record is None:
                 log(f"[accuracy] seed {seed}: {phase}")
                 result = training.run_phase(seeded, phase, seed_runs, verbose=2, log=log)
@@ -240,15 +244,23 @@ def save(result, out_dir):
     return path
 
 
-def _read_record(path, config_text):
+def _read_record(path, config_text, phase):
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
+        saved = tomllib.loads(record["config"])
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, KeyError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise ValueError(f"{path} is unreadable ({e}); delete it to rerun that phase.") from None
-    return record if record.get("config") == config_text else None
+    current = tomllib.loads(config_text)
+    return record if _phase_inputs(saved, phase) == _phase_inputs(current, phase) else None
+
+
+def _phase_inputs(config, phase):
+    """The config entries a phase's result depends on: a change elsewhere reuses it."""
+    sections = {"teacher": ("teacher",), "student": ("student",), "distill": ("teacher", "student", "distill")}[phase]
+    return {key: config.get(key) for key in ("seed", "strategy", "data", *sections)}
 
 
 def build_parser():

@@ -53,6 +53,8 @@ def build_markdown(runs_dir="runs/bench"):
         "",
     ]
     lines += _machine(speed or accuracy)
+    lines += ["", "## Summary", ""]
+    lines += summary_lines(accuracy, speed, export)
     lines += ["", "## Accuracy over seeds: PneumoniaMNIST, official test split", ""]
     if accuracy:
         n_test = " or ".join(map(str, accuracy["test_images"]))
@@ -122,6 +124,51 @@ def build_markdown(runs_dir="runs/bench"):
     return "\n".join(lines) + "\n"
 
 
+def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
+    """Bullet lines stating each goal of the benchmarks and whether the numbers meet it.
+
+    Args:
+        accuracy: Result of `kdkeras.bench.accuracy`, or None.
+        speed: Result of `kdkeras.bench.speed`, or None.
+        export: `ExportTable.to_dict()` data, or None.
+        int8_tolerance: Largest ACC drop of an int8 file against the Keras
+            model that meets the goal (1 point).
+
+    Returns:
+        List of markdown lines, one per goal measured.
+    """
+    lines = []
+    if accuracy:
+        lines += [f"- Accuracy, {'met' if met else 'NOT met'}: {text}." for text, met in accuracy_bench.verdicts(accuracy)]
+    if speed:
+        for ratio in speed["ratios"]:
+            if ratio["goal"] is not None:
+                lines.append(
+                    f"- Speed, CPU, jit_compile {'on' if ratio['jit_compile'] else 'off'}: time per step "
+                    f"`{ratio['ratio']}` = {ratio['value']:.3f} (range over repeats {ratio['low']:.3f}-"
+                    f"{ratio['high']:.3f}), goal <= {ratio['goal']:.2f}: {speed_bench.ratio_verdict(ratio)}."
+                )
+        rate = {(row["jit_compile"], row["step"]): row["steps_per_s"] for row in speed["rows"]}
+        if (False, "kdkeras") in rate and (True, "kdkeras") in rate:
+            lines.append(
+                f"- Speed: on this CPU, `jit_compile=True` runs the Distiller step at "
+                f"{rate[(True, 'kdkeras')] / rate[(False, 'kdkeras')]:.2f}x the steps/s of `jit_compile=False`."
+            )
+    if export:
+        rows = {row["format"]: row for row in export["rows"]}
+        reference = rows.get("keras", {}).get("acc")
+        for fmt in ("tflite_dynamic_int8", "tflite_int8"):
+            if fmt in rows and reference is not None and rows[fmt]["acc"] is not None:
+                drop = reference - rows[fmt]["acc"]
+                lines.append(
+                    f"- Export, {'met' if drop <= int8_tolerance else 'NOT met'}: `{fmt}` test ACC "
+                    f"{rows[fmt]['acc']:.4f} against {reference:.4f} for the Keras model "
+                    f"({-100 * drop:+.2f} points; goal: at most {100 * int8_tolerance:.0f} point lower), "
+                    f"{rows[fmt]['size_bytes'] / rows['keras']['size_bytes']:.2f}x its size on disk."
+                )
+    return lines or ["Nothing measured yet."]
+
+
 def write_benchmarks(runs_dir="runs/bench", out="BENCHMARKS.md"):
     """Writes BENCHMARKS.md atomically; returns its path."""
     write_text_atomic(out, build_markdown(runs_dir))
@@ -175,12 +222,9 @@ def _export_markdown(data):
 
 
 def _relative(path):
-    if not path:
-        return "?"
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return path
+    # Shipped experiments are named as in the repository, wherever the run read them from.
+    folder, name = os.path.split(path)
+    return f"experiments/{name}" if os.path.basename(folder) == "experiments" else path
 
 
 def build_parser():
