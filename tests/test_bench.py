@@ -269,3 +269,33 @@ def test_summary_states_each_goal_and_its_verdict():
                          "(-0.50 points; goal: at most 1 point lower), 0.25x its size on disk.")
     assert lines[-1].startswith("- Export, NOT met: `tflite_int8` test ACC 0.8850 against 0.9000 for the Keras model (-1.50")
     assert report.summary_lines(None, None, None) == ["Nothing measured yet."]
+
+
+def test_set_overrides_reach_every_seed_and_the_variants_table(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    runs = tmp_path / "bench"
+    _plant_records(runs / "variants" / "alpha0.5", config, [0, 2])
+    seen = []
+
+    def fake_run_phase(seeded, phase, runs_dir, verbose, log):
+        seen.append((seeded.seed, seeded.distill.alpha, seeded.distill.temperature))
+        return {"acc": 0.9, "auc": 0.97, "balanced_acc": 0.88, "n": 64, "architecture": "cnn_small",
+                "params": 162458, "train_seconds": 2.0}
+
+    monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
+    argv = ["--config", str(config), "--seeds", "0", "2", "--runs-dir", str(runs / "variants" / "alpha0.5"),
+            "--set", "distill.alpha=0.5", "--set", "distill.temperature=2"]
+    assert accuracy.main(argv) == 0
+    assert seen == [(0, 0.5, 2.0), (2, 0.5, 2.0)]  # distillation only: teacher and student are reused
+    variant = json.loads((runs / "variants" / "alpha0.5" / "accuracy.json").read_text())
+    assert variant["overrides"] == {"distill.alpha": 0.5, "distill.temperature": 2}
+    lines = report.variants_markdown({**_result(), "experiment": "tiny", "seeds": [0, 2],
+                                      "config": {"distill": {"alpha": 0.1, "temperature": 4.0}}}, {"alpha0.5": variant})
+    assert lines[2] == ("| as configured: alpha 0.1, T 4.0 | 0, 2 | 0.880 ± 0.020 | 0.960 ± 0.000 | 0.840 ± 0.057 | "
+                        "`python -m kdkeras.bench.accuracy --config tiny --seeds 0 2 --runs-dir runs/bench` |")
+    assert lines[3] == ("| alpha0.5: alpha 0.5, T 2.0 | 0, 2 | 0.900 ± 0.000 | 0.970 ± 0.000 | 0.880 ± 0.000 | "
+                        "`python -m kdkeras.bench.accuracy --config tiny --seeds 0 2 --set distill.alpha=0.5 "
+                        "--set distill.temperature=2 --runs-dir runs/bench/variants/alpha0.5` |")
+    assert accuracy.main(["--config", str(config), "--set", "distill.alpha"]) == 2
+    assert "--set expects KEY=VALUE, got 'distill.alpha'" in capsys.readouterr().err

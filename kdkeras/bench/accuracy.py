@@ -34,7 +34,7 @@ MODEL_TITLES = {"teacher": "teacher", "student": "student alone", "distilled": "
 
 
 def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/bench", epochs=None,
-                           fresh=False, log=print):
+                           fresh=False, overrides=None, log=print):
     """Runs (or reuses) every phase for every seed and summarises the test metrics.
 
     Args:
@@ -43,10 +43,12 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
         runs_dir: Parent folder; seed `N` runs in `<runs_dir>/seed<N>`.
         epochs: Maximum epochs of every phase; None keeps the config's.
         fresh: Retrain phases even when a finished run with the same config exists.
+        overrides: Dotted-key config overrides applied to every seed, e.g.
+            `{"distill.alpha": 0.5}` (see `kdkeras.config.apply_overrides`).
         log: Callable receiving progress lines.
 
     Returns:
-        A JSON-ready dict: `experiment`, `seeds`, `config` (the resolved
+        A JSON-ready dict: `experiment`, `seeds`, `overrides`, `config` (the resolved
         config of the first seed), `models` (architecture and parameters),
         `per_seed` (`{seed: {model: {metric: value}}}`, seeds as strings),
         `summary` (see `aggregate`), `published`, `test_images` (the sizes
@@ -64,14 +66,15 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
         raise ValueError(f"`seeds` must be distinct integers, at least one; got {seeds}.")
     if epochs is not None and int(epochs) < 1:
         raise ValueError(f"`epochs` must be >= 1, got {epochs}.")
-    base = config_lib.load_config(config)
+    overrides = dict(overrides or {})
+    base = config_lib.apply_overrides(config_lib.load_config(config), overrides)
     environment = describe_environment()
     per_seed, models, seconds, test_images, resolved = {}, {}, {}, set(), None
     for seed in seeds:
-        overrides = {"seed": seed}
+        per_run = {"seed": seed}
         if epochs is not None:
-            overrides.update({f"{phase}.epochs": int(epochs) for phase in training.PHASES})
-        seeded = config_lib.apply_overrides(base, overrides)
+            per_run.update({f"{phase}.epochs": int(epochs) for phase in training.PHASES})
+        seeded = config_lib.apply_overrides(base, per_run)
         resolved = resolved or seeded.to_dict()
         seed_runs = os.path.join(runs_dir, f"seed{seed}")
         per_seed[str(seed)] = {}
@@ -105,6 +108,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
         "experiment": base.name,
         "config_path": base.path,
         "seeds": seeds,
+        "overrides": overrides,
         "config": resolved,
         "models": models,
         "per_seed": per_seed,
@@ -274,16 +278,30 @@ def build_parser():
     parser.add_argument("--runs-dir", default="runs/bench", help="parent of the seed<N> run folders")
     parser.add_argument("--out-dir", help="write accuracy.json and accuracy.md here (default: --runs-dir)")
     parser.add_argument("--fresh", action="store_true", help="retrain phases that already finished")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help='override a config key for every seed, e.g. --set distill.alpha=0.5 (VALUE read as TOML)',
+    )
     return parser
 
 
 def main(argv=None):
     """Runs the benchmark, prints its tables and writes them."""
     args = build_parser().parse_args(argv)
+    from kdkeras.cli import parse_value
     from kdkeras.config import ConfigError
 
+    overrides = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            print(f"kdkeras.bench.accuracy: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = parse_value(text.strip())
     try:
-        result = run_accuracy_benchmark(args.config, args.seeds, args.runs_dir, args.epochs, args.fresh)
+        result = run_accuracy_benchmark(
+            args.config, args.seeds, args.runs_dir, args.epochs, args.fresh, overrides=overrides
+        )
     except (ConfigError, ValueError) as e:
         print(f"kdkeras.bench.accuracy: {e}", file=sys.stderr)
         return 2

@@ -2,8 +2,9 @@
 
 Reads, under `--runs-dir` (default `runs/bench`): `speed/speed.json`
 (`kdkeras.bench.speed`), `speed_gpu/speed.json` (the same on a GPU, when
-someone ran it there), `accuracy.json` (`kdkeras.bench.accuracy`) and
-`export/export.json` (`kdkeras export`). A missing part gets a line saying
+someone ran it there), `accuracy.json` (`kdkeras.bench.accuracy`),
+`variants/<name>/accuracy.json` (the same with `--set` overrides, e.g. other
+distillation settings) and `export/export.json` (`kdkeras export`). A missing part gets a line saying
 how to produce it, so the document never shows numbers that were not measured.
 
 Run: `python -m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md`.
@@ -21,6 +22,7 @@ from kdkeras.files import write_text_atomic
 SPEED = os.path.join("speed", "speed.json")
 SPEED_GPU = os.path.join("speed_gpu", "speed.json")
 ACCURACY = "accuracy.json"
+VARIANTS = "variants"
 EXPORT = os.path.join("export", "export.json")
 
 
@@ -70,6 +72,10 @@ def build_markdown(runs_dir="runs/bench"):
             + "; ".join(f"{name} {', '.join(f'{s:.0f}' for s in values)}"
                         for name, values in accuracy["train_seconds"].items()) + ".",
         ]
+        variants = _read_variants(runs_dir)
+        if variants:
+            lines += ["", "### Other distillation settings, same teachers and seeds", ""]
+            lines += variants_markdown(accuracy, variants)
     else:
         lines.append("Not measured yet: run `python -m kdkeras.bench.accuracy` (see Reproduce).")
     lines += ["", "## Training speed: cost of a distillation step", ""]
@@ -122,6 +128,36 @@ def build_markdown(runs_dir="runs/bench"):
         "config."
     )
     return "\n".join(lines) + "\n"
+
+
+def variants_markdown(accuracy, variants):
+    """The distilled student of the main run beside that of each `--set` variant.
+
+    Args:
+        accuracy: The main `kdkeras.bench.accuracy` result.
+        variants: `{name: result}` of runs with `overrides`.
+
+    Returns:
+        Markdown lines of one table, a row per recipe.
+    """
+    lines = [
+        "| Recipe | Seeds | " + " | ".join(f"distilled {accuracy_bench.METRIC_TITLES[m]}" for m in accuracy_bench.METRICS)
+        + " | Command |",
+        "| --- | --- | " + " | ".join("---:" for _ in accuracy_bench.METRICS) + " | --- |",
+    ]
+    for name, result in [(None, accuracy), *variants.items()]:
+        distill = result["config"]["distill"]
+        sets = " ".join(f"--set {key}={value}" for key, value in result.get("overrides", {}).items())
+        summary = result["summary"].get("distilled", {})
+        runs = "runs/bench" if name is None else f"runs/bench/{VARIANTS}/{name}"
+        lines.append(
+            f"| {name or 'as configured'}: alpha {distill['alpha']}, T {distill['temperature']} | "
+            f"{', '.join(map(str, result['seeds']))} | "
+            + " | ".join(accuracy_bench.format_mean_std(summary.get(m)) for m in accuracy_bench.METRICS)
+            + f" | `python -m kdkeras.bench.accuracy --config {result['experiment']} "
+            f"--seeds {' '.join(map(str, result['seeds']))}{' ' + sets if sets else ''} --runs-dir {runs}` |"
+        )
+    return lines
 
 
 def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
@@ -184,6 +220,14 @@ def _read(runs_dir, name):
         return None
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is unreadable ({e}); rerun the benchmark that writes it.") from None
+
+
+def _read_variants(runs_dir):
+    folder = os.path.join(runs_dir, VARIANTS)
+    if not os.path.isdir(folder):
+        return {}
+    names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, ACCURACY)))
+    return {name: _read(folder, os.path.join(name, ACCURACY)) for name in names}
 
 
 def _machine(result):

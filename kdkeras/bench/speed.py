@@ -56,7 +56,7 @@ def run_speed_benchmark(
     batch_size=128,
     batches=4,
     steps=10,
-    repeats=5,
+    repeats=7,
     warmup=3,
     jit_compile=(False, True),
     alpha=0.1,
@@ -375,7 +375,7 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=4, help="distinct fixed batches (default 4)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median reported (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats, median reported (default 7)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both", help="jit_compile settings")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy (GPUs)")
