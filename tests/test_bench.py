@@ -106,6 +106,7 @@ def _plant_records(root, config_path, seeds):
             (folder / f"bench_{name}.json").write_text(json.dumps({
                 "config": config_lib.dump_toml(seeded), "metrics": PER_SEED[str(seed)][name],
                 "test_images": 64, "architecture": "cnn_small", "params": 162458, "train_seconds": 1.5,
+                "class_recall": {"normal": 0.6 + 0.1 * seed, "pneumonia": 0.95},
             }))
 
 
@@ -120,6 +121,10 @@ def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys):
     assert result["summary"]["teacher"]["acc"]["mean"] == pytest.approx(0.82)
     assert result["test_images"] == [64] and result["train_seconds"]["distilled"] == [1.5, 1.5]
     assert result["published"][0]["acc"] == 0.854
+    # Seeds 0 and 2 planted normal recalls 0.6 and 0.8.
+    assert result["class_recall"]["distilled"]["normal"]["mean"] == pytest.approx(0.7)
+    assert result["class_recall"]["teacher"]["pneumonia"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert "| distilled student | 0.700 ± 0.141 | 0.950 ± 0.000 |" in accuracy.to_markdown(result)
     assert accuracy.main(["--config", str(config), "--seeds", "0", "2", "--runs-dir", str(tmp_path / "bench")]) == 0
     assert "0.820 ± 0.028" in capsys.readouterr().out
     saved = json.loads((tmp_path / "bench" / "accuracy.json").read_text())
@@ -141,7 +146,8 @@ def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch
     def fake_run_phase(seeded, phase, runs_dir, verbose, log):
         calls.append(phase)
         return {"acc": 0.5, "auc": 0.5, "balanced_acc": 0.5, "n": 64, "architecture": "cnn_small",
-                "params": 162458, "train_seconds": 2.0}
+                "params": 162458, "train_seconds": 2.0,
+                "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
 
     monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
     result = accuracy.run_accuracy_benchmark(str(changed), [0], str(tmp_path / "bench"), log=lambda line: None)
@@ -226,12 +232,16 @@ def test_report_from_outputs_and_without_them(smoke, tmp_path):
     (runs / "speed" / "speed.json").write_text((out / "speed.json").read_text())
     result = {**_result(), "experiment": "quickstart", "config_path": "experiments/quickstart.toml",
               "test_images": [624], "train_seconds": {"teacher": [100.0, 110.0, 120.0]},
+              "config": {"distill": {"alpha": 0.1, "temperature": 4.0}},
               "environment": json.loads((out / "speed.json").read_text())["environment"]}
     (runs / "accuracy.json").write_text(json.dumps(result))
     assert report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count("Not measured yet") == 1  # export only
     assert "scored on the 624 test images" in text and "teacher 100, 110, 120" in text
+    assert "distillation alpha 0.1, T 4.0" in text
+    assert "- Accuracy: standard deviation of the test ACC over seeds, distilled student 0.020, student alone 0.050." in text
+    assert text.index("## Summary") < text.index("## Machine") < text.index("## Accuracy")
     assert "| off | kdkeras/floor |" in text and "| NVIDIA GPU | not yet measured |" in text
     assert "python -m kdkeras.bench.accuracy --config quickstart --seeds 0 1 2 --runs-dir runs/bench" in text
     assert report.main(["--runs-dir", str(tmp_path / "none")]) == 2
@@ -281,7 +291,8 @@ def test_set_overrides_reach_every_seed_and_the_variants_table(tmp_path, monkeyp
     def fake_run_phase(seeded, phase, runs_dir, verbose, log):
         seen.append((seeded.seed, seeded.distill.alpha, seeded.distill.temperature))
         return {"acc": 0.9, "auc": 0.97, "balanced_acc": 0.88, "n": 64, "architecture": "cnn_small",
-                "params": 162458, "train_seconds": 2.0}
+                "params": 162458, "train_seconds": 2.0,
+                "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
 
     monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
     argv = ["--config", str(config), "--seeds", "0", "2", "--runs-dir", str(runs / "variants" / "alpha0.5"),

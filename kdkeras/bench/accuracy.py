@@ -51,7 +51,8 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
         A JSON-ready dict: `experiment`, `seeds`, `overrides`, `config` (the resolved
         config of the first seed), `models` (architecture and parameters),
         `per_seed` (`{seed: {model: {metric: value}}}`, seeds as strings),
-        `summary` (see `aggregate`), `published`, `test_images` (the sizes
+        `summary` (see `aggregate`), `class_recall` (the same for the
+        recall of each class), `published`, `test_images` (the sizes
         of the test splits scored), `train_seconds` and `environment`.
 
     Raises:
@@ -69,7 +70,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
     overrides = dict(overrides or {})
     base = config_lib.apply_overrides(config_lib.load_config(config), overrides)
     environment = describe_environment()
-    per_seed, models, seconds, test_images, resolved = {}, {}, {}, set(), None
+    per_seed, recall, models, seconds, test_images, resolved = {}, {}, {}, {}, set(), None
     for seed in seeds:
         per_run = {"seed": seed}
         if epochs is not None:
@@ -77,7 +78,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
         seeded = config_lib.apply_overrides(base, per_run)
         resolved = resolved or seeded.to_dict()
         seed_runs = os.path.join(runs_dir, f"seed{seed}")
-        per_seed[str(seed)] = {}
+        per_seed[str(seed)], recall[str(seed)] = {}, {}
         retrained_teacher = False
         for phase in training.PHASES:
             name = training.ARTIFACT[phase]
@@ -91,6 +92,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
                     "config": config_lib.dump_toml(seeded),
                     "metrics": {key: result[key] for key in METRICS},
                     "test_images": result["n"],
+                    "class_recall": {c["name"]: c["recall"] for c in result["per_class"]},
                     "architecture": result["architecture"],
                     "params": result["params"],
                     "train_seconds": result["train_seconds"],
@@ -100,6 +102,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
             else:
                 log(f"[accuracy] seed {seed}: {phase} already done ({record_path})")
             per_seed[str(seed)][name] = record["metrics"]
+            recall[str(seed)][name] = record["class_recall"]
             models[name] = {"architecture": record["architecture"], "params": record["params"]}
             seconds.setdefault(name, []).append(record["train_seconds"])
             test_images.add(record["test_images"])
@@ -113,6 +116,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
         "models": models,
         "per_seed": per_seed,
         "summary": aggregate(per_seed),
+        "class_recall": aggregate(recall, _class_names(recall)),
         "published": list(base.published),
         "test_images": sorted(test_images),
         "train_seconds": seconds,
@@ -159,6 +163,14 @@ def aggregate(per_seed, metrics=METRICS):
                 if len(values) > 1 else None
             )
     return summary
+
+
+def _class_names(recall):
+    names = {}
+    for results in recall.values():
+        for classes in results.values():
+            names.update(dict.fromkeys(classes))
+    return list(names)
 
 
 def format_mean_std(entry, digits=3):
@@ -229,6 +241,22 @@ def to_markdown(result):
     if checks:
         lines += ["", "Goal checks (means over seeds):", ""]
         lines += [f"- {'met' if met else 'NOT met'}: {statement}" for statement, met in checks]
+    if result.get("class_recall"):
+        classes = list(next(iter(result["class_recall"].values())))
+        lines += [
+            "",
+            "Recall of each class at the 0.5 threshold (mean ± std over seeds; for a binary task, the "
+            "negative class's recall is the specificity, the positive class's the sensitivity):",
+            "",
+            "| Model | " + " | ".join(classes) + " |",
+            "| --- | " + " | ".join("---:" for _ in classes) + " |",
+        ]
+        for name in MODELS:
+            if name in result["class_recall"]:
+                lines.append(
+                    f"| {MODEL_TITLES[name]} | "
+                    + " | ".join(format_mean_std(result["class_recall"][name].get(c)) for c in classes) + " |"
+                )
     lines += ["", "Per seed (ACC / AUC / balanced ACC):", ""]
     present = [name for name in MODELS if name in summary]
     lines.append("| Seed | " + " | ".join(MODEL_TITLES[name] for name in present) + " |")

@@ -51,17 +51,19 @@ def build_markdown(runs_dir="runs/bench"):
         "and this file is generated from their outputs by `make bench`. Sections say when and where "
         "they ran.",
         "",
-        "## Machine",
+        "## Summary",
         "",
     ]
-    lines += _machine(speed or accuracy)
-    lines += ["", "## Summary", ""]
     lines += summary_lines(accuracy, speed, export)
+    lines += ["", "## Machine", ""]
+    lines += _machine(speed or accuracy)
     lines += ["", "## Accuracy over seeds: PneumoniaMNIST, official test split", ""]
     if accuracy:
         n_test = " or ".join(map(str, accuracy["test_images"]))
         lines += [
-            f"Experiment `{experiment}` (`{_relative(accuracy['config_path'])}`), {len(seeds)} seeds "
+            f"Experiment `{experiment}` (`{_relative(accuracy['config_path'])}`, distillation alpha "
+            f"{accuracy['config']['distill']['alpha']}, T {accuracy['config']['distill']['temperature']}), "
+            f"{len(seeds)} seeds "
             f"({', '.join(map(str, seeds))}), each a full `teacher`, `student`, `distill` run "
             f"(`kdkeras.training.run_phase`) scored on the {n_test} test images; mean ± sample standard "
             f"deviation over seeds. Ran {_when(accuracy)}.",
@@ -176,6 +178,13 @@ def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
     lines = []
     if accuracy:
         lines += [f"- Accuracy, {'met' if met else 'NOT met'}: {text}." for text, met in accuracy_bench.verdicts(accuracy)]
+        spread = {name: accuracy["summary"][name]["acc"]["std"] for name in ("student", "distilled")
+                  if name in accuracy["summary"]}
+        if len(spread) == 2 and None not in spread.values():
+            lines.append(
+                f"- Accuracy: standard deviation of the test ACC over seeds, distilled student "
+                f"{spread['distilled']:.3f}, student alone {spread['student']:.3f}."
+            )
     if speed:
         for ratio in speed["ratios"]:
             if ratio["goal"] is not None:
@@ -195,7 +204,7 @@ def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
         reference = rows.get("keras", {}).get("acc")
         for fmt in ("tflite_dynamic_int8", "tflite_int8"):
             if fmt in rows and reference is not None and rows[fmt]["acc"] is not None:
-                drop = reference - rows[fmt]["acc"]
+                drop = round(reference - rows[fmt]["acc"], 6) + 0.0  # + 0.0: no "-0.00"
                 lines.append(
                     f"- Export, {'met' if drop <= int8_tolerance else 'NOT met'}: `{fmt}` test ACC "
                     f"{rows[fmt]['acc']:.4f} against {reference:.4f} for the Keras model "
