@@ -64,7 +64,7 @@ export: install
 		$(if $(FORMATS),--formats $(FORMATS))
 
 # Regenerates BENCHMARKS.md: training speed, accuracy over seeds, export of the first seed's
-# distilled student (about 45 min on 2 CPU cores; finished phases are reused on a rerun).
+# distilled student (about 30 min on 2 CPU cores; finished phases are reused on a rerun).
 # make bench BENCH_SEEDS="0 1 2" BENCH_EPOCHS=12
 BENCH_EXP   ?= quickstart
 BENCH_SEEDS ?= 0 1 2

@@ -204,11 +204,11 @@ def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
         reference = rows.get("keras", {}).get("acc")
         for fmt in ("tflite_dynamic_int8", "tflite_int8"):
             if fmt in rows and reference is not None and rows[fmt]["acc"] is not None:
-                drop = round(reference - rows[fmt]["acc"], 6) + 0.0  # + 0.0: no "-0.00"
+                change = rows[fmt]["acc"] - reference
                 lines.append(
-                    f"- Export, {'met' if drop <= int8_tolerance else 'NOT met'}: `{fmt}` test ACC "
+                    f"- Export, {'met' if change >= -int8_tolerance else 'NOT met'}: `{fmt}` test ACC "
                     f"{rows[fmt]['acc']:.4f} against {reference:.4f} for the Keras model "
-                    f"({-100 * drop:+.2f} points; goal: at most {100 * int8_tolerance:.0f} point lower), "
+                    f"({100 * change:+.2f} points; goal: at most {100 * int8_tolerance:.0f} point lower), "
                     f"{rows[fmt]['size_bytes'] / rows['keras']['size_bytes']:.2f}x its size on disk."
                 )
     return lines or ["Nothing measured yet."]
@@ -248,8 +248,9 @@ def _machine(result):
         + (f" (visible: {', '.join(env['gpus'])})" if env["gpus"] else "") + ".",
         f"- Software: TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}, "
         f"{env['platform']}.",
-        "- The cores were shared with other jobs of the same project (tests, training runs) while "
-        "measuring; the load averages printed with each section tell how busy the machine was.",
+        "- The cores are shared with other jobs of the same project (tests, training runs): the training "
+        "times of the accuracy runs include that contention, and the speed section gives the load "
+        "average around its run (its step kinds alternate, so load falls on all of them alike).",
     ]
     if env.get("lscpu"):
         lines += ["", "`lscpu | head`:", "", "```", env["lscpu"], "```"]
