@@ -247,6 +247,8 @@ def export_student(
     ```
     """
     formats = _check_formats(formats)
+    if int(representative_images) < 1:
+        raise ValueError(f"representative_images must be >= 1, got {representative_images}.")
     if int(latency_warmup) < 1 or int(latency_repeats) < 1:
         raise ValueError(
             f"latency_warmup and latency_repeats must be >= 1, got {latency_warmup} and "
@@ -299,7 +301,6 @@ def export_student(
             rows.append(
                 _row(fmt, FILENAMES[fmt], profiling.file_size_bytes(path), ms, logits, reference, test, task, class_names)
             )
-            del runner
         for fmt, path in written.items():
             _move_into_place(path, os.path.join(out_dir, FILENAMES[fmt]))
     finally:

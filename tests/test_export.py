@@ -137,6 +137,10 @@ def test_bad_arguments_name_the_fix(exported, tmp_path):
         export.export_student(model, tmp_path, formats=("onnx", "tflite_int8", "tf"))
     with pytest.raises(ValueError, match="No export format given"):
         export.export_student(model, tmp_path, formats=())
+    with pytest.raises(ValueError, match="representative_images must be >= 1, got 0"):
+        export.export_student(model, tmp_path, representative_images=0)
+    with pytest.raises(ValueError, match="latency_warmup and latency_repeats must be >= 1, got 5 and 0"):
+        export.export_student(model, tmp_path, latency_repeats=0)
     with pytest.raises(ValueError, match="'tflite_int8' needs `representative_data`"):
         export.export_student(model, tmp_path, formats=("tflite_int8",))
     with pytest.raises(ValueError, match=r"yields images of shape \(32, 32, 1\) but the model takes \(28, 28, 1\)"):
