@@ -19,6 +19,7 @@ from kdkeras.files import write_text_atomic
 LOADERS = ("medmnist", "xray_folder", "ham10000", "image_folder", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_accuracy", "val_auc")
+CLASS_WEIGHTS = ("", "balanced")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 BUNDLED = "@bundled"
 
@@ -44,6 +45,9 @@ class TrainConfig:
         reduce_lr: Patience of ReduceLROnPlateau on `monitor`; 0 disables it.
         monitor: Validation quantity for early stopping, LR reduction and
             best-weight restore: one of `MONITORS`.
+        class_weight: "" (every example counts the same) or "balanced":
+            weight each class by `n / (k * n_class)` of the train split, so
+            a rare class weighs as much as a common one in every loss term.
     """
 
     model: str = ""
@@ -56,6 +60,7 @@ class TrainConfig:
     early_stopping: int = 0
     reduce_lr: int = 0
     monitor: str = "val_auc"
+    class_weight: str = ""
 
 
 @dataclasses.dataclass
@@ -370,6 +375,8 @@ def _check_values(config, source):
             fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS)}.")
         if train.monitor not in MONITORS:
             fail(f"[{phase}] monitor", f"= {train.monitor!r} is unknown. Allowed: {', '.join(MONITORS)}.")
+        if train.class_weight not in CLASS_WEIGHTS:
+            fail(f"[{phase}] class_weight", f"= {train.class_weight!r} is unknown. Allowed: \"\" or \"balanced\".")
         if train.early_stopping < 0 or train.reduce_lr < 0:
             fail(f"[{phase}] early_stopping/reduce_lr", "are patiences in epochs and must be >= 0.")
     if not 0.0 <= config.distill.alpha <= 1.0:

@@ -190,6 +190,9 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         initial_epoch = state.restore(fitted)
     if initial_epoch:
         log(f"[{name}] resuming after epoch {initial_epoch} of {train_config.epochs}")
+    class_weight = _class_weight(train_config, info)
+    if class_weight:
+        log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
     callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(os.path.join(out, "logs", name))]
     if train_config.reduce_lr:
@@ -205,6 +208,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 shuffle=False,  # the train pipeline shuffles, seeded, each epoch
+                class_weight=class_weight,
                 verbose=verbose,
             )
     except TrainingDivergedError as e:
@@ -295,6 +299,17 @@ def describe_distiller(distiller):
     if distiller.warmup_steps:
         parts.append(f"warm-up {distiller.warmup_steps} steps")
     return ", ".join(parts)
+
+
+def _class_weight(train_config, info):
+    if not train_config.class_weight:
+        return None
+    if info.class_weights is None:
+        raise ConfigError(
+            f"class_weight = {train_config.class_weight!r} weighs sparse class labels, but "
+            f"{info.name} is {info.task}: remove class_weight for this dataset."
+        )
+    return info.class_weights
 
 
 def _steps_per_epoch(dataset):

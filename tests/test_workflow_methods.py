@@ -1,6 +1,7 @@
 """DKD, feature distillation, several teachers and cached logits from experiment configs."""
 
 import json
+import re
 import os
 import tomllib
 
@@ -132,3 +133,15 @@ def test_multilabel_data_gets_per_label_sigmoid_kd():
     distill.loss = "decoupled_kd"
     with pytest.raises(ConfigError, match="chestmnist is multi-label. Use loss = 'multilabel_kd'"):
         training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
+
+
+def test_balanced_class_weights_reach_fit(trained, capsys):
+    path, runs = trained
+    args = ["student", "--config", str(path), "--runs-dir", runs, "--set", 'student.class_weight="balanced"']
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    weights = dict(re.findall(r"(normal|pneumonia) (\d\.\d{3})", out.split("class weights")[1].splitlines()[0]))
+    assert float(weights["normal"]) > 1.0 > float(weights["pneumonia"])  # the rarer class weighs more
+    base = config_lib.from_dict(tomllib.loads(TINY))
+    with pytest.raises(ConfigError, match="class_weight = 'inverse' is unknown"):
+        config_lib.apply_overrides(base, {"teacher.class_weight": "inverse"})
