@@ -100,6 +100,7 @@ def build_parser():
             continue
         if command == "export":
             _add_export_arguments(sub)
+            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
             continue
         for flag, _, kind, text in OVERRIDES:
             sub.add_argument(flag, type=kind, help=text)
@@ -115,7 +116,7 @@ def build_parser():
             "(VALUE is read as TOML; bare words are strings)",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
-        if command == "distill":
+        if command in ("distill", "sweep"):
             sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
     return parser
 
@@ -208,6 +209,7 @@ def main(argv=None):
                 table = export.export_experiment(
                     config, args.model, args.runs_dir, formats=args.formats or export.FORMATS,
                     out_dir=args.out, representative_images=args.representative_images,
+                    unsafe_load=args.unsafe_load,
                 )
             except ValueError as e:
                 print(f"kdkeras: export: {e}", file=sys.stderr)
@@ -218,7 +220,9 @@ def main(argv=None):
         if args.command == "sweep":
             from kdkeras import sweep
 
-            sweep.run_sweep(config, runs_dir=args.runs_dir, verbose=2 if args.quiet else "auto")
+            sweep.run_sweep(
+                config, runs_dir=args.runs_dir, verbose=2 if args.quiet else "auto", unsafe_load=args.unsafe_load
+            )
             return 0
         training.run_phase(
             config, args.command, args.runs_dir, verbose=2 if args.quiet else "auto",

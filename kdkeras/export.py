@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from kdkeras import metrics as metrics_lib
 from kdkeras import profiling
-from kdkeras.files import write_text_atomic
+from kdkeras.files import load_model, write_text_atomic
 
 FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
 FILENAMES = {
@@ -198,6 +198,7 @@ def export_student(
     num_threads=None,
     latency_warmup=5,
     latency_repeats=50,
+    unsafe_load=False,
 ):
     """Exports a student to SavedModel and TFLite and measures every file.
 
@@ -226,6 +227,8 @@ def export_student(
             the cores this process may run on, as TensorFlow does.
         latency_warmup: Untimed calls before timing each format.
         latency_repeats: Timed batch-1 calls per format (the median is kept).
+        unsafe_load: Load a model file that stores Python code (Lambda
+            layers); only for files you trust (see `kdkeras.files.load_model`).
 
     Returns:
         An `ExportTable`, also written to `out_dir/export.json` and
@@ -254,7 +257,7 @@ def export_student(
             f"latency_warmup and latency_repeats must be >= 1, got {latency_warmup} and "
             f"{latency_repeats}: the first call of each format allocates and must not be timed."
         )
-    model, source_path = _load_model(model_or_path)
+    model, source_path = _load_model(model_or_path, unsafe_load)
     input_shape = _input_shape(model)
     calibration = None
     if "tflite_int8" in formats:
@@ -320,7 +323,7 @@ def export_student(
 
 
 def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS, out_dir=None,
-                      representative_images=200, log=print):
+                      representative_images=200, log=print, unsafe_load=False):
     """`export_student` on an experiment's model, with its own data splits.
 
     The representative images are the first `representative_images` of the
@@ -336,6 +339,7 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS,
         out_dir: Output folder; defaults to `<runs_dir>/<experiment>/export`.
         representative_images: Train images that calibrate `tflite_int8`.
         log: Callable receiving progress lines.
+        unsafe_load: Load a model file that stores Python code; see `export_student`.
 
     Returns:
         The `ExportTable`.
@@ -366,6 +370,7 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS,
         task=info.task,
         class_names=info.class_names,
         representative_images=representative_images,
+        unsafe_load=unsafe_load,
     )
     log(f"[export] wrote {os.path.join(out_dir, TABLE_MD)}")
     return table
@@ -394,24 +399,16 @@ def _check_formats(formats):
     return tuple(dict.fromkeys(formats))
 
 
-def _load_model(model_or_path):
+def _load_model(model_or_path, unsafe_load=False):
     from kdkeras.distiller import Distiller
 
     if isinstance(model_or_path, keras.Model):
         model, path = model_or_path, None
     else:
         path = os.fspath(model_or_path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"Model file {path!r} not found: pass the path of a saved .keras model "
-                "(e.g. runs/quickstart/distilled.keras, written by `make distill`)."
-            )
         if not path.endswith(".keras"):
             raise ValueError(f"{path}: expected a Keras 3 `.keras` file (saved with `model.save`).")
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except (ValueError, OSError, TypeError) as e:
-            raise ValueError(f"{path}: cannot be loaded as a Keras model ({e}); save it again with `model.save`.") from e
+        model = load_model(path, unsafe_load=unsafe_load)
     if isinstance(model, Distiller):
         model = model.student
     return model, path

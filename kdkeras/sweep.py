@@ -101,7 +101,7 @@ def point_name(temperature, alpha):
     return f"T{_number(temperature)}_a{_number(alpha)}"
 
 
-def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="auto", log=print):
+def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="auto", log=print, unsafe_load=False):
     """Distils the experiment's teacher at every grid point; writes the table and plot.
 
     Args:
@@ -112,6 +112,8 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
         runs_dir: Parent folder of run folders.
         verbose: Keras progress-bar verbosity for `fit`.
         log: Callable receiving one line per step.
+        unsafe_load: Load a teacher file that stores Python code (see
+            `kdkeras.files.load_model`); only for files you trust.
 
     Returns:
         One dict per grid point, in grid order, with the keys of `CSV_COLUMNS`.
@@ -160,7 +162,10 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
             # Frees the previous point's models and traced functions: a long
             # sweep would otherwise keep every grid point's graphs in memory.
             keras.backend.clear_session()
-            training.run_phase(point, "distill", sweep_dir, verbose=verbose, log=log, teacher_path=teacher_path)
+            training.run_phase(
+                point, "distill", sweep_dir, verbose=verbose, log=log, teacher_path=teacher_path,
+                unsafe_load=unsafe_load,
+            )
         row = _point_row(name, temperature, alpha, folder, point.distill.monitor)
         log(f"{prefix}: test ACC {row['acc']:.4f}, AUC {row['auc']:.4f}, "
             f"balanced ACC {row['balanced_acc']:.4f} ({row['epochs']} epochs, {row['seconds']} s)")

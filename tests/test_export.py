@@ -145,7 +145,7 @@ def test_bad_arguments_name_the_fix(exported, tmp_path):
         export.export_student(model, tmp_path, formats=("tflite_int8",))
     with pytest.raises(ValueError, match=r"yields images of shape \(32, 32, 1\) but the model takes \(28, 28, 1\)"):
         export.export_student(model, tmp_path, representative_data=np.zeros((4, 32, 32, 1)))
-    with pytest.raises(FileNotFoundError, match="nope.keras' not found: pass the path of a saved .keras model"):
+    with pytest.raises(FileNotFoundError, match="nope.keras not found: pass the path of a saved .keras model"):
         export.export_student(tmp_path / "nope.keras", tmp_path)
     (tmp_path / "weights.h5").write_text("")
     with pytest.raises(ValueError, match="expected a Keras 3 `.keras` file"):
