@@ -303,10 +303,17 @@ def test_set_overrides_reach_every_seed_and_the_variants_table(tmp_path, monkeyp
     assert variant["overrides"] == {"distill.alpha": 0.5, "distill.temperature": 2}
     lines = report.variants_markdown({**_result(), "experiment": "tiny", "seeds": [0, 2],
                                       "config": {"distill": {"alpha": 0.1, "temperature": 4.0}}}, {"alpha0.5": variant})
-    assert lines[2] == ("| as configured: alpha 0.1, T 4.0 | 0, 2 | 0.880 ± 0.020 | 0.960 ± 0.000 | 0.840 ± 0.057 | "
-                        "`python -m kdkeras.bench.accuracy --config tiny --seeds 0 2 --runs-dir runs/bench` |")
-    assert lines[3] == ("| alpha0.5: alpha 0.5, T 2.0 | 0, 2 | 0.900 ± 0.000 | 0.970 ± 0.000 | 0.880 ± 0.000 | "
-                        "`python -m kdkeras.bench.accuracy --config tiny --seeds 0 2 --set distill.alpha=0.5 "
-                        "--set distill.temperature=2 --runs-dir runs/bench/variants/alpha0.5` |")
+    assert lines[2] == ("| as configured: alpha 0.1, T 4.0 | distilled student | 0, 2 | 0.880 ± 0.020 | 0.960 ± 0.000 | "
+                        "0.840 ± 0.057 | `python -m kdkeras.bench.accuracy --config tiny --seeds 0 2 --runs-dir runs/bench` |")
+    assert lines[3] == ("| alpha0.5: distill.alpha = 0.5, distill.temperature = 2 | distilled student | 0, 2 | "
+                        "0.900 ± 0.000 | 0.970 ± 0.000 | 0.880 ± 0.000 | "
+                        "`python -m kdkeras.bench.accuracy --config tiny --seeds 0 2 --set 'distill.alpha=0.5' "
+                        "--set 'distill.temperature=2' --runs-dir runs/bench/variants/alpha0.5` |")
+    assert len(lines) == 4  # a distill-only variant reuses the teachers and students
+    retrained = {**variant, "overrides": {"teacher.class_weight": "balanced"}}
+    lines = report.variants_markdown({**_result(), "experiment": "tiny", "seeds": [0, 2],
+                                      "config": {"distill": {"alpha": 0.1, "temperature": 4.0}}}, {"bal": retrained})
+    assert [line.split(" | ")[1] for line in lines[3:]] == ["teacher", "student alone", "distilled student"]
+    assert "--set 'teacher.class_weight=\"balanced\"'" in lines[3]
     assert accuracy.main(["--config", str(config), "--set", "distill.alpha"]) == 2
     assert "--set expects KEY=VALUE, got 'distill.alpha'" in capsys.readouterr().err

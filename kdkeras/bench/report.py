@@ -76,7 +76,7 @@ def build_markdown(runs_dir="runs/bench"):
         ]
         variants = _read_variants(runs_dir)
         if variants:
-            lines += ["", "### Other distillation settings, same teachers and seeds", ""]
+            lines += ["", "### Other recipes, same seeds", ""]
             lines += variants_markdown(accuracy, variants)
     else:
         lines.append("Not measured yet: run `python -m kdkeras.bench.accuracy` (see Reproduce).")
@@ -133,33 +133,53 @@ def build_markdown(runs_dir="runs/bench"):
 
 
 def variants_markdown(accuracy, variants):
-    """The distilled student of the main run beside that of each `--set` variant.
+    """The main run beside each `--set` variant, one row per model a variant retrained.
+
+    A variant that only overrides `distill.*` keys reuses the main run's
+    teachers and students, so it adds its distilled student alone; any other
+    override (a `[teacher]`, `[student]` or `[data]` key) retrains every phase,
+    and all three models get a row.
 
     Args:
         accuracy: The main `kdkeras.bench.accuracy` result.
         variants: `{name: result}` of runs with `overrides`.
 
     Returns:
-        Markdown lines of one table, a row per recipe.
+        Markdown lines of one table.
     """
     lines = [
-        "| Recipe | Seeds | " + " | ".join(f"distilled {accuracy_bench.METRIC_TITLES[m]}" for m in accuracy_bench.METRICS)
+        "| Recipe | Model | Seeds | " + " | ".join(accuracy_bench.METRIC_TITLES[m] for m in accuracy_bench.METRICS)
         + " | Command |",
-        "| --- | --- | " + " | ".join("---:" for _ in accuracy_bench.METRICS) + " | --- |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in accuracy_bench.METRICS) + " | --- |",
     ]
     for name, result in [(None, accuracy), *variants.items()]:
-        distill = result["config"]["distill"]
-        sets = " ".join(f"--set {key}={value}" for key, value in result.get("overrides", {}).items())
-        summary = result["summary"].get("distilled", {})
+        overrides = result.get("overrides", {})
+        if name is None:
+            distill = result["config"]["distill"]
+            recipe = f"as configured: alpha {distill['alpha']}, T {distill['temperature']}"
+        else:
+            recipe = f"{name}: " + ", ".join(f"{key} = {value}" for key, value in overrides.items())
+        retrained = any(not key.startswith("distill.") for key in overrides)
+        models = accuracy_bench.MODELS if retrained else ("distilled",)
+        sets = " ".join(f"--set '{key}={_toml(value)}'" for key, value in overrides.items())
         runs = "runs/bench" if name is None else f"runs/bench/{VARIANTS}/{name}"
-        lines.append(
-            f"| {name or 'as configured'}: alpha {distill['alpha']}, T {distill['temperature']} | "
-            f"{', '.join(map(str, result['seeds']))} | "
-            + " | ".join(accuracy_bench.format_mean_std(summary.get(m)) for m in accuracy_bench.METRICS)
-            + f" | `python -m kdkeras.bench.accuracy --config {result['experiment']} "
-            f"--seeds {' '.join(map(str, result['seeds']))}{' ' + sets if sets else ''} --runs-dir {runs}` |"
+        command = (
+            f"`python -m kdkeras.bench.accuracy --config {result['experiment']} "
+            f"--seeds {' '.join(map(str, result['seeds']))}{' ' + sets if sets else ''} --runs-dir {runs}`"
         )
+        for i, model in enumerate(models):
+            summary = result["summary"].get(model, {})
+            lines.append(
+                f"| {recipe if i == 0 else ''} | {accuracy_bench.MODEL_TITLES[model]} | "
+                f"{', '.join(map(str, result['seeds']))} | "
+                + " | ".join(accuracy_bench.format_mean_std(summary.get(m)) for m in accuracy_bench.METRICS)
+                + f" | {command if i == 0 else ''} |"
+            )
     return lines
+
+
+def _toml(value):
+    return f'"{value}"' if isinstance(value, str) else value
 
 
 def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
