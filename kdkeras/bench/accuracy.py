@@ -24,7 +24,9 @@ import os
 import sys
 import tomllib
 
+from kdkeras import config as config_lib
 from kdkeras.bench.environment import describe_environment
+from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
 
 METRICS = ("acc", "auc", "balanced_acc")
@@ -280,13 +282,19 @@ def _read_record(path, config_text, phase):
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        saved = tomllib.loads(record["config"])
+        saved = _with_defaults(record["config"])
     except FileNotFoundError:
         return None
-    except (OSError, KeyError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+    except (OSError, KeyError, json.JSONDecodeError, tomllib.TOMLDecodeError, ConfigError) as e:
         raise ValueError(f"{path} is unreadable ({e}); delete it to rerun that phase.") from None
-    current = tomllib.loads(config_text)
+    current = _with_defaults(config_text)
     return record if _phase_inputs(saved, phase) == _phase_inputs(current, phase) else None
+
+
+def _with_defaults(config_text):
+    """The config with every key present: a key added to kdkeras later, left at its
+    default, does not make an older record look different."""
+    return config_lib.from_dict(tomllib.loads(config_text)).to_dict()
 
 
 def _phase_inputs(config, phase):
@@ -317,7 +325,6 @@ def main(argv=None):
     """Runs the benchmark, prints its tables and writes them."""
     args = build_parser().parse_args(argv)
     from kdkeras.cli import parse_value
-    from kdkeras.config import ConfigError
 
     overrides = {}
     for item in args.set:

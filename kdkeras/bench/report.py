@@ -76,7 +76,12 @@ def build_markdown(runs_dir="runs/bench"):
         ]
         variants = _read_variants(runs_dir)
         if variants:
-            lines += ["", "### Other recipes, same seeds", ""]
+            lines += [
+                "", "### Other recipes, same seeds", "",
+                "Every recipe here is scored on the same test split as the configured one: a recipe "
+                "chosen by comparing these rows is chosen on the test set, so read small gaps with care.",
+                "",
+            ]
             lines += variants_markdown(accuracy, variants)
     else:
         lines.append("Not measured yet: run `python -m kdkeras.bench.accuracy` (see Reproduce).")
@@ -157,8 +162,10 @@ def variants_markdown(accuracy, variants):
         if name is None:
             distill = result["config"]["distill"]
             recipe = f"as configured: alpha {distill['alpha']}, T {distill['temperature']}"
+            if distill.get("class_weight"):
+                recipe += f", class_weight {_toml(distill['class_weight'])}"
         else:
-            recipe = f"{name}: " + ", ".join(f"{key} = {value}" for key, value in overrides.items())
+            recipe = f"{name}: " + ", ".join(f"{key} = {_toml(value)}" for key, value in overrides.items())
         retrained = any(not key.startswith("distill.") for key in overrides)
         models = accuracy_bench.MODELS if retrained else ("distilled",)
         sets = " ".join(f"--set '{key}={_toml(value)}'" for key, value in overrides.items())
