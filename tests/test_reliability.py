@@ -162,7 +162,7 @@ def dead_pid():
 
 def locked_cache(tmp_path, owner):
     """An image tree whose file cache holds a lockfile, as a killed (or running) filler leaves it."""
-    load = image_tree(tmp_path, lambda folder: None)
+    image_tree(tmp_path, lambda folder: None)  # writes the tree; the cache is what is tested
     prefix = tmp_path / "cache" / "tree"
     prefix.parent.mkdir()
     (prefix.parent / "tree-train_0.lockfile").write_text("Created at: 0")

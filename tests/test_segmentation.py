@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import kdkeras
-from kdkeras import losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
