@@ -70,6 +70,7 @@ UNSAFE_LOAD_HELP = (
     "load a .keras file even if it stores Python code (a Lambda layer), which runs on load; "
     "only for files whose source you trust (default: Keras safe mode refuses them)"
 )
+LOADS_MODELS = ("distill", "evaluate", "export", "sweep")  # the commands that read .keras files
 
 
 def build_parser():
@@ -92,15 +93,15 @@ def build_parser():
             help="experiment: a .toml path or the name of one in experiments/ (default: quickstart)",
         )
         sub.add_argument("--runs-dir", default="runs", help="parent folder of run outputs (default: runs)")
+        if command in LOADS_MODELS:
+            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
         if command == "evaluate":
             sub.add_argument("--model", required=True, help="path of the .keras model to evaluate")
-            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
             continue
         if command == "report":
             continue
         if command == "export":
             _add_export_arguments(sub)
-            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
             continue
         for flag, _, kind, text in OVERRIDES:
             sub.add_argument(flag, type=kind, help=text)
@@ -116,8 +117,6 @@ def build_parser():
             "(VALUE is read as TOML; bare words are strings)",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
-        if command in ("distill", "sweep"):
-            sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
     return parser
 
 

@@ -391,6 +391,7 @@ def _check_values(config, source):
 def _check_distill(distill, data, fail):
     from kdkeras import features as kd_features
     from kdkeras import losses as kd_losses
+    from kdkeras.distiller import check_teacher_weights
 
     if distill.loss not in kd_losses.NAMES:
         fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(kd_losses.NAMES)}.")
@@ -413,17 +414,11 @@ def _check_distill(distill, data, fail):
             fail(where, f"= {row!r}: {error}")
     if any(not isinstance(path, str) or not path.endswith(".keras") for path in distill.teachers):
         fail("[distill] teachers", f"= {distill.teachers!r} must list .keras teacher files.")
-    weights = distill.teacher_weights
-    if weights and (
-        len(weights) != max(len(distill.teachers), 1)
-        or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights)
-        or not sum(weights) > 0
-    ):
-        fail(
-            "[distill] teacher_weights",
-            f"= {weights!r} must hold one number >= 0 per teacher ({max(len(distill.teachers), 1)}), "
-            "with a positive sum.",
-        )
+    if distill.teacher_weights:
+        try:
+            check_teacher_weights(distill.teacher_weights, max(len(distill.teachers), 1))
+        except ValueError as error:
+            fail("[distill] teacher_weights", f"= {distill.teacher_weights!r}: {error}")
     if distill.cache_teacher and data.get("augment"):
         fail(
             "[distill] cache_teacher",

@@ -86,7 +86,7 @@ class Distiller(keras.Model):
             _check_widths(_output_width(model), width)
         self.student = student
         self.teachers = teachers
-        self.teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
+        self.teacher_weights = check_teacher_weights(teacher_weights, len(teachers))
         self.features = [_as_feature_match(f) for f in features or ()]
         self._student_features = self._teacher_features = None
         self.adapters = []
@@ -413,7 +413,21 @@ def _check_teacher(teacher):
     teacher.trainable = False
 
 
-def _check_teacher_weights(weights, count):
+def check_teacher_weights(weights, count):
+    """Validates the weights of `count` teachers' soft targets and normalises them.
+
+    Args:
+        weights: One number >= 0 per teacher with a positive sum, or None for
+            equal weights.
+        count: Number of teachers.
+
+    Returns:
+        List of `count` floats summing to 1.
+
+    Raises:
+        ValueError: for a wrong length, a negative or non-numeric weight, or a
+            zero sum.
+    """
     if weights is None:
         return [1.0 / count] * count
     weights = list(weights)
@@ -423,8 +437,8 @@ def _check_teacher_weights(weights, count):
         or not sum(weights) > 0
     ):
         raise ValueError(
-            f"`teacher_weights` must be {count} numbers >= 0 with a positive sum (one per "
-            f"teacher), got {weights!r}."
+            f"`teacher_weights` must hold one number >= 0 per teacher ({count}), with a positive "
+            f"sum; got {weights!r}."
         )
     return [float(w) / sum(weights) for w in weights]
 

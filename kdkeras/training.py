@@ -162,7 +162,9 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         if teachers:
             for teacher, path in zip(teachers, teacher_paths):
                 _check_teacher(teacher, input_shape, info, path)
-            fitted = build_distiller(model, teachers, train_config, info, _steps_per_epoch(train))
+            # Counting the steps can take a pass over the data; only the warm-up needs them.
+            steps = _steps_per_epoch(train) if train_config.warmup_epochs else 0
+            fitted = build_distiller(model, teachers, train_config, info, steps)
             log(f"[{name}] {describe_distiller(fitted)}")
         else:
             fitted = model

@@ -106,7 +106,7 @@ def test_several_teachers_round_trip_and_validation(tmp_path):
     assert restored.evaluate(X, Y, return_dict=True, verbose=0) == pytest.approx(ours, rel=1e-6)
     with pytest.raises(AttributeError, match="2 teachers"):
         distiller.teacher  # noqa: B018 - the property raises
-    with pytest.raises(ValueError, match="2 numbers >= 0"):
+    with pytest.raises(ValueError, match="one number >= 0 per teacher \\(2\\)"):
         two_teacher_distiller(weights=(1.0,))
     with pytest.raises(ValueError, match="outputs 3 logits"):
         kdkeras.Distiller(fixed_logits_model(Z_STUDENT, "s"), [fixed_logits_model(Z_TEACHER[:, :3], "t")])

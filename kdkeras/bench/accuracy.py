@@ -86,7 +86,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
             name = training.ARTIFACT[phase]
             record_path = os.path.join(training.run_dir(seeded, seed_runs), f"bench_{name}.json")
             record = None if fresh or (phase == "distill" and retrained_teacher) else _read_record(
-                record_path, config_lib.dump_toml(seeded), phase)
+                record_path, seeded, phase)
             if record is None:
                 log(f"[accuracy] seed {seed}: {phase}")
                 result = training.run_phase(seeded, phase, seed_runs, verbose=2, log=log)
@@ -278,7 +278,7 @@ def save(result, out_dir):
     return path
 
 
-def _read_record(path, config_text, phase):
+def _read_record(path, config, phase):
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
@@ -287,12 +287,11 @@ def _read_record(path, config_text, phase):
         return None
     except (OSError, KeyError, json.JSONDecodeError, tomllib.TOMLDecodeError, ConfigError) as e:
         raise ValueError(f"{path} is unreadable ({e}); delete it to rerun that phase.") from None
-    current = _with_defaults(config_text)
-    return record if _phase_inputs(saved, phase) == _phase_inputs(current, phase) else None
+    return record if _phase_inputs(saved, phase) == _phase_inputs(config.to_dict(), phase) else None
 
 
 def _with_defaults(config_text):
-    """The config with every key present: a key added to kdkeras later, left at its
+    """A saved config with every key present: a key added to kdkeras later, left at its
     default, does not make an older record look different."""
     return config_lib.from_dict(tomllib.loads(config_text)).to_dict()
 
