@@ -85,6 +85,10 @@ class DistillConfig(TrainConfig):
         teacher_weights: Weights of `teachers`' soft targets; empty means equal.
         cache_teacher: Compute the teacher's logits once and stream them with
             the data; needs a train pipeline without augmentation.
+        transfer_set: Unlabeled images the student learns from through the
+            teacher only (see `kdkeras.transfer`): "" (none), "train" (the
+            train images whose labels `labeled_fraction` withholds), or a
+            folder of images or an `.npz` with an `images` array.
     """
 
     alpha: float = 0.1
@@ -96,6 +100,7 @@ class DistillConfig(TrainConfig):
     teachers: list = dataclasses.field(default_factory=list)
     teacher_weights: list = dataclasses.field(default_factory=list)
     cache_teacher: bool = False
+    transfer_set: str = ""
 
 
 @dataclasses.dataclass
@@ -122,6 +127,12 @@ class ExperimentConfig:
         description: One line for the report.
         seed: Global seed (Python, NumPy, TensorFlow, shuffles).
         strategy: `tf.distribute` strategy, one of `STRATEGIES`.
+        deterministic: Make every op deterministic
+            (`tf.config.experimental.enable_op_determinism`), so that a seeded
+            phase repeats bit for bit on the same machine and software.
+        labeled_fraction: Fraction of the train split whose labels the
+            student and distill phases see (a seeded, stratified choice); the
+            teacher trains on every label. See `kdkeras.transfer`.
         data: Loader name under `loader` plus that loader's keyword arguments.
         teacher: The teacher phase.
         student: The student-alone phase (the baseline).
@@ -135,6 +146,8 @@ class ExperimentConfig:
     description: str = ""
     seed: int = 0
     strategy: str = "auto"
+    deterministic: bool = False
+    labeled_fraction: float = 1.0
     data: dict = dataclasses.field(default_factory=dict)
     teacher: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     student: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -379,6 +392,15 @@ def _check_values(config, source):
             fail(f"[{phase}] class_weight", f"= {train.class_weight!r} is unknown. Allowed: \"\" or \"balanced\".")
         if train.early_stopping < 0 or train.reduce_lr < 0:
             fail(f"[{phase}] early_stopping/reduce_lr", "are patiences in epochs and must be >= 0.")
+    if not 0.0 < config.labeled_fraction <= 1.0:
+        fail("labeled_fraction", f"= {config.labeled_fraction} must be in (0, 1].")
+    if config.distill.transfer_set == "train" and config.labeled_fraction == 1.0:
+        fail(
+            "[distill] transfer_set",
+            "= 'train' distils through the train images whose labels are withheld, but "
+            "labeled_fraction = 1 withholds none: set labeled_fraction < 1, or point "
+            "transfer_set at a folder or .npz of unlabeled images.",
+        )
     if not 0.0 <= config.distill.alpha <= 1.0:
         fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
     if not config.distill.temperature > 0:
@@ -425,6 +447,8 @@ def _check_distill(distill, data, fail):
             f"= true needs a train pipeline that shows the teacher the same images every epoch, "
             f"but [data] augment = {data['augment']!r}. Remove `augment` or set cache_teacher = false.",
         )
+    if distill.transfer_set and distill.loss == "decoupled_kd":
+        fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
     if distill.cache_teacher and distill.features:
         fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
 

@@ -32,6 +32,11 @@ class Distiller(keras.Model):
     `class_weight` weight every loss term per example. Calling the Distiller
     (and `predict`) returns the student's logits.
 
+    Unlabeled images (a transfer set, see `kdkeras.transfer`) carry the sparse
+    label -1: the student loss and the metrics skip them (the student loss
+    is the mean over the batch's labeled images), the distillation terms use
+    them like any other image.
+
     Three ways to change what the student learns from:
 
     - `features`: match intermediate layers (FitNets hints, attention
@@ -259,7 +264,7 @@ class Distiller(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)
-        return self.compute_metrics(x, y, student_logits, sample_weight=sample_weight)
+        return self.compute_metrics(x, *_labeled(y, student_logits, sample_weight))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -270,7 +275,7 @@ class Distiller(keras.Model):
         self._compute_losses(
             x, y, student_logits, teacher_logits, student_features, teacher_features, sample_weight
         )
-        return self.compute_metrics(x, y, student_logits, sample_weight=sample_weight)
+        return self.compute_metrics(x, *_labeled(y, student_logits, sample_weight))
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -308,7 +313,7 @@ class Distiller(keras.Model):
         is divided here the same way, and the trackers log the global values.
         """
         _check_widths(teacher_logits.shape[-1], student_logits.shape[-1])
-        student_loss = self.student_loss_fn(y, student_logits, sample_weight=sample_weight)
+        student_loss = self.student_loss_fn(*_labeled(y, student_logits, sample_weight))
         targets = teacher_logits
         if getattr(self.distillation_loss_fn, "requires_labels", False):
             targets = {"teacher_logits": teacher_logits, "labels": y}
@@ -384,6 +389,21 @@ def _split_inputs(inputs):
             )
         return inputs["inputs"], inputs["teacher_logits"]
     return inputs, None
+
+
+def _labeled(y, logits, sample_weight):
+    """`(y, logits, sample_weight)` of the batch's labeled examples.
+
+    Sparse labels < 0 mark unlabeled images; multi-hot labels are always labeled.
+    """
+    if y is None or y.dtype.is_floating:
+        return y, logits, sample_weight
+    labeled = tf.reduce_all(tf.reshape(y >= 0, [tf.shape(y)[0], -1]), axis=1)
+    return (
+        tf.boolean_mask(y, labeled),
+        tf.boolean_mask(logits, labeled),
+        None if sample_weight is None else tf.boolean_mask(sample_weight, labeled),
+    )
 
 
 def _combine_teachers(logits, weights, temperature, activation):

@@ -22,6 +22,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kdkeras import data as data_lib
 from kdkeras import distribute
@@ -30,6 +31,7 @@ from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
 from kdkeras import profiling
 from kdkeras import reporting
+from kdkeras import transfer
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.config import BUNDLED, ConfigError, save_config
 from kdkeras.distiller import Distiller
@@ -52,7 +54,7 @@ def run_dir(config, runs_dir="runs"):
     return os.path.join(runs_dir, config.name)
 
 
-def load_data(config):
+def load_data(config, raw_train=False):
     """Loads the experiment's data with its `[data]` table.
 
     `root = "@bundled"` with the medmnist loader points at the PneumoniaMNIST
@@ -60,11 +62,15 @@ def load_data(config):
 
     Args:
         config: An `ExperimentConfig`.
+        raw_train: Return the train split in a fixed order and without
+            augmentation (`kdkeras.transfer` builds its pipeline from it).
 
     Returns:
         `(train, val, test, info)` as returned by the `kdkeras.data` loader.
     """
     kwargs = dict(config.data)
+    if raw_train:
+        kwargs.update(shuffle=False, augment=None)
     loader = kwargs.pop("loader")
     if kwargs.get("root") == BUNDLED:
         kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
@@ -139,16 +145,26 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     with strategy.scope():
         teacher_paths = (config.distill.teachers or [teacher_path]) if phase == "distill" else []
         teachers = [_load_teacher(path, unsafe_load) for path in teacher_paths]
+    if config.deterministic:
+        # Process-wide, as TensorFlow offers it: a seeded phase then repeats bit for bit.
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    train, val, test, info = load_data(config)
-    train, val = (distribute.prepare_dataset(ds, strategy, batch_size) for ds in (train, val))
+    train_config = config.phase(phase)
+    split_labels = phase != "teacher" and transfer.uses_transfer_split(config)
+    train, val, test, info = load_data(config, raw_train=split_labels)
+    class_weight = _class_weight(train_config, info)
+    if split_labels:
+        plan = transfer.fit_plan(config, phase, train, info, batch_size, class_weight)
+    else:
+        plan = transfer.FitPlan(train, None, info.split_sizes["train"], 0, class_weight)
+    train, val = (distribute.prepare_dataset(ds, strategy, batch_size) for ds in (plan.train, val))
     input_shape = tuple(train.element_spec[0].shape[1:])
     log(
         f"[{name}] data: {info.name}, {info.task}, {info.num_classes} classes, "
         f"{'x'.join(map(str, input_shape))} px, split sizes {info.split_sizes}"
     )
     log(f"[{name}] {distribute.describe(strategy)}; global batch {batch_size} = {per_replica} per replica")
-    train_config = config.phase(phase)
+    log(f"[{name}] {plan.describe()}")
     model_name, options = config.student_model() if phase == "distill" else (train_config.model, train_config.options)
     with strategy.scope():
         model = models_lib.get_model(
@@ -163,7 +179,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             for teacher, path in zip(teachers, teacher_paths):
                 _check_teacher(teacher, input_shape, info, path)
             # Counting the steps can take a pass over the data; only the warm-up needs them.
-            steps = _steps_per_epoch(train) if train_config.warmup_epochs else 0
+            steps = plan.steps_per_epoch or _steps_per_epoch(train) if train_config.warmup_epochs else 0
             fitted = build_distiller(model, teachers, train_config, info, steps)
             log(f"[{name}] {describe_distiller(fitted)}")
         else:
@@ -192,7 +208,6 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         initial_epoch = state.restore(fitted)
     if initial_epoch:
         log(f"[{name}] resuming after epoch {initial_epoch} of {train_config.epochs}")
-    class_weight = _class_weight(train_config, info)
     if class_weight:
         log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
@@ -207,10 +222,11 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
                 train,
                 validation_data=val,
                 epochs=train_config.epochs,
+                steps_per_epoch=plan.steps_per_epoch,
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 shuffle=False,  # the train pipeline shuffles, seeded, each epoch
-                class_weight=class_weight,
+                class_weight=plan.class_weight,
                 verbose=verbose,
             )
     except TrainingDivergedError as e:
@@ -222,9 +238,12 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     result = evaluate(model, test, info, model_path, out, name)
     result.update(
         architecture=model_name,
+        train_images={"labeled": plan.labeled, "unlabeled": plan.unlabeled},
+        steps_per_epoch=plan.steps_per_epoch or _steps_per_epoch(train),
         epochs_run=len(state.history),
         best_epoch=state.best_epoch,
         monitor=state.monitor,
+        best_monitor_value=None if state.best is None else float(state.best),
         train_seconds=round(seconds, 1),
     )
     reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)

@@ -35,7 +35,10 @@ MODELS = ("teacher", "student", "distilled")
 MODEL_TITLES = {"teacher": "teacher", "student": "student alone", "distilled": "distilled student"}
 
 
-def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/bench", epochs=None,
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+
+
+def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="runs/bench", epochs=None,
                            fresh=False, overrides=None, log=print):
     """Runs (or reuses) every phase for every seed and summarises the test metrics.
 
@@ -98,6 +101,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=(0, 1, 2), runs_dir="runs/
                     "architecture": result["architecture"],
                     "params": result["params"],
                     "train_seconds": result["train_seconds"],
+                    "validation": {result["monitor"]: result["best_monitor_value"]},
                 }
                 write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
                 retrained_teacher = retrained_teacher or phase == "teacher"
@@ -299,7 +303,11 @@ def _with_defaults(config_text):
 def _phase_inputs(config, phase):
     """The config entries a phase's result depends on: a change elsewhere reuses it."""
     sections = {"teacher": ("teacher",), "student": ("student",), "distill": ("teacher", "student", "distill")}[phase]
-    return {key: config.get(key) for key in ("seed", "strategy", "data", *sections)}
+    inputs = {key: config.get(key) for key in ("seed", "strategy", "deterministic", "data", *sections)}
+    if phase != "teacher":
+        # The labeled subset, and the step budget that a transfer set sets for both arms.
+        inputs.update(labeled_fraction=config.get("labeled_fraction"), transfer_set=config["distill"].get("transfer_set"))
+    return inputs
 
 
 def build_parser():
@@ -308,7 +316,8 @@ def build_parser():
         prog="python -m kdkeras.bench.accuracy", description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--config", default="quickstart", help="experiment name or .toml path (default quickstart)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                        help=f"seeds (default {' '.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--epochs", type=int, help="maximum epochs of every phase (default: the config's)")
     parser.add_argument("--runs-dir", default="runs/bench", help="parent of the seed<N> run folders")
     parser.add_argument("--out-dir", help="write accuracy.json and accuracy.md here (default: --runs-dir)")
