@@ -25,7 +25,6 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from sklearn.model_selection import train_test_split
 
 from kdkeras.config import ConfigError
 from kdkeras.data import images as images_lib
@@ -80,15 +79,16 @@ def labeled_indices(labels, fraction, seed=0):
         Sorted int array of the indices that keep their labels.
     """
     labels = np.asarray(labels)
-    n = len(labels)
     if fraction >= 1.0:
-        return np.arange(n)
-    classes = np.unique(labels)
-    keep = max(int(round(fraction * n)), len(classes))
-    if keep >= n:
-        return np.arange(n)
-    chosen, _ = train_test_split(np.arange(n), train_size=keep, stratify=labels, random_state=seed)
-    return np.sort(chosen)
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        # Per class, so that a rare class keeps its share (and at least one label).
+        count = max(1, int(round(fraction * len(members))))
+        chosen.append(rng.permutation(members)[:count])
+    return np.sort(np.concatenate(chosen))
 
 
 def fit_plan(config, phase, train_source, info, batch_size, class_weight):

@@ -87,26 +87,10 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
         retrained_teacher = False
         for phase in training.PHASES:
             name = training.ARTIFACT[phase]
-            record_path = os.path.join(training.run_dir(seeded, seed_runs), f"bench_{name}.json")
-            record = None if fresh or (phase == "distill" and retrained_teacher) else _read_record(
-                record_path, seeded, phase)
-            if record is None:
-                log(f"[accuracy] seed {seed}: {phase}")
-                result = training.run_phase(seeded, phase, seed_runs, verbose=2, log=log)
-                record = {
-                    "config": config_lib.dump_toml(seeded),
-                    "metrics": {key: result[key] for key in METRICS},
-                    "test_images": result["n"],
-                    "class_recall": {c["name"]: c["recall"] for c in result["per_class"]},
-                    "architecture": result["architecture"],
-                    "params": result["params"],
-                    "train_seconds": result["train_seconds"],
-                    "validation": {result["monitor"]: result["best_monitor_value"]},
-                }
-                write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
-                retrained_teacher = retrained_teacher or phase == "teacher"
-            else:
-                log(f"[accuracy] seed {seed}: {phase} already done ({record_path})")
+            record, ran = run_recorded_phase(
+                seeded, phase, seed_runs, fresh=fresh or (phase == "distill" and retrained_teacher), log=log
+            )
+            retrained_teacher = retrained_teacher or (ran and phase == "teacher")
             per_seed[str(seed)][name] = record["metrics"]
             recall[str(seed)][name] = record["class_recall"]
             models[name] = {"architecture": record["architecture"], "params": record["params"]}
@@ -128,6 +112,47 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
         "train_seconds": seconds,
         "environment": environment,
     }
+
+
+def run_recorded_phase(config, phase, seed_runs, fresh=False, teacher_path=None, log=print):
+    """Runs one phase, or reuses its record when the config it depends on is unchanged.
+
+    Args:
+        config: The seeded `ExperimentConfig`.
+        phase: "teacher", "student" or "distill".
+        seed_runs: Parent of the run folder.
+        fresh: Retrain even when a matching record exists.
+        teacher_path: The teacher `distill` reads (default: the run folder's).
+        log: Callable receiving progress lines.
+
+    Returns:
+        `(record, ran)`: the phase's record (config, test metrics, class recall,
+        architecture, parameters, train seconds, best validation value) and
+        whether the phase was trained now.
+    """
+    from kdkeras import training
+
+    name = training.ARTIFACT[phase]
+    record_path = os.path.join(training.run_dir(config, seed_runs), f"bench_{name}.json")
+    record = None if fresh else _read_record(record_path, config, phase)
+    if record is not None:
+        log(f"[bench] {config.name} seed {config.seed}: {phase} already done ({record_path})")
+        return record, False
+    log(f"[bench] {config.name} seed {config.seed}: {phase}")
+    result = training.run_phase(config, phase, seed_runs, verbose=2, log=log, teacher_path=teacher_path)
+    record = {
+        "config": config_lib.dump_toml(config),
+        "metrics": {key: result[key] for key in METRICS},
+        "test_images": result["n"],
+        "class_recall": {c["name"]: c["recall"] for c in result["per_class"]},
+        "architecture": result["architecture"],
+        "params": result["params"],
+        "train_seconds": result["train_seconds"],
+        "validation": {result["monitor"]: result["best_monitor_value"]},
+        "budget": {key: result[key] for key in ("train_images", "steps_per_epoch", "epochs_run", "best_epoch")},
+    }
+    write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    return record, True
 
 
 def aggregate(per_seed, metrics=METRICS):
