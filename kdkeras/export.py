@@ -28,9 +28,7 @@ import dataclasses
 import json
 import os
 import shutil
-import statistics
 import tempfile
-import time
 import warnings
 
 import keras
@@ -39,6 +37,8 @@ import tensorflow as tf
 
 from kdkeras import metrics as metrics_lib
 from kdkeras import profiling
+from kdkeras import runs as runs_lib
+from kdkeras.formatting import format_bytes
 from kdkeras.files import load_model, write_text_atomic
 
 FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
@@ -350,14 +350,14 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS,
     from kdkeras import training
 
     formats = _check_formats(formats)
-    run = training.run_dir(config, runs_dir)
-    model_path = model_path or os.path.join(run, "distilled.keras")
+    run = runs_lib.RunFolder.of(config, runs_dir)
+    model_path = model_path or run.model("distilled")
     if not os.path.isfile(model_path):
         raise training.MissingArtifactError(
             f"{model_path} not found: export needs a saved .keras model. Run `make distill` "
             f"(or `kdkeras distill --config {config.path or config.name}`) first, or pass --model."
         )
-    out_dir = out_dir or os.path.join(run, "export")
+    out_dir = out_dir or os.path.join(run.path, "export")
     unaugmented = dataclasses.replace(config, data={**config.data, "augment": None})
     train, _, test, info = training.load_data(unaugmented)
     log(f"[export] {model_path} -> {out_dir}: {', '.join(formats)}")
@@ -374,15 +374,6 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS,
     )
     log(f"[export] wrote {os.path.join(out_dir, TABLE_MD)}")
     return table
-
-
-def format_bytes(size):
-    """Size in decimal units to 3 significant digits, as `kdkeras.reporting` prints it: `175 kB`."""
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        # Unit chosen after rounding, so 999,999 bytes read "1 MB", not "1e+03 kB".
-        if size >= scale * 0.9995:
-            return f"{size / scale:.3g} {unit}"
-    return f"{size} B"
 
 
 def _check_formats(formats):
@@ -517,14 +508,7 @@ class _SavedModelRunner:
 def _latency(runner, input_shape, warmup, repeats):
     if isinstance(runner, TFLiteModel):
         image = np.random.default_rng(0).uniform(0.0, 255.0, size=(1, *input_shape)).astype(np.float32)
-        for _ in range(int(warmup)):
-            runner(image)
-        times = []
-        for _ in range(int(repeats)):
-            start = time.perf_counter()
-            runner(image)
-            times.append(time.perf_counter() - start)
-        return 1000.0 * statistics.median(times)
+        return 1000.0 * profiling.median_seconds(lambda: runner(image), warmup, repeats)
     return profiling.measure_latency(runner, input_shape, (1,), warmup, repeats)[1]["ms_per_image"]
 
 

@@ -121,9 +121,7 @@ def measure_latency(model, input_shape, batch_sizes=(1, 32), warmup=3, repeats=2
             images = tf.constant(
                 rng.uniform(0.0, 255.0, size=(batch_size, *input_shape)).astype(np.float32)
             )
-            for _ in range(int(warmup)):
-                _run(forward, images)
-            seconds = statistics.median(_timed(forward, images) for _ in range(int(repeats)))
+            seconds = median_seconds(lambda: _run(forward, images), warmup, repeats)
             latency[batch_size] = {
                 "ms_per_image": 1000.0 * seconds / batch_size,
                 "ms_per_batch": 1000.0 * seconds,
@@ -172,15 +170,26 @@ def describe_model(model, path=None, input_shape=None, **latency_kwargs):
     }
 
 
+def median_seconds(call, warmup, repeats):
+    """Median wall time of `call()` over `repeats` calls, after `warmup` untimed ones.
+
+    `call` must return only when its work is done (copy results to the host).
+    The one timing loop of kdkeras: `measure_latency` and the TFLite rows of
+    `kdkeras.export` both use it.
+    """
+    for _ in range(int(warmup)):
+        call()
+    times = []
+    for _ in range(int(repeats)):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def _run(forward, images):
     for tensor in tf.nest.flatten(forward(images)):
         tensor.numpy()
-
-
-def _timed(forward, images):
-    start = time.perf_counter()
-    _run(forward, images)
-    return time.perf_counter() - start
 
 
 def _weight_count(weights):

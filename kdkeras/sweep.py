@@ -25,19 +25,20 @@ does not invalidate finished points: delete `sweep/` after `make teacher`.
 
 import csv
 import io
-import json
 import math
 import os
 import tomllib
 
 import keras
 import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
+from kdkeras import runs as runs_lib
 from kdkeras import training
-from kdkeras.files import atomic_path, write_text_atomic
+from kdkeras.files import write_text_atomic
+from kdkeras.reporting.figures import STYLE, save_figure
+from kdkeras.reporting.history import value_at_epoch
 
 SWEEP_DIR = "sweep"
 CSV_COLUMNS = (
@@ -132,15 +133,15 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
     ```
     """
     points = grid(config, temperatures, alphas)
-    out = training.run_dir(config, runs_dir)
-    teacher_path = os.path.join(out, "teacher.keras")
+    run = runs_lib.RunFolder.of(config, runs_dir)
+    teacher_path = run.model("teacher")
     if not config.distill.teachers and not os.path.exists(teacher_path):
         raise training.MissingArtifactError(
             f"{teacher_path} not found: a sweep distils the experiment's trained teacher. Run "
             f"`make teacher EXP={config.name}` (or `kdkeras teacher --config {config.path or config.name}`) first."
         )
-    sweep_dir = os.path.join(out, SWEEP_DIR)
-    references = _references(out)
+    sweep_dir = os.path.join(run.path, SWEEP_DIR)
+    references = _references(run)
     rows = []
     for index, (temperature, alpha) in enumerate(points, 1):
         name = point_name(temperature, alpha)
@@ -151,14 +152,14 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
             "sweep.temperatures": [],
             "sweep.alphas": [],
         })  # fmt: skip
-        folder = training.run_dir(point, sweep_dir)
+        folder = runs_lib.RunFolder.of(point, sweep_dir)
         prefix = f"[sweep {index}/{len(points)}] T={_number(temperature)} alpha={_number(alpha)}"
         _check_same_config(point, folder)
-        metrics_path = os.path.join(folder, "distilled_metrics.json")
+        metrics_path = folder.metrics("distilled")
         if os.path.exists(metrics_path):
             log(f"{prefix}: finished earlier, skipped ({metrics_path})")
         else:
-            log(f"{prefix}: distilling into {folder}")
+            log(f"{prefix}: distilling into {folder.path}")
             # Frees the previous point's models and traced functions: a long
             # sweep would otherwise keep every grid point's graphs in memory.
             keras.backend.clear_session()
@@ -232,7 +233,7 @@ def sweep_markdown(rows, references=None, title=""):
     for label, metrics in references.items():
         if metrics.get("architecture"):
             label = f"{label} ({metrics['architecture']})"
-        lines.append(_table_line(label, "", "", _reference_row(metrics), None))
+        lines.append(_table_line(label, "", "", runs_lib.headline(metrics), None))
     best = next((row for row in rows if row["best"]), None)
     lines.append("")
     if best:
@@ -267,7 +268,7 @@ def plot_sweep(rows, path, references=None):
     references = references or {}
     temperatures = sorted({row["temperature"] for row in rows})
     alphas = sorted({row["alpha"] for row in rows})
-    with matplotlib.rc_context({"axes.grid": True, "grid.alpha": 0.3, "font.size": 10}):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(9, 3.8), layout="constrained")
         for ax, key, label in zip(fig.subplots(1, 2), ("acc", "auc"), ("Test ACC", "Test AUC")):
             for color, alpha in enumerate(alphas):
@@ -284,15 +285,12 @@ def plot_sweep(rows, path, references=None):
             ax.set(title=f"{label} of the distilled student", xlabel="Temperature T", ylabel=label)
         handles, labels = fig.axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper")
-        FigureCanvasAgg(fig)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150, format="png")
+        save_figure(fig, path)
     return path
 
 
 def _point_row(name, temperature, alpha, folder, monitor):
-    with open(os.path.join(folder, "distilled_metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
+    metrics = folder.read_metrics("distilled")
     # The distiller's val_loss includes T^2 * KL, which changes with T and
     # alpha; the student's own loss compares across grid points.
     key = "val_student_loss" if monitor == "val_loss" else monitor
@@ -300,32 +298,11 @@ def _point_row(name, temperature, alpha, folder, monitor):
         "run": name,
         "temperature": temperature,
         "alpha": alpha,
-        **_reference_row(metrics),
+        **runs_lib.headline(metrics),
         "monitor": key,
-        "monitor_value": _history_value(os.path.join(folder, "distilled_history.csv"), metrics.get("best_epoch"), key),
+        "monitor_value": value_at_epoch(folder.history("distilled"), metrics.get("best_epoch"), key),
         "best": False,
     }
-
-
-def _reference_row(metrics):
-    return {
-        "acc": metrics.get("acc"),
-        "auc": metrics.get("auc"),
-        "balanced_acc": metrics.get("balanced_acc"),
-        "epochs": metrics.get("epochs_run"),
-        "seconds": metrics.get("train_seconds"),
-        "n": metrics.get("n"),
-    }
-
-
-def _history_value(path, epoch, key):
-    if epoch is None or not os.path.exists(path):
-        return None
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("epoch") == str(epoch) and row.get(key) not in (None, ""):
-                return float(row[key])
-    return None
 
 
 def _mark_best(rows):
@@ -336,18 +313,15 @@ def _mark_best(rows):
     max(scored, key=lambda row: sign * row["monitor_value"])["best"] = True
 
 
-def _references(out):
-    references = {}
-    for label, name in (("teacher", "teacher"), ("student alone", "student")):
-        path = os.path.join(out, f"{name}_metrics.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                references[label] = json.load(f)
-    return references
-
+def _references(run):
+    return {
+        label: run.read_metrics(name)
+        for label, name in (("teacher", "teacher"), ("student alone", "student"))
+        if os.path.exists(run.metrics(name))
+    }
 
 def _check_same_config(point, folder):
-    saved_path = os.path.join(folder, "config.toml")
+    saved_path = folder.config
     if not os.path.exists(saved_path):
         return
     with open(saved_path, "rb") as f:
@@ -356,7 +330,7 @@ def _check_same_config(point, folder):
     changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
     if changed:
         raise config_lib.ConfigError(
-            f"{folder} was trained with another config ({', '.join(changed)} differ): delete that "
+            f"{folder.path} was trained with another config ({', '.join(changed)} differ): delete that "
             "folder to retrain it, or pass another --runs-dir to keep both."
         )
 

@@ -1,22 +1,11 @@
 """The three phases of an experiment: teacher, student alone, distillation.
 
 Each phase reads the experiment config, trains with crash-safe checkpoints,
-saves its model and evaluates it on the test split. Everything lands in
-`runs/<experiment>/`:
-
-| file | written by |
-| --- | --- |
-| `config.toml` | every phase (the resolved config) |
-| `{teacher,student,distilled}.keras` | the phase's model (the student alone for `distilled`) |
-| `{name}_history.csv` | one row per epoch, rewritten atomically |
-| `{name}_metrics.json` | test metrics, parameters, size on disk, CPU latency |
-| `{name}_predictions.npz` | test labels, probabilities and the first test images |
-| `logs/{name}/` | TensorBoard logs |
-| `state/{name}/` | checkpoints of an unfinished phase (removed when it ends) |
+saves its model and evaluates it on the test split. Everything lands in the
+run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
 import inspect
-import json
 import os
 import time
 
@@ -31,17 +20,17 @@ from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
 from kdkeras import profiling
 from kdkeras import reporting
+from kdkeras import runs as runs_lib
 from kdkeras import transfer
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
-from kdkeras.config import BUNDLED, ConfigError, save_config
+from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_config
 from kdkeras.distiller import Distiller
 from kdkeras.features import FeatureMatch
-from kdkeras.files import atomic_path, load_model, remove_stale_temp_files
+from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
 from kdkeras.fit_metrics import fit_metrics
 from kdkeras.teacher_cache import with_teacher_logits
 
-PHASES = ("teacher", "student", "distill")
-ARTIFACT = {"teacher": "teacher", "student": "student", "distill": "distilled"}
+PHASES = runs_lib.PHASES
 GRID_IMAGES = 16
 
 
@@ -51,7 +40,7 @@ class MissingArtifactError(FileNotFoundError):
 
 def run_dir(config, runs_dir="runs"):
     """The folder of an experiment's outputs: `<runs_dir>/<config.name>`."""
-    return os.path.join(runs_dir, config.name)
+    return runs_lib.RunFolder.of(config, runs_dir).path
 
 
 def load_data(config, raw_train=False):
@@ -133,15 +122,15 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     """
     if phase not in PHASES:
         raise ValueError(f"Unknown phase {phase!r}; use one of {', '.join(PHASES)}.")
-    out = run_dir(config, runs_dir)
-    name = ARTIFACT[phase]
-    if os.path.isdir(out):
-        remove_stale_temp_files(out)  # left by a killed run
+    run = runs_lib.RunFolder.of(config, runs_dir)
+    name = runs_lib.MODEL_NAMES[phase]
+    if os.path.isdir(run.path):
+        remove_stale_temp_files(run.path)  # left by a killed run
     strategy = distribute.get_strategy(config.strategy)
     distribute.check_keras_fit(strategy)
     batch_size = global_batch_size(config)
     per_replica = distribute.replica_batch_size(batch_size, strategy)
-    teacher_path = teacher_path or os.path.join(out, "teacher.keras")
+    teacher_path = teacher_path or run.model("teacher")
     with strategy.scope():
         teacher_paths = (config.distill.teachers or [teacher_path]) if phase == "distill" else []
         teachers = [_load_teacher(path, unsafe_load) for path in teacher_paths]
@@ -196,10 +185,10 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             strategy,
             batch_size,
         )
-    save_config(config, os.path.join(out, "config.toml"))
+    save_config(config, run.config)
     state = RunState(
-        os.path.join(out, "state", name),
-        os.path.join(out, f"{name}_history.csv"),
+        run.state(name),
+        run.history(name),
         monitor=train_config.monitor,
         patience=train_config.early_stopping,
         weights_of=model,
@@ -211,7 +200,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     if class_weight:
         log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
-    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(os.path.join(out, "logs", name))]
+    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(run.logs(name))]
     if train_config.reduce_lr:
         callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
             monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))
@@ -232,23 +221,68 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     except TrainingDivergedError as e:
         raise TrainingDivergedError(f"[{name}] {e} {_diverged_hint(state, phase)}") from None
     seconds = time.perf_counter() - started
-    model_path = os.path.join(out, f"{name}.keras")
+    model_path = run.model(name)
     save_deployable(model, model_path)
     log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
-    result = evaluate(model, test, info, model_path, out, name)
+    result = evaluate(model, test, info, model_path, run.path, name)
+    record = runs_lib.RunRecord(
+        phase=phase,
+        overrides=config_overrides(config),
+        limit=config.data.get("limit"),
+        epochs=train_config.epochs,
+        epochs_run=len(state.history),
+        best_epoch=state.best_epoch,
+        stopped_early=len(state.history) < train_config.epochs,
+        steps_per_epoch=plan.steps_per_epoch or _steps_per_epoch(train),
+        train_images={"labeled": plan.labeled, "unlabeled": plan.unlabeled},
+    )
     result.update(
         architecture=model_name,
-        train_images={"labeled": plan.labeled, "unlabeled": plan.unlabeled},
-        steps_per_epoch=plan.steps_per_epoch or _steps_per_epoch(train),
+        train_images=record.train_images,
+        steps_per_epoch=record.steps_per_epoch,
+        run=record,
         epochs_run=len(state.history),
         best_epoch=state.best_epoch,
         monitor=state.monitor,
         best_monitor_value=None if state.best is None else float(state.best),
         train_seconds=round(seconds, 1),
     )
-    reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
+    run.write_metrics(name, result)
+    write_text_atomic(run.phase_config(name), _phase_config_text(config, record))
     log(f"[{name}] test: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, balanced ACC {result['balanced_acc']:.4f}")
     return result
+
+
+def config_overrides(config):
+    """The entries of `config` that differ from its experiment file, as dotted keys.
+
+    A config built in Python, or whose file is gone, reports no overrides.
+    """
+    if not config.path or not os.path.exists(config.path):
+        return {}
+    return _changed(load_config(config.path).to_dict(), config.to_dict())
+
+
+def _changed(original, current, prefix=""):
+    changed = {}
+    for key in current.keys() | original.keys():
+        a, b = original.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.update(_changed(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changed[f"{prefix}{key}"] = b
+    return dict(sorted(changed.items()))
+
+
+def _phase_config_text(config, record):
+    header = [
+        f"# The config phase {record.phase!r} ran with: kdkeras {record.kdkeras_version}, {record.date} UTC.",
+        f"# Overrides of {config.path or 'the config'}: "
+        + (", ".join(f"{k} = {v!r}" for k, v in record.overrides.items()) or "none") + ".",
+        f"# Ran {record.epochs_run} of at most {record.epochs} epochs"
+        + (" (stopped early)" if record.stopped_early else "") + f", kept epoch {record.best_epoch}.",
+    ]
+    return "\n".join(header) + "\n" + dump_toml(config)
 
 
 def global_batch_size(config):
@@ -379,7 +413,7 @@ def evaluate(model, test, info, model_path, out, name):
     result = metrics_lib.classification_metrics(y_true, y_score, info.task, info.class_names, loss=loss)
     result.update(profiling.describe_model(model, model_path))
     grid = np.concatenate(images)[:GRID_IMAGES]
-    reporting.save_predictions(os.path.join(out, f"{name}_predictions.npz"), y_true, y_score, images=grid)
+    runs_lib.RunFolder(out).write_predictions(name, y_true, y_score, images=grid)
     return result
 
 
@@ -401,11 +435,11 @@ def evaluate_file(config, model_path, runs_dir="runs", name=None, unsafe_load=Fa
         raise MissingArtifactError(f"{model_path} not found: pass a saved .keras model.")
     model = load_model(model_path, unsafe_load)
     _, _, test, info = load_data(config)
-    out = run_dir(config, runs_dir)
+    run = runs_lib.RunFolder.of(config, runs_dir)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
-    result = evaluate(model, test, info, model_path, out, name)
+    result = evaluate(model, test, info, model_path, run.path, name)
     result["architecture"] = model.name
-    reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
+    run.write_metrics(name, result)
     return result
 
 
@@ -415,15 +449,15 @@ def write_report(config, runs_dir="runs"):
     Returns:
         Path of the report.
     """
-    out = run_dir(config, runs_dir)
-    present = [ARTIFACT[p] for p in PHASES if os.path.exists(os.path.join(out, f"{ARTIFACT[p]}_metrics.json"))]
+    run = runs_lib.RunFolder.of(config, runs_dir)
+    present = run.finished()
     if not present:
         raise MissingArtifactError(
-            f"No results in {out}: run `make teacher student distill` "
+            f"No results in {run.path}: run `make teacher student distill` "
             f"(or `kdkeras teacher --config {config.path or config.name}`) first."
         )
     return reporting.write_report(
-        out, present, config.description or config.name, config.to_dict(), published=config.published or None
+        run.path, present, config.description or config.name, config.to_dict(), published=config.published or None
     )
 
 
@@ -460,22 +494,10 @@ def _check_teacher(teacher, input_shape, info, path):
             f"{path} predicts {teacher.output_shape[-1]} classes but {info.name} has "
             f"{info.num_classes}: retrain the teacher (`make teacher`) on this dataset."
         )
-    trained_on = _trained_class_names(path)
+    trained_on = runs_lib.trained_class_names(path)
     if trained_on is not None and trained_on != list(info.class_names):
         raise ConfigError(
             f"{path} was trained on the classes {trained_on} (see its metrics file) but "
             f"{info.name} has {list(info.class_names)}: its logits would teach the wrong classes. "
             "Retrain the teacher (`make teacher`) on this dataset, or fix [data] class_names."
         )
-
-
-def _trained_class_names(model_path):
-    # The phase that saved a model wrote its test metrics beside it, class names included;
-    # a model from elsewhere has none, and only its class count can be checked.
-    metrics = os.path.splitext(model_path)[0] + "_metrics.json"
-    try:
-        with open(metrics, encoding="utf-8") as f:
-            return [row["name"] for row in json.load(f)["per_class"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from kdkeras import cli, reporting
+from kdkeras import cli, runs
 from kdkeras.callbacks import RunState
 
 TINY = """
@@ -83,7 +83,7 @@ def test_metrics_match_saved_predictions_and_report(tiny_run):
     report = open(os.path.join(out, "report.md")).read()
     for name in ("teacher", "student", "distilled"):
         metrics = json.load(open(os.path.join(out, f"{name}_metrics.json")))
-        predictions = reporting.load_predictions(os.path.join(out, f"{name}_predictions.npz"))
+        predictions = runs.load_predictions(os.path.join(out, f"{name}_predictions.npz"))
         assert len(predictions["y_true"]) == metrics["n"] == 96
         recomputed = np.mean(predictions["y_score"].argmax(1) == predictions["y_true"])
         assert metrics["acc"] == pytest.approx(recomputed)

@@ -24,10 +24,10 @@ def test_rows(table):
 
 def test_format(table):
     assert str(table).splitlines() == [
-        "name       role      params  input        FLOPs",
-        "---------  -------  -------  ---------  -------",
-        "dsnet      student  268,898  224x224x3   2.19 G",
-        "cnn_small  student  162,458  28x28x1    32.85 M",
+        "name       role      params  input       FLOPs",
+        "---------  -------  -------  ---------  ------",
+        "dsnet      student  268,898  224x224x3  2.19 G",
+        "cnn_small  student  162,458  28x28x1    32.9 M",
         "2 classes; FLOPs of one image = 2 x multiply-accumulates of conv and dense layers.",
     ]
 

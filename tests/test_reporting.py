@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import reporting
+from kdkeras import reporting, runs
+from kdkeras.reporting.history import load_history
 from kdkeras.metrics import classification_metrics, logits_to_scores
 
 # The conftest `pneumonia_npz` fixture is per test; the report is built once.
@@ -70,8 +71,8 @@ def _make_run(run_dir, pneumonia_npz):
                 32: {"ms_per_image": 0.21, "ms_per_batch": 6.7, "images_per_s": 4776.1},
             },
         )
-        reporting.save_metrics(os.path.join(run_dir, f"{name}_metrics.json"), metrics)
-        reporting.save_predictions(
+        runs.save_metrics(os.path.join(run_dir, f"{name}_metrics.json"), metrics)
+        runs.save_predictions(
             os.path.join(run_dir, f"{name}_predictions.npz"), labels, y_score, images=images
         )
         _write_history(
@@ -174,7 +175,7 @@ def test_report_values_equal_recomputation(report_dir):
         rows = _table_rows(f.read())
     assert list(rows) == MODELS
     for name in MODELS:
-        saved = reporting.load_predictions(os.path.join(report_dir, f"{name}_predictions.npz"))
+        saved = runs.load_predictions(os.path.join(report_dir, f"{name}_predictions.npz"))
         metrics = classification_metrics(saved["y_true"], saved["y_score"], "binary-class")
         expected = [
             f"{metrics[key]:.3f}" for key in ("cross_entropy", "acc", "auc", "balanced_acc")
@@ -200,15 +201,15 @@ def test_report_rejects_stale_metrics(run_copy):
     with open(path, encoding="utf-8") as f:
         metrics = json.load(f)
     metrics["acc"] += 0.01
-    reporting.save_metrics(path, metrics)
+    runs.save_metrics(path, metrics)
     with pytest.raises(ValueError, match=r"student_metrics.json says acc = .* stale"):
         reporting.write_report(run_copy, MODELS, "x", None)
 
 
 def test_report_rejects_different_test_labels(run_copy):
     path = os.path.join(run_copy, "teacher_predictions.npz")
-    saved = reporting.load_predictions(path)
-    reporting.save_predictions(path, saved["y_true"][::-1], saved["y_score"][::-1])
+    saved = runs.load_predictions(path)
+    runs.save_predictions(path, saved["y_true"][::-1], saved["y_score"][::-1])
     with pytest.raises(ValueError, match="not evaluated on the same test split"):
         reporting.write_report(run_copy, ["student", "teacher"], "x", None)
 
@@ -249,7 +250,7 @@ def test_history_epochs_count_from_one(tmp_path, first_epoch):
     path.write_text(
         "epoch,loss,val_loss\n" + f"{first_epoch},0.9,1.0\n{first_epoch + 1},0.6,0.8\n"
     )
-    curves, epochs, source = reporting._load_history(str(path))
+    curves, epochs, source = load_history(str(path))
     assert epochs.tolist() == [1.0, 2.0]
     assert sorted(curves) == ["loss", "val_loss"] and source == str(path)
 
@@ -313,15 +314,15 @@ def test_roc_multi_class(tmp_path):
 
 def test_save_predictions_and_metrics_round_trip(tmp_path):
     path = str(tmp_path / "p.npz")
-    reporting.save_predictions(path, np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]))
-    saved = reporting.load_predictions(path)
+    runs.save_predictions(path, np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]))
+    saved = runs.load_predictions(path)
     assert sorted(saved) == ["y_score", "y_true"]
     np.testing.assert_array_equal(saved["y_score"], [[0.8, 0.2], [0.3, 0.7]])
     with pytest.raises(ValueError, match=r"`images` has 3 rows but there are only 2 labels"):
-        reporting.save_predictions(path, [0, 1], [[1, 0], [0, 1]], images=np.zeros((3, 4, 4)))
+        runs.save_predictions(path, [0, 1], [[1, 0], [0, 1]], images=np.zeros((3, 4, 4)))
 
     metrics_path = str(tmp_path / "m.json")
-    reporting.save_metrics(
+    runs.save_metrics(
         metrics_path,
         {"acc": np.float32(0.5), "auc": np.nan, "cm": np.eye(2, dtype=int), "latency": {1: {}}},
     )

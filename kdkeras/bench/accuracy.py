@@ -25,6 +25,7 @@ import sys
 import tomllib
 
 from kdkeras import config as config_lib
+from kdkeras import runs as runs_lib
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
@@ -85,8 +86,8 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
         seed_runs = os.path.join(runs_dir, f"seed{seed}")
         per_seed[str(seed)], recall[str(seed)] = {}, {}
         retrained_teacher = False
-        for phase in training.PHASES:
-            name = training.ARTIFACT[phase]
+        for phase in runs_lib.PHASES:
+            name = runs_lib.MODEL_NAMES[phase]
             record, ran = run_recorded_phase(
                 seeded, phase, seed_runs, fresh=fresh or (phase == "distill" and retrained_teacher), log=log
             )
@@ -132,8 +133,8 @@ def run_recorded_phase(config, phase, seed_runs, fresh=False, teacher_path=None,
     """
     from kdkeras import training
 
-    name = training.ARTIFACT[phase]
-    record_path = os.path.join(training.run_dir(config, seed_runs), f"bench_{name}.json")
+    name = runs_lib.MODEL_NAMES[phase]
+    record_path = runs_lib.RunFolder.of(config, seed_runs).file(name, "bench.json")
     record = None if fresh else _read_record(record_path, config, phase)
     if record is not None:
         log(f"[bench] {config.name} seed {config.seed}: {phase} already done ({record_path})")
@@ -144,7 +145,7 @@ def run_recorded_phase(config, phase, seed_runs, fresh=False, teacher_path=None,
         "config": config_lib.dump_toml(config),
         "metrics": {key: result[key] for key in METRICS},
         "test_images": result["n"],
-        "class_recall": {c["name"]: c["recall"] for c in result["per_class"]},
+        "class_recall": runs_lib.class_recall(result),
         "architecture": result["architecture"],
         "params": result["params"],
         "train_seconds": result["train_seconds"],

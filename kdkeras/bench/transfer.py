@@ -25,6 +25,7 @@ import os
 import sys
 
 from kdkeras import config as config_lib
+from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench.environment import describe_environment
@@ -65,7 +66,7 @@ def run_transfer_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEE
         seed_runs = os.path.join(runs_dir, f"seed{seed}")
         teacher, ran = accuracy_bench.run_recorded_phase(seeded, "teacher", seed_runs, fresh=fresh, log=log)
         full, _ = accuracy_bench.run_recorded_phase(seeded, "student", seed_runs, fresh=fresh, log=log)
-        teacher_path = os.path.join(seed_runs, seeded.name, "teacher.keras")
+        teacher_path = runs_lib.RunFolder.of(seeded, seed_runs).model("teacher")
         row = {"teacher": teacher["metrics"], "all labels": full["metrics"]}
         for fraction in fractions:
             limited = config_lib.apply_overrides(seeded, {
@@ -165,8 +166,8 @@ def to_markdown(result):
     """Table per labeled fraction (mean ± std over seeds), the paired gains and the verdicts."""
     n = len(result["seeds"])
     lines = [
-        f"| Labels | student alone ACC | distilled ACC | gain ACC (95% CI, wins) | student alone AUC | "
-        f"distilled AUC | gain AUC (95% CI, wins) |",
+        "| Labels | student alone ACC | distilled ACC | gain ACC (95% CI, wins) | student alone AUC | "
+        "distilled AUC | gain AUC (95% CI, wins) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for fraction, entry in result["comparisons"].items():

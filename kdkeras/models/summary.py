@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from kdkeras.formatting import FLOP_UNITS, format_quantity
 from kdkeras.models.flops import count_flops
 from kdkeras.models.registry import get_model
 from kdkeras.models.registry import get_spec
@@ -56,7 +57,7 @@ class ModelTable:
                 row.role,
                 f"{row.params:,}",
                 "x".join(str(dim) for dim in row.input_shape),
-                _human(row.flops),
+                format_quantity(row.flops, FLOP_UNITS),
             )
             for row in self.rows
         ]
@@ -116,10 +117,3 @@ def model_table(names=None, num_classes=2, role=None):
             )
         )
     return ModelTable(rows=tuple(rows), num_classes=num_classes)
-
-
-def _human(count):
-    for divisor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if count >= divisor:
-            return f"{count / divisor:.2f} {unit}"
-    return str(count)

@@ -1,0 +1,30 @@
+"""Figures, comparison table and markdown report of a distillation run.
+
+`write_report` reads a run folder (see `kdkeras.runs`: each model's metrics,
+history and test predictions) and writes `report.md` with its PNG figures.
+Every number in the report is recomputed from the saved predictions, so the
+report can be checked, or regenerated, without the models.
+
+Modules: `figures` (the plots and their shared style), `history` (reading
+training histories), `tables` (markdown), `report` (`write_report`).
+"""
+
+from kdkeras.reporting.figures import (
+    plot_confusion_matrix,
+    plot_history,
+    plot_prediction_grid,
+    plot_roc_curves,
+    plot_validation_overlay,
+)
+from kdkeras.reporting.report import write_report
+from kdkeras.reporting.tables import comparison_table
+
+__all__ = [
+    "comparison_table",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_prediction_grid",
+    "plot_roc_curves",
+    "plot_validation_overlay",
+    "write_report",
+]

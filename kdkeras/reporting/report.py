@@ -1,0 +1,160 @@
+"""`write_report`: the figures and `report.md` of a run folder, recomputed from its predictions."""
+
+from kdkeras import runs as runs_lib
+from kdkeras.files import write_text_atomic
+from kdkeras.metrics import classification_metrics, predict_labels
+from kdkeras.reporting.figures import (
+    plot_confusion_matrix,
+    plot_history,
+    plot_prediction_grid,
+    plot_roc_curves,
+    plot_validation_overlay,
+)
+from kdkeras.reporting.tables import report_markdown
+
+# JSON keeps floats exactly; the tolerance only absorbs summation-order noise
+# between the run that wrote metrics.json and the recomputation.
+_AGREEMENT_TOLERANCE = 1e-6
+
+
+def write_report(run_dir, models, experiment_name, config, published=None):
+    """Writes `report.md` and its figures for the models of one run.
+
+    For each name in `models` it reads the metrics, history and predictions
+    files of `run_dir` (see `kdkeras.runs`), recomputes the test metrics from
+    the predictions and writes `{name}_curves.png`, `{name}_confusion.png`,
+    `{name}_predictions.png` (if images were saved; single-label tasks),
+    `val_overlay.png`, `roc.png` and `report.md`. Params, size, latency and
+    the record of what ran come from the metrics files; every other number
+    from the recomputation, which must agree with the stored `acc`, `auc`,
+    `balanced_acc` and `ece`.
+
+    Args:
+        run_dir: The run folder.
+        models: Model names, in table order, e.g. `["teacher", "student",
+            "distilled"]`.
+        experiment_name: Title of the report.
+        config: The experiment's configuration (JSON-serializable dict), shown
+            at the end of the report; None to leave it out.
+        published: Optional published results to place ours beside: a markdown
+            string inserted as is, or a list of dicts rendered as a table with
+            their keys as columns.
+
+    Returns:
+        Path of `report.md`.
+
+    Raises:
+        FileNotFoundError: If an input file is missing; the message lists every
+            missing file and the command that writes it.
+        ValueError: If the models disagree on task or test labels, or a stored
+            metric disagrees with its recomputation.
+
+    Example:
+
+    ```python
+    write_report("runs/quickstart", ["teacher", "student", "distilled"],
+                 "PneumoniaMNIST quickstart", config)
+    ```
+    """
+    run = runs_lib.RunFolder(run_dir)
+    models = list(models)
+    if not models:
+        raise ValueError("`models` is empty; name the models to report, e.g. ['teacher'].")
+    _check_run_files(run, models)
+    stored = {name: run.read_metrics(name) for name in models}
+    predictions = {name: run.read_predictions(name) for name in models}
+    first = models[0]
+    task = stored[first]["task"]
+    class_names = [entry["name"] for entry in stored[first].get("per_class", [])] or None
+    recomputed = {}
+    for name in models:
+        _check_same_evaluation(run, first, name, stored, predictions)
+        recomputed[name] = classification_metrics(
+            predictions[name]["y_true"], predictions[name]["y_score"], task, class_names
+        )
+        _check_agreement(run.metrics(name), stored[name], recomputed[name])
+    class_names = runs_lib.class_names(recomputed[first])
+
+    for name in models:
+        plot_history(run.history(name), run.figure("curves", name), name.capitalize())
+        plot_confusion_matrix(
+            recomputed[name]["confusion_matrix"],
+            class_names,
+            run.figure("confusion", name),
+            f"{name.capitalize()}: confusion matrix, test split (n = {recomputed[name]['n']})",
+        )
+        if "images" in predictions[name] and task != "multi-label":
+            count = len(predictions[name]["images"])
+            plot_prediction_grid(
+                predictions[name]["images"],
+                predictions[name]["y_true"][:count],
+                predict_labels(predictions[name]["y_score"][:count], task),
+                class_names,
+                run.figure("predictions", name),
+            )
+    plot_validation_overlay({name: run.history(name) for name in models}, run.figure("val_overlay"))
+    plot_roc_curves(
+        {name: (predictions[name]["y_true"], predictions[name]["y_score"]) for name in models},
+        task,
+        run.figure("roc"),
+        class_names,
+    )
+    rows = [
+        {
+            "name": name,
+            **recomputed[name],
+            **{key: stored[name].get(key) for key in ("params", "size_bytes", "latency")},
+            "run": runs_lib.run_record(stored[name]),
+        }
+        for name in models
+    ]
+    text = report_markdown(experiment_name, task, class_names, rows, predictions, config, published)
+    write_text_atomic(run.report, text)
+    return run.report
+
+
+def _check_run_files(run, models):
+    missing = run.missing(models)
+    if missing:
+        commands = sorted({
+            f"`kdkeras {runs_lib.PHASE_OF.get(name, 'evaluate')}`"
+            for name in models
+            if set(missing) & {run.metrics(name), run.history(name), run.predictions(name)}
+        })
+        raise FileNotFoundError(
+            "Cannot write the report, missing run files:\n  "
+            + "\n  ".join(missing)
+            + f"\nThey are written when a model is trained and evaluated: run "
+            f"{' and '.join(commands)} for this experiment first (or `make` the matching target)."
+        )
+
+
+def _check_same_evaluation(run, first, name, stored, predictions):
+    if stored[name]["task"] != stored[first]["task"]:
+        raise ValueError(
+            f"{run.metrics(name)} has task {stored[name]['task']!r} but "
+            f"{run.metrics(first)} has {stored[first]['task']!r}; "
+            "the models of a report must solve the same task."
+        )
+    reference = predictions[first]["y_true"]
+    labels = predictions[name]["y_true"]
+    if labels.shape != reference.shape or not (labels == reference).all():
+        raise ValueError(
+            f"{run.predictions(name)} and {run.predictions(first)} hold different `y_true`: the "
+            "models were not evaluated on the same test split; re-evaluate them together."
+        )
+
+
+def _check_agreement(path, stored, recomputed):
+    for key in ("acc", "auc", "balanced_acc", "ece"):
+        if key not in stored:
+            continue
+        saved, fresh = stored[key], recomputed[key]
+        if (saved is None) != (fresh is None) or (
+            saved is not None and abs(saved - fresh) > _AGREEMENT_TOLERANCE
+        ):
+            raise ValueError(
+                f"{path} says {key} = {saved} but its saved predictions give {fresh}: the "
+                "metrics file is stale or came from other predictions. Re-run the evaluation "
+                "so that both files are written together."
+            )

@@ -1,0 +1,321 @@
+"""The run folder: every file an experiment writes, named in one place.
+
+`runs/<experiment>/` holds, for each model name (`teacher`, `student`,
+`distilled`, or the stem of a model `kdkeras evaluate` scored):
+
+| file | what |
+| --- | --- |
+| `{name}.keras` | the phase's deployable model (the student alone for `distilled`) |
+| `{name}_config.toml` | the effective config of the phase, with what ran (see `RunRecord`) |
+| `{name}_history.csv` | one row per epoch, rewritten atomically |
+| `{name}_metrics.json` | test metrics, parameters, size on disk, CPU latency, `run` record |
+| `{name}_predictions.npz` | test labels, probabilities and the first test images |
+| `{name}_<figure>.png` | the report's figures of that model |
+| `config.toml` | the config of the phase that ran last |
+| `report.md`, `<figure>.png` | the report and its figures over all models |
+| `logs/{name}/`, `state/{name}/` | TensorBoard logs; checkpoints of an unfinished phase |
+
+Only this module spells these names, as Keras keeps its file names in
+`saving_lib`: a rename happens here or nowhere. It also reads and writes the
+files, so that `training`, `reporting`, `sweep`, `export` and the benchmarks
+share one definition of what a metrics file holds.
+"""
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+
+import numpy as np
+
+from kdkeras import __version__
+from kdkeras.files import atomic_path, write_text_atomic
+
+PHASES = ("teacher", "student", "distill")
+# The model each phase writes; `distill` saves the distilled student.
+MODEL_NAMES = {"teacher": "teacher", "student": "student", "distill": "distilled"}
+PHASE_OF = {name: phase for phase, name in MODEL_NAMES.items()}
+# The headline test metrics every table shows.
+HEADLINE = ("acc", "auc", "balanced_acc")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a phase actually ran, stored in its metrics file and shown by the report.
+
+    Attributes:
+        phase: "teacher", "student" or "distill".
+        overrides: The config entries that differ from the experiment file
+            (`{"data.limit": 200, "distill.epochs": 1}`), as given on the
+            command line or by a benchmark.
+        limit: `[data] limit`, the most examples per split, or None.
+        epochs: The phase's maximum epochs.
+        epochs_run: Epochs trained (fewer when early stopping ended the phase).
+        best_epoch: The epoch whose weights were kept.
+        stopped_early: Whether early stopping ended the phase.
+        steps_per_epoch: Optimizer steps of each epoch.
+        train_images: `{"labeled": n, "unlabeled": m}` images of the train set.
+        kdkeras_version: Version of the code that ran.
+        date: UTC date and time the phase finished, ISO 8601.
+    """
+
+    phase: str
+    overrides: dict
+    limit: int | None
+    epochs: int
+    epochs_run: int
+    best_epoch: int | None
+    stopped_early: bool
+    steps_per_epoch: int
+    train_images: dict
+    kdkeras_version: str = __version__
+    date: str = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @classmethod
+    def from_dict(cls, data):
+        """The record of a metrics file's `run` entry, or None for files written before it existed."""
+        if not isinstance(data, dict):
+            return None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in fields})
+
+
+class RunFolder:
+    """The files of one experiment's run folder.
+
+    Args:
+        path: The folder, e.g. `runs/quickstart`.
+
+    Example:
+
+    ```python
+    run = RunFolder.of(config, "runs")
+    metrics = run.read_metrics("distilled")
+    run.model("teacher")  # 'runs/quickstart/teacher.keras'
+    ```
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    @classmethod
+    def of(cls, config, runs_dir="runs"):
+        """The run folder of an `ExperimentConfig`: `<runs_dir>/<config.name>`."""
+        return cls(os.path.join(runs_dir, config.name))
+
+    def __repr__(self):
+        return f"RunFolder({self.path!r})"
+
+    def file(self, name, suffix):
+        """`<run>/{name}_{suffix}`, e.g. `file("student", "curves.png")`."""
+        return os.path.join(self.path, f"{name}_{suffix}")
+
+    def model(self, name):
+        """The saved model `<run>/{name}.keras`."""
+        return os.path.join(self.path, f"{name}.keras")
+
+    def metrics(self, name):
+        return self.file(name, "metrics.json")
+
+    def history(self, name):
+        return self.file(name, "history.csv")
+
+    def predictions(self, name):
+        return self.file(name, "predictions.npz")
+
+    def phase_config(self, name):
+        return self.file(name, "config.toml")
+
+    def figure(self, kind, name=None):
+        """A report figure: `{name}_{kind}.png` of one model, or `{kind}.png` over all."""
+        return self.file(name, f"{kind}.png") if name else os.path.join(self.path, f"{kind}.png")
+
+    @property
+    def config(self):
+        return os.path.join(self.path, "config.toml")
+
+    @property
+    def report(self):
+        return os.path.join(self.path, "report.md")
+
+    def logs(self, name):
+        return os.path.join(self.path, "logs", name)
+
+    def state(self, name):
+        return os.path.join(self.path, "state", name)
+
+    def finished(self):
+        """Model names of the phases that have written their metrics, in phase order."""
+        return [name for name in MODEL_NAMES.values() if os.path.exists(self.metrics(name))]
+
+    def missing(self, names):
+        """The files a report needs for `names` that are not there."""
+        return [
+            path
+            for name in names
+            for path in (self.metrics(name), self.history(name), self.predictions(name))
+            if not os.path.isfile(path)
+        ]
+
+    def read_metrics(self, name):
+        """The metrics dict of a model; raises `ValueError` naming the file if it is not one."""
+        return read_metrics(self.metrics(name))
+
+    def write_metrics(self, name, metrics):
+        return save_metrics(self.metrics(name), metrics)
+
+    def read_predictions(self, name):
+        return load_predictions(self.predictions(name))
+
+    def write_predictions(self, name, y_true, y_score, images=None):
+        return save_predictions(self.predictions(name), y_true, y_score, images)
+
+
+def trained_class_names(model_path):
+    """The class names a saved model was trained on, from the metrics file beside it.
+
+    A model from elsewhere has none: only its class count can then be checked.
+
+    Returns:
+        List of class names, or None.
+    """
+    path = os.path.splitext(os.fspath(model_path))[0] + "_metrics.json"
+    try:
+        return class_names(read_metrics(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def class_names(metrics):
+    """The class names of a metrics dict, in label order."""
+    return [row["name"] for row in metrics["per_class"]]
+
+
+def class_recall(metrics):
+    """`{class name: recall}` of a metrics dict."""
+    return {row["name"]: row["recall"] for row in metrics["per_class"]}
+
+
+def headline(metrics):
+    """The numbers a table row shows: ACC, AUC, balanced ACC, epochs, seconds, test images."""
+    return {
+        **{key: metrics.get(key) for key in HEADLINE},
+        "epochs": metrics.get("epochs_run"),
+        "seconds": metrics.get("train_seconds"),
+        "n": metrics.get("n"),
+    }
+
+
+def run_record(metrics):
+    """The `RunRecord` of a metrics dict, or None if it has none."""
+    return RunRecord.from_dict(metrics.get("run"))
+
+
+def read_metrics(path):
+    """Reads a metrics JSON file.
+
+    Raises:
+        FileNotFoundError: If it is missing.
+        ValueError: If it is not JSON, or has no `task` field.
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            metrics = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); re-run the evaluation.") from error
+    if not isinstance(metrics, dict) or "task" not in metrics:
+        raise ValueError(
+            f"{path} has no 'task' field; write it with `kdkeras.runs.save_metrics` "
+            "from `kdkeras.metrics.classification_metrics(...)`."
+        )
+    return metrics
+
+
+def save_metrics(path, metrics):
+    """Writes a metrics dict as indented JSON, atomically.
+
+    numpy scalars and arrays become Python numbers and lists, NaN becomes
+    `null` (strict JSON has no NaN), dict keys become strings (e.g. the batch
+    sizes of `latency`) and a `RunRecord` a table.
+
+    Args:
+        path: Destination `.json`, e.g. `runs/quickstart/student_metrics.json`.
+        metrics: The dict, e.g. `{**classification_metrics(...), **describe_model(...)}`.
+
+    Returns:
+        `path`.
+    """
+    write_text_atomic(path, json.dumps(jsonable(metrics), indent=2) + "\n")
+    return path
+
+
+def save_predictions(path, y_true, y_score, images=None):
+    """Saves a model's test predictions (atomically) for the report.
+
+    Args:
+        path: Destination `.npz`, e.g. `runs/quickstart/student_predictions.npz`.
+        y_true: Labels, as for `classification_metrics`.
+        y_score: Probabilities, one row per sample.
+        images: Optional first test images (aligned with the first rows of
+            `y_true`) for the prediction grid, pixel values in [0, 255].
+
+    Returns:
+        `path`.
+    """
+    arrays = {"y_true": np.asarray(y_true), "y_score": np.asarray(y_score)}
+    if len(arrays["y_true"]) != len(arrays["y_score"]):
+        raise ValueError(
+            f"`y_true` ({len(arrays['y_true'])} rows) and `y_score` "
+            f"({len(arrays['y_score'])} rows) must have one row per test sample."
+        )
+    if images is not None:
+        arrays["images"] = np.asarray(images)
+        if len(arrays["images"]) > len(arrays["y_true"]):
+            raise ValueError(
+                f"`images` has {len(arrays['images'])} rows but there are only "
+                f"{len(arrays['y_true'])} labels; pass the first images of the test split."
+            )
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return path
+
+
+def load_predictions(path):
+    """Reads a file written by `save_predictions`.
+
+    Returns:
+        dict with `y_true`, `y_score` and, if saved, `images`.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If `y_true` or `y_score` is missing.
+    """
+    with np.load(os.fspath(path)) as data:
+        arrays = {key: data[key] for key in data.files}
+    for key in ("y_true", "y_score"):
+        if key not in arrays:
+            raise ValueError(
+                f"{path} has no {key!r} array (found: {', '.join(sorted(arrays)) or 'none'}); "
+                "write it with `kdkeras.runs.save_predictions`."
+            )
+    return arrays
+
+
+def jsonable(value):
+    """`value` with numpy types, non-finite floats and dataclasses made strict JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
