@@ -537,17 +537,15 @@ def _single_label_samples(y_true, y_score, task, names, weights):
         recall = (weights @ (one_hot * correct[:, None])) / (weights @ one_hot)
         # Like balanced_accuracy_score: the mean over the classes in the resample.
         balanced = np.nanmean(recall, axis=1)
-    # One-vs-rest AUC needs the class and some other class.
-    aucs = [
-        _weighted_auc(weights, y_true == k, y_score[:, k]) if 0 < support[k] < len(y_true) else None
-        for k in range(n_classes)
-    ]
-    if any(auc is None for auc in aucs):
-        auc = None
-    elif task == "binary-class":
-        auc = aucs[-1]
+    # Binary AUC is that of the last column; multi-class, the mean one-vs-rest AUC.
+    # Each needs its class and some other class.
+    auc_classes = [n_classes - 1] if task == "binary-class" else range(n_classes)
+    if all(0 < support[k] < len(y_true) for k in auc_classes):
+        auc = np.mean(
+            [_weighted_auc(weights, y_true == k, y_score[:, k]) for k in auc_classes], axis=0
+        )
     else:
-        auc = np.mean(aucs, axis=0)
+        auc = None
     samples = {
         "acc": (weights @ correct) / weights.sum(axis=1),
         "auc": auc,
@@ -593,14 +591,15 @@ def _weighted_auc(weights, is_positive, score):
     order = np.argsort(score, kind="stable")
     sorted_score = score[order]
     group_starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
-    sorted_weights = weights[:, order]
-    sorted_positive = is_positive[order]
-    positives = np.add.reduceat(sorted_weights * sorted_positive, group_starts, axis=1)
-    negatives = np.add.reduceat(sorted_weights * ~sorted_positive, group_starts, axis=1)
-    negatives_below = np.cumsum(negatives, axis=1) - negatives
-    u = np.sum(positives * (negatives_below + 0.5 * negatives), axis=1)
+    # Examples along the first axis: the group sums and running sums are contiguous.
+    sorted_weights = weights.T[order]
+    sorted_positive = is_positive[order, None]
+    positives = np.add.reduceat(sorted_weights * sorted_positive, group_starts, axis=0)
+    negatives = np.add.reduceat(sorted_weights * ~sorted_positive, group_starts, axis=0)
+    negatives_below = np.cumsum(negatives, axis=0) - negatives
+    u = np.sum(positives * (negatives_below + 0.5 * negatives), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return u / (positives.sum(axis=1) * negatives.sum(axis=1))
+        return u / (positives.sum(axis=0) * negatives.sum(axis=0))
 
 
 def _strata(y_true, task):
