@@ -31,6 +31,7 @@ from kdkeras import scores
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_ALPHA = 0.05
+_COMPARED = ("acc", "auc", "balanced_acc")
 # Resamples are evaluated in blocks of about this many (resample, example)
 # cells, so 2,000 resamples of ChestMNIST's 22,433 test images fit in memory.
 _BLOCK_CELLS = 2**22
@@ -409,21 +410,16 @@ def compare_models(
     task, y_true, a, b = _check_pair(y_true, score_a, score_b, task)
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"`alpha` must be in (0, 1), got {alpha}.")
-    result = {"name_a": name_a, "name_b": name_b, "task": task, "n": int(y_true.shape[0])}
-    result["alpha"] = alpha
-    result.update(
-        _paired_differences(
-            y_true,
-            a,
-            b,
-            task,
-            class_names,
-            ("acc", "auc", "balanced_acc"),
-            n_resamples,
-            confidence,
-            seed,
-        )
-    )
+    result = {
+        "name_a": name_a,
+        "name_b": name_b,
+        "task": task,
+        "n": int(y_true.shape[0]),
+        "alpha": alpha,
+        **_paired_differences(
+            y_true, a, b, task, class_names, _COMPARED, n_resamples, confidence, seed
+        ),
+    }
     mcnemar = None
     if task != "multi-label":
         mcnemar = mcnemar_exact(
@@ -641,7 +637,8 @@ def _verdict(result):
             unclear.append(_no_difference_clause(metric, entry, alpha))
     subject = name_a[:1].upper() + name_a[1:]
     if not better and not worse:
-        return f"No significant difference in {' or '.join(unclear)} between {name_a} and {name_b}."
+        unclear = " or ".join(unclear)
+        return f"No significant difference in {unclear} between {name_a} and {name_b}."
     if better and worse:
         sentence = f"{subject} is better than {name_b} {better[0]} but worse {worse[0]}"
     elif better:

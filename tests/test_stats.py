@@ -364,7 +364,9 @@ def test_compare_multi_class_has_no_delong():
     y_true = rng.integers(0, 3, 90)
     logits = rng.normal(size=(90, 3)) + 2 * np.eye(3)[y_true]
     score = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    result = stats.compare_models(y_true, score, score[:, [1, 0, 2]], "multi-class", n_resamples=300)
+    result = stats.compare_models(
+        y_true, score, score[:, [1, 0, 2]], "multi-class", n_resamples=300
+    )
     assert result["auc"]["delong"] is None and result["auc"]["test"] is None
     assert result["acc"]["mcnemar"]["n"] == 90
     assert "McNemar p" in result["verdict"] and "DeLong" not in result["verdict"]
@@ -394,3 +396,15 @@ def test_bad_arguments():
         stats.bootstrap_intervals([0, 1], [0.2, 0.7], "binary-class", confidence=95)
     with pytest.raises(ValueError, match=r"`counts` must have shape \(B, 2\)"):
         stats.resampled_metrics([0, 1], [0.2, 0.7], "binary-class", np.ones((3, 4)))
+
+
+def test_paired_difference_is_none_where_the_metric_is_undefined():
+    y_score = [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]
+    auc = stats.paired_bootstrap_difference([1, 1, 1], y_score, y_score, "auc", "binary-class")
+    assert auc is None
+    result = stats.compare_models([1, 1, 1], y_score, y_score, "binary-class", "A", "B")
+    assert result["auc"] is None and result["acc"]["p_value"] == 1.0
+    assert result["verdict"] == (
+        "No significant difference in ACC (+0.0 points, 95% CI +0.0 to +0.0, McNemar p = 1.0) "
+        "between A and B."
+    )
