@@ -9,6 +9,7 @@ from scipy.stats import norm
 from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from kdkeras import stats
+from kdkeras.metrics import classification_metrics, logits_to_scores
 
 # Subarachnoid hemorrhage data (Turck et al. 2010, Intensive Care Medicine 36:107-115),
 # the `aSAH` data set of the R package pROC: outcome (1 = "Poor"), WFNS grade and S100B
@@ -408,3 +409,24 @@ def test_paired_difference_is_none_where_the_metric_is_undefined():
         "No significant difference in ACC (+0.0 points, 95% CI +0.0 to +0.0, McNemar p = 1.0) "
         "between A and B."
     )
+
+
+@pytest.mark.parametrize("task", ["binary-class", "multi-class", "multi-label"])
+def test_whole_sample_equals_classification_metrics(task):
+    rng = np.random.default_rng(12)
+    n, columns = 200, 2 if task == "binary-class" else 4
+    if task == "multi-label":
+        y_true = (rng.random((n, columns)) < 0.4).astype(int)
+        noise = rng.normal(0, 0.25, (n, columns))
+        y_score = np.round(np.clip(0.3 + 0.4 * y_true + noise, 0, 1), 2)
+    else:
+        y_true = rng.integers(0, columns, n)
+        y_score = logits_to_scores(np.round(rng.normal(size=(n, columns)), 1)
+                                   + np.eye(columns)[y_true], task)  # fmt: skip
+    expected = classification_metrics(y_true, y_score, task)
+    whole = stats.resampled_metrics(y_true, y_score, task, np.ones((1, n), np.int32))
+    for key in ("acc", "auc", "balanced_acc"):
+        assert whole[key][0] == pytest.approx(expected[key], abs=1e-12), key
+    if task == "multi-class":
+        recalls = [whole[f"recall[{k}]"][0] for k in range(columns)]
+        assert recalls == pytest.approx([c["recall"] for c in expected["per_class"]], abs=1e-12)
