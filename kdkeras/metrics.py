@@ -19,18 +19,27 @@ the result can be written with `json.dump` as is.
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-TASKS = ("binary-class", "multi-class", "ordinal-regression", "multi-label")
-ECE_BINS = 15
+from kdkeras import scores
+from kdkeras import stats
+from kdkeras.scores import TASKS  # noqa: F401 (public: `kdkeras.metrics.TASKS`)
 
-# medmnist's INFO calls the multi-label task by this longer name.
-_TASK_ALIASES = {"multi-label, binary-class": "multi-label"}
-_THRESHOLD = 0.5
+ECE_BINS = 15
+# Fixed, so that a model's metrics file is a function of its predictions alone.
+INTERVAL_SEED = 0
 # Same floor as Keras' cross-entropy on probabilities, so a confident miss
 # costs a large but finite loss.
 _EPSILON = 1e-7
 
 
-def classification_metrics(y_true, y_score, task, class_names=None, loss=None):
+def classification_metrics(
+    y_true,
+    y_score,
+    task,
+    class_names=None,
+    loss=None,
+    n_resamples=stats.DEFAULT_RESAMPLES,
+    confidence=stats.DEFAULT_CONFIDENCE,
+):
     """Computes the test-split metrics of one model as a JSON-friendly dict.
 
     Args:
@@ -47,6 +56,8 @@ def classification_metrics(y_true, y_score, task, class_names=None, loss=None):
         class_names: Optional names of the classes (labels for multi-label),
             one per column of `y_score`. Defaults to `"0"`, `"1"`, ...
         loss: Optional loss value (e.g. from `model.evaluate`) stored as `loss`.
+        n_resamples: Bootstrap resamples of the `intervals`.
+        confidence: Coverage of the `intervals`.
 
     Returns:
         A dict with:
@@ -74,6 +85,13 @@ def classification_metrics(y_true, y_score, task, class_names=None, loss=None):
           (binary cross-entropy averaged over labels for multi-label), with
           probabilities floored at 1e-7. Unlike a distiller's training loss it
           is comparable across teacher, student and distilled models.
+        - `intervals`: confidence intervals by a stratified bootstrap over the
+          samples (`kdkeras.stats.bootstrap_intervals`, seed 0, so the same
+          predictions always give the same intervals): metric name ->
+          `{"low", "high", "confidence", "resamples"}`, or None where the
+          metric is undefined. Metrics: `acc`, `auc`, `balanced_acc`; for
+          binary-class `sensitivity` and `specificity` (recall of the last and
+          the first class); for multi-class `recall[<class name>]`.
         - `loss`: only when `loss` is given.
 
     Raises:
@@ -89,16 +107,19 @@ def classification_metrics(y_true, y_score, task, class_names=None, loss=None):
     metrics["acc"], metrics["auc"]
     ```
     """
-    task = _check_task(task)
-    y_score = _check_scores(y_score, task)
-    y_true = _check_labels(y_true, y_score, task)
+    task = scores.check_task(task)
+    y_score = scores.check_scores(y_score, task)
+    y_true = scores.check_labels(y_true, y_score, task)
     n_classes = y_score.shape[1]
-    names = _check_class_names(class_names, n_classes)
+    names = scores.check_class_names(class_names, n_classes)
     if task == "multi-label":
         result = _multi_label_metrics(y_true, y_score, names)
     else:
         result = _single_label_metrics(y_true, y_score, task, names)
     result = {"task": task, "n": int(y_true.shape[0]), "n_classes": n_classes, **result}
+    result["intervals"] = stats.bootstrap_intervals(
+        y_true, y_score, task, names, n_resamples, confidence, seed=INTERVAL_SEED
+    )
     if loss is not None:
         result["loss"] = float(loss)
     return result
@@ -126,7 +147,7 @@ def logits_to_scores(logits, task):
     # array([[0.8808, 0.1192]])
     ```
     """
-    task = _check_task(task)
+    task = scores.check_task(task)
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2:
         raise ValueError(
@@ -167,21 +188,13 @@ def predict_labels(y_score, task):
     # array([1, 0])
     ```
     """
-    task = _check_task(task)
-    return _predict(_check_scores(y_score, task), task)
-
-
-def _predict(y_score, task):
-    if task == "multi-label":
-        return (y_score > _THRESHOLD).astype(np.int64)
-    if task == "binary-class":
-        return (y_score[:, -1] > _THRESHOLD).astype(np.int64)
-    return np.argmax(y_score, axis=1).astype(np.int64)
+    task = scores.check_task(task)
+    return scores.predict(scores.check_scores(y_score, task), task)
 
 
 def _single_label_metrics(y_true, y_score, task, names):
     n_classes = y_score.shape[1]
-    y_pred = _predict(y_score, task)
+    y_pred = scores.predict(y_score, task)
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     true_positives = np.diag(cm)
@@ -210,7 +223,7 @@ def _single_label_metrics(y_true, y_score, task, names):
 
 
 def _multi_label_metrics(y_true, y_score, names):
-    y_pred = _predict(y_score, "multi-label")
+    y_pred = scores.predict(y_score, "multi-label")
     tp = np.sum((y_pred == 1) & (y_true == 1), axis=0)
     fp = np.sum((y_pred == 1) & (y_true == 0), axis=0)
     fn = np.sum((y_pred == 0) & (y_true == 1), axis=0)
@@ -284,83 +297,3 @@ def _safe_divide(numerator, denominator):
 
 def _sigmoid(x):
     return np.exp(-np.logaddexp(0.0, -x))
-
-
-def _check_task(task):
-    task = _TASK_ALIASES.get(task, task)
-    if task not in TASKS:
-        raise ValueError(f"Unknown `task` {task!r}; use one of {', '.join(TASKS)}.")
-    return task
-
-
-def _check_scores(y_score, task):
-    y_score = np.asarray(y_score, dtype=np.float64)
-    if task == "binary-class" and (y_score.ndim == 1 or y_score.shape[1:] == (1,)):
-        positive = y_score.reshape(-1, 1)
-        y_score = np.concatenate([1.0 - positive, positive], axis=1)
-    if y_score.ndim != 2 or y_score.shape[0] == 0:
-        raise ValueError(
-            f"`y_score` must have shape (N, C) with N > 0, got {y_score.shape}: "
-            "one row per sample, one probability column per class (label)."
-        )
-    if task == "binary-class" and y_score.shape[1] != 2:
-        raise ValueError(
-            f"`y_score` has {y_score.shape[1]} columns but a binary-class task needs 2 "
-            "(or one column of positive-class probabilities)."
-        )
-    if task in ("multi-class", "ordinal-regression") and y_score.shape[1] < 2:
-        raise ValueError(f"`y_score` needs one column per class (2 or more) for task {task!r}.")
-    if not np.all(np.isfinite(y_score)) or y_score.min() < 0.0 or y_score.max() > 1.0:
-        raise ValueError(
-            "`y_score` must hold probabilities in [0, 1]; got values outside it (logits?). "
-            "Convert logits with `kdkeras.metrics.logits_to_scores(logits, task)`."
-        )
-    # Row sums are checked loosely: float16 softmax outputs are off by ~1e-3.
-    if task != "multi-label" and not np.allclose(y_score.sum(axis=1), 1.0, atol=1e-2):
-        raise ValueError(
-            f"`y_score` rows must sum to 1 for task {task!r} (softmax outputs); for "
-            "independent sigmoid outputs use task 'multi-label'. Convert logits with "
-            "`kdkeras.metrics.logits_to_scores(logits, task)`."
-        )
-    return y_score
-
-
-def _check_labels(y_true, y_score, task):
-    y_true = np.asarray(y_true)
-    n, n_columns = y_score.shape
-    if task == "multi-label":
-        if y_true.shape != y_score.shape:
-            raise ValueError(
-                f"Multi-label `y_true` must be multi-hot with the shape of `y_score` "
-                f"{y_score.shape}, got {y_true.shape}."
-            )
-        if not np.isin(y_true, (0, 1)).all():
-            raise ValueError("Multi-label `y_true` must hold only 0 and 1 (multi-hot).")
-        return y_true.astype(np.int64)
-    if y_true.ndim == 2 and y_true.shape[1] == 1:
-        y_true = y_true[:, 0]
-    if y_true.ndim != 1 or y_true.shape[0] != n:
-        raise ValueError(
-            f"`y_true` must be class indices of shape ({n},) or ({n}, 1) to match "
-            f"`y_score` {y_score.shape}, got {y_true.shape}. One-hot labels: pass "
-            "`labels.argmax(axis=1)`."
-        )
-    if not np.all(np.mod(y_true, 1) == 0) or y_true.min() < 0 or y_true.max() >= n_columns:
-        raise ValueError(
-            f"`y_true` must hold integer class indices in [0, {n_columns - 1}] "
-            f"(`y_score` has {n_columns} columns), got values in "
-            f"[{y_true.min()}, {y_true.max()}]."
-        )
-    return y_true.astype(np.int64)
-
-
-def _check_class_names(class_names, n_classes):
-    if class_names is None:
-        return [str(k) for k in range(n_classes)]
-    names = [str(name) for name in class_names]
-    if len(names) != n_classes:
-        raise ValueError(
-            f"`class_names` has {len(names)} names but `y_score` has {n_classes} "
-            "columns; give one name per class (label)."
-        )
-    return names

@@ -1,6 +1,7 @@
 """Tests of kdkeras.metrics: hand-computed cases and agreement with medmnist."""
 
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -238,3 +239,42 @@ def test_multi_label_shape_mismatch():
 def test_class_names_length():
     with pytest.raises(ValueError, match="`class_names` has 3 names but `y_score` has 2"):
         classification_metrics([0, 1], [[0.9, 0.1], [0.1, 0.9]], "binary-class", ["a", "b", "c"])
+
+
+def test_intervals_bracket_the_metrics_and_repeat_exactly():
+    rng = np.random.default_rng(5)
+    y_true = rng.integers(0, 2, 400)
+    positive = np.clip(0.3 + 0.4 * y_true + rng.normal(0, 0.2, 400), 0, 1)
+    metrics = classification_metrics(y_true, positive, "binary-class", ["normal", "pneumonia"])
+    intervals = metrics["intervals"]
+    assert set(intervals) == {"acc", "auc", "balanced_acc", "sensitivity", "specificity"}
+    for name in ("acc", "auc", "balanced_acc"):
+        assert intervals[name]["low"] < metrics[name] < intervals[name]["high"]
+        assert intervals[name]["high"] - intervals[name]["low"] < 0.2
+    assert intervals["sensitivity"]["low"] < metrics["per_class"][1]["recall"]
+    assert intervals["specificity"]["high"] > metrics["per_class"][0]["recall"]
+    assert intervals["acc"]["confidence"] == 0.95 and intervals["acc"]["resamples"] == 2000
+    # Same predictions, same intervals: the bootstrap seed is fixed.
+    again = classification_metrics(y_true, positive, "binary-class", ["normal", "pneumonia"])
+    assert again["intervals"] == intervals
+    assert json.loads(json.dumps(metrics))["intervals"] == intervals
+
+
+def test_intervals_per_class_recall_and_options():
+    y_true = np.array([0, 1, 2, 2, 1, 0, 2, 1])
+    y_score = np.eye(3)[[0, 1, 2, 1, 1, 2, 2, 1]]
+    metrics = classification_metrics(
+        y_true, y_score, "multi-class", ["a", "b", "c"], n_resamples=500, confidence=0.9
+    )
+    intervals = metrics["intervals"]
+    assert set(intervals) == {"acc", "auc", "balanced_acc", "recall[a]", "recall[b]", "recall[c]"}
+    # Class b is always right: its recall is 1 in every resample.
+    assert intervals["recall[b]"] == {"low": 1.0, "high": 1.0, "confidence": 0.9, "resamples": 500}
+
+
+def test_intervals_none_when_a_class_is_absent():
+    intervals = classification_metrics([1, 1], [[0.2, 0.8], [0.6, 0.4]], "binary-class")[
+        "intervals"
+    ]
+    assert intervals["auc"] is None and intervals["specificity"] is None
+    assert intervals["acc"]["low"] == 0.0 and intervals["acc"]["high"] == 1.0
