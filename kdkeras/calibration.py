@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from scipy import optimize, special
 
 from kdkeras import __version__
-from kdkeras.files import write_text_atomic
+from kdkeras.files import ModelFileError, write_text_atomic
 from kdkeras.metrics import ECE_BINS, classification_metrics, logits_to_scores
 from kdkeras.reporting import _STYLE, _class_color, _save
 
@@ -166,8 +166,8 @@ def load_calibration(model_path):
         by `save_calibration`, or None if the file does not exist.
 
     Raises:
-        ValueError: For a file that is not valid calibration JSON; the message
-            names the file and how to rewrite it.
+        ModelFileError: For a file that is not valid calibration JSON; the
+            message names the file and how to rewrite it.
     """
     path = calibration_path(model_path)
     if not os.path.exists(path):
@@ -179,14 +179,14 @@ def load_calibration(model_path):
         threshold = content.get("threshold")
         threshold = None if threshold is None else float(threshold)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} is not a valid calibration file ({type(e).__name__}: {e}); delete it to "
             "predict uncalibrated, or rewrite it with kdkeras.calibration.save_calibration."
         ) from e
     if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"{path}: temperature = {temperature!r} must be a finite number > 0.")
+        raise ModelFileError(f"{path}: temperature = {temperature!r} must be a finite number > 0.")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"{path}: threshold = {threshold!r} must be a probability in [0, 1].")
+        raise ModelFileError(f"{path}: threshold = {threshold!r} must be a probability in [0, 1].")
     return {**content, "temperature": temperature, "threshold": threshold}
 
 
