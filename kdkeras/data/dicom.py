@@ -35,8 +35,9 @@ def read_dicom(path):
     Grayscale: modality LUT, then VOI LUT (window or table; the file's first
     one), then `MONOCHROME1` inverted so that high means bright, then the
     displayed range scaled to [0, 255]. The displayed range is the VOI
-    output's (the window maps to the full range); without a VOI module it is
-    the image's own minimum to maximum. RGB images are returned as stored.
+    output's: the window maps to the full range, a table's entries span
+    their declared bits; without a VOI module it is the image's own minimum
+    to maximum. RGB images are returned as stored.
 
     Args:
         path: A DICOM file.
@@ -83,18 +84,18 @@ def read_dicom(path):
 
 
 def _displayed_range(ds, values):
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_voi_lut
 
-    has_voi = bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
-    if not has_voi:
-        return float(values.min()), float(values.max())
-    # The VOI output range is where the stored range lands after both LUTs: for
-    # a window inside the data range, exactly pydicom's [y_min, y_max].
-    bits = int(ds.BitsStored)
-    stored = (np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1]) if int(ds.PixelRepresentation)
-              else np.array([0, 2**bits - 1]))
-    ends = apply_voi_lut(apply_modality_lut(stored, ds), ds).astype(np.float64)
-    return float(ends.min()), float(ends.max())
+    lut = ds.get("VOILUTSequence")
+    if lut and lut[0].get("LUTDescriptor") is not None and lut[0].get("LUTData") is not None:
+        # apply_voi_lut prefers the table; its entries span the bits it declares.
+        return 0.0, float(2 ** int(lut[0].LUTDescriptor[2]) - 1)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        # The window maps to pydicom's [y_min, y_max], whatever the image holds:
+        # its ends are where everything below and above the window lands.
+        ends = apply_voi_lut(np.array([-np.inf, np.inf]), ds)
+        return float(ends[0]), float(ends[1])
+    return float(values.min()), float(values.max())
 
 
 def _scale_rgb(pixels, ds):
