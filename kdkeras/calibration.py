@@ -269,7 +269,7 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
                      color=color, label=f"{label} (ECE = {ece:.3f})")
             offset = (index - (len(curves) - 1) / 2) * width
             bottom.bar(centers + offset, count / count.sum(), width=width, color=color)
-        top.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal", ylabel="Accuracy in the bin")
+        top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="Accuracy in the bin")
         top.legend(loc="upper left")
         bottom.set(xlabel="Confidence (probability of the predicted class)", ylabel="Share")
         fig.suptitle(title, fontweight="bold")
