@@ -11,6 +11,7 @@ kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
 kdkeras export --config quickstart --formats tflite_float32 tflite_int8
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
+kdkeras predict --model runs/quickstart/distilled.keras new_xrays/ --out predictions.csv --gradcam gradcam/
 ```
 """
 
@@ -29,6 +30,8 @@ COMMANDS = {
     "models": "List the model zoo: role, parameters, input size and FLOPs.",
     "export": "Write a saved student as SavedModel and TFLite (float32, int8) with a size, "
     "latency and accuracy table.",
+    "predict": "Classify image files, folders, zip/tar archives and DICOM files with a saved model; "
+    "write one CSV row per image.",
 }
 
 # (flag, config key, type, help); the "{phase}" key follows the command.
@@ -83,6 +86,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     for command, text in COMMANDS.items():
         sub = commands.add_parser(command, help=text, description=text)
+        if command == "predict":
+            _add_predict_arguments(sub)
+            continue
         if command == "models":
             sub.add_argument("--num-classes", type=int, default=2, help="classes of the printed models (default 2)")
             sub.add_argument("--role", choices=("teacher", "student"), help="only list this role")
@@ -135,6 +141,39 @@ def _add_export_arguments(sub):
         "--representative-images", type=int, default=200,
         help="unaugmented train images that calibrate tflite_int8 (default 200)",
     )
+
+
+def _add_predict_arguments(sub):
+    sub.add_argument(
+        "--model", required=True,
+        help="the .keras model, e.g. runs/<experiment>/distilled.keras; its run folder gives the class "
+        "names and, from <stem>_calibration.json, the temperature and decision threshold",
+    )
+    sub.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, zip/tar archives, DICOM files")
+    sub.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    sub.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
+    sub.add_argument("--gradcam-layer", help="feature layer of the Grad-CAM maps (default: the last spatial one)")
+    sub.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
+
+
+def _predict(args):
+    from kdkeras import predict
+
+    if args.batch_size < 1:
+        raise SystemExit(f"kdkeras: predict: --batch-size must be >= 1, got {args.batch_size}")
+    result = predict.predict_files(
+        args.model, args.paths, batch_size=args.batch_size, gradcam_dir=args.gradcam,
+        gradcam_layer=args.gradcam_layer, unsafe_load=args.unsafe_load,
+    )
+    result.to_csv(args.out)
+    meta = result.metadata
+    rule = f", threshold {meta.threshold:.4f}" if meta.threshold is not None else ""
+    print(f"wrote {args.out}: {len(result.readable)} image(s) classified (temperature {meta.temperature:.3f}{rule})")
+    for path, reason in result.unreadable:
+        print(f"kdkeras: unreadable: {path}: {reason}", file=sys.stderr)
+    # Some images read is a result; none at all is a failure a script should see.
+    return 0 if result.readable else 1
 
 
 def overrides_from_args(args):
@@ -192,6 +231,8 @@ def main(argv=None):
 
             print(models.model_table(num_classes=args.num_classes, role=args.role))
             return 0
+        if args.command == "predict":
+            return _predict(args)
         config = config_lib.load_config(args.config)
         if args.command == "report":
             print(f"wrote {training.write_report(config, args.runs_dir)}")

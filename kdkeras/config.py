@@ -3,7 +3,8 @@
 A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
 table whose `loader` names a `kdkeras.data.load_*` function and whose other
 keys are that function's arguments, and one table per phase: `[teacher]`,
-`[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`.
+`[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`
+and an optional `[evaluate]` table (operating point, Grad-CAM layers).
 See `experiments/quickstart.toml`.
 """
 
@@ -119,6 +120,24 @@ class SweepConfig:
 
 
 @dataclasses.dataclass
+class EvaluateConfig:
+    """How the trained models are read out: decision threshold and Grad-CAM layers.
+
+    Attributes:
+        operating_point: Binary tasks: `{}` keeps the 0.5 threshold;
+            `{sensitivity = 0.95}`, `{specificity = 0.9}` or `{youden = true}`
+            picks the threshold on the validation split (see
+            `kdkeras.operating_point`).
+        gradcam_layers: Feature layer of the Grad-CAM maps per model, e.g.
+            `{teacher = "stage4_block2_out"}`; a model left out uses its last
+            spatial layer.
+    """
+
+    operating_point: dict = dataclasses.field(default_factory=dict)
+    gradcam_layers: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """A whole experiment: data, the three phases and where it came from.
 
@@ -138,6 +157,7 @@ class ExperimentConfig:
         student: The student-alone phase (the baseline).
         distill: The distillation phase.
         sweep: The temperature x alpha grid of `kdkeras sweep`.
+        evaluate: Operating point and Grad-CAM layers of the read-out.
         published: Rows of published numbers to print beside ours.
         path: The file it was read from (not a TOML key).
     """
@@ -153,6 +173,7 @@ class ExperimentConfig:
     student: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     published: list = dataclasses.field(default_factory=list)
     path: str = ""
 
@@ -232,7 +253,13 @@ def from_dict(raw, source="<config>"):
         An `ExperimentConfig`.
     """
     raw = copy.deepcopy(raw)
-    sections = {"teacher": TrainConfig, "student": TrainConfig, "distill": DistillConfig, "sweep": SweepConfig}
+    sections = {
+        "teacher": TrainConfig,
+        "student": TrainConfig,
+        "distill": DistillConfig,
+        "sweep": SweepConfig,
+        "evaluate": EvaluateConfig,
+    }
     values = {}
     for key, value in raw.items():
         if key in sections:
@@ -407,6 +434,7 @@ def _check_values(config, source):
         fail("[distill] temperature", f"= {config.distill.temperature} must be > 0.")
     _check_distill(config.distill, config.data, fail)
     _check_sweep(config.sweep, fail)
+    _check_evaluate(config.evaluate, fail)
     _check_models(config, fail)
 
 
@@ -465,6 +493,22 @@ def _check_sweep(sweep, fail):
                 fail(f"[sweep] {axis}", f"= {values!r}: each value must be a number {rule}, got {value!r}.")
         if len(set(values)) != len(values):
             fail(f"[sweep] {axis}", f"= {values!r} repeats a value; list each one once.")
+
+
+def _check_evaluate(evaluate, fail):
+    from kdkeras.operating_point import check_operating_point
+
+    try:
+        check_operating_point(evaluate.operating_point)
+    except ValueError as error:
+        fail("[evaluate]", str(error))
+    for model, layer in evaluate.gradcam_layers.items():
+        if model not in ("teacher", "student", "distilled") or not isinstance(layer, str) or not layer:
+            fail(
+                "[evaluate] gradcam_layers",
+                f"= {evaluate.gradcam_layers!r}: map teacher, student or distilled to a layer name, "
+                'e.g. {teacher = "stage4_block2_out"}.',
+            )
 
 
 def _check_models(config, fail):

@@ -1,0 +1,253 @@
+"""The clinical read-out of a run: fidelity, calibration, operating point, Grad-CAM.
+
+`clinical_section` takes the validation and test logits of the teacher and
+the students, fits what is fitted on validation only (temperature,
+threshold), reads the test split at it, writes the figures and returns the
+report's markdown and the numbers for the metrics JSON.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from kdkeras import calibration, explain, operating_point as op
+from kdkeras.fidelity import fidelity
+from kdkeras.metrics import logits_to_scores, predict_labels
+
+_DEFAULT_THRESHOLD = 0.5
+
+
+@dataclasses.dataclass
+class ClinicalSection:
+    """What `clinical_section` produced.
+
+    Attributes:
+        markdown: Lines of the report section (no trailing newlines).
+        metrics: `{model name: {...}}`, JSON-ready: `calibration`,
+            `operating_point` and `average_precision` (binary tasks),
+            `fidelity` and `gradcam_agreement` (models other than the teacher).
+        figures: Paths of the written figures.
+    """
+
+    markdown: list
+    metrics: dict
+    figures: list
+
+
+def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, test_logits,
+                     teacher="teacher", images=None, models=None, model_paths=None,
+                     operating_point=None, gradcam_layers=None, gradcam_images=16, report_dir=None):
+    """Computes and draws the clinical read-out of teacher and students.
+
+    Args:
+        out_dir: Folder of the figures (created if needed).
+        task: One of `kdkeras.metrics.TASKS`.
+        class_names: Names of the classes (binary: the last is the positive one).
+        y_val: Validation labels: class indices `(N_val,)`, multi-hot for multi-label.
+        y_test: Test labels `(N_test,)`.
+        val_logits: `{model name: logits (N_val, C)}`, e.g. keys `"teacher"`,
+            `"student"`, `"distilled"`; the order of the dict is the order of
+            the tables.
+        test_logits: `{model name: logits (N_test, C)}`, the same keys.
+        teacher: The key of the teacher, the reference of fidelity and of
+            the Grad-CAM comparison.
+        images: Optional test images `(N_img, H, W, C)` in [0, 255]: the first
+            `N_img` test examples, in the order of `y_test`.
+        models: Optional `{model name: keras.Model}`; with `images`, the
+            teacher's and each student's Grad-CAM maps are computed on up to
+            `gradcam_images` images, compared, and drawn.
+        model_paths: Optional `{model name: .keras path}`; each model's
+            temperature and threshold are saved beside it
+            (`kdkeras.calibration.save_calibration`), for `kdkeras predict`.
+        operating_point: The `[evaluate] operating_point` table: `{}` keeps
+            the 0.5 threshold; `{"sensitivity": 0.95}`, `{"specificity": s}`
+            or `{"youden": True}` choose one on validation (binary tasks).
+        gradcam_layers: Optional `{model name: layer name}`; default the last
+            spatial layer of each model.
+        gradcam_images: Images whose maps are computed, at most.
+        report_dir: Folder of the markdown file, for relative figure links;
+            default `out_dir`.
+
+    Returns:
+        A `ClinicalSection`.
+    """
+    rule = op.check_operating_point(operating_point)
+    names = list(test_logits)
+    binary = task == "binary-class"
+    report_dir = report_dir or out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    metrics = {name: {} for name in names}
+    figures = []
+    calibrated = {}
+    for name in names:
+        temperature = calibration.fit_temperature(val_logits[name], y_val, task)
+        metrics[name]["calibration"] = {
+            "temperature": temperature,
+            "fitted_on_n": int(len(val_logits[name])),
+            "test_before": calibration.calibration_summary(test_logits[name], y_test, task),
+            "test_after": calibration.calibration_summary(test_logits[name], y_test, task, temperature),
+        }
+        raw = logits_to_scores(test_logits[name], task)
+        calibrated[name] = {
+            "val": logits_to_scores(np.asarray(val_logits[name]) / temperature, task),
+            "test": logits_to_scores(np.asarray(test_logits[name]) / temperature, task),
+        }
+        figures.append(calibration.plot_reliability_diagram(
+            {f"{name}, raw": (y_test, raw), f"{name}, T = {temperature:.2f}": (y_test, calibrated[name]["test"])},
+            task, os.path.join(out_dir, f"{name}_reliability.png"),
+            title=f"{name}: reliability, test split",
+        ))
+    thresholds = {}
+    if binary:
+        for name in names:
+            p_val, p_test = calibrated[name]["val"][:, -1], calibrated[name]["test"][:, -1]
+            threshold = op.choose_threshold(y_val, p_val, **rule) if rule else _DEFAULT_THRESHOLD
+            thresholds[name] = threshold
+            metrics[name]["operating_point"] = {
+                "rule": rule or {"threshold": _DEFAULT_THRESHOLD},
+                "threshold": threshold,
+                "val": op.rates_at_threshold(y_val, p_val, threshold),
+                "test": op.rates_at_threshold(y_test, p_test, threshold),
+            }
+            metrics[name]["average_precision"] = _average_precision(y_test, p_test)
+        figures.append(op.plot_roc_operating_points(
+            {n: (y_test, calibrated[n]["test"][:, -1], thresholds[n]) for n in names},
+            os.path.join(out_dir, "roc_operating_point.png"),
+        ))
+        figures.append(op.plot_precision_recall(
+            {n: (y_test, calibrated[n]["test"][:, -1]) for n in names},
+            os.path.join(out_dir, "precision_recall.png"),
+        ))
+    if teacher in names:
+        for name in names:
+            if name != teacher:
+                metrics[name]["fidelity"] = fidelity(test_logits[name], test_logits[teacher], task)
+    gradcam_figures = _gradcam(out_dir, metrics, names, teacher, task, class_names, y_test, images,
+                               models or {}, gradcam_layers or {}, gradcam_images, thresholds, calibrated)
+    figures.extend(gradcam_figures)
+    for name, path in (model_paths or {}).items():
+        if name in metrics:
+            calibration.save_calibration(
+                path, metrics[name]["calibration"]["temperature"], thresholds.get(name) if rule else None,
+                operating_point=rule, positive_class=class_names[-1] if binary else None,
+                n=len(val_logits[name]),
+            )
+    markdown = _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures, report_dir)
+    return ClinicalSection(markdown, metrics, figures)
+
+
+def _average_precision(y, p):
+    return float(average_precision_score(y, p)) if 0 < np.sum(y) < len(y) else None
+
+
+def _gradcam(out_dir, metrics, names, teacher, task, class_names, y_test, images, models, layers, limit,
+             thresholds, calibrated):
+    if images is None or teacher not in models or task.startswith("multi-label"):
+        return []
+    images = np.asarray(images, dtype=np.float32)[:limit]
+    n = len(images)
+    truth = np.asarray(y_test).reshape(-1)[:n]
+    teacher_maps = explain.gradcam(models[teacher], images, class_index=truth, layer=layers.get(teacher))
+    written = []
+    for name in names:
+        if name == teacher or name not in models:
+            continue
+        maps = explain.gradcam(models[name], images, class_index=truth, layer=layers.get(name))
+        metrics[name]["gradcam_agreement"] = explain.map_agreement(teacher_maps, maps)
+        scores = calibrated[name]["test"][:n]
+        if name in thresholds:
+            predicted = (scores[:, -1] >= thresholds[name]).astype(np.int64)
+        else:
+            predicted = predict_labels(scores, task)
+        written.append(explain.plot_gradcam_grid(
+            images, teacher_maps, maps, truth, predicted, class_names,
+            os.path.join(out_dir, f"{name}_gradcam.png"), student_label=name,
+        ))
+    return written
+
+
+def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures, report_dir):
+    def link(path, alt):
+        return f"![{alt}]({os.path.relpath(path, report_dir)})"
+
+    def number(value, digits=3):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = ["## Clinical read-out", ""]
+    students = [n for n in names if n != teacher and "fidelity" in metrics[n]]
+    if students:
+        lines += [
+            "### Fidelity to the teacher (test split)",
+            "",
+            "Top-1 agreement with the teacher and KL(teacher || model) of their predictive "
+            "distributions (Stanton et al. 2021); Grad-CAM agreement is the mean Pearson correlation "
+            "of the teacher's and the model's maps of the true class.",
+            "",
+            "| Model | Top-1 agreement | KL(teacher ‖ model) | Grad-CAM agreement |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name in students:
+            f = metrics[name]["fidelity"]
+            agreement = metrics[name].get("gradcam_agreement", {}).get("pearson")
+            lines.append(f"| {name} | {f['top1_agreement']:.3f} | {f['kl_teacher_student']:.4f} | {number(agreement)} |")
+        lines.append("")
+    lines += [
+        "### Calibration",
+        "",
+        "Temperature scaling fitted on the validation split (one scalar T; logits / T keeps every "
+        "prediction); ECE (15 bins) and negative log-likelihood on the test split.",
+        "",
+        "| Model | T | ECE raw | ECE calibrated | NLL raw | NLL calibrated |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        c = metrics[name]["calibration"]
+        lines.append(
+            f"| {name} | {c['temperature']:.3f} | {c['test_before']['ece']:.4f} | {c['test_after']['ece']:.4f} "
+            f"| {c['test_before']['nll']:.4f} | {c['test_after']['nll']:.4f} |"
+        )
+    lines.append("")
+    lines += [link(p, f"{os.path.basename(p)}") for p in figures if p.endswith("_reliability.png")]
+    lines.append("")
+    if binary:
+        chosen = (f"chosen on the validation split for {_describe(rule)}" if rule
+                  else "the default threshold 0.5 (set `[evaluate] operating_point` to choose one)")
+        lines += [
+            "### Operating point",
+            "",
+            f"Positive class `{class_names[-1]}` when its calibrated probability is >= the threshold, "
+            f"{chosen}; sensitivity and specificity read on the test split at that threshold.",
+            "",
+            "| Model | Threshold | Val sensitivity | Val specificity | Test sensitivity | Test specificity "
+            "| Test PPV | Test NPV | Test AP |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name in names:
+            o = metrics[name]["operating_point"]
+            v, t = o["val"], o["test"]
+            lines.append(
+                f"| {name} | {o['threshold']:.4f} | {number(v['sensitivity'])} | {number(v['specificity'])} "
+                f"| {number(t['sensitivity'])} ({t['tp']}/{t['tp'] + t['fn']}) "
+                f"| {number(t['specificity'])} ({t['tn']}/{t['tn'] + t['fp']}) | {number(t['ppv'])} "
+                f"| {number(t['npv'])} | {number(metrics[name]['average_precision'])} |"
+            )
+        lines += ["", *(link(p, os.path.basename(p)) for p in figures
+                        if p.endswith(("roc_operating_point.png", "precision_recall.png"))), ""]
+    if gradcam_figures:
+        lines += [
+            "### Where the models look",
+            "",
+            "Grad-CAM (Selvaraju et al. 2017) of the true class on the first test images: the image, "
+            "the teacher's map and the student's, for correct and wrong predictions of the student.",
+            "",
+            *(link(p, os.path.basename(p)) for p in gradcam_figures),
+            "",
+        ]
+    return lines
+
+
+def _describe(rule):
+    (key, value), = rule.items()
+    return "Youden's J" if key == "youden" else f"a {key} of {value:g}"

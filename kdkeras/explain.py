@@ -1,0 +1,270 @@
+"""Where a model looks: Grad-CAM maps, teacher-student map agreement, figures.
+
+Grad-CAM (Selvaraju et al., ICCV 2017) weighs the channels of a
+convolutional feature map by the spatially averaged gradient of a class's
+logit and keeps the positive part: `ReLU(sum_k mean_ij(d y_c / d A_k) A_k)`.
+The map is upsampled to the input size and scaled to [0, 1] per image.
+
+Every zoo model is a flat functional model, so the feature map of any layer
+is reachable; by default the last layer with a spatial (rank-4) output is
+used, the layer the original paper recommends: the deepest one that still
+has a spatial layout. Maps are computed in float32 from whatever the model
+computes in, so mixed-precision models work too.
+"""
+
+import keras
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+
+from kdkeras.models.preprocessing import InputPreprocessing
+from kdkeras.reporting import _CORRECT, _STYLE, _WRONG, _save
+
+# Layers whose 4-D output is the (scaled) image, not a feature map, or (dropout)
+# the previous layer's map unchanged at inference.
+_NOT_FEATURES = (keras.layers.InputLayer, InputPreprocessing, keras.layers.Dropout)
+_CMAP = "jet"
+_OVERLAY_ALPHA = 0.4
+
+
+def find_gradcam_layer(model):
+    """The name of the last layer of `model` with a spatial `(B, H, W, C)` output.
+
+    Raises:
+        ValueError: For a model without such a layer (no convolutions), or a
+            subclassed model whose layers have no symbolic outputs.
+    """
+    _check_functional(model)
+    candidates = [layer.name for layer in model.layers if _is_spatial(layer)]
+    if not candidates:
+        raise ValueError(
+            f"Model {model.name!r} has no layer with a spatial (batch, height, width, channels) "
+            "output, so Grad-CAM has no feature map to weigh; it needs a convolutional model."
+        )
+    return candidates[-1]
+
+
+def gradcam(model, images, class_index=None, layer=None, batch_size=32):
+    """Grad-CAM maps of `model` on `images`, at input resolution, in [0, 1].
+
+    Args:
+        model: A functional Keras model that outputs logits `(B, C)`.
+        images: float array `(N, H, W, C)` as the model reads it (pixels in
+            [0, 255] for zoo models).
+        class_index: The class whose evidence is mapped: None (each image's
+            top logit), an int (the same class for all), or ints `(N,)`.
+        layer: Name of the feature layer; default `find_gradcam_layer(model)`.
+        batch_size: Images per gradient computation.
+
+    Returns:
+        float32 array `(N, H, W)` with values in [0, 1]; each map is divided by
+        its maximum, and a map with no positive evidence is all zeros.
+
+    Example:
+
+    ```python
+    maps = gradcam(student, x_test[:16], class_index=y_test[:16])
+    ```
+    """
+    _check_functional(model)
+    layer = layer or find_gradcam_layer(model)
+    try:
+        features = model.get_layer(layer).output
+    except ValueError:
+        names = ", ".join(repr(candidate.name) for candidate in model.layers[-8:])
+        raise ValueError(
+            f"Model {model.name!r} has no layer {layer!r}; name one of its layers (the last ones: "
+            f"{names}) or leave the layer out to use the last spatial one."
+        ) from None
+    if len(features.shape) != 4:
+        raise ValueError(
+            f"Layer {layer!r} of {model.name!r} outputs shape {tuple(features.shape)}; Grad-CAM needs "
+            "a spatial (batch, height, width, channels) feature map."
+        )
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}.")
+    probe = keras.Model(model.inputs, [features, model.outputs[0]])
+    targets = _class_indices(class_index, len(images))
+    maps = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start:start + batch_size])
+        chosen = None if targets is None else targets[start:start + batch_size]
+        maps.append(_gradcam_batch(probe, batch, chosen).numpy())
+    return np.concatenate(maps) if maps else np.zeros((0,) + images.shape[1:3], np.float32)
+
+
+def _gradcam_batch(probe, images, chosen):
+    with tf.GradientTape() as tape:
+        features, logits = probe(images, training=False)
+        tape.watch(features)
+        logits = tf.cast(logits, tf.float32)
+        index = tf.argmax(logits, axis=1, output_type=tf.int32) if chosen is None else tf.constant(chosen, tf.int32)
+        score = tf.gather(logits, index, axis=1, batch_dims=1)
+    grads = tf.cast(tape.gradient(score, features), tf.float32)
+    features = tf.cast(features, tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
+    cam = tf.image.resize(cam, tf.shape(images)[1:3], method="bilinear")[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    return tf.math.divide_no_nan(cam, peak)
+
+
+def map_agreement(maps_a, maps_b):
+    """Mean per-image Pearson correlation between two sets of maps.
+
+    Images where either map is constant (no evidence, or uniform) have no
+    correlation and are left out of the mean.
+
+    Args:
+        maps_a: float array `(N, H, W)`, e.g. the teacher's Grad-CAM maps.
+        maps_b: float array `(N, H, W)` of the same images, e.g. the student's.
+
+    Returns:
+        `{"pearson": mean correlation in [-1, 1] or None, "n": images counted}`.
+    """
+    a = np.asarray(maps_a, dtype=np.float64)
+    b = np.asarray(maps_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"maps must both be (N, H, W) of the same shape, got {a.shape} and {b.shape}.")
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(axis=1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    valid = norms > 1e-12
+    if not valid.any():
+        return {"pearson": None, "n": 0}
+    r = np.sum(a[valid] * b[valid], axis=1) / norms[valid]
+    return {"pearson": float(np.mean(r)), "n": int(valid.sum())}
+
+
+def overlay(image, heatmap):
+    """Blends a [0, 1] heatmap (jet colours) over an image; returns RGB floats in [0, 1].
+
+    Args:
+        image: `(H, W)`, `(H, W, 1)` or `(H, W, 3)`, pixels in [0, 255].
+        heatmap: `(H, W)` in [0, 1].
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    colors = matplotlib.colormaps[_CMAP](np.clip(heatmap, 0.0, 1.0))[..., :3]
+    return np.clip((1 - _OVERLAY_ALPHA) * rgb / 255.0 + _OVERLAY_ALPHA * colors, 0.0, 1.0)
+
+
+def save_overlay(image, heatmap, path, title=None):
+    """Writes one image with its Grad-CAM overlay beside it as a `.png` (atomically)."""
+    with matplotlib.rc_context({**_STYLE, "axes.grid": False}):
+        fig = Figure(figsize=(5.2, 2.9), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        _show_image(left, image)
+        left.set_title("image")
+        right.imshow(overlay(image, heatmap))
+        right.set_title("Grad-CAM")
+        for ax in (left, right):
+            ax.set_axis_off()
+        if title:
+            fig.suptitle(title, fontsize=9)
+        _save(fig, path)
+    return path
+
+
+def plot_gradcam_grid(images, teacher_maps, student_maps, y_true, y_pred, class_names, path,
+                      n=8, student_label="student", title=None):
+    """Image, teacher map and student map side by side, correct and wrong cases.
+
+    Rows are taken half from the student's correct predictions and half from
+    its errors (as many as exist), in input order. Row labels give the
+    student's prediction and the truth, green when right and red when wrong,
+    as in the prediction grid of the report.
+
+    Args:
+        images: `(N, H, W, C)` pixels in [0, 255].
+        teacher_maps: `(N, H, W)` Grad-CAM maps of the teacher, in [0, 1].
+        student_maps: `(N, H, W)` maps of the student.
+        y_true: True class indices `(N,)`.
+        y_pred: The student's predicted classes `(N,)`.
+        class_names: Names of the classes.
+        path: Destination `.png`.
+        n: Rows at most.
+        student_label: Column title of the student's maps.
+        title: Figure title; a default one names what is mapped.
+
+    Returns:
+        `path`.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    y_true = np.asarray(y_true).reshape(-1)
+    y_pred = np.asarray(y_pred).reshape(-1)
+    if not len(images) == len(teacher_maps) == len(student_maps) == len(y_true) == len(y_pred) > 0:
+        raise ValueError(
+            "images, maps, y_true and y_pred must have the same non-zero length, got "
+            f"{len(images)}, {len(teacher_maps)}, {len(student_maps)}, {len(y_true)}, {len(y_pred)}."
+        )
+    correct = np.flatnonzero(y_true == y_pred)
+    wrong = np.flatnonzero(y_true != y_pred)
+    wrong_rows = wrong[: max(n // 2, n - len(correct))]
+    rows = np.concatenate([correct[: n - len(wrong_rows)], wrong_rows]).astype(int)
+    with matplotlib.rc_context({**_STYLE, "axes.grid": False}):
+        fig = Figure(figsize=(6.0, 1.9 * len(rows) + 0.8), layout="constrained")
+        axes = fig.subplots(len(rows), 3, squeeze=False)
+        for r, i in enumerate(rows):
+            _show_image(axes[r, 0], images[i])
+            axes[r, 1].imshow(overlay(images[i], teacher_maps[i]))
+            axes[r, 2].imshow(overlay(images[i], student_maps[i]))
+            for ax in axes[r]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            right = y_pred[i] == y_true[i]
+            axes[r, 0].set_ylabel(
+                f"{class_names[y_pred[i]]}\n({class_names[y_true[i]]})",
+                color=_CORRECT if right else _WRONG, fontsize=9, fontweight="bold",
+            )
+        for ax, label in zip(axes[0], ("image", "teacher", student_label)):
+            ax.set_title(label)
+        fig.suptitle(
+            title or f"Grad-CAM of the true class: {student_label}'s prediction (truth)\n"
+            "green = correct, red = wrong",
+            fontweight="bold",
+        )
+        _save(fig, path)
+    return path
+
+
+def _show_image(ax, image):
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=255.0)
+    else:
+        ax.imshow(np.clip(image / 255.0, 0.0, 1.0))
+
+
+def _class_indices(class_index, n):
+    if class_index is None:
+        return None
+    if np.ndim(class_index) == 0:
+        return np.full(n, int(class_index), dtype=np.int32)
+    indices = np.asarray(class_index).reshape(-1).astype(np.int32)
+    if len(indices) != n:
+        raise ValueError(f"class_index has {len(indices)} entries for {n} images; give one per image.")
+    return indices
+
+
+def _check_functional(model):
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            f"Grad-CAM reads intermediate layers, which needs a functional keras.Model (built with "
+            f"keras.Model(inputs, outputs)); {model.name!r} is subclassed or not built."
+        )
+
+
+def _is_spatial(layer):
+    if isinstance(layer, _NOT_FEATURES):
+        return False
+    output = getattr(layer, "output", None)
+    return output is not None and not isinstance(output, (list, tuple)) and len(output.shape) == 4

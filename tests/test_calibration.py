@@ -1,0 +1,100 @@
+"""Temperature scaling, the calibration file beside a model, reliability diagrams."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import special
+from sklearn.metrics import log_loss
+
+from kdkeras import calibration
+from kdkeras.files import ModelFileError
+from kdkeras.metrics import classification_metrics, logits_to_scores
+
+
+def _overconfident(n, seed, sharpen=4.0, classes=3):
+    """Labels drawn from softmax(z): z is calibrated, `sharpen * z` is over-confident."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, (n, classes))
+    p = special.softmax(z, axis=1)
+    y = np.array([rng.choice(classes, p=row) for row in p])
+    return sharpen * z, y
+
+
+def test_nll_matches_sklearn_log_loss():
+    logits, y = _overconfident(200, 0)
+    for t in (1.0, 2.5):
+        expected = log_loss(y, special.softmax(logits / t, axis=1), labels=[0, 1, 2])
+        assert calibration.nll(logits, y, "multi-class", t) == pytest.approx(expected, rel=1e-9)
+
+
+def test_binary_single_logit_and_multilabel_nll_are_bernoulli():
+    z = np.array([[2.0], [-1.0], [0.5]])
+    y = np.array([1, 0, 0])
+    p = 1 / (1 + np.exp(-z[:, 0] / 2.0))
+    expected = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert calibration.nll(z, y, "binary-class", 2.0) == pytest.approx(expected, rel=1e-12)
+    assert calibration.nll(z.reshape(1, 3), y.reshape(1, 3), "multi-label", 2.0) == pytest.approx(expected)
+
+
+def test_temperature_scaling_lowers_nll_and_keeps_accuracy_on_an_overconfident_model():
+    val_logits, y_val = _overconfident(2000, 1)
+    test_logits, y_test = _overconfident(2000, 2)
+    t = calibration.fit_temperature(val_logits, y_val, "multi-class")
+    assert t == pytest.approx(4.0, rel=0.1)  # the sharpening undone
+    before = calibration.calibration_summary(test_logits, y_test, "multi-class")
+    after = calibration.calibration_summary(test_logits, y_test, "multi-class", t)
+    assert after["nll"] < before["nll"] - 0.1
+    assert after["ece"] < before["ece"] / 2
+    raw = classification_metrics(y_test, logits_to_scores(test_logits, "multi-class"), "multi-class")
+    scaled = classification_metrics(y_test, logits_to_scores(test_logits / t, "multi-class"), "multi-class")
+    assert scaled["acc"] == raw["acc"]
+
+
+def test_fitted_temperature_is_the_minimum_of_a_fine_grid():
+    logits, y = _overconfident(500, 3, sharpen=0.5, classes=2)  # under-confident: T < 1
+    t = calibration.fit_temperature(logits, y, "binary-class")
+    grid = np.exp(np.linspace(-3, 3, 6001))
+    best = grid[np.argmin([calibration.nll(logits, y, "binary-class", g) for g in grid])]
+    assert t < 1.0
+    assert t == pytest.approx(best, rel=2e-3)
+
+
+def test_fit_temperature_rejects_non_finite_logits():
+    with pytest.raises(ValueError, match="finite validation logits"):
+        calibration.fit_temperature(np.array([[np.nan, 1.0]]), [0])
+
+
+def test_calibration_file_round_trip_and_damage(tmp_path):
+    model = tmp_path / "distilled.keras"
+    path = calibration.save_calibration(model, 1.7, threshold=0.25, operating_point={"sensitivity": 0.95},
+                                        positive_class="pneumonia", n=100)
+    assert path == str(tmp_path / "distilled_calibration.json")
+    loaded = calibration.load_calibration(model)
+    assert loaded["temperature"] == 1.7 and loaded["threshold"] == 0.25
+    assert loaded["operating_point"] == {"sensitivity": 0.95} and loaded["positive_class"] == "pneumonia"
+    assert calibration.load_calibration(tmp_path / "student.keras") is None
+    (tmp_path / "distilled_calibration.json").write_text(json.dumps({"temperature": -1}))
+    with pytest.raises(ModelFileError, match="distilled_calibration.json.*> 0"):
+        calibration.load_calibration(model)
+    (tmp_path / "distilled_calibration.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="delete it"):
+        calibration.load_calibration(model)
+
+
+def test_reliability_bins_reproduce_the_ece_of_kdkeras_metrics():
+    logits, y = _overconfident(700, 4)
+    scores = logits_to_scores(logits, "multi-class")
+    confidence, accuracy, count = calibration.reliability_bins(y, scores, "multi-class")
+    shown = count > 0
+    ece = np.sum(count[shown] / count.sum() * np.abs(accuracy[shown] - confidence[shown]))
+    assert ece == pytest.approx(classification_metrics(y, scores, "multi-class")["ece"], rel=1e-12)
+
+
+def test_reliability_diagram_is_written(tmp_path):
+    logits, y = _overconfident(300, 5, classes=2)
+    raw = logits_to_scores(logits, "binary-class")
+    scaled = logits_to_scores(logits / 4, "binary-class")
+    path = calibration.plot_reliability_diagram(
+        {"raw": (y, raw), "T = 4": (y, scaled)}, "binary-class", str(tmp_path / "rel.png"))
+    assert (tmp_path / "rel.png").stat().st_size > 10_000 and path.endswith("rel.png")
