@@ -34,7 +34,7 @@ from scipy import optimize, special
 from kdkeras import __version__
 from kdkeras.files import ModelFileError, write_text_atomic
 from kdkeras.metrics import ECE_BINS, classification_metrics, logits_to_scores
-from kdkeras.reporting import _STYLE, _class_color, _save
+from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 FORMAT = 1
 # exp(+-5) spans T in [0.0067, 148]: far beyond any useful temperature, so the
@@ -255,7 +255,7 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
         raise ValueError("`curves` is empty; give at least one {label: (y_true, y_score)}.")
     edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
     centers = (edges[:-1] + edges[1:]) / 2
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.4, 6.0), layout="constrained")
         top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
         top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
@@ -263,7 +263,7 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
         for index, (label, (y_true, y_score)) in enumerate(curves.items()):
             ece = classification_metrics(y_true, y_score, task)["ece"]
             confidence, accuracy, count = reliability_bins(y_true, y_score, task)
-            color = _class_color(index, len(curves))
+            color = class_color(index, len(curves))
             shown = count > 0
             top.plot(confidence[shown], accuracy[shown], marker="o", markersize=4, linewidth=1.6,
                      color=color, label=f"{label} (ECE = {ece:.3f})")
@@ -273,5 +273,5 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
         top.legend(loc="upper left")
         bottom.set(xlabel="Confidence (probability of the predicted class)", ylabel="Share")
         fig.suptitle(title, fontweight="bold")
-        _save(fig, path)
+        save_figure(fig, path)
     return path

@@ -19,7 +19,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from kdkeras.models.preprocessing import InputPreprocessing
-from kdkeras.reporting import _CORRECT, _STYLE, _WRONG, _save
+from kdkeras.reporting.figures import CORRECT, STYLE, WRONG, save_figure
 
 # Layers whose 4-D output is the (scaled) image, not a feature map, or (dropout)
 # the previous layer's map unchanged at inference.
@@ -155,7 +155,7 @@ def overlay(image, heatmap):
 
 def save_overlay(image, heatmap, path, title=None):
     """Writes one image with its Grad-CAM overlay beside it as a `.png` (atomically)."""
-    with matplotlib.rc_context({**_STYLE, "axes.grid": False}):
+    with matplotlib.rc_context({**STYLE, "axes.grid": False}):
         fig = Figure(figsize=(5.2, 2.9), layout="constrained")
         left, right = fig.subplots(1, 2)
         _show_image(left, image)
@@ -166,7 +166,7 @@ def save_overlay(image, heatmap, path, title=None):
             ax.set_axis_off()
         if title:
             fig.suptitle(title, fontsize=9)
-        _save(fig, path)
+        save_figure(fig, path)
     return path
 
 
@@ -206,7 +206,7 @@ def plot_gradcam_grid(images, teacher_maps, student_maps, y_true, y_pred, class_
     wrong = np.flatnonzero(y_true != y_pred)
     wrong_rows = wrong[: max(n // 2, n - len(correct))]
     rows = np.concatenate([correct[: n - len(wrong_rows)], wrong_rows]).astype(int)
-    with matplotlib.rc_context({**_STYLE, "axes.grid": False}):
+    with matplotlib.rc_context({**STYLE, "axes.grid": False}):
         fig = Figure(figsize=(6.0, 1.9 * len(rows) + 0.8), layout="constrained")
         axes = fig.subplots(len(rows), 3, squeeze=False)
         for r, i in enumerate(rows):
@@ -219,7 +219,7 @@ def plot_gradcam_grid(images, teacher_maps, student_maps, y_true, y_pred, class_
             right = y_pred[i] == y_true[i]
             axes[r, 0].set_ylabel(
                 f"{class_names[y_pred[i]]}\n({class_names[y_true[i]]})",
-                color=_CORRECT if right else _WRONG, fontsize=9, fontweight="bold",
+                color=CORRECT if right else WRONG, fontsize=9, fontweight="bold",
             )
         for ax, label in zip(axes[0], ("image", "teacher", student_label)):
             ax.set_title(label)
@@ -228,7 +228,7 @@ def plot_gradcam_grid(images, teacher_maps, student_maps, y_true, y_pred, class_
             "green = correct, red = wrong",
             fontweight="bold",
         )
-        _save(fig, path)
+        save_figure(fig, path)
     return path
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from kdkeras.reporting import _STYLE, _class_color, _save
+from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 RULES = ("sensitivity", "specificity", "youden")
 
@@ -142,12 +142,12 @@ def plot_roc_operating_points(curves, path, title="ROC curves and operating poin
     Returns:
         `path`.
     """
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.0, 5.0), layout="constrained")
         ax = fig.subplots()
         for index, (label, (y_true, p, threshold)) in enumerate(curves.items()):
             y, p = _check(y_true, p)
-            color = _class_color(index, len(curves))
+            color = class_color(index, len(curves))
             fpr, tpr, _ = roc_curve(y, p)
             ax.plot(fpr, tpr, color=color, linewidth=1.6, label=f"{label} (AUC = {roc_auc_score(y, p):.3f})")
             if threshold is not None:
@@ -161,7 +161,7 @@ def plot_roc_operating_points(curves, path, title="ROC curves and operating poin
                xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
         ax.legend(loc="lower right", fontsize=8)
         fig.suptitle(title, fontweight="bold")
-        _save(fig, path)
+        save_figure(fig, path)
     return path
 
 
@@ -179,7 +179,7 @@ def plot_precision_recall(curves, path, title="Precision-recall curves, test spl
     Returns:
         `path`.
     """
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.0, 5.0), layout="constrained")
         ax = fig.subplots()
         prevalence = None
@@ -187,7 +187,7 @@ def plot_precision_recall(curves, path, title="Precision-recall curves, test spl
             y, p = _check(y_true, p)
             precision, recall, _ = precision_recall_curve(y, p)
             ap = average_precision_score(y, p)
-            ax.step(recall, precision, where="post", linewidth=1.6, color=_class_color(index, len(curves)),
+            ax.step(recall, precision, where="post", linewidth=1.6, color=class_color(index, len(curves)),
                     label=f"{label} (AP = {ap:.3f})")
             prevalence = float(np.mean(y))
         ax.axhline(prevalence, color="0.6", linestyle="--", linewidth=1, label=f"prevalence {prevalence:.3f}")
@@ -195,7 +195,7 @@ def plot_precision_recall(curves, path, title="Precision-recall curves, test spl
                xlabel="Recall (sensitivity)", ylabel="Precision (positive predictive value)")
         ax.legend(loc="lower left")
         fig.suptitle(title, fontweight="bold")
-        _save(fig, path)
+        save_figure(fig, path)
     return path
 
 

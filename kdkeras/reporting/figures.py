@@ -344,14 +344,14 @@ def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, tes
         axes = fig.subplots(1, panels, squeeze=False)[0]
         for index, (name, (metrics, labels, scores)) in enumerate(scored.items()):
             if binary:
-                color = _class_color(index, len(scored))
+                color = class_color(index, len(scored))
                 _roc_line(axes[0], labels[:, 0] == 1, scores[:, -1], metrics["auc"], name, color)
                 continue
             ax = axes[index]
             multi_label = metrics["task"] == "multi-label"
             for k, per_class in enumerate(metrics["per_class"]):
                 truth = labels[:, k] == 1 if multi_label else labels[:, 0] == k
-                color = _class_color(k, len(metrics["per_class"]))
+                color = class_color(k, len(metrics["per_class"]))
                 _roc_line(ax, truth, scores[:, k], per_class["auc"], per_class["name"], color)
             kind = "per-label" if multi_label else "one-vs-rest"
             ax.set_title(f"{name}: mean {kind} AUC = {format_metric(metrics['auc'])}")
@@ -411,7 +411,8 @@ def _draw_confusion(ax, cm, ticks):
     return image
 
 
-def _class_color(index, count):
+def class_color(index, count):
+    """A distinct colour for curve `index` of `count`."""
     # tab10 colours repeat after ten curves; tab20 keeps up to twenty apart.
     return matplotlib.colormaps["tab20" if count > 10 else "tab10"](index % 20)
 
