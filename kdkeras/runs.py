@@ -13,6 +13,7 @@
 | `{name}_<figure>.png` | the report's figures of that model |
 | `config.toml` | the config of the phase that ran last |
 | `report.md`, `<figure>.png` | the report and its figures over all models |
+| `clinical.json` | the report's calibration, operating points, fidelity and Grad-CAM agreement |
 | `logs/{name}/`, `state/{name}/` | TensorBoard logs; checkpoints of an unfinished phase |
 
 Only this module spells these names, as Keras keeps its file names in
@@ -141,6 +142,10 @@ class RunFolder:
     def report(self):
         return os.path.join(self.path, "report.md")
 
+    @property
+    def clinical(self):
+        return os.path.join(self.path, "clinical.json")
+
     def logs(self, name):
         return os.path.join(self.path, "logs", name)
 
@@ -170,8 +175,8 @@ class RunFolder:
     def read_predictions(self, name):
         return load_predictions(self.predictions(name))
 
-    def write_predictions(self, name, y_true, y_score, images=None):
-        return save_predictions(self.predictions(name), y_true, y_score, images)
+    def write_predictions(self, name, y_true, y_score, images=None, logits=None, val=None):
+        return save_predictions(self.predictions(name), y_true, y_score, images, logits, val)
 
 
 def trained_class_names(model_path):
@@ -252,7 +257,7 @@ def save_metrics(path, metrics):
     return path
 
 
-def save_predictions(path, y_true, y_score, images=None):
+def save_predictions(path, y_true, y_score, images=None, logits=None, val=None):
     """Saves a model's test predictions (atomically) for the report.
 
     Args:
@@ -261,11 +266,19 @@ def save_predictions(path, y_true, y_score, images=None):
         y_score: Probabilities, one row per sample.
         images: Optional first test images (aligned with the first rows of
             `y_true`) for the prediction grid, pixel values in [0, 255].
+        logits: Optional test logits, one row per sample (calibration and
+            fidelity need them; probabilities lose the temperature).
+        val: Optional `(labels, logits)` of the validation split, on which
+            the report fits calibration and operating points.
 
     Returns:
         `path`.
     """
     arrays = {"y_true": np.asarray(y_true), "y_score": np.asarray(y_score)}
+    if logits is not None:
+        arrays["logits"] = np.asarray(logits)
+    if val is not None:
+        arrays["val_true"], arrays["val_logits"] = (np.asarray(a) for a in val)
     if len(arrays["y_true"]) != len(arrays["y_score"]):
         raise ValueError(
             f"`y_true` ({len(arrays['y_true'])} rows) and `y_score` "
@@ -287,7 +300,8 @@ def load_predictions(path):
     """Reads a file written by `save_predictions`.
 
     Returns:
-        dict with `y_true`, `y_score` and, if saved, `images`.
+        dict with `y_true`, `y_score` and, if saved, `images`, `logits`,
+        `val_true` and `val_logits`.
 
     Raises:
         FileNotFoundError: If the file is missing.

@@ -224,7 +224,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     model_path = run.model(name)
     save_deployable(model, model_path)
     log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
-    result = evaluate(model, test, info, model_path, run.path, name)
+    result = evaluate(model, test, info, model_path, run.path, name, val=val)
     record = runs_lib.RunRecord(
         phase=phase,
         overrides=config_overrides(config),
@@ -385,7 +385,7 @@ def save_deployable(model, path):
         clone.save(tmp)
 
 
-def evaluate(model, test, info, model_path, out, name):
+def evaluate(model, test, info, model_path, out, name, val=None):
     """Evaluates a model on the test split; saves its predictions.
 
     Args:
@@ -395,26 +395,33 @@ def evaluate(model, test, info, model_path, out, name):
         model_path: Saved copy of the model, for its size on disk.
         out: Run folder.
         name: Artifact name ("teacher", "student", "distilled").
+        val: The batched validation dataset, whose logits are saved too: the
+            report fits calibration and operating points on them, never on test.
 
     Returns:
         Metrics dict: `kdkeras.metrics.classification_metrics` plus
         `kdkeras.profiling.describe_model`.
     """
-    labels, images, logits = [], [], []
-    for x, y in test:
-        logits.append(model(x, training=False).numpy())
-        labels.append(y.numpy())
-        if sum(len(i) for i in images) < GRID_IMAGES:
-            images.append(x.numpy())
-    logits = np.concatenate(logits).astype("float64")
-    y_true = np.concatenate(labels)
+    y_true, logits, grid = _logits(model, test, keep_images=GRID_IMAGES)
     y_score = metrics_lib.logits_to_scores(logits, info.task)
     loss = float(supervised_loss(info.task)(y_true, logits))
     result = metrics_lib.classification_metrics(y_true, y_score, info.task, info.class_names, loss=loss)
     result.update(profiling.describe_model(model, model_path))
-    grid = np.concatenate(images)[:GRID_IMAGES]
-    runs_lib.RunFolder(out).write_predictions(name, y_true, y_score, images=grid)
+    validation = _logits(model, val)[:2] if val is not None else None
+    runs_lib.RunFolder(out).write_predictions(name, y_true, y_score, images=grid, logits=logits, val=validation)
     return result
+
+
+def _logits(model, dataset, keep_images=0):
+    """`(labels, float64 logits, first images)` of a model over a batched dataset."""
+    labels, images, logits = [], [], []
+    for x, y, *_ in dataset:
+        logits.append(model(x, training=False).numpy())
+        labels.append(y.numpy())
+        if sum(len(i) for i in images) < keep_images:
+            images.append(x.numpy())
+    grid = np.concatenate(images)[:keep_images] if images else None
+    return np.concatenate(labels), np.concatenate(logits).astype("float64"), grid
 
 
 def evaluate_file(config, model_path, runs_dir="runs", name=None, unsafe_load=False):
@@ -434,10 +441,10 @@ def evaluate_file(config, model_path, runs_dir="runs", name=None, unsafe_load=Fa
     if not os.path.exists(model_path):
         raise MissingArtifactError(f"{model_path} not found: pass a saved .keras model.")
     model = load_model(model_path, unsafe_load)
-    _, _, test, info = load_data(config)
+    _, val, test, info = load_data(config)
     run = runs_lib.RunFolder.of(config, runs_dir)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
-    result = evaluate(model, test, info, model_path, run.path, name)
+    result = evaluate(model, test, info, model_path, run.path, name, val=val)
     result["architecture"] = model.name
     run.write_metrics(name, result)
     return result

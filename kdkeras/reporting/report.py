@@ -1,7 +1,10 @@
 """`write_report`: the figures and `report.md` of a run folder, recomputed from its predictions."""
 
+import os
+
 from kdkeras import runs as runs_lib
-from kdkeras.files import write_text_atomic
+from kdkeras import stats
+from kdkeras.files import load_model, write_text_atomic
 from kdkeras.metrics import classification_metrics, predict_labels
 from kdkeras.reporting.figures import (
     plot_confusion_matrix,
@@ -11,6 +14,11 @@ from kdkeras.reporting.figures import (
     plot_validation_overlay,
 )
 from kdkeras.reporting.tables import report_markdown
+
+# How each model reads in a verdict sentence.
+_SPOKEN = {"teacher": "the teacher", "student": "the student alone", "distilled": "the distilled student"}
+# The pairs a report tests, when both models ran: distillation against its baseline and its teacher.
+_PAIRS = (("distilled", "student"), ("distilled", "teacher"), ("student", "teacher"))
 
 # JSON keeps floats exactly; the tolerance only absorbs summation-order noise
 # between the run that wrote metrics.json and the recomputation.
@@ -108,9 +116,51 @@ def write_report(run_dir, models, experiment_name, config, published=None):
         }
         for name in models
     ]
-    text = report_markdown(experiment_name, task, class_names, rows, predictions, config, published)
+    comparisons = [
+        stats.compare_models(
+            predictions[a]["y_true"], predictions[a]["y_score"], predictions[b]["y_score"], task,
+            _SPOKEN.get(a, a), _SPOKEN.get(b, b), class_names,
+        )
+        for a, b in _PAIRS
+        if a in models and b in models and not (a == "student" and "distilled" in models)
+    ]
+    clinical = _clinical(run, models, task, class_names, predictions, config)
+    text = report_markdown(
+        experiment_name, task, class_names, rows, predictions, config, published, comparisons,
+        clinical.markdown if clinical else None,
+    )
     write_text_atomic(run.report, text)
     return run.report
+
+
+def _clinical(run, models, task, class_names, predictions, config):
+    """The clinical read-out, when every model saved its test and validation logits."""
+    from kdkeras.clinical import clinical_section
+
+    if not all({"logits", "val_logits"} <= set(predictions[name]) for name in models):
+        return None
+    paths = {name: run.model(name) for name in models}
+    loaded = {name: load_model(path) for name, path in paths.items() if os.path.exists(path)}
+    evaluate = (config or {}).get("evaluate", {})
+    first = predictions[models[0]]
+    section = clinical_section(
+        run.path,
+        task=task,
+        class_names=class_names,
+        y_val=first["val_true"],
+        y_test=first["y_true"],
+        val_logits={name: predictions[name]["val_logits"] for name in models},
+        test_logits={name: predictions[name]["logits"] for name in models},
+        teacher="teacher" if "teacher" in models else models[0],
+        images=first.get("images"),
+        models=loaded,
+        model_paths={name: paths[name] for name in loaded},
+        operating_point=evaluate.get("operating_point") or None,
+        gradcam_layers=evaluate.get("gradcam_layers") or None,
+        report_dir=run.path,
+    )
+    runs_lib.save_metrics(run.clinical, section.metrics)
+    return section
 
 
 def _check_run_files(run, models):

@@ -3,6 +3,7 @@
 import json
 
 from kdkeras import __version__
+from kdkeras import stats
 from kdkeras.formatting import format_latency, format_bytes, format_count, format_metric, format_ratio
 from kdkeras.runs import jsonable
 
@@ -54,7 +55,8 @@ def comparison_table(rows):
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(experiment_name, task, class_names, rows, predictions, config, published):
+def report_markdown(experiment_name, task, class_names, rows, predictions, config, published,
+                    comparisons=(), clinical=None):
     """The text of `report.md`.
 
     Args:
@@ -66,6 +68,8 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
         predictions: `{name: saved predictions}`.
         config: The experiment config dict, or None.
         published: Published rows (see `write_report`), or None.
+        comparisons: `kdkeras.stats.compare_models` results of model pairs.
+        clinical: Lines of the clinical read-out (`kdkeras.clinical`), or None.
     """
     n = rows[0]["n"]
     limits = sorted({row["run"].limit for row in rows if row["run"] and row["run"].limit})
@@ -92,6 +96,8 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
         "Balanced ACC: mean per-class recall.",
         "",
     ]
+    lines += _interval_lines(rows, task, class_names)
+    lines += _comparison_lines(comparisons)
     lines += _compression_lines(rows)
     lines += _what_ran_lines(rows)
     if published is not None:
@@ -112,6 +118,8 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
             for c in row["per_class"]
         ]
         lines.append("")
+    if clinical:
+        lines += [*clinical, ""]
     lines += ["## Training curves", ""]
     lines += [f"![{row['name']} training curves]({row['name']}_curves.png)" for row in rows]
     lines += ["", "Validation curves of all models:", "", "![validation curves](val_overlay.png)"]
@@ -148,6 +156,72 @@ def _compression_lines(rows):
     if not ratios:
         return []
     return [f"Compared with {reference['name']}: " + "; ".join(ratios) + ".", ""]
+
+
+def _interval_lines(rows, task, class_names):
+    if not all(row.get("intervals") for row in rows):
+        return []
+    first = rows[0]["intervals"]
+    if task == "binary-class":
+        columns = [("acc", "ACC"), ("auc", "AUC"), ("balanced_acc", "Balanced ACC"),
+                   ("sensitivity", f"Sensitivity ({class_names[-1]})"),
+                   ("specificity", f"Specificity ({class_names[0]})")]
+    else:
+        columns = [("acc", "ACC"), ("auc", "AUC"), ("balanced_acc", "Balanced ACC")]
+        columns += [(key, f"Recall {key[7:-1]}") for key in first if key.startswith("recall[")]
+    lines = [
+        "95% confidence intervals (stratified bootstrap over the test images, "
+        f"{next(i['resamples'] for i in first.values() if i)} resamples):",
+        "",
+        "| Model | " + " | ".join(title for _, title in columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for row in rows:
+        cells = [stats.format_interval(_point(row, key), row["intervals"].get(key)) for key, _ in columns]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _point(row, key):
+    if key in row:
+        return row[key]
+    recall = {c["name"]: c["recall"] for c in row["per_class"]}
+    names = list(recall)
+    if key == "sensitivity":
+        return recall[names[-1]]
+    if key == "specificity":
+        return recall[names[0]]
+    return recall[key[len("recall["):-1]]
+
+
+def _comparison_lines(comparisons):
+    if not comparisons:
+        return []
+    lines = [
+        "## Is the difference real?",
+        "",
+        "Paired comparisons on the same test images: McNemar's exact test for ACC, DeLong's test for "
+        "AUC (binary tasks), and the paired bootstrap interval of each difference. A model is called "
+        "better only when the interval excludes 0 and p < 0.05.",
+        "",
+        "| Comparison | ACC difference (95% CI) | p (ACC) | AUC difference (95% CI) | p (AUC) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for result in comparisons:
+        cells = []
+        for key, scale, unit in (("acc", 100, " pts"), ("auc", 1, "")):
+            entry = result.get(key)
+            if entry is None:
+                cells += ["n/a", "n/a"]
+                continue
+            digits = 1 if scale == 100 else 3
+            cells.append(f"{entry['difference'] * scale:+.{digits}f}{unit} ({entry['low'] * scale:+.{digits}f} to "
+                         f"{entry['high'] * scale:+.{digits}f})")
+            cells.append("n/a" if entry.get("p_value") is None else f"{entry['p_value']:.3g} ({entry['test']})")
+        lines.append(f"| {result['name_a']} vs {result['name_b']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {result['verdict']}" for result in comparisons]
+    return lines + [""]
 
 
 def _what_ran_lines(rows):
