@@ -72,19 +72,36 @@ def _result(published=({"source": "MedMNIST v2", "model": "ResNet-18 (28)", "auc
         "seeds": [0, 1, 2],
         "per_seed": PER_SEED,
         "summary": accuracy.aggregate(PER_SEED),
+        "paired": {pair: accuracy.paired_differences(PER_SEED, *pair.split("-")) for pair in accuracy.PAIRS},
         "published": list(published),
         "models": {name: {"architecture": "cnn_small", "params": 162458} for name in accuracy.MODELS},
     }
 
 
-def test_verdicts_compare_means_with_the_goal():
+def test_verdicts_call_a_gain_only_when_the_paired_interval_excludes_zero():
     checks = dict(accuracy.verdicts(_result()))
-    assert checks["distilled student ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854"] is True
-    assert checks["distilled student AUC 0.960 > ResNet-18 (28) (MedMNIST v2) 0.944"] is True
-    assert checks["distilled student ACC 0.880 ± 0.020 > student alone 0.850 ± 0.050"] is True
-    assert checks["distilled student AUC 0.960 ± 0.000 > student alone 0.967 ± 0.015"] is False
-    assert checks["distilled student Balanced ACC 0.840 ± 0.057 > student alone 0.850 ± 0.000"] is False
-    assert len(checks) == 5
+    assert checks["distilled student mean ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854"] == "met"
+    assert checks["distilled student mean AUC 0.960 > ResNet-18 (28) (MedMNIST v2) 0.944"] == "met"
+    # distilled - alone ACC per seed: -0.04, +0.08, +0.05: mean +0.03, sd 0.0624, t(0.975, 2) = 4.303.
+    acc = ("distilled student minus student alone, ACC: +3.0 points (95% t-interval over 3 seeds "
+           "-12.5 points to +18.5 points; distilled ahead in 2 of 3)")
+    assert checks[acc] == "no significant difference"
+    # Against the teacher the distilled student is ahead by 6 points on every seed: interval [6, 6].
+    assert checks["distilled student minus teacher, ACC: +6.0 points (95% t-interval over 3 seeds "
+                  "+6.0 points to +6.0 points; distilled ahead in 3 of 3)"] == "better"
+    # AUC +0.06, +0.04, +0.02: ahead on every seed, yet [-0.010, +0.090] includes 0 with 3 seeds.
+    auc = [status for text, status in checks.items() if text.startswith("distilled student minus teacher, AUC")]
+    assert auc == ["no significant difference"]
+    # A missing balanced ACC leaves two seeds to pair.
+    assert any("Balanced ACC" in text and "over 2 seeds" in text for text in checks)
+    assert len(checks) == 8
+
+
+def test_gain_status_reads_the_interval():
+    assert accuracy.gain_status({"low": 0.001, "high": 0.02}) == "better"
+    assert accuracy.gain_status({"low": -0.02, "high": -0.001}) == "worse"
+    assert accuracy.gain_status({"low": -0.001, "high": 0.02}) == "no significant difference"
+    assert accuracy.gain_status({"low": None, "high": None}) == "no significant difference"
 
 
 def test_accuracy_markdown_tables():
@@ -92,7 +109,7 @@ def test_accuracy_markdown_tables():
     assert "| Model | Params | ACC (mean ± std, 3 seeds) | AUC (mean ± std, 3 seeds) | Balanced ACC (mean ± std, 3 seeds) |" in text
     assert "| student alone: `cnn_small` | 162,458 | 0.850 ± 0.050 | 0.967 ± 0.015 | 0.850 ± 0.000 |" in text
     assert "| published: ResNet-18 (28), MedMNIST v2 | | 0.854 | 0.944 |  |" in text
-    assert "- NOT met: distilled student AUC 0.960 ± 0.000 > student alone 0.967 ± 0.015" in text
+    assert "- no significant difference: distilled student minus student alone, AUC: -0.0067" in text
     assert "| 1 | 0.820 / 0.920 / 0.720 | 0.800 / 0.970 / 0.850 | 0.880 / 0.960 / n/a |" in text
 
 
@@ -271,7 +288,8 @@ def test_summary_states_each_goal_and_its_verdict():
         {"format": "tflite_int8", "acc": 0.885, "size_bytes": 260},
     ]
     lines = report.summary_lines(_result(), speed_result, {"rows": export_rows})
-    assert "- Accuracy, NOT met: distilled student AUC 0.960 ± 0.000 > student alone 0.967 ± 0.015." in lines
+    assert "- Accuracy, met: distilled student mean ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854." in lines
+    assert any(line.startswith("- Accuracy, better: distilled student minus teacher, ACC: +6.0 points") for line in lines)
     assert ("- Speed, CPU, jit_compile off: time per step `kdkeras/floor` = 1.050 (range over repeats "
             "1.050-1.050), goal <= 1.10: yes.") in lines
     assert "`kdkeras/keras` = 0.975" in lines[-3] and lines[-3].endswith("goal <= 1.00: yes.")

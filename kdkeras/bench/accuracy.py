@@ -26,6 +26,7 @@ import tomllib
 
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
+from kdkeras import stats
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
@@ -34,6 +35,8 @@ METRICS = ("acc", "auc", "balanced_acc")
 METRIC_TITLES = {"acc": "ACC", "auc": "AUC", "balanced_acc": "Balanced ACC"}
 MODELS = ("teacher", "student", "distilled")
 MODEL_TITLES = {"teacher": "teacher", "student": "student alone", "distilled": "distilled student"}
+# Paired differences over seeds that the benchmark reports: distillation against its baseline and its teacher.
+PAIRS = ("distilled-student", "distilled-teacher")
 
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -77,6 +80,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
     base = config_lib.apply_overrides(config_lib.load_config(config), overrides)
     environment = describe_environment()
     per_seed, recall, models, seconds, test_images, resolved = {}, {}, {}, {}, set(), None
+    validation, same_images = {}, {}
     for seed in seeds:
         per_run = {"seed": seed}
         if epochs is not None:
@@ -97,6 +101,8 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
             models[name] = {"architecture": record["architecture"], "params": record["params"]}
             seconds.setdefault(name, []).append(record["train_seconds"])
             test_images.add(record["test_images"])
+            validation.setdefault(name, []).append(next(iter(record.get("validation", {}).values()), None))
+        same_images[str(seed)] = _same_images_test(runs_lib.RunFolder.of(seeded, seed_runs))
     environment["load_average_after"] = describe_environment()["load_average"]
     return {
         "experiment": base.name,
@@ -107,6 +113,9 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
         "models": models,
         "per_seed": per_seed,
         "summary": aggregate(per_seed),
+        "paired": {pair: paired_differences(per_seed, *pair.split("-")) for pair in PAIRS},
+        "same_images": same_images,
+        "validation": validation,
         "class_recall": aggregate(recall, _class_names(recall)),
         "published": list(base.published),
         "test_images": sorted(test_images),
@@ -214,14 +223,47 @@ def format_mean_std(entry, digits=3):
     return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
 
 
-def verdicts(result):
-    """Plain-language checks of the benchmark's goal, computed from the means.
+def paired_differences(per_seed, a, b, metrics=METRICS):
+    """Per-seed differences `a - b` with their t-interval over seeds.
 
-    The goal: the distilled student beats the first published row on ACC and
-    AUC, and beats the student trained alone.
+    Args:
+        per_seed: `{seed: {model: {metric: value}}}`.
+        a, b: Model names, e.g. "distilled" and "student".
 
     Returns:
-        List of `(statement, met)` pairs, `met` a bool.
+        `{metric: kdkeras.stats.paired_t_interval(...)}`, or `{}` when a
+        model is missing.
+    """
+    rows = [results for results in per_seed.values() if a in results and b in results]
+    if not rows:
+        return {}
+    return {
+        metric: stats.paired_t_interval([r[a][metric] - r[b][metric] for r in rows
+                                         if r[a][metric] is not None and r[b][metric] is not None])
+        for metric in metrics
+    }
+
+
+def gain_status(interval):
+    """"better", "worse" or "no significant difference": whether a paired interval excludes 0."""
+    if interval.get("low") is not None and interval["low"] > 0:
+        return "better"
+    if interval.get("high") is not None and interval["high"] < 0:
+        return "worse"
+    return "no significant difference"
+
+
+def verdicts(result):
+    """Plain-language statements of the benchmark's goals.
+
+    The distilled student against a published row compares the mean over
+    seeds with the published number ("met" / "NOT met"). Against the student
+    alone and the teacher, the paired difference over seeds decides: "better"
+    or "worse" only when its 95% t-interval excludes 0, otherwise "no
+    significant difference".
+
+    Returns:
+        List of `(statement, status)` pairs.
     """
     summary = result["summary"]
     distilled = summary.get("distilled")
@@ -233,21 +275,42 @@ def verdicts(result):
             if metric in row and distilled[metric]["mean"] is not None:
                 mean = distilled[metric]["mean"]
                 checks.append((
-                    f"distilled student {METRIC_TITLES[metric]} {mean:.3f} > {row['model']} "
+                    f"distilled student mean {METRIC_TITLES[metric]} {mean:.3f} > {row['model']} "
                     f"({row['source']}) {row[metric]:.3f}",
-                    mean > row[metric],
+                    "met" if mean > row[metric] else "NOT met",
                 ))
-    student = summary.get("student")
-    if student:
-        for metric in METRICS:
-            a, b = distilled[metric], student[metric]
-            if a["mean"] is not None and b["mean"] is not None:
-                checks.append((
-                    f"distilled student {METRIC_TITLES[metric]} {format_mean_std(a)} > student alone "
-                    f"{format_mean_std(b)}",
-                    a["mean"] > b["mean"],
-                ))
+    for pair, differences in result.get("paired", {}).items():
+        other = pair.split("-")[1]
+        for metric, interval in differences.items():
+            if interval.get("mean") is None:
+                continue
+            checks.append((
+                f"distilled student minus {MODEL_TITLES[other]}, {METRIC_TITLES[metric]}: "
+                f"{_signed(interval['mean'], metric)} (95% t-interval over {interval['n']} seeds "
+                f"{_signed(interval['low'], metric)} to {_signed(interval['high'], metric)}; "
+                f"distilled ahead in {interval['n_positive']} of {interval['n']})",
+                gain_status(interval),
+            ))
     return checks
+
+
+def _signed(value, metric):
+    if value is None:
+        return "n/a"
+    return f"{100 * value:+.1f} points" if metric != "auc" else f"{value:+.4f}"
+
+
+def _same_images_test(run):
+    """McNemar and DeLong of the distilled student against the student alone on one seed's test images."""
+    if not all(os.path.exists(run.predictions(name)) for name in ("distilled", "student")):
+        return None
+    distilled, student = run.read_predictions("distilled"), run.read_predictions("student")
+    task = run.read_metrics("student")["task"]
+    result = stats.compare_models(
+        student["y_true"], distilled["y_score"], student["y_score"], task,
+        "the distilled student", "the student alone",
+    )
+    return {key: result[key] for key in ("acc", "auc", "verdict")}
 
 
 def to_markdown(result):
@@ -271,8 +334,9 @@ def to_markdown(result):
         )
     checks = verdicts(result)
     if checks:
-        lines += ["", "Goal checks (means over seeds):", ""]
-        lines += [f"- {'met' if met else 'NOT met'}: {statement}" for statement, met in checks]
+        lines += ["", "Goal checks (published rows: mean over seeds; model pairs: paired difference over seeds, "
+                  "called better or worse only when its 95% t-interval excludes 0):", ""]
+        lines += [f"- {status}: {statement}" for statement, status in checks]
     if result.get("class_recall"):
         classes = list(next(iter(result["class_recall"].values())))
         lines += [
@@ -291,13 +355,28 @@ def to_markdown(result):
                 )
     lines += ["", "Per seed (ACC / AUC / balanced ACC):", ""]
     present = [name for name in MODELS if name in summary]
-    lines.append("| Seed | " + " | ".join(MODEL_TITLES[name] for name in present) + " |")
-    lines.append("| --- | " + " | ".join("---" for _ in present) + " |")
+    same_images = result.get("same_images", {})
+    tested = any(same_images.values())
+    lines.append("| Seed | " + " | ".join(MODEL_TITLES[name] for name in present)
+                 + (" | distilled - alone, same test images: ACC (McNemar p), AUC (DeLong p) |" if tested else " |"))
+    lines.append("| --- | " + " | ".join("---" for _ in present) + (" | --- |" if tested else " |"))
     for seed, results in result["per_seed"].items():
         cells = [" / ".join("n/a" if results[name][m] is None else f"{results[name][m]:.3f}" for m in METRICS)
                  for name in present]
+        if tested:
+            cells.append(_same_images_cell(same_images.get(seed)))
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _same_images_cell(test):
+    if not test:
+        return "n/a"
+    acc, auc = test["acc"], test["auc"]
+    text = f"{100 * acc['difference']:+.1f} points (p = {acc['p_value']:.2g})"
+    if auc and auc.get("p_value") is not None:
+        text += f", {auc['difference']:+.4f} (p = {auc['p_value']:.2g})"
+    return text
 
 
 def save(result, out_dir):

@@ -204,7 +204,7 @@ def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
     """
     lines = []
     if accuracy:
-        lines += [f"- Accuracy, {'met' if met else 'NOT met'}: {text}." for text, met in accuracy_bench.verdicts(accuracy)]
+        lines += [f"- Accuracy, {status}: {text}." for text, status in accuracy_bench.verdicts(accuracy)]
         spread = {name: accuracy["summary"][name]["acc"]["std"] for name in ("student", "distilled")
                   if name in accuracy["summary"]}
         if len(spread) == 2 and None not in spread.values():
