@@ -239,8 +239,7 @@ def main(argv=None):
             return 0
         if args.command == "evaluate":
             result = training.evaluate_file(config, args.model, args.runs_dir, unsafe_load=args.unsafe_load)
-            print(f"{args.model}: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, "
-                  f"balanced ACC {result['balanced_acc']:.4f}")
+            print(f"{args.model}: {training.describe_result(result)}")
             return 0
         if args.command == "export":
             from kdkeras import export

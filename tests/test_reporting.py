@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import reporting, runs
+from kdkeras import reporting, runs, stats
 from kdkeras.reporting.history import load_history
 from kdkeras.metrics import classification_metrics, logits_to_scores
 
@@ -330,3 +330,40 @@ def test_save_predictions_and_metrics_round_trip(tmp_path):
         saved = json.load(f)
     assert saved == {"acc": 0.5, "auc": None, "cm": [[1, 0], [0, 1]], "latency": {"1": {}}}
     assert sorted(os.listdir(tmp_path)) == ["m.json", "p.npz"]
+
+
+def test_report_gives_intervals_and_a_verdict_on_the_same_test_images(report_dir):
+    with open(os.path.join(report_dir, "report.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert "| Model | ACC | AUC | Balanced ACC | Sensitivity (pneumonia) | Specificity (normal) |" in text
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if re.match(r"\| (teacher|student|distilled) \| 0\.\d{3} \(", line)}
+    assert sorted(rows) == sorted(MODELS)
+    metrics = runs.read_metrics(os.path.join(report_dir, "distilled_metrics.json"))
+    acc = metrics["intervals"]["acc"]
+    assert f"| distilled | {metrics['acc']:.3f} ({acc['low']:.3f}-{acc['high']:.3f}) |" in rows["distilled"]
+    predictions = {name: runs.load_predictions(os.path.join(report_dir, f"{name}_predictions.npz")) for name in MODELS}
+    expected = stats.compare_models(
+        predictions["student"]["y_true"], predictions["distilled"]["y_score"], predictions["student"]["y_score"],
+        "binary-class", "the distilled student", "the student alone", CLASSES,
+    )
+    assert f"- {expected['verdict']}" in text
+    # The fixture's distilled logits separate the classes by 0.5 more than the student's.
+    assert expected["verdict"].startswith("The distilled student is better than the student alone by +")
+    assert "| the distilled student vs the teacher |" in text
+
+
+def test_a_limited_run_is_flagged_and_unequal_budgets_are_named(run_copy):
+    for name, steps in (("teacher", 7), ("student", 4), ("distilled", 7)):
+        path = os.path.join(run_copy, f"{name}_metrics.json")
+        metrics = runs.read_metrics(path)
+        metrics["run"] = runs.RunRecord(
+            phase=runs.PHASE_OF[name], overrides={"data.limit": 200}, limit=200, epochs=3, epochs_run=2,
+            best_epoch=2, stopped_early=True, steps_per_epoch=steps, train_images={"labeled": 200, "unlabeled": 0},
+        )
+        runs.save_metrics(path, metrics)
+    text = open(reporting.write_report(run_copy, MODELS, "Smoke", None, published=[{"model": "R18", "ACC": 0.854}]),
+                encoding="utf-8").read()
+    assert text.splitlines()[2].startswith("> **Limited run**: at most 200 images per split")
+    assert "## Published results (not comparable with this limited run)" in text
+    assert "| student | 200 + 0 | 4 | 2 (3) | 2 | yes | `data.limit = 200` |" in text
+    assert "**Unequal budgets**: the student alone could train at most 3 epochs of 4 steps" in text
