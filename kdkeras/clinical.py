@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score
 from kdkeras import calibration, explain, operating_point as op
 from kdkeras.fidelity import fidelity
 from kdkeras.metrics import logits_to_scores, predict_labels
+from kdkeras.stats import format_interval
 
 _DEFAULT_THRESHOLD = 0.5
 
@@ -218,7 +219,8 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
             "### Operating point",
             "",
             f"Positive class `{class_names[-1]}` when its calibrated probability is >= the threshold, "
-            f"{chosen}; sensitivity and specificity read on the test split at that threshold.",
+            f"{chosen}; sensitivity and specificity read on the test split at that threshold, with 95% "
+            "stratified bootstrap intervals.",
             "",
             "| Model | Threshold | Val sensitivity | Val specificity | Test sensitivity | Test specificity "
             "| Test PPV | Test NPV | Test AP |",
@@ -229,8 +231,9 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
             v, t = o["val"], o["test"]
             lines.append(
                 f"| {name} | {o['threshold']:.4f} | {number(v['sensitivity'])} | {number(v['specificity'])} "
-                f"| {number(t['sensitivity'])} ({t['tp']}/{t['tp'] + t['fn']}) "
-                f"| {number(t['specificity'])} ({t['tn']}/{t['tn'] + t['fp']}) | {number(t['ppv'])} "
+                f"| {format_interval(t['sensitivity'], t['intervals']['sensitivity'])} ({t['tp']}/{t['tp'] + t['fn']}) "
+                f"| {format_interval(t['specificity'], t['intervals']['specificity'])} ({t['tn']}/{t['tn'] + t['fp']}) "
+                f"| {number(t['ppv'])} "
                 f"| {number(t['npv'])} | {number(metrics[name]['average_precision'])} |"
             )
         lines += ["", *(link(p, os.path.basename(p)) for p in figures

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from kdkeras import stats
 from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 RULES = ("sensitivity", "specificity", "youden")
@@ -107,8 +108,9 @@ def rates_at_threshold(y_true, p_positive, threshold):
 
     Returns:
         Dict with `threshold`, `tp`, `fn`, `tn`, `fp`, `sensitivity`,
-        `specificity`, `ppv` (precision), `npv`; a rate whose denominator is 0
-        is None. The counts let a caller compute intervals.
+        `specificity`, `ppv` (precision), `npv` (a rate whose denominator is
+        0 is None) and `intervals`, the 95% stratified bootstrap intervals of
+        sensitivity and specificity (`kdkeras.stats.decision_intervals`).
     """
     y, p = _check(y_true, p_positive, need_both=False)
     positive = p >= threshold
@@ -127,6 +129,7 @@ def rates_at_threshold(y_true, p_positive, threshold):
         "specificity": rate(tn, tn + fp),
         "ppv": rate(tp, tp + fp),
         "npv": rate(tn, tn + fn),
+        "intervals": stats.decision_intervals(y, positive),
     }
 
 

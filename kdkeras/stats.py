@@ -175,6 +175,41 @@ def bootstrap_intervals(
     }
 
 
+def decision_intervals(y_true, positive, n_resamples=DEFAULT_RESAMPLES, confidence=DEFAULT_CONFIDENCE, seed=0):
+    """Intervals of the sensitivity and specificity of fixed binary decisions.
+
+    For a decision rule chosen elsewhere (an operating point fitted on the
+    validation split), by the same stratified bootstrap as
+    `bootstrap_intervals`: every resample keeps the number of positives and
+    negatives, so sensitivity resamples only the positives' decisions.
+
+    Args:
+        y_true: 0/1 labels `(N,)`.
+        positive: bool decisions `(N,)`, True for "positive".
+        n_resamples: Number of bootstrap resamples.
+        confidence: Coverage of the intervals.
+        seed: Seed of the resamples.
+
+    Returns:
+        `{"sensitivity": interval, "specificity": interval}`, an interval being
+        `{"low", "high", "confidence", "resamples"}`, or None when the test
+        split has no example of that class.
+    """
+    y = np.asarray(y_true).reshape(-1)
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    if y.shape != positive.shape:
+        raise ValueError(f"`y_true` has {y.size} examples but `positive` has {positive.size} decisions.")
+    confidence = _check_confidence(confidence)
+    counts = stratified_resample_counts(y, n_resamples, seed).astype(np.float64)
+    result = {}
+    for key, label, hit in (("sensitivity", 1, positive), ("specificity", 0, ~positive)):
+        members = y == label
+        result[key] = (
+            _percentile_interval(counts @ (members & hit) / members.sum(), confidence) if members.any() else None
+        )
+    return result
+
+
 def format_interval(value, interval, digits=3):
     """Formats a value with its interval, e.g. `"0.913 (0.890-0.934)"`.
 

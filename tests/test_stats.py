@@ -430,3 +430,18 @@ def test_whole_sample_equals_classification_metrics(task):
     if task == "multi-class":
         recalls = [whole[f"recall[{k}]"][0] for k in range(columns)]
         assert recalls == pytest.approx([c["recall"] for c in expected["per_class"]], abs=1e-12)
+
+
+def test_decision_intervals_resample_each_class_apart():
+    y = np.array([1] * 400 + [0] * 600)
+    # Sensitivity 0.9 and specificity 0.8 by construction.
+    positive = np.concatenate([np.arange(400) < 360, np.arange(600) >= 480])
+    intervals = stats.decision_intervals(y, positive, seed=1)
+    sens, spec = intervals["sensitivity"], intervals["specificity"]
+    assert sens["low"] < 0.9 < sens["high"] and spec["low"] < 0.8 < spec["high"]
+    # Binomial standard errors: sqrt(p (1 - p) / n); the 95% width is about 3.92 of them.
+    assert (sens["high"] - sens["low"]) == pytest.approx(3.92 * np.sqrt(0.9 * 0.1 / 400), rel=0.15)
+    assert (spec["high"] - spec["low"]) == pytest.approx(3.92 * np.sqrt(0.8 * 0.2 / 600), rel=0.15)
+    assert stats.decision_intervals(np.zeros(5, int), np.ones(5, bool))["sensitivity"] is None
+    with pytest.raises(ValueError, match="5 examples but `positive` has 4"):
+        stats.decision_intervals(np.zeros(5, int), np.ones(4, bool))
