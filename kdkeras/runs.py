@@ -12,6 +12,7 @@
 | `{name}_predictions.npz` | test labels, probabilities and the first test images |
 | `{name}_<figure>.png` | the report's figures of that model |
 | `config.toml` | the config of the phase that ran last |
+| `bench_{name}.json` | a benchmark's record of the phase (config, metrics, budget) |
 | `report.md`, `<figure>.png` | the report and its figures over all models |
 | `clinical.json` | the report's calibration, operating points, fidelity and Grad-CAM agreement |
 | `logs/{name}/`, `state/{name}/` | TensorBoard logs; checkpoints of an unfinished phase |
@@ -129,6 +130,10 @@ class RunFolder:
 
     def phase_config(self, name):
         return self.file(name, "config.toml")
+
+    def bench_record(self, name):
+        """`<run>/bench_{name}.json`: a benchmark's record of the phase (see `kdkeras.bench.accuracy`)."""
+        return os.path.join(self.path, f"bench_{name}.json")
 
     def figure(self, kind, name=None):
         """A report figure: `{name}_{kind}.png` of one model, or `{kind}.png` over all."""

@@ -160,10 +160,12 @@ def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch
     changed.write_text(TINY + change)
     calls = []
 
-    def fake_run_phase(seeded, phase, runs_dir, verbose, log):
+    def fake_run_phase(seeded, phase, runs_dir, verbose, log, teacher_path=None):
         calls.append(phase)
         return {"acc": 0.5, "auc": 0.5, "balanced_acc": 0.5, "n": 64, "architecture": "cnn_small",
-                "params": 162458, "train_seconds": 2.0,
+                "params": 162458, "train_seconds": 2.0, "monitor": "val_auc", "best_monitor_value": 0.6,
+                "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
+                "best_epoch": 1,
                 "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
 
     monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
@@ -309,7 +311,9 @@ def test_set_overrides_reach_every_seed_and_the_variants_table(tmp_path, monkeyp
     def fake_run_phase(seeded, phase, runs_dir, verbose, log):
         seen.append((seeded.seed, seeded.distill.alpha, seeded.distill.temperature))
         return {"acc": 0.9, "auc": 0.97, "balanced_acc": 0.88, "n": 64, "architecture": "cnn_small",
-                "params": 162458, "train_seconds": 2.0,
+                "params": 162458, "train_seconds": 2.0, "monitor": "val_auc", "best_monitor_value": 0.9,
+                "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
+                "best_epoch": 1,
                 "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
 
     monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)

@@ -45,9 +45,11 @@ monitor = "val_accuracy"
 
 ARTIFACTS = [
     "config.toml", "report.md", "roc.png", "val_overlay.png",
+    "clinical.json", "roc_operating_point.png", "precision_recall.png",
     *(f"{m}{s}" for m in ("teacher", "student", "distilled") for s in (
-        ".keras", "_history.csv", "_metrics.json", "_predictions.npz",
-        "_curves.png", "_confusion.png", "_predictions.png")),
+        ".keras", "_config.toml", "_history.csv", "_metrics.json", "_predictions.npz",
+        "_curves.png", "_confusion.png", "_predictions.png", "_calibration.json", "_reliability.png")),
+    "student_gradcam.png", "distilled_gradcam.png",
 ]  # fmt: skip
 
 

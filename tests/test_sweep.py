@@ -37,9 +37,9 @@ epochs = 1
 monitor = "val_loss"
 """
 
-TEACHER_METRICS = {"acc": 0.9, "auc": 0.95, "balanced_acc": 0.875, "epochs_run": 12, "train_seconds": 301.5,
+TEACHER_METRICS = {"task": "binary-class", "acc": 0.9, "auc": 0.95, "balanced_acc": 0.875, "epochs_run": 12, "train_seconds": 301.5,
                    "n": 64, "architecture": "resnet18"}  # fmt: skip
-STUDENT_METRICS = {"acc": 0.8125, "auc": 0.9, "balanced_acc": 0.75, "epochs_run": 9, "train_seconds": 12.25,
+STUDENT_METRICS = {"task": "binary-class", "acc": 0.8125, "auc": 0.9, "balanced_acc": 0.75, "epochs_run": 9, "train_seconds": 12.25,
                    "n": 624, "architecture": "cnn_small"}  # fmt: skip
 
 

@@ -143,7 +143,7 @@ def run_recorded_phase(config, phase, seed_runs, fresh=False, teacher_path=None,
     from kdkeras import training
 
     name = runs_lib.MODEL_NAMES[phase]
-    record_path = runs_lib.RunFolder.of(config, seed_runs).file(name, "bench.json")
+    record_path = runs_lib.RunFolder.of(config, seed_runs).bench_record(name)
     record = None if fresh else _read_record(record_path, config, phase)
     if record is not None:
         log(f"[bench] {config.name} seed {config.seed}: {phase} already done ({record_path})")
