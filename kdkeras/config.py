@@ -391,7 +391,7 @@ def _check_values(config, source):
 def _check_distill(distill, data, fail):
     from kdkeras import features as kd_features
     from kdkeras import losses as kd_losses
-    from kdkeras.distiller import check_teacher_weights
+    from kdkeras.objective import check_teacher_weights
 
     if distill.loss not in kd_losses.NAMES:
         fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(kd_losses.NAMES)}.")
