@@ -11,6 +11,7 @@ kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
 kdkeras export --config quickstart --formats tflite_float32 tflite_int8
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
+kdkeras list
 ```
 """
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "models": "List the model zoo: role, parameters, input size and FLOPs.",
     "export": "Write a saved student as SavedModel and TFLite (float32, int8) with a size, "
     "latency and accuracy table.",
+    "list": "List every registry by name: distillation terms, feature losses, models.",
 }
 
 # (flag, config key, type, help); the "{phase}" key follows the command.
@@ -40,7 +42,8 @@ OVERRIDES = (
     ("--limit", "data.limit", int, "use at most this many images per split (smoke runs)"),
     ("--alpha", "distill.alpha", float, "weight of the student loss in [0, 1] (distill)"),
     ("--temperature", "distill.temperature", float, "softening temperature T > 0 (distill)"),
-    ("--loss", "distill.loss", str, "distillation loss: knowledge_distillation, decoupled_kd or multilabel_kd"),
+    ("--loss", "distill.loss", str, "distillation loss by name, e.g. knowledge_distillation, decoupled_kd, dist "
+     "(all: `kdkeras list`)"),
     ("--seed", "seed", int, "global random seed"),
     ("--strategy", "strategy", str, "tf.distribute strategy: auto, mirrored, multiworker, tpu or none"),
 )
@@ -83,6 +86,8 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     for command, text in COMMANDS.items():
         sub = commands.add_parser(command, help=text, description=text)
+        if command == "list":
+            continue
         if command == "models":
             sub.add_argument("--num-classes", type=int, default=2, help="classes of the printed models (default 2)")
             sub.add_argument("--role", choices=("teacher", "student"), help="only list this role")
@@ -165,6 +170,20 @@ def parse_value(text):
         return text
 
 
+def registry_listing():
+    """Every registry's names, each with its first docstring line, and the model zoo."""
+    from kdkeras import registry
+    from kdkeras.models import list_models
+
+    lines = []
+    for kind, entries in registry.registries().items():
+        lines.append(f"{kind}:")
+        lines.extend(f"  {name:<24} {registry.summary(entries.lookup(name))}" for name in entries.names())
+    lines.append("model:")
+    lines.extend(f"  {spec.name:<24} {spec.role}: {spec.description}" for spec in list_models())
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Entry point of the `kdkeras` console script.
 
@@ -187,6 +206,9 @@ def main(argv=None):
     from kdkeras.files import ModelFileError
 
     try:
+        if args.command == "list":
+            print(registry_listing())
+            return 0
         if args.command == "models":
             from kdkeras import models
 
