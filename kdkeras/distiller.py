@@ -503,6 +503,8 @@ def _as_weighted_term(item):
     term, weight = item if isinstance(item, (tuple, list)) else (item, 1.0)
     if isinstance(term, str) and term in DISTILLATION_TERMS:
         return DISTILLATION_TERMS.get(term), weight
+    if hasattr(term, "compute"):  # a term object already, checked next
+        return term, weight
     return kd_losses.get(term), weight
 
 
