@@ -7,7 +7,6 @@ from kdkeras import features as kd_features
 from kdkeras import losses as kd_losses
 from kdkeras import objective
 from kdkeras.objective import check_teacher_weights
-from kdkeras.registry import DISTILLATION_TERMS
 
 _CROSSENTROPY_NAMES = {
     "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -192,26 +191,13 @@ class Distiller(keras.Model):
                 terms go to `Distiller(features=...)`.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `run_eagerly`, ...).
-
-        Example:
-
-        ```python
-        distiller.compile(
-            optimizer="adam",
-            alpha=0.1,
-            distillation_terms=[
-                (kdkeras.losses.KnowledgeDistillation(temperature=4.0), 0.9),
-                (kdkeras.relations.DIST(), 1.0),
-            ],
-        )
-        ```
         """
         alpha = _check_alpha(alpha)
         if temperature is not None:
             temperature = kd_losses._check_temperature(temperature)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}.")
-        terms = _resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha)
+        terms = objective.resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha)
         super().compile(
             optimizer=optimizer, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs
         )
@@ -474,38 +460,6 @@ def _check_teacher(teacher):
             "or build it with `teacher.build(input_shape)` before creating the Distiller."
         )
     teacher.trainable = False
-
-
-def _resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha):
-    """The compiled `(term, weight)` list, from the list or from the keras.io shortcut."""
-    if distillation_terms is not None:
-        if distillation_loss_fn is not None or temperature is not None:
-            raise ValueError(
-                "`distillation_terms` replaces `distillation_loss_fn` and `temperature` (each "
-                "term has its own temperature): pass either the list or the keras.io shortcut."
-            )
-        terms = objective.check_terms([_as_weighted_term(item) for item in distillation_terms])
-        if not terms:
-            raise ValueError("`distillation_terms` is empty: give at least one (term, weight) pair.")
-        return terms
-    loss = kd_losses.get(distillation_loss_fn, temperature=4.0 if temperature is None else temperature)
-    loss_temperature = getattr(loss, "temperature", None)
-    if temperature is not None and loss_temperature is not None and loss_temperature != temperature:
-        raise ValueError(
-            f"`temperature={temperature}` disagrees with the temperature {loss_temperature} of "
-            f"`distillation_loss_fn` ({loss.name}). Set the temperature in one place only."
-        )
-    return objective.check_terms([(loss, 1.0 - alpha)])
-
-
-def _as_weighted_term(item):
-    """`(term, weight)` from a pair or a bare term (weight 1)."""
-    term, weight = item if isinstance(item, (tuple, list)) else (item, 1.0)
-    if isinstance(term, str) and term in DISTILLATION_TERMS:
-        return DISTILLATION_TERMS.get(term), weight
-    if hasattr(term, "compute"):  # a term object already, checked next
-        return term, weight
-    return kd_losses.get(term), weight
 
 
 def _as_feature_match(item):

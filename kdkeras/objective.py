@@ -30,6 +30,8 @@ that space (`fuse_teachers`); terms that share a space share one fusion.
 import keras
 import tensorflow as tf
 
+from kdkeras.registry import DISTILLATION_TERMS
+
 REQUIREMENTS = ("teacher_logits", "labels", "inputs")
 
 
@@ -171,6 +173,56 @@ def check_terms(terms):
             "their logs stay apart."
         )
     return checked
+
+
+def resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha):
+    """The Distiller's `(term, weight)` list, from `distillation_terms` or the keras.io shortcut.
+
+    Args:
+        distillation_terms: `compile`'s list of `(term, weight)` pairs or bare
+            terms, or None for the shortcut.
+        distillation_loss_fn: The shortcut's one term (any form
+            `kdkeras.losses.get` takes), weighted `1 - alpha`.
+        temperature: The shortcut's temperature, or None.
+        alpha: Weight of the student loss.
+
+    Returns:
+        A checked list of `(term, float weight)` pairs.
+
+    Raises:
+        ValueError: for both forms at once, an empty list, or a bad term.
+    """
+    # kdkeras.losses subclasses DistillationTerm from this module: import it late.
+    from kdkeras import losses as kd_losses
+
+    if distillation_terms is not None:
+        if distillation_loss_fn is not None or temperature is not None:
+            raise ValueError(
+                "`distillation_terms` replaces `distillation_loss_fn` and `temperature` (each "
+                "term has its own temperature): pass either the list or the keras.io shortcut."
+            )
+        terms = check_terms([_as_weighted_term(item, kd_losses.get) for item in distillation_terms])
+        if not terms:
+            raise ValueError("`distillation_terms` is empty: give at least one (term, weight) pair.")
+        return terms
+    loss = kd_losses.get(distillation_loss_fn, temperature=4.0 if temperature is None else temperature)
+    loss_temperature = getattr(loss, "temperature", None)
+    if temperature is not None and loss_temperature is not None and loss_temperature != temperature:
+        raise ValueError(
+            f"`temperature={temperature}` disagrees with the temperature {loss_temperature} of "
+            f"`distillation_loss_fn` ({loss.name}). Set the temperature in one place only."
+        )
+    return check_terms([(loss, 1.0 - alpha)])
+
+
+def _as_weighted_term(item, get_loss):
+    """`(term, weight)` from a pair or a bare term (weight 1); names build with the class defaults."""
+    term, weight = item if isinstance(item, (tuple, list)) else (item, 1.0)
+    if isinstance(term, str) and term in DISTILLATION_TERMS:
+        return DISTILLATION_TERMS.get(term), weight
+    if hasattr(term, "compute"):  # a term object already, checked next
+        return term, weight
+    return get_loss(term), weight
 
 
 def weighted_mean(values, weights):
