@@ -12,6 +12,7 @@ kdkeras export --config quickstart --formats tflite_float32 tflite_int8
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
 kdkeras predict --model runs/quickstart/distilled.keras new_xrays/ --out predictions.csv --gradcam gradcam/
+kdkeras list
 ```
 """
 
@@ -32,6 +33,7 @@ COMMANDS = {
     "latency and accuracy table.",
     "predict": "Classify image files, folders, zip/tar archives and DICOM files with a saved model; "
     "write one CSV row per image.",
+    "list": "List every registry by name: distillation terms, feature losses, models.",
 }
 
 # (flag, config key, type, help); the "{phase}" key follows the command.
@@ -43,7 +45,8 @@ OVERRIDES = (
     ("--limit", "data.limit", int, "use at most this many images per split (smoke runs)"),
     ("--alpha", "distill.alpha", float, "weight of the student loss in [0, 1] (distill)"),
     ("--temperature", "distill.temperature", float, "softening temperature T > 0 (distill)"),
-    ("--loss", "distill.loss", str, "distillation loss: knowledge_distillation, decoupled_kd or multilabel_kd"),
+    ("--loss", "distill.loss", str, "distillation loss by name, e.g. knowledge_distillation, decoupled_kd, dist "
+     "(all: `kdkeras list`)"),
     ("--seed", "seed", int, "global random seed"),
     ("--strategy", "strategy", str, "tf.distribute strategy: auto, mirrored, multiworker, tpu or none"),
 )
@@ -88,6 +91,8 @@ def build_parser():
         sub = commands.add_parser(command, help=text, description=text)
         if command == "predict":
             _add_predict_arguments(sub)
+            continue
+        if command == "list":
             continue
         if command == "models":
             sub.add_argument("--num-classes", type=int, default=2, help="classes of the printed models (default 2)")
@@ -204,6 +209,20 @@ def parse_value(text):
         return text
 
 
+def registry_listing():
+    """Every registry's names, each with its first docstring line, and the model zoo."""
+    from kdkeras import registry
+    from kdkeras.models import list_models
+
+    lines = []
+    for kind, entries in registry.registries().items():
+        lines.append(f"{kind}:")
+        lines.extend(f"  {name:<24} {registry.summary(entries.lookup(name))}" for name in entries.names())
+    lines.append("model:")
+    lines.extend(f"  {spec.name:<24} {spec.role}: {spec.description}" for spec in list_models())
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Entry point of the `kdkeras` console script.
 
@@ -226,6 +245,9 @@ def main(argv=None):
     from kdkeras.files import ModelFileError
 
     try:
+        if args.command == "list":
+            print(registry_listing())
+            return 0
         if args.command == "models":
             from kdkeras import models
 

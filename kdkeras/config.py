@@ -73,8 +73,9 @@ class DistillConfig(TrainConfig):
     Attributes:
         alpha: Weight of the student's own loss, in [0, 1].
         temperature: Softening temperature, > 0.
-        loss: Distillation loss name, one of `kdkeras.losses.NAMES`. For
-            multi-label data "knowledge_distillation" means `MultiLabelKD`.
+        loss: Distillation loss name, one of
+            `kdkeras.registry.DISTILLATION_TERMS` (`kdkeras list`); multi-label
+            data need "multilabel_kd".
         loss_options: Extra arguments of the loss, e.g. `{alpha = 1, beta = 8}`
             for "decoupled_kd".
         warmup_epochs: Epochs over which the distillation terms ramp up
@@ -441,10 +442,11 @@ def _check_values(config, source):
 def _check_distill(distill, data, fail):
     from kdkeras import features as kd_features
     from kdkeras import losses as kd_losses
-    from kdkeras.distiller import check_teacher_weights
+    from kdkeras.objective import check_teacher_weights
+    from kdkeras.registry import DISTILLATION_TERMS
 
-    if distill.loss not in kd_losses.NAMES:
-        fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(kd_losses.NAMES)}.")
+    if distill.loss not in DISTILLATION_TERMS:
+        fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(DISTILLATION_TERMS.names())}.")
     try:
         kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
     except ValueError as error:

@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from kdkeras import features as kd_features
 from kdkeras import losses as kd_losses
+from kdkeras import objective
+from kdkeras.objective import check_teacher_weights
 
 _CROSSENTROPY_NAMES = {
     "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -20,17 +22,21 @@ class Distiller(keras.Model):
     Each training step runs the frozen teacher (`training=False`) and the
     student (`training=True`) once on the same batch and minimises
 
-    `loss = alpha * student_loss(y, z_s) + w * ((1 - alpha) * distillation_loss(z_t, z_s)
-    + sum_i weight_i * feature_loss_i) + sum(student.losses)`
+    `loss = alpha * student_loss(y, z_s) + w * (sum_i weight_i * term_i
+    + sum_j weight_j * feature_term_j) + sum(student.losses)`
 
     with gradients for the student's trainable variables (and the feature
-    adapters) only; `w` ramps linearly from 0 to 1 over `warmup_steps`. By
-    default the distillation loss is `T**2 * KL(softmax(z_t / T) || softmax(z_s / T))`
-    (Hinton et al., 2015). `fit` and `evaluate` log `loss`, `student_loss`,
-    `distillation_loss` (and `feature_loss` with `features`) and every
-    compiled metric, computed on the student's logits. `sample_weight` and
-    `class_weight` weight every loss term per example. Calling the Distiller
-    (and `predict`) returns the student's logits.
+    adapters) only; `w` ramps linearly from 0 to 1 over `warmup_steps`. The
+    terms are `kdkeras.objective.DistillationTerm`s given to `compile`
+    (`distillation_terms`, or the keras.io shortcut `distillation_loss_fn`
+    with weight `1 - alpha`); by default one term,
+    `T**2 * KL(softmax(z_t / T) || softmax(z_s / T))` (Hinton et al., 2015).
+    `fit` and `evaluate` log `loss`, `student_loss`, `distillation_loss` (the
+    weight-averaged terms: the one term's value for the shortcut), each
+    term's `<name>_loss` when there are several, `feature_loss` with
+    `features`, and every compiled metric, computed on the student's logits.
+    `sample_weight` and `class_weight` weight every loss term per example.
+    Calling the Distiller (and `predict`) returns the student's logits.
 
     Unlabeled images (a transfer set, see `kdkeras.transfer`) carry the sparse
     label -1: the student loss and the metrics skip them (the student loss
@@ -43,7 +49,8 @@ class Distiller(keras.Model):
       transfer, cosine) through adapters that are not part of the student.
       The student still runs once per step, in the step's training mode.
     - several teachers: their softened probabilities are averaged with
-      `teacher_weights`, and the losses see the logits of that average.
+      `teacher_weights`, in each term's space (its `activation` and
+      `temperature`), and the term sees the logits of that average.
     - cached teacher logits: batches `({"inputs": x, "teacher_logits": z}, y)`
       (see `kdkeras.teacher_cache.with_teacher_logits`) skip the teacher's
       forward pass entirely.
@@ -99,6 +106,8 @@ class Distiller(keras.Model):
             self._build_feature_models()
         self.student_loss_fn = None
         self.distillation_loss_fn = None
+        self._distillation_terms = ()
+        self._term_trackers = []
         self.alpha = None
         self.temperature = None
         self.warmup_steps = 0
@@ -145,6 +154,7 @@ class Distiller(keras.Model):
         temperature=None,
         warmup_steps=0,
         weighted_metrics=None,
+        distillation_terms=None,
         **kwargs,
     ):
         """Configures the Distiller for training.
@@ -158,9 +168,11 @@ class Distiller(keras.Model):
                 A crossentropy given by name is built with `from_logits=True`;
                 an instance with `from_logits=False` is rejected, because the
                 Distiller always passes logits.
-            distillation_loss_fn: Loss of `(teacher_logits, student_logits)`:
-                a `kdkeras.losses` object or name ("knowledge_distillation",
-                "decoupled_kd", "multilabel_kd"), or any Keras loss or callable.
+            distillation_loss_fn: Loss of `(teacher_logits, student_logits)`,
+                the one term of the keras.io shortcut, weighted `1 - alpha`: a
+                `kdkeras.objective.DistillationTerm` or its registered name
+                ("knowledge_distillation", "decoupled_kd", "dist", ...: see
+                `kdkeras list`), or any Keras loss or callable.
                 Defaults to `kdkeras.losses.KnowledgeDistillation(temperature)`.
                 Keras's `KLDivergence` (instance or name) is understood as in
                 the keras.io example, on `softmax(z / T)` and scaled by `T**2`,
@@ -173,6 +185,15 @@ class Distiller(keras.Model):
                 feature terms ramp linearly from 0 to full weight (DKD uses 20
                 epochs' worth). Defaults to 0, no warm-up.
             weighted_metrics: Metrics weighted by `sample_weight`/`class_weight`.
+            distillation_terms: The objective as a list of `(term, weight)`
+                pairs (a bare term weighs 1), each term a
+                `kdkeras.objective.DistillationTerm`, a registered name
+                ("dist", built with its defaults) or any form
+                `distillation_loss_fn` takes, e.g.
+                `[(KnowledgeDistillation(4.0), 0.9), (DIST(), 2.0)]`.
+                Replaces `distillation_loss_fn` and `temperature` (each term
+                has its own); `alpha` still weighs the student loss. Feature
+                terms go to `Distiller(features=...)`.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `run_eagerly`, ...).
         """
@@ -181,24 +202,31 @@ class Distiller(keras.Model):
             temperature = kd_losses._check_temperature(temperature)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}.")
-        distillation_loss_fn = kd_losses.get(
-            distillation_loss_fn, temperature=4.0 if temperature is None else temperature
-        )
-        loss_temperature = getattr(distillation_loss_fn, "temperature", None)
-        if temperature is not None and loss_temperature is not None and loss_temperature != temperature:
-            raise ValueError(
-                f"`temperature={temperature}` disagrees with the temperature "
-                f"{loss_temperature} of `distillation_loss_fn` ({distillation_loss_fn.name}). "
-                "Set the temperature in one place only."
-            )
+        terms = objective.resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha)
         super().compile(
             optimizer=optimizer, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs
         )
         self.student_loss_fn = _resolve_student_loss(student_loss_fn)
-        self.distillation_loss_fn = distillation_loss_fn
+        # The shortcut's one term is `distillation_loss_fn`; a list has none.
+        self.distillation_loss_fn = terms[0][0] if distillation_terms is None else None
+        self._distillation_terms = tuple(terms)
+        # With one term its value is `distillation_loss` already.
+        self._term_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t, _ in terms] if len(terms) > 1 else []
         self.alpha = alpha
-        self.temperature = loss_temperature if loss_temperature is not None else temperature
+        if self.distillation_loss_fn is not None:
+            self.temperature = getattr(self.distillation_loss_fn, "temperature", temperature)
+        else:
+            self.temperature = None
         self.warmup_steps = warmup_steps
+
+    @property
+    def distillation_terms(self):
+        """The compiled objective: a list of `(term, weight)` pairs (features excluded)."""
+        return list(self._distillation_terms)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, *self._term_trackers]
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -208,11 +236,18 @@ class Distiller(keras.Model):
         config.pop("loss_weights", None)
         config.update(
             student_loss_fn=keras.saving.serialize_keras_object(self.student_loss_fn),
-            distillation_loss_fn=keras.saving.serialize_keras_object(self.distillation_loss_fn),
             alpha=self.alpha,
-            temperature=self.temperature,
             warmup_steps=self.warmup_steps,
         )
+        if self.distillation_loss_fn is not None:
+            config.update(
+                distillation_loss_fn=keras.saving.serialize_keras_object(self.distillation_loss_fn),
+                temperature=self.temperature,
+            )
+        else:
+            config["distillation_terms"] = [
+                [keras.saving.serialize_keras_object(term), weight] for term, weight in self._distillation_terms
+            ]
         return config
 
     def compile_from_config(self, config):
@@ -230,25 +265,32 @@ class Distiller(keras.Model):
         """The teachers' logits for a batch; the soft targets of several are averaged.
 
         Several teachers are combined as `T * log(sum_k w_k * softmax(z_k / T))`
-        (sigmoid losses: the same in logit space), whose softmax at `T` is the
-        weighted average of the teachers' softened probabilities.
+        (sigmoid terms: the same in logit space), whose softmax at `T` is the
+        weighted average of the teachers' softened probabilities, in the
+        space of the compiled terms (see `kdkeras.objective.fuse_teachers`).
 
         Args:
             inputs: A batch of images, as the teachers take them.
 
         Returns:
             Tensor `(batch, num_classes)` of (combined) teacher logits.
+
+        Raises:
+            ValueError: for several teachers and terms that soften differently,
+                which need one fusion each.
         """
         logits = [teacher(inputs, training=False) for teacher in self.teachers]
         if len(logits) == 1:
             return logits[0]
         self._check_compiled()
-        return _combine_teachers(
-            logits,
-            self.teacher_weights,
-            self.temperature or 1.0,
-            getattr(self.distillation_loss_fn, "activation", "softmax"),
-        )
+        fusions = {self._fusion(term) for term, _ in self._distillation_terms}
+        if len(fusions) > 1:
+            raise ValueError(
+                f"The terms soften the teachers differently ({sorted(fusions)} as (temperature, "
+                "activation)), so there is no one combined teacher: distil from one teacher, or give "
+                "the terms one temperature."
+            )
+        return objective.fuse_teachers(logits, self.teacher_weights, *fusions.pop())
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -294,7 +336,9 @@ class Distiller(keras.Model):
         if self.features:
             logits, *features = self._teacher_features(x, training=False)
             return tf.stop_gradient(logits), [tf.stop_gradient(f) for f in features]
-        return tf.stop_gradient(self.teacher_logits(x)), []
+        if len(self.teachers) > 1:  # fused per term, in _compute_losses
+            return [tf.stop_gradient(teacher(x, training=False)) for teacher in self.teachers], []
+        return tf.stop_gradient(self.teachers[0](x, training=False)), []
 
     def _student_outputs(self, x, training):
         """`(student_logits, adapted_features)` from a single forward pass."""
@@ -308,25 +352,43 @@ class Distiller(keras.Model):
     ):
         """Returns the total loss of this replica and updates the loss trackers.
 
+        Every term sees the same batch dict (`kdkeras.objective.compute`) and
+        takes what its `requires` asks for; `teacher_logits` is a list when
+        there are several teachers, fused here once per softening space.
+
         Keras losses already divide their batch mean by the number of replicas
         (their gradients are summed across replicas); the regularization term
         is divided here the same way, and the trackers log the global values.
         """
-        _check_widths(teacher_logits.shape[-1], student_logits.shape[-1])
+        teachers = teacher_logits if isinstance(teacher_logits, list) else [teacher_logits]
+        for logits in teachers:
+            _check_widths(logits.shape[-1], student_logits.shape[-1])
         student_loss = self.student_loss_fn(*_labeled(y, student_logits, sample_weight))
-        targets = teacher_logits
-        if getattr(self.distillation_loss_fn, "requires_labels", False):
-            targets = {"teacher_logits": teacher_logits, "labels": y}
-        distillation_loss = self.distillation_loss_fn(targets, student_logits, sample_weight=sample_weight)
-        distillation = (1.0 - self.alpha) * distillation_loss
+        batch = {
+            "inputs": x,
+            "labels": y,
+            "student_logits": student_logits,
+            "features": dict(zip(self.features, zip(teacher_features, student_features))),
+        }
+        fused = {}
+        values = []
+        for term, _ in self._distillation_terms:
+            fusion = self._fusion(term)
+            if fusion not in fused:
+                fused[fusion] = teachers[0] if len(teachers) == 1 else objective.fuse_teachers(
+                    teachers, self.teacher_weights, *fusion
+                )
+            values.append(objective.compute(term, dict(batch, teacher_logits=fused[fusion]), sample_weight))
+        weights = [weight for _, weight in self._distillation_terms]
+        distillation = tf.add_n([weight * value for weight, value in zip(weights, values)])
         tracked = [
             (self._student_loss_tracker, student_loss),
-            (self._distillation_loss_tracker, distillation_loss),
+            (self._distillation_loss_tracker, objective.weighted_mean(values, weights)),
+            *zip(self._term_trackers, values),
         ]
         if self.features:
             feature_loss = tf.add_n([
-                match.weight * match.loss(t, s, sample_weight=sample_weight)
-                for match, s, t in zip(self.features, student_features, teacher_features)
+                match.weight * objective.compute(match, batch, sample_weight) for match in self.features
             ])
             distillation = distillation + feature_loss
             tracked.append((self._feature_loss_tracker, feature_loss))
@@ -338,6 +400,9 @@ class Distiller(keras.Model):
         for tracker, value in [(self._loss_tracker, loss), *tracked]:
             tracker.update_state(value * _replicas(value.dtype), sample_weight=batch_size)
         return loss
+
+    def _fusion(self, term):
+        return objective.fusion(term, self.temperature or 1.0)
 
     def _warmup_factor(self, dtype):
         if not self.warmup_steps:
@@ -406,22 +471,6 @@ def _labeled(y, logits, sample_weight):
     )
 
 
-def _combine_teachers(logits, weights, temperature, activation):
-    log_weights = [tf.math.log(tf.constant(w, tf.float32)) for w in weights]
-    scaled = [tf.cast(z, tf.float32) / temperature for z in logits]
-    if activation == "sigmoid":
-        positive = tf.reduce_logsumexp(
-            tf.stack([w + tf.math.log_sigmoid(z) for w, z in zip(log_weights, scaled)]), axis=0
-        )
-        negative = tf.reduce_logsumexp(
-            tf.stack([w + tf.math.log_sigmoid(-z) for w, z in zip(log_weights, scaled)]), axis=0
-        )
-        return temperature * (positive - negative)
-    return temperature * tf.reduce_logsumexp(
-        tf.stack([w + tf.nn.log_softmax(z, axis=-1) for w, z in zip(log_weights, scaled)]), axis=0
-    )
-
-
 def _check_teacher(teacher):
     _check_model(teacher, "teacher")
     if not teacher.built:
@@ -431,36 +480,6 @@ def _check_teacher(teacher):
             "or build it with `teacher.build(input_shape)` before creating the Distiller."
         )
     teacher.trainable = False
-
-
-def check_teacher_weights(weights, count):
-    """Validates the weights of `count` teachers' soft targets and normalises them.
-
-    Args:
-        weights: One number >= 0 per teacher with a positive sum, or None for
-            equal weights.
-        count: Number of teachers.
-
-    Returns:
-        List of `count` floats summing to 1.
-
-    Raises:
-        ValueError: for a wrong length, a negative or non-numeric weight, or a
-            zero sum.
-    """
-    if weights is None:
-        return [1.0 / count] * count
-    weights = list(weights)
-    if (
-        len(weights) != count
-        or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights)
-        or not sum(weights) > 0
-    ):
-        raise ValueError(
-            f"`teacher_weights` must hold one number >= 0 per teacher ({count}), with a positive "
-            f"sum; got {weights!r}."
-        )
-    return [float(w) / sum(weights) for w in weights]
 
 
 def _as_feature_match(item):

@@ -5,20 +5,22 @@ A `FeatureMatch` names one student layer, one teacher layer and a loss:
 | loss | paper | adapter on the student side |
 | --- | --- | --- |
 | `"hint"` (`HintLoss`) | FitNets, Romero et al. 2015 | learned 1x1 conv (or dense) to the teacher's width, always |
-| `"attention"` (`AttentionTransfer`) | Zagoruyko & Komodakis 2017 | none (attention maps are channel-free) |
+| `"attention"` (`AttentionTransfer`) | Zagoruyko & Komodakis 2017, official code's form | none (attention maps are channel-free) |
 | `"cosine"` (`CosineFeatureLoss`) | cosine matching, as in seed 001 | learned 1x1 conv only when widths differ |
 
 When spatial sizes differ the adapter also resizes the student's map to the
 teacher's (bilinear). Adapters train with the student but live in the
 Distiller, so `distiller.student` (the model you export) never contains them.
 The losses follow the kdkeras convention: teacher first,
-`loss(teacher_features, student_features)`.
+`loss(teacher_features, student_features)`, and are registered by name in
+`kdkeras.registry.FEATURE_LOSSES` (a new one declares its `projection`:
+"always", "mismatch" or "never").
 """
 
 import keras
 from keras import ops
 
-FEATURE_LOSSES = ("hint", "attention", "cosine")
+from kdkeras.registry import FEATURE_LOSSES
 
 
 def hint_loss(teacher_features, student_features):
@@ -36,7 +38,10 @@ def hint_loss(teacher_features, student_features):
 
 
 def attention_map(features, p=2.0):
-    """The L2-normalised spatial attention map `vec(sum_c |A_c|**p)` of a feature map.
+    """The L2-normalised spatial attention map `vec(mean_c |A_c|**p)` of a feature map.
+
+    The official code's `at(x) = F.normalize(x.pow(2).mean(1).view(B, -1))`
+    (NCHW there, channels last here), for `p = 2`.
 
     Args:
         features: Tensor `(batch, height, width, channels)`.
@@ -45,28 +50,30 @@ def attention_map(features, p=2.0):
     Returns:
         Tensor `(batch, height * width)`, each row of unit L2 norm.
     """
-    magnitude = ops.sum(ops.power(ops.abs(ops.cast(features, "float32")), p), axis=-1)
+    magnitude = ops.mean(ops.power(ops.abs(ops.cast(features, "float32")), p), axis=-1)
     flat = ops.reshape(magnitude, (ops.shape(magnitude)[0], -1))
     return flat / ops.maximum(ops.norm(flat, axis=-1, keepdims=True), 1e-12)
 
 
 def attention_transfer(teacher_features, student_features, p=2.0):
-    """Per-example attention-transfer distance of Zagoruyko & Komodakis (2017).
+    """Per-example attention-transfer loss of Zagoruyko & Komodakis (2017), official form.
 
-    `|| Q_s / ||Q_s||_2 - Q_t / ||Q_t||_2 ||_2` with `Q = vec(sum_c |A_c|**p)`:
-    the paper's activation-based attention loss before its `beta / 2` factor.
-    The channel counts may differ; the spatial sizes must agree.
+    `mean_j (q_s[j] - q_t[j])**2` over the `H * W` positions, with `q` the
+    normalised attention maps of `attention_map`: the batch mean of this is
+    the official `at_loss(x, y) = (at(x) - at(y)).pow(2).mean()`
+    (szagoruyko/attention-transfer, `utils.py`). The channel counts may
+    differ; the spatial sizes must agree.
 
     Args:
         teacher_features: Tensor `(batch, height, width, c_t)`.
         student_features: Tensor `(batch, height, width, c_s)`.
-        p: Exponent of the activation magnitudes (the paper uses 2).
+        p: Exponent of the activation magnitudes (the official code uses 2).
 
     Returns:
-        Tensor `(batch,)` in float32, each value in [0, 2].
+        Tensor `(batch,)` in float32, each value in [0, 4 / (H * W)].
     """
     diff = attention_map(student_features, p) - attention_map(teacher_features, p)
-    return ops.sqrt(ops.sum(ops.square(diff), axis=-1) + 1e-12)
+    return ops.mean(ops.square(diff), axis=-1)
 
 
 def cosine_feature_distance(teacher_features, student_features):
@@ -87,6 +94,7 @@ def cosine_feature_distance(teacher_features, student_features):
     return ops.mean(ops.reshape(distance, (ops.shape(distance)[0], -1)), axis=-1)
 
 
+@FEATURE_LOSSES.register("hint")
 @keras.saving.register_keras_serializable(package="kdkeras")
 class HintLoss(keras.losses.Loss):
     """FitNets hint loss (Romero et al., 2015): MSE between adapted student and teacher features.
@@ -112,18 +120,26 @@ class HintLoss(keras.losses.Loss):
         return hint_loss(y_true, y_pred)
 
 
+@FEATURE_LOSSES.register("attention")
 @keras.saving.register_keras_serializable(package="kdkeras")
 class AttentionTransfer(keras.losses.Loss):
-    """Attention transfer (Zagoruyko & Komodakis, 2017).
+    """Attention transfer (Zagoruyko & Komodakis, 2017), in the official code's convention.
 
-    `loss = beta / (2 * H * W) * mean over batch || Q_s/||Q_s|| - Q_t/||Q_t|| ||_2`,
-    with `Q = vec(sum_c |A_c|**p)` (see `attention_transfer`): the paper's
-    eq. 2 with its `beta = 1000` "divided by the number of elements in the
-    attention map and the batch size" (the batch mean does the latter).
+    `loss = beta * mean over batch and positions (q_s - q_t)**2`, with
+    `q = vec(mean_c |A_c|**p) / ||.||_2` (see `attention_transfer`): the
+    official `beta * at_loss(student, teacher)` with the `beta = 1000` tuned
+    for it (szagoruyko/attention-transfer; mdistiller uses the same form).
+
+    The paper's printed eq. 2 differs: `beta / 2 * || q_s - q_t ||_2` (a norm,
+    not its square), with beta "divided by the number of elements in the
+    attention map and the batch size". The two differ by the factor
+    `2 * || q_s - q_t ||_2`: far apart the paper's form is larger, and its
+    gradient keeps a constant size as the maps converge, where the squared
+    form's shrinks to zero. `beta = 1000` was tuned for the squared form.
 
     Args:
         p: Exponent of the activation magnitudes. Defaults to 2.
-        beta: The paper's weight before its division by `H * W`. Defaults to 1000.
+        beta: Weight of the term. Defaults to 1000, the official setting.
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
         name: Name of the loss.
         dtype: Dtype of the computation. Defaults to float32.
@@ -146,8 +162,7 @@ class AttentionTransfer(keras.losses.Loss):
         self.beta = float(beta)
 
     def call(self, y_true, y_pred):
-        elements = ops.cast(ops.shape(y_true)[1] * ops.shape(y_true)[2], "float32")
-        return self.beta / (2.0 * elements) * attention_transfer(y_true, y_pred, self.p)
+        return self.beta * attention_transfer(y_true, y_pred, self.p)
 
     def get_config(self):
         config = super().get_config()
@@ -155,6 +170,7 @@ class AttentionTransfer(keras.losses.Loss):
         return config
 
 
+@FEATURE_LOSSES.register("cosine")
 @keras.saving.register_keras_serializable(package="kdkeras")
 class CosineFeatureLoss(keras.losses.Loss):
     """Feature matching by cosine distance along channels, averaged over positions.
@@ -180,9 +196,6 @@ class CosineFeatureLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return cosine_feature_distance(y_true, y_pred)
-
-
-_LOSSES = {"hint": HintLoss, "attention": AttentionTransfer, "cosine": CosineFeatureLoss}
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -249,8 +262,9 @@ class FeatureMatch:
     Args:
         student_layer: Name of a layer of the (functional) student.
         teacher_layer: Name of a layer of the (functional) teacher.
-        loss: "hint", "attention", "cosine", or one of the loss objects of
-            this module (e.g. `AttentionTransfer(beta=500.0)`).
+        loss: A name of `kdkeras.registry.FEATURE_LOSSES` ("hint",
+            "attention", "cosine"), or one of those loss objects (e.g.
+            `AttentionTransfer(beta=500.0)`).
         weight: Weight of this term in the Distiller's total loss, `>= 0`.
 
     Example:
@@ -263,6 +277,10 @@ class FeatureMatch:
     ```
     """
 
+    # The Distiller's batch holds, under "features", each match's
+    # `(teacher_features, adapted_student_features)` pair keyed by the match.
+    requires = ("features",)
+
     def __init__(self, student_layer, teacher_layer, loss="hint", weight=1.0):
         for key, value in (("student_layer", student_layer), ("teacher_layer", teacher_layer)):
             if not isinstance(value, str) or not value:
@@ -273,6 +291,11 @@ class FeatureMatch:
         self.teacher_layer = teacher_layer
         self.loss = _get_loss(loss)
         self.weight = float(weight)
+
+    def compute(self, batch, sample_weight=None):
+        """This term's loss on a batch dict (the `kdkeras.objective` protocol), before `weight`."""
+        teacher, student = batch["features"][self]
+        return self.loss(teacher, student, sample_weight=sample_weight)
 
     def build_adapter(self, student_shape, teacher_shape):
         """The adapter mapping this student layer's output onto the teacher layer's.
@@ -332,16 +355,18 @@ class FeatureMatch:
 
 
 def _get_loss(loss):
+    names = FEATURE_LOSSES.names()
     if isinstance(loss, str):
-        if loss not in _LOSSES:
-            raise ValueError(f"Unknown feature loss {loss!r}. Use one of {', '.join(FEATURE_LOSSES)}.")
-        return _LOSSES[loss]()
+        if loss not in names:
+            raise ValueError(f"Unknown feature loss {loss!r}. Use one of {', '.join(names)}.")
+        return FEATURE_LOSSES.get(loss)
     if isinstance(loss, dict):
         loss = keras.saving.deserialize_keras_object(loss)
-    if not isinstance(loss, tuple(_LOSSES.values())):
+    classes = tuple(FEATURE_LOSSES.lookup(name) for name in names)
+    if not isinstance(loss, classes):
         raise ValueError(
-            f"A feature loss must be one of {', '.join(FEATURE_LOSSES)} or a HintLoss, "
-            f"AttentionTransfer or CosineFeatureLoss object, got {loss!r}."
+            f"A feature loss must be one of {', '.join(names)} or an object of "
+            f"{', '.join(c.__name__ for c in classes)}, got {loss!r}."
         )
     return loss
 

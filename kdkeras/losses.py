@@ -1,22 +1,25 @@
-"""Knowledge-distillation losses as Keras objects.
+"""Knowledge-distillation losses on logits: the Distiller's logits terms.
 
-Every loss here follows the Keras `Loss` signature with the teacher in the
-place of the target: `loss(teacher_logits, student_logits, sample_weight)`.
-Both arguments are logits (pre-softmax), which is what the kdkeras model zoo
-emits, so a loss can soften them with its own temperature.
+Every loss here is a `kdkeras.objective.DistillationTerm`: a Keras `Loss` with
+the teacher in the place of the target, `loss(teacher_logits, student_logits,
+sample_weight)`. Both arguments are logits (pre-softmax), which is what the
+kdkeras model zoo emits, so a loss can soften them with its own temperature.
+A term that needs more than the teacher's logits says so in `requires`
+(DKD needs the labels) and then takes a dict `{"teacher_logits": z_t, "labels": y}`.
 
-Two class attributes tell the Distiller how to feed a loss:
-
-- `activation`: how the loss turns logits into probabilities ("softmax" or
-  "sigmoid"), so that several teachers are averaged in the right space.
-- `requires_labels`: when True the first argument is a dict
-  `{"teacher_logits": z_t, "labels": y}` instead of the teacher's logits.
+Each class is registered by name in `kdkeras.registry.DISTILLATION_TERMS`, the
+names `[distill] loss` accepts. Adding a method is one class (here, or in
+`kdkeras.relations` for batch-level relations) plus its
+`@DISTILLATION_TERMS.register(name)` line.
 """
 
 import warnings
 
 import keras
 from keras import ops
+
+from kdkeras.objective import DistillationTerm
+from kdkeras.registry import DISTILLATION_TERMS
 
 _KERAS_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence", "KLDivergence")
 # Subtracted from the target logit to drop it from a softmax; finite, so that
@@ -74,8 +77,9 @@ def knowledge_distillation(teacher_logits, student_logits, temperature=4.0):
     return (temperature**2) * kl
 
 
+@DISTILLATION_TERMS.register("knowledge_distillation")
 @keras.saving.register_keras_serializable(package="kdkeras")
-class KnowledgeDistillation(keras.losses.Loss):
+class KnowledgeDistillation(DistillationTerm):
     """Soft-target knowledge-distillation loss (Hinton et al., 2015).
 
     `loss = T**2 * mean_over_batch KL(softmax(z_t / T) || softmax(z_s / T))`,
@@ -98,9 +102,6 @@ class KnowledgeDistillation(keras.losses.Loss):
     value = kd(teacher_logits, student_logits)  # teacher first, like y_true
     ```
     """
-
-    activation = "softmax"
-    requires_labels = False
 
     def __init__(
         self,
@@ -179,8 +180,9 @@ def decoupled_kd_terms(teacher_logits, student_logits, labels, temperature=4.0):
     return (temperature**2) * tckd, (temperature**2) * nckd
 
 
+@DISTILLATION_TERMS.register("decoupled_kd")
 @keras.saving.register_keras_serializable(package="kdkeras")
-class DecoupledKD(keras.losses.Loss):
+class DecoupledKD(DistillationTerm):
     """Decoupled knowledge distillation, DKD (Zhao et al., CVPR 2022).
 
     `loss = alpha * TCKD + beta * NCKD` (see `decoupled_kd_terms`). Classic KD
@@ -218,8 +220,7 @@ class DecoupledKD(keras.losses.Loss):
     ```
     """
 
-    activation = "softmax"
-    requires_labels = True
+    requires = ("teacher_logits", "labels")
 
     def __init__(
         self,
@@ -287,6 +288,7 @@ def multilabel_kd(teacher_logits, student_logits, temperature=4.0):
     return (temperature**2) * ops.mean(kl, axis=-1)
 
 
+@DISTILLATION_TERMS.register("multilabel_kd")
 @keras.saving.register_keras_serializable(package="kdkeras")
 class MultiLabelKD(KnowledgeDistillation):
     """Soft-target KD for multi-label tasks such as ChestMNIST's 14 findings.
@@ -389,10 +391,10 @@ def get(identifier, temperature=4.0, **options):
 
     Args:
         identifier: None (the default soft-target KD loss), a `keras.losses.Loss`
-            instance, a config dict, a name from `NAMES`, Keras's KL divergence
-            (see `is_keras_kl_divergence`), or any callable
-            `fn(teacher_logits, student_logits)` returning one value per example
-            (or a scalar).
+            instance, a config dict, a name of `kdkeras.registry.DISTILLATION_TERMS`,
+            Keras's KL divergence (see `is_keras_kl_divergence`), or any
+            callable `fn(teacher_logits, student_logits)` returning one value
+            per example (or a scalar).
         temperature: Temperature of a loss built from a name (and of Keras's
             KL divergence).
         **options: Extra arguments of a loss built from a name, e.g.
@@ -410,13 +412,14 @@ def get(identifier, temperature=4.0, **options):
     if is_keras_kl_divergence(identifier):
         identifier = "knowledge_distillation"
     if isinstance(identifier, str):
-        if identifier not in NAMES:
+        names = DISTILLATION_TERMS.names()
+        if identifier not in names:
             raise ValueError(
-                f"Unknown distillation loss {identifier!r}. Use one of {', '.join(NAMES)}, a "
+                f"Unknown distillation loss {identifier!r}. Use one of {', '.join(names)}, a "
                 "kdkeras.losses object, or any callable fn(teacher_logits, student_logits)."
             )
         try:
-            return NAMES[identifier](temperature=temperature, **options)
+            return DISTILLATION_TERMS.get(identifier, temperature=temperature, **options)
         except TypeError as error:
             raise ValueError(f"Bad options {options} for the {identifier!r} loss: {error}.") from None
     if options:
@@ -435,9 +438,3 @@ def get(identifier, temperature=4.0, **options):
         f"fn(teacher_logits, student_logits), got {identifier!r}."
     )
 
-
-NAMES = {
-    "knowledge_distillation": KnowledgeDistillation,
-    "decoupled_kd": DecoupledKD,
-    "multilabel_kd": MultiLabelKD,
-}

@@ -28,6 +28,7 @@ from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_co
 from kdkeras.distiller import Distiller
 from kdkeras.features import FeatureMatch
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
+from kdkeras.registry import DISTILLATION_TERMS
 from kdkeras.fit_metrics import fit_metrics
 from kdkeras.teacher_cache import with_teacher_logits
 
@@ -325,16 +326,15 @@ def build_distiller(student, teachers, distill, info, steps_per_epoch):
         A compiled `kdkeras.Distiller`.
 
     Raises:
-        ConfigError: a loss that does not fit the task.
+        ConfigError: a loss that does not fit the task (a softmax loss on
+            multi-label data).
     """
     loss = distill.loss
-    if info.task == "multi-label":
-        if loss == "decoupled_kd":
-            raise ConfigError(
-                f"[distill] loss = 'decoupled_kd' needs one true class per image, but {info.name} "
-                "is multi-label. Use loss = 'multilabel_kd' (or 'knowledge_distillation')."
-            )
-        loss = "multilabel_kd"
+    if info.task == "multi-label" and DISTILLATION_TERMS.lookup(loss).activation != "sigmoid":
+        raise ConfigError(
+            f"[distill] loss = {loss!r} softens with one softmax across the classes, but {info.name} "
+            "is multi-label. Use loss = 'multilabel_kd' (one sigmoid per label)."
+        )
     distiller = Distiller(
         student=student,
         teacher=teachers if len(teachers) > 1 else teachers[0],

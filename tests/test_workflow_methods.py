@@ -118,7 +118,7 @@ def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
     assert "nowhere/t.keras not found" in capsys.readouterr().err
 
 
-def test_multilabel_data_gets_per_label_sigmoid_kd():
+def test_multilabel_data_need_per_label_sigmoid_kd():
     import types
 
     from kdkeras import losses, training
@@ -127,12 +127,14 @@ def test_multilabel_data_gets_per_label_sigmoid_kd():
     student = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
     teacher = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
     distill = config_lib.from_dict(tomllib.loads(TINY)).distill
+    distill.loss = "multilabel_kd"
     distiller = training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
     assert type(distiller.distillation_loss_fn) is losses.MultiLabelKD
     assert type(distiller.student_loss_fn).__name__ == "BinaryCrossentropy"
-    distill.loss = "decoupled_kd"
-    with pytest.raises(ConfigError, match="chestmnist is multi-label. Use loss = 'multilabel_kd'"):
-        training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
+    for loss in ("knowledge_distillation", "decoupled_kd", "dist"):  # no silent swap to sigmoids
+        distill.loss = loss
+        with pytest.raises(ConfigError, match=f"loss = '{loss}' softens .* chestmnist is multi-label. Use loss = 'multilabel_kd'"):
+            training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
 
 
 def test_balanced_class_weights_reach_fit(trained, capsys):
