@@ -382,7 +382,9 @@ class Distiller(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        teachers = [keras.saving.serialize_keras_object(t) for t in self.teachers]
+        # A teacher is saved as a model to run, not to train: its own compile state (the
+        # optimizer it was trained with) would come back unbuilt and make loading warn.
+        teachers = [_without_compile_state(keras.saving.serialize_keras_object(t)) for t in self.teachers]
         config.update(
             student=keras.saving.serialize_keras_object(self.student),
             teacher=teachers[0] if len(teachers) == 1 else teachers,
@@ -405,6 +407,12 @@ class Distiller(keras.Model):
         config.pop("trainable", None)
         config.pop("dtype", None)
         return cls(student=student, teacher=teacher, features=features or None, **config)
+
+
+def _without_compile_state(serialized):
+    serialized = dict(serialized)
+    serialized.pop("compile_config", None)
+    return serialized
 
 
 def _split_inputs(inputs):
