@@ -193,13 +193,21 @@ def run(data="synthetic", epochs=8, count=1200, size=32, batch_size=32, seed=0, 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=("synthetic", "oxford_iiit_pet"), default="synthetic")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--count", type=int, default=1200, help="training images (synthetic) or a cap (pets)")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/segmentation")
+    parser.add_argument(
+        "--data", choices=("synthetic", "oxford_iiit_pet"), default="synthetic",
+        help="synthetic: generated disks and squares, offline (default); oxford_iiit_pet: the pet "
+        "trimaps from TensorFlow Datasets, downloaded on first use",
+    )
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of every model (default 8)")
+    parser.add_argument(
+        "--count", type=int, default=1200, help="training images (synthetic) or a cap on them (pets) (default 1200)"
+    )
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per training step (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weights (default 0)")
+    parser.add_argument(
+        "--out", default="runs/segmentation", help="folder of the table and metrics (default runs/segmentation)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.count < 8 or args.size < 8 or args.size % 4:
         parser.error("--epochs must be >= 1, --count >= 8 and --size a multiple of 4, >= 8.")

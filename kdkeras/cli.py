@@ -7,7 +7,7 @@ kdkeras teacher --config quickstart
 kdkeras student --config quickstart --epochs 3
 kdkeras distill --config experiments/seed002_xray_vgg16.toml --temperature 6
 kdkeras report --config quickstart
-kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
+kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras --limit 200
 kdkeras export --config quickstart --formats tflite_float32 tflite_int8
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
@@ -77,6 +77,7 @@ UNSAFE_LOAD_HELP = (
     "only for files whose source you trust (default: Keras safe mode refuses them)"
 )
 LOADS_MODELS = ("distill", "evaluate", "export", "sweep")  # the commands that read .keras files
+DATA_FLAGS = ("--batch-size", "--image-size", "--limit")  # the overrides that `evaluate` takes too
 
 
 def build_parser():
@@ -108,6 +109,10 @@ def build_parser():
             sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
         if command == "evaluate":
             sub.add_argument("--model", required=True, help="path of the .keras model to evaluate")
+            for flag, _, kind, text in OVERRIDES:
+                if flag in DATA_FLAGS:
+                    sub.add_argument(flag, type=kind, help=text)
+            _add_set_argument(sub)
             continue
         if command == "report":
             continue
@@ -119,16 +124,23 @@ def build_parser():
         if command == "sweep":
             for flag, _, text in SWEEP_AXES:
                 sub.add_argument(flag, type=number_list, help=text)
+        _add_set_argument(sub)
         sub.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override any config key, e.g. --set teacher.optimizer=\"sgd\" --set data.augment=\"xray\" "
-            "(VALUE is read as TOML; bare words are strings)",
+            "--quiet", action="store_true",
+            help="one line per epoch, never a progress bar (the default when stdout is not a terminal)",
         )
-        sub.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
     return parser
+
+
+def _add_set_argument(sub):
+    sub.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set teacher.optimizer=\"sgd\" --set data.augment=\"xray\" "
+        "(VALUE is read as TOML; bare words are strings)",
+    )
 
 
 def _add_export_arguments(sub):
@@ -223,6 +235,34 @@ def registry_listing():
     return "\n".join(lines)
 
 
+def import_tensorflow_quietly():
+    """Imports TensorFlow once, without the lines its C++ libraries print on load.
+
+    Loading TensorFlow 2.21 writes its oneDNN, CUDA-probe and absl notices
+    straight to file descriptor 2, twice (two libraries each initialise
+    absl), before `TF_CPP_MIN_LOG_LEVEL` is read: the variable alone cannot
+    hide them, so stderr is pointed at the null device for the import only.
+    `TF_CPP_MIN_LOG_LEVEL` still governs what TensorFlow logs afterwards; it
+    defaults to 3 here (errors hidden: the CUDA probes of a CPU machine), and
+    `TF_CPP_MIN_LOG_LEVEL=0` shows everything, the import's lines included.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        import tensorflow  # noqa: F401 (already loaded, or its lines are wanted)
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        # Restored before an ImportError propagates, so its traceback is seen.
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
     """Entry point of the `kdkeras` console script.
 
@@ -235,14 +275,13 @@ def main(argv=None):
         model file, a diverged training (NaN loss) or a file system error.
     """
     args = build_parser().parse_args(argv)
-    # Hides TensorFlow's C++ warnings and errors (CUDA probes on CPU machines)
-    # that bury the progress lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import_tensorflow_quietly()
     from kdkeras import config as config_lib
     from kdkeras import training
     from kdkeras.callbacks import TrainingDivergedError
     from kdkeras.data import DataError
     from kdkeras.files import ModelFileError
+    from kdkeras.progress import fit_verbosity
 
     try:
         if args.command == "list":
@@ -260,12 +299,15 @@ def main(argv=None):
             print(f"wrote {training.write_report(config, args.runs_dir)}")
             return 0
         if args.command == "evaluate":
+            config = config_lib.apply_overrides(config, overrides_from_args(args))
+            config_lib.check_data_paths(config)
             result = training.evaluate_file(config, args.model, args.runs_dir, unsafe_load=args.unsafe_load)
             print(f"{args.model}: {training.describe_result(result)}")
             return 0
         if args.command == "export":
             from kdkeras import export
 
+            config_lib.check_data_paths(config)
             try:
                 table = export.export_experiment(
                     config, args.model, args.runs_dir, formats=args.formats or export.FORMATS,
@@ -278,16 +320,15 @@ def main(argv=None):
             print(table.to_markdown())
             return 0
         config = config_lib.apply_overrides(config, overrides_from_args(args))
+        config_lib.check_data_paths(config)
+        verbose = 2 if args.quiet else fit_verbosity()
         if args.command == "sweep":
             from kdkeras import sweep
 
-            sweep.run_sweep(
-                config, runs_dir=args.runs_dir, verbose=2 if args.quiet else "auto", unsafe_load=args.unsafe_load
-            )
+            sweep.run_sweep(config, runs_dir=args.runs_dir, verbose=verbose, unsafe_load=args.unsafe_load)
             return 0
         training.run_phase(
-            config, args.command, args.runs_dir, verbose=2 if args.quiet else "auto",
-            unsafe_load=getattr(args, "unsafe_load", False),
+            config, args.command, args.runs_dir, verbose=verbose, unsafe_load=getattr(args, "unsafe_load", False)
         )
         return 0
     except config_lib.ConfigError as e:

@@ -5,7 +5,7 @@ table whose `loader` names a `kdkeras.data.load_*` function and whose other
 keys are that function's arguments, and one table per phase: `[teacher]`,
 `[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`
 and an optional `[evaluate]` table (operating point, Grad-CAM layers).
-See `experiments/quickstart.toml`.
+See `experiments/quickstart.toml`; `search_path()` says where a name is looked up.
 """
 
 import copy
@@ -22,7 +22,15 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_accuracy", "val_auc")
 CLASS_WEIGHTS = ("", "balanced")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
+# How the two terms add up: "hinton" is alpha * CE + (1 - alpha) * KD (Hinton et al., keras.io,
+# keras.distillation); "additive" is alpha * CE + KD, the objective of seed 002's article.
+OBJECTIVES = ("hinton", "additive")
+# Above this, float32 softmax(z / T) of teacher and student round to the same numbers: measured
+# on logits of scale 3, the loss is off by 2e-5 at T = 1e3, 3% at 1e4 and negative at 1e5.
+MAX_TEMPERATURE = 1000.0
 BUNDLED = "@bundled"
+# The loaders that read local files, and their [data] keys naming those files.
+LOCAL_DATA_KEYS = {"xray_folder": ("root",), "image_folder": ("root",), "ham10000": ("metadata_csv", "image_dirs")}
 
 
 class ConfigError(ValueError):
@@ -72,7 +80,9 @@ class DistillConfig(TrainConfig):
 
     Attributes:
         alpha: Weight of the student's own loss, in [0, 1].
-        temperature: Softening temperature, > 0.
+        temperature: Softening temperature, in (0, `MAX_TEMPERATURE`].
+        objective: How the terms add up, one of `OBJECTIVES`: "hinton" weighs
+            the distillation term by `1 - alpha`, "additive" by 1 (seed 002).
         loss: Distillation loss name, one of
             `kdkeras.registry.DISTILLATION_TERMS` (`kdkeras list`); multi-label
             data need "multilabel_kd".
@@ -95,6 +105,7 @@ class DistillConfig(TrainConfig):
 
     alpha: float = 0.1
     temperature: float = 4.0
+    objective: str = "hinton"
     loss: str = "knowledge_distillation"
     loss_options: dict = dataclasses.field(default_factory=dict)
     warmup_epochs: float = 0.0
@@ -160,11 +171,14 @@ class ExperimentConfig:
         sweep: The temperature x alpha grid of `kdkeras sweep`.
         evaluate: Operating point and Grad-CAM layers of the read-out.
         published: Rows of published numbers to print beside ours.
+        data_source: Where to get the dataset of a loader that reads local
+            files (shown when `[data]` points at a missing path).
         path: The file it was read from (not a TOML key).
     """
 
     name: str = "experiment"
     description: str = ""
+    data_source: str = ""
     seed: int = 0
     strategy: str = "auto"
     deterministic: bool = False
@@ -201,8 +215,9 @@ def load_config(path):
     """Reads and validates an experiment config.
 
     Args:
-        path: Path of a `.toml` file, or the name of a shipped experiment
-            (`"quickstart"` reads `experiments/quickstart.toml`).
+        path: Path of a `.toml` file, or the name of an experiment, looked up
+            as `<name>.toml` along `search_path()` (`"quickstart"` reads the
+            quickstart shipped with kdkeras unless `./experiments/` has one).
 
     Returns:
         An `ExperimentConfig`.
@@ -223,24 +238,67 @@ def load_config(path):
 
 
 def resolve_path(path):
-    """Maps an experiment name to its file; checks that the file exists."""
+    """Maps an experiment name to its file along `search_path()`; checks that the file exists.
+
+    A value ending in `.toml` or holding a path separator is a path and is
+    used as given; anything else is a name.
+    """
     path = os.fspath(path)
-    if not path.endswith(".toml") and os.sep not in path:
-        candidate = os.path.join(experiments_dir(), f"{path}.toml")
-        if os.path.exists(candidate):
+    if path.endswith(".toml") or os.sep in path or (os.altsep and os.altsep in path):
+        if not os.path.isfile(path):
+            raise ConfigError(f"Experiment config {path!r} not found.{_shipped_hint()}")
+        return path
+    for folder in search_path():
+        candidate = os.path.join(folder, f"{path}.toml")
+        if os.path.isfile(candidate):
             return candidate
-    if not os.path.exists(path):
-        shipped = sorted(f[:-5] for f in os.listdir(experiments_dir()) if f.endswith(".toml"))
-        raise ConfigError(
-            f"Experiment config {path!r} not found. Pass a .toml path or one of: {', '.join(shipped)}."
-        )
-    return path
+    raise ConfigError(
+        f"Experiment config {path!r} not found in {', '.join(search_path())}.{_shipped_hint()}"
+    )
 
 
-def experiments_dir():
-    """The `experiments/` folder of a source checkout, or of the working directory."""
-    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
-    return here if os.path.isdir(here) else os.path.join(os.getcwd(), "experiments")
+def search_path():
+    """The folders where an experiment name is looked up, in order.
+
+    1. `./experiments`, relative to the working directory: your own
+       experiments, which shadow shipped ones of the same name;
+    2. `shipped_experiments_dir()`: the experiments that come with kdkeras.
+
+    Returns:
+        List of folder paths (the second only if it exists).
+    """
+    folders = [os.path.join(os.curdir, "experiments")]
+    shipped = shipped_experiments_dir()
+    if shipped and os.path.abspath(shipped) != os.path.abspath(folders[0]):
+        folders.append(shipped)
+    return folders
+
+
+def shipped_experiments_dir():
+    """The experiments that come with kdkeras, or None if there are none.
+
+    An installed kdkeras carries them as package data in
+    `kdkeras/experiments/` (setup.cfg maps the repository's `experiments/`
+    there); a source checkout, imported in place, reads its `experiments/`.
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "experiments")
+    if os.path.isdir(installed):
+        return installed
+    checkout = os.path.dirname(package)
+    # Only a folder beside setup.cfg is kdkeras's own: an installed copy sits in
+    # site-packages, where an `experiments` folder would belong to someone else.
+    if os.path.isfile(os.path.join(checkout, "setup.cfg")) and os.path.isdir(os.path.join(checkout, "experiments")):
+        return os.path.join(checkout, "experiments")
+    return None
+
+
+def _shipped_hint():
+    shipped = shipped_experiments_dir()
+    names = sorted(f[:-5] for f in os.listdir(shipped) if f.endswith(".toml")) if shipped else []
+    if not names:
+        return " Pass the path of a .toml file."
+    return f" Pass a .toml path or one of the shipped experiments: {', '.join(names)}."
 
 
 def from_dict(raw, source="<config>"):
@@ -433,6 +491,10 @@ def _check_values(config, source):
         fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
     if not config.distill.temperature > 0:
         fail("[distill] temperature", f"= {config.distill.temperature} must be > 0.")
+    if not config.distill.temperature <= MAX_TEMPERATURE:
+        fail("[distill] temperature", f"= {config.distill.temperature:g} {_TEMPERATURE_LIMIT}")
+    if config.distill.objective not in OBJECTIVES:
+        fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
     _check_sweep(config.sweep, fail)
     _check_evaluate(config.evaluate, fail)
@@ -483,9 +545,16 @@ def _check_distill(distill, data, fail):
         fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
 
 
+_TEMPERATURE_LIMIT = (
+    f"is above {MAX_TEMPERATURE:g}: in float32 the softened probabilities of teacher and student "
+    "round to the same values and the distillation loss becomes 0 or noise. Hinton et al. use 1 to 20; "
+    "seed 003 sweeps up to 100."
+)
+
+
 def _check_sweep(sweep, fail):
     rules = (
-        ("temperatures", lambda t: math.isfinite(t) and t > 0, "> 0"),
+        ("temperatures", lambda t: math.isfinite(t) and 0 < t <= MAX_TEMPERATURE, f"in (0, {MAX_TEMPERATURE:g}]"),
         ("alphas", lambda a: 0 <= a <= 1, "in [0, 1]"),
     )
     for axis, valid, rule in rules:
@@ -510,6 +579,29 @@ def _check_evaluate(evaluate, fail):
                 "[evaluate] gradcam_layers",
                 f"= {evaluate.gradcam_layers!r}: map teacher, student or distilled to a layer name, "
                 'e.g. {teacher = "stage4_block2_out"}.',
+            )
+
+
+def check_data_paths(config):
+    """Checks that the local files `[data]` names exist, before any model is built.
+
+    Args:
+        config: An `ExperimentConfig`.
+
+    Raises:
+        ConfigError: naming the config file, the `[data]` key, the missing
+            path and where to get the data (`data_source`).
+    """
+    for key in LOCAL_DATA_KEYS.get(config.data.get("loader"), ()):
+        value = config.data.get(key)
+        for path in [value] if isinstance(value, str) else value or []:
+            if os.path.exists(path):
+                continue
+            where = "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
+            source = f"Get the data from {config.data_source}, then " if config.data_source else "Then "
+            raise ConfigError(
+                f"{config.path or '<config>'}: [data] {key} = {path!r} does not exist{where}. {source}"
+                f"put it there or point the key at your copy (`--set data.{key}=/path/to/it`)."
             )
 
 

@@ -1,5 +1,7 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -67,7 +69,13 @@ class Distiller(keras.Model):
         teacher_weights: Weights of several teachers' soft targets (normalised
             to sum to 1). Defaults to equal weights.
         name: Name of the model.
-        **kwargs: Passed to `keras.Model`.
+        **kwargs: Passed to `keras.Model`. `keras.distillation.Distiller`'s
+            `distillation_losses`, `distillation_loss_weights` and
+            `student_loss_weight` are understood where kdkeras computes the
+            same objective: one `LogitsDistillation(T, loss=keras.losses.KLDivergence())`
+            becomes `compile`'s default `distillation_loss_fn=KnowledgeDistillation(T)`
+            and `student_loss_weight` its default `alpha`. Any other value
+            raises an error that says what to write instead.
 
     Example:
 
@@ -86,6 +94,8 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student, teacher, features=None, teacher_weights=None, name="distiller", **kwargs):
+        # keras.distillation's arguments become compile defaults; keras.Model must not see them.
+        migrated = {key: kwargs.pop(key) for key in _KERAS_DISTILLATION_ARGUMENTS if key in kwargs}
         super().__init__(name=name, **kwargs)
         _check_model(student, "student")
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
@@ -109,8 +119,11 @@ class Distiller(keras.Model):
         self._distillation_terms = ()
         self._term_trackers = []
         self.alpha = None
+        self.distillation_weight = None
+        self._distillation_weight_argument = None
         self.temperature = None
         self.warmup_steps = 0
+        self._compile_defaults = _from_keras_distillation(migrated, student, teachers) if migrated else {}
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self._feature_loss_tracker = keras.metrics.Mean(name="feature_loss") if self.features else None
@@ -150,11 +163,12 @@ class Distiller(keras.Model):
         metrics=None,
         student_loss_fn=None,
         distillation_loss_fn=None,
-        alpha=0.1,
+        alpha=None,
         temperature=None,
         warmup_steps=0,
         weighted_metrics=None,
         distillation_terms=None,
+        distillation_weight=None,
         **kwargs,
     ):
         """Configures the Distiller for training.
@@ -178,7 +192,8 @@ class Distiller(keras.Model):
                 the keras.io example, on `softmax(z / T)` and scaled by `T**2`,
                 so it is replaced by `KnowledgeDistillation(temperature)`.
             alpha: Weight of the student loss in `[0, 1]`; the distillation
-                loss gets `1 - alpha`. Defaults to 0.1.
+                loss gets `1 - alpha`. Defaults to 0.1 (or the constructor's
+                `student_loss_weight`).
             temperature: Softening temperature `T > 0` of a loss built here.
                 Defaults to 4.0, or to the `temperature` of the loss you pass.
             warmup_steps: Optimizer steps over which the distillation and
@@ -194,15 +209,36 @@ class Distiller(keras.Model):
                 Replaces `distillation_loss_fn` and `temperature` (each term
                 has its own); `alpha` still weighs the student loss. Feature
                 terms go to `Distiller(features=...)`.
-            **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
-                `steps_per_execution`, `run_eagerly`, ...).
+            distillation_weight: Weight of the distillation term. Defaults to
+                `1 - alpha` (Hinton et al., keras.io, `keras.distillation`);
+                seed 002's article optimises `alpha * CE + KL`: weight 1.0,
+                with `KnowledgeDistillation(T, t_squared=False)`.
+            **kwargs: Passed to `keras.Model.compile`: `jit_compile`,
+                `steps_per_execution`, `run_eagerly`, `auto_scale_loss`.
+
+        Raises:
+            TypeError: for an argument the Distiller would not honour, such as
+                `loss` (write `student_loss_fn`) or `loss_weights` (`alpha`).
         """
+        _check_compile_kwargs(kwargs)
+        if distillation_loss_fn is None:
+            distillation_loss_fn = self._compile_defaults.get("distillation_loss_fn")
+        if alpha is None:
+            alpha = self._compile_defaults.get("alpha", 0.1)
         alpha = _check_alpha(alpha)
+        if distillation_weight is not None:
+            if distillation_terms is not None:
+                raise ValueError(
+                    "`distillation_weight` weighs the keras.io shortcut's one term; with "
+                    "`distillation_terms` give each term its weight in the list instead."
+                )
+            distillation_weight = _check_distillation_weight(distillation_weight)
         if temperature is not None:
             temperature = kd_losses._check_temperature(temperature)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}.")
-        terms = objective.resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha)
+        weight = 1.0 - alpha if distillation_weight is None else distillation_weight
+        terms = objective.resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
         super().compile(
             optimizer=optimizer, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs
         )
@@ -213,6 +249,8 @@ class Distiller(keras.Model):
         # With one term its value is `distillation_loss` already.
         self._term_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t, _ in terms] if len(terms) > 1 else []
         self.alpha = alpha
+        self.distillation_weight = 1.0 - alpha if distillation_weight is None else distillation_weight
+        self._distillation_weight_argument = distillation_weight  # None keeps following alpha on reload
         if self.distillation_loss_fn is not None:
             self.temperature = getattr(self.distillation_loss_fn, "temperature", temperature)
         else:
@@ -238,6 +276,7 @@ class Distiller(keras.Model):
             student_loss_fn=keras.saving.serialize_keras_object(self.student_loss_fn),
             alpha=self.alpha,
             warmup_steps=self.warmup_steps,
+            distillation_weight=self._distillation_weight_argument,
         )
         if self.distillation_loss_fn is not None:
             config.update(
@@ -419,7 +458,9 @@ class Distiller(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        teachers = [keras.saving.serialize_keras_object(t) for t in self.teachers]
+        # A teacher is saved as a model to run, not to train: its own compile state (the
+        # optimizer it was trained with) would come back unbuilt and make loading warn.
+        teachers = [_without_compile_state(keras.saving.serialize_keras_object(t)) for t in self.teachers]
         config.update(
             student=keras.saving.serialize_keras_object(self.student),
             teacher=teachers[0] if len(teachers) == 1 else teachers,
@@ -442,6 +483,12 @@ class Distiller(keras.Model):
         config.pop("trainable", None)
         config.pop("dtype", None)
         return cls(student=student, teacher=teacher, features=features or None, **config)
+
+
+def _without_compile_state(serialized):
+    serialized = dict(serialized)
+    serialized.pop("compile_config", None)
+    return serialized
 
 
 def _split_inputs(inputs):
@@ -530,6 +577,105 @@ def _check_alpha(alpha):
             "the distillation loss gets 1 - alpha (Hinton et al. use a small alpha, e.g. 0.1)."
         )
     return float(alpha)
+
+
+def _check_distillation_weight(weight):
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
+        raise ValueError(
+            f"`distillation_weight` must be a finite number >= 0, got {weight!r}; leave it out for "
+            "Hinton's `1 - alpha`."
+        )
+    return float(weight)
+
+
+_KERAS_DISTILLATION_ARGUMENTS = ("distillation_losses", "distillation_loss_weights", "student_loss_weight")
+
+
+def _from_keras_distillation(arguments, student, teachers):
+    """Compile defaults equal to `keras.distillation.Distiller(**arguments)`'s objective.
+
+    keras.distillation minimises `w_s * student_loss + (1 - w_s) * sum_i w_i * term_i`.
+    One `LogitsDistillation` with a `keras.losses.KLDivergence()` instance and
+    weight 1 is `T**2 * KL(softmax(z_t / T) || softmax(z_s / T))`, kdkeras's
+    `KnowledgeDistillation(T)`, with `alpha = w_s`. Everything else raises.
+    """
+    from keras import distillation as keras_distillation
+
+    if teachers[0].count_params() < student.count_params():
+        warnings.warn(
+            f"The teacher has {teachers[0].count_params():,} parameters and the student "
+            f"{student.count_params():,}: kdkeras.Distiller takes (student, teacher), "
+            "keras.distillation.Distiller (teacher, student). Pass them by keyword if they are swapped.",
+            stacklevel=3,
+        )
+    alpha = arguments.get("student_loss_weight", 0.5)  # keras.distillation's default
+    defaults = {"alpha": _check_alpha(alpha)}
+    terms = arguments.get("distillation_losses")
+    if terms is None:
+        raise TypeError(
+            "Got keras.distillation's `student_loss_weight` without `distillation_losses`: "
+            f"write `distiller.compile(alpha={alpha}, ...)`; the soft-target loss is the default."
+        )
+    terms = list(terms) if isinstance(terms, (list, tuple)) else [terms]
+    weights = arguments.get("distillation_loss_weights") or [1.0] * len(terms)
+    logits = keras_distillation.LogitsDistillation
+    kd_hint = (
+        f"For Hinton's soft targets write `Distiller(student=..., teacher=...)` and "
+        f"`compile(distillation_loss_fn=kdkeras.losses.KnowledgeDistillation(temperature=T), alpha={alpha})`"
+    )
+    for term in terms:
+        if isinstance(term, keras_distillation.FeatureDistillation):
+            raise TypeError(
+                "keras.distillation.FeatureDistillation compares raw layer outputs of equal shape; "
+                "kdkeras matches features through a learned adapter: write "
+                "`Distiller(..., features=[kdkeras.features.FeatureMatch(student_layer=..., "
+                f"teacher_layer=..., loss='hint', weight=(1 - {alpha}) * w)])`, and distil the logits "
+                "with `compile(distillation_loss_fn=...)`."
+            )
+        if not isinstance(term, logits):
+            raise TypeError(f"Unrecognised keras.distillation term {term!r}. {kd_hint}.")
+        if not isinstance(term.loss, keras.losses.KLDivergence):
+            raise TypeError(
+                f"LogitsDistillation(loss={term.loss!r}) applies that loss to z / T without a softmax "
+                "(for 'kl_divergence', KL of logits clipped to [1e-7, 1]: not a distillation objective), "
+                f"which kdkeras does not reproduce. {kd_hint}; for another loss `fn(t, s)` of softened "
+                "logits, `compile(distillation_loss_fn=lambda t, s: fn(t / T, s / T))`."
+            )
+    if len(terms) != 1 or list(weights) != [1.0]:
+        raise TypeError(
+            f"distillation_losses with weights {list(weights)}: kdkeras weighs its single logits term "
+            f"with `distillation_weight` (default 1 - alpha). Write `compile(alpha={alpha}, "
+            f"distillation_weight=(1 - {alpha}) * w, distillation_loss_fn=kdkeras.losses."
+            "KnowledgeDistillation(temperature=T))`."
+        )
+    defaults["distillation_loss_fn"] = kd_losses.KnowledgeDistillation(temperature=terms[0].temperature)
+    return defaults
+
+
+# keras.Model.compile's arguments that mean the same for a Distiller.
+_KERAS_COMPILE_ARGUMENTS = ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss")
+# Arguments the Distiller would otherwise drop or misread, with the kdkeras spelling.
+_COMPILE_SPELLINGS = {
+    "loss": "`student_loss_fn=` (the loss of the student's logits against the labels; the "
+    "teacher term is `distillation_loss_fn=`)",
+    "loss_weights": "`alpha=` (the student loss weight) and `distillation_weight=` (the distillation "
+    "term's weight, by default 1 - alpha)",
+    "student_loss_weight": "`alpha=`",
+    "distillation_losses": "`distillation_loss_fn=` in compile, or `features=` in the constructor",
+}
+
+
+def _check_compile_kwargs(kwargs):
+    for key in kwargs:
+        if key in _KERAS_COMPILE_ARGUMENTS:
+            continue
+        fix = _COMPILE_SPELLINGS.get(key)
+        hint = f"kdkeras spells it {fix}." if fix else (
+            "Distiller.compile takes optimizer, metrics, weighted_metrics, student_loss_fn, "
+            "distillation_loss_fn, alpha, temperature, distillation_weight, warmup_steps and "
+            f"keras.Model.compile's {', '.join(_KERAS_COMPILE_ARGUMENTS)}."
+        )
+        raise TypeError(f"Distiller.compile() does not take `{key}=`: {hint}")
 
 
 def _resolve_student_loss(identifier):

@@ -89,6 +89,10 @@ class KnowledgeDistillation(DistillationTerm):
 
     Args:
         temperature: Softening temperature `T > 0`. Defaults to 4.0.
+        t_squared: Multiply by `T**2` (Hinton et al.). False gives the plain
+            `KL(softmax(z_t / T) || softmax(z_s / T))` of seed 002's article
+            (and of the keras.io example before it added `T**2`), whose
+            gradients shrink as `1 / T**2`. Defaults to True.
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`
             (the batch mean; for dense outputs the mean over pixels too).
         name: Name of the loss.
@@ -106,19 +110,24 @@ class KnowledgeDistillation(DistillationTerm):
     def __init__(
         self,
         temperature=4.0,
+        t_squared=True,
         reduction="sum_over_batch_size",
         name="knowledge_distillation",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _check_temperature(temperature)
+        if not isinstance(t_squared, bool):
+            raise ValueError(f"`t_squared` must be True or False, got {t_squared!r}.")
+        self.t_squared = t_squared
 
     def call(self, y_true, y_pred):
-        return knowledge_distillation(y_true, y_pred, self.temperature)
+        value = knowledge_distillation(y_true, y_pred, self.temperature)
+        return value if self.t_squared else value / self.temperature**2
 
     def get_config(self):
         config = super().get_config()
-        config["temperature"] = self.temperature
+        config.update(temperature=self.temperature, t_squared=self.t_squared)
         return config
 
 

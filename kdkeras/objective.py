@@ -175,16 +175,17 @@ def check_terms(terms):
     return checked
 
 
-def resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha):
+def resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight):
     """The Distiller's `(term, weight)` list, from `distillation_terms` or the keras.io shortcut.
 
     Args:
         distillation_terms: `compile`'s list of `(term, weight)` pairs or bare
             terms, or None for the shortcut.
         distillation_loss_fn: The shortcut's one term (any form
-            `kdkeras.losses.get` takes), weighted `1 - alpha`.
+            `kdkeras.losses.get` takes).
         temperature: The shortcut's temperature, or None.
-        alpha: Weight of the student loss.
+        weight: The shortcut term's weight (`1 - alpha` unless `compile`
+            was given `distillation_weight`).
 
     Returns:
         A checked list of `(term, float weight)` pairs.
@@ -212,7 +213,7 @@ def resolve_terms(distillation_terms, distillation_loss_fn, temperature, alpha):
             f"`temperature={temperature}` disagrees with the temperature {loss_temperature} of "
             f"`distillation_loss_fn` ({loss.name}). Set the temperature in one place only."
         )
-    return check_terms([(loss, 1.0 - alpha)])
+    return check_terms([(loss, weight)])
 
 
 def _as_weighted_term(item, get_loss):

@@ -347,6 +347,7 @@ def build_distiller(student, teachers, distill, info, steps_per_epoch):
         student_loss_fn=supervised_loss(info.task),
         distillation_loss_fn=kd_losses.get(loss, temperature=distill.temperature, **distill.loss_options),
         alpha=distill.alpha,
+        distillation_weight=1.0 if distill.objective == "additive" else None,
         warmup_steps=round(distill.warmup_epochs * steps_per_epoch),
     )
     return distiller

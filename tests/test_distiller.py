@@ -180,7 +180,7 @@ def test_validation_errors():
     student = fixed_logits_model(Z_STUDENT, "student")
     teacher = fixed_logits_model(Z_TEACHER, "teacher")
     distiller = kdkeras.Distiller(student=student, teacher=teacher)
-    for alpha in (-0.1, 1.5, "0.5", None):
+    for alpha in (-0.1, 1.5, "0.5"):  # None is the default: 0.1, or student_loss_weight
         with pytest.raises(ValueError, match=r"`alpha` must be a number in \[0, 1\]"):
             distiller.compile(alpha=alpha)
     for temperature in (0, -2.0):

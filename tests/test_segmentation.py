@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -67,3 +68,13 @@ def test_segmentation_example_runs_and_writes_its_table(tmp_path, capsys):
     with pytest.raises(SystemExit):
         example.main(["--size", "30"])
     assert "--size a multiple of 4" in capsys.readouterr().err
+
+
+def test_segmentation_example_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        load_example().main(["--help"])
+    text = capsys.readouterr().out
+    entries = re.split(r"\n  (?=-)", text.split("options:")[1])[1:]  # one entry per option
+    described = {entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries}
+    for option in ("--data", "--epochs", "--count", "--size", "--batch-size", "--seed", "--out"):
+        assert "default" in described[option], f"{option} has no help text: {described[option]!r}"
