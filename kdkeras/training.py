@@ -30,6 +30,7 @@ from kdkeras.features import FeatureMatch
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
 from kdkeras.registry import DISTILLATION_TERMS
 from kdkeras.fit_metrics import fit_metrics
+from kdkeras.progress import fit_verbosity
 from kdkeras.teacher_cache import with_teacher_logits
 
 PHASES = runs_lib.PHASES
@@ -102,7 +103,9 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         config: A validated `ExperimentConfig`.
         phase: "teacher", "student" or "distill".
         runs_dir: Parent folder of run folders.
-        verbose: Keras progress-bar verbosity for `fit`.
+        verbose: Keras progress-bar verbosity for `fit`; "auto" draws bars in a
+            terminal or notebook and one line per epoch elsewhere
+            (`kdkeras.progress.fit_verbosity`).
         log: Callable receiving one line per step of the phase.
         teacher_path: The `.keras` teacher that `distill` reads; defaults to
             the run folder's `teacher.keras`. A sweep points every grid run
@@ -124,6 +127,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     """
     if phase not in PHASES:
         raise ValueError(f"Unknown phase {phase!r}; use one of {', '.join(PHASES)}.")
+    verbose = fit_verbosity() if verbose == "auto" else verbose
     run = runs_lib.RunFolder.of(config, runs_dir)
     name = runs_lib.MODEL_NAMES[phase]
     if os.path.isdir(run.path):

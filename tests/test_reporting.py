@@ -367,3 +367,20 @@ def test_a_limited_run_is_flagged_and_unequal_budgets_are_named(run_copy):
     assert "## Published results (not comparable with this limited run)" in text
     assert "| student | 200 + 0 | 4 | 2 (3) | 2 | yes | `data.limit = 200` |" in text
     assert "**Unequal budgets**: the student alone could train at most 3 epochs of 4 steps" in text
+
+
+def test_a_one_epoch_history_gets_whole_epoch_ticks(tmp_path):
+    from matplotlib.figure import Figure
+
+    from kdkeras.reporting.figures import epoch_axis
+
+    ax = Figure().subplots()
+    ax.plot([1.0], [0.5])
+    epoch_axis(ax, np.array([1.0]))
+    assert list(ax.get_xticks()) == [1]
+    ax = Figure().subplots()
+    ax.plot(np.arange(1, 31), np.zeros(30))
+    epoch_axis(ax, np.arange(1, 31))
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    path = reporting.plot_history({"loss": [0.5], "val_loss": [0.6]}, str(tmp_path / "one.png"), "One epoch")
+    assert os.path.getsize(path) > 0

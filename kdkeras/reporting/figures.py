@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from kdkeras.files import atomic_path
@@ -87,7 +88,7 @@ def plot_history(history, path, title):
             if f"val_{key}" in curves:
                 ax.plot(epochs, curves[f"val_{key}"], color="C1", marker=".", label="validation")
             ax.set(title=label, xlabel="Epoch", ylabel=label)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            epoch_axis(ax, epochs)
             if key == accuracy or key == auc:
                 _widen_fraction_axis(ax)
             ax.legend()
@@ -147,9 +148,10 @@ def plot_validation_overlay(histories, path, metric="val_accuracy"):
                         "or pick another `metric`."
                     )
                 ax.plot(epochs, curves[column], color=f"C{index}", marker=".", label=name)
+        all_epochs = np.unique(np.concatenate([epochs for _, epochs, _ in loaded.values()]))
         for ax, (key, label) in zip(axes, panels):
             ax.set(title=label, xlabel="Epoch", ylabel=label.split(" (")[0])
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            epoch_axis(ax, all_epochs)
             if key != "loss":
                 _widen_fraction_axis(ax)
             ax.legend()
@@ -368,6 +370,18 @@ def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, tes
         fig.suptitle(title, fontweight="bold")
         save_figure(fig, path)
     return path
+
+
+def epoch_axis(ax, epochs, max_ticks=12):
+    """Whole epochs on the x axis: a tick per epoch up to `max_ticks`, integer ticks beyond.
+
+    Matplotlib's integer locator still draws 0.96, 0.98, ... around a single
+    epoch; explicit ticks do not.
+    """
+    if len(epochs) <= max_ticks:
+        ax.set_xticks(np.asarray(epochs, dtype=int))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def save_figure(fig, path):
