@@ -6,6 +6,13 @@ keys are that function's arguments, and one table per phase: `[teacher]`,
 `[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`
 and an optional `[evaluate]` table (operating point, Grad-CAM layers).
 See `experiments/quickstart.toml`; `search_path()` says where a name is looked up.
+
+Configs share instead of repeating: `extends = "quickstart"` (a name or a
+path, relative to the file) starts from another config and lays this file's
+keys over it, table by table; and `[distill]` takes `[student]`'s training
+budget (`INHERITED_BY_DISTILL`: epochs, optimizer, learning rate, schedule,
+early stopping, class weights) unless it sets a key itself, so the student
+alone and the distilled student train alike by default.
 """
 
 import copy
@@ -29,6 +36,10 @@ OBJECTIVES = ("hinton", "additive")
 # on logits of scale 3, the loss is off by 2e-5 at T = 1e3, 3% at 1e4 and negative at 1e5.
 MAX_TEMPERATURE = 1000.0
 BUNDLED = "@bundled"
+# The training budget `[distill]` takes from `[student]` unless it sets it.
+INHERITED_BY_DISTILL = (
+    "epochs", "optimizer", "learning_rate", "weight_decay", "early_stopping", "reduce_lr", "monitor", "class_weight",
+)
 # The loaders that read local files, and their [data] keys naming those files.
 LOCAL_DATA_KEYS = {"xray_folder": ("root",), "image_folder": ("root",), "ham10000": ("metadata_csv", "image_dirs")}
 
@@ -86,7 +97,7 @@ class DistillConfig(TrainConfig):
         loss: Distillation loss name, one of
             `kdkeras.registry.DISTILLATION_TERMS` (`kdkeras list`); multi-label
             data need "multilabel_kd".
-        loss_options: Extra arguments of the loss, e.g. `{alpha = 1, beta = 8}`
+        loss_options: Extra arguments of the loss, e.g. `{tckd_weight = 1, nckd_weight = 8}`
             for "decoupled_kd".
         warmup_epochs: Epochs over which the distillation terms ramp up
             linearly from 0 (DKD uses 20); 0 disables the warm-up.
@@ -227,14 +238,40 @@ def load_config(path):
             types or out-of-range values; the message names the key.
     """
     path = resolve_path(path)
+    config = from_dict(_read_extended(path, ()), source=path)
+    config.path = path
+    return config
+
+
+def _read_extended(path, chain):
+    """The TOML of `path`, laid over the config it `extends` (recursively)."""
+    if path in chain:
+        raise ConfigError(f"{path}: `extends` loops: {' -> '.join((*chain, path))}.")
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    config = from_dict(raw, source=path)
-    config.path = path
-    return config
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: extends = {parent!r} must name an experiment or a .toml path.")
+    # A relative path is read beside the file that names it, as an include would be.
+    beside = os.path.join(os.path.dirname(path), parent)
+    base = _read_extended(resolve_path(beside if os.path.exists(beside) else parent), (*chain, path))
+    return _merge(base, raw)
+
+
+def _merge(base, override):
+    """`override` laid over `base`: tables merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def resolve_path(path):
@@ -312,6 +349,11 @@ def from_dict(raw, source="<config>"):
         An `ExperimentConfig`.
     """
     raw = copy.deepcopy(raw)
+    if isinstance(raw.get("student"), dict) and isinstance(raw.get("distill", {}), dict):
+        # The distilled student trains on the student's budget unless [distill] says otherwise:
+        # a fair comparison by default, and no repeated lines.
+        inherited = {k: v for k, v in raw["student"].items() if k in INHERITED_BY_DISTILL}
+        raw["distill"] = {**inherited, **raw.get("distill", {})}
     sections = {
         "teacher": TrainConfig,
         "student": TrainConfig,

@@ -194,10 +194,12 @@ def decoupled_kd_terms(teacher_logits, student_logits, labels, temperature=4.0):
 class DecoupledKD(DistillationTerm):
     """Decoupled knowledge distillation, DKD (Zhao et al., CVPR 2022).
 
-    `loss = alpha * TCKD + beta * NCKD` (see `decoupled_kd_terms`). Classic KD
-    weighs NCKD by the teacher's non-target mass `1 - p_target`, which shrinks
-    exactly when the teacher is confident; DKD gives it a free weight `beta`.
-    The paper's CIFAR-100 setting is `alpha=1, beta=8, T=4` with the
+    `loss = tckd_weight * TCKD + nckd_weight * NCKD` (see `decoupled_kd_terms`;
+    the paper's alpha and beta, renamed so that neither is mistaken for the
+    Distiller's `alpha`, the weight of the student loss). Classic KD weighs
+    NCKD by the teacher's non-target mass `1 - p_target`, which shrinks
+    exactly when the teacher is confident; DKD gives it a free weight.
+    The paper's CIFAR-100 setting is `tckd_weight=1, nckd_weight=8, T=4` with the
     distillation term warmed up linearly over the first 20 epochs
     (`Distiller.compile(warmup_steps=...)`).
 
@@ -205,13 +207,13 @@ class DecoupledKD(DistillationTerm):
     in place of the teacher's logits; the Distiller passes that for you.
 
     Binary tasks: with two classes NCKD is identically 0 and DKD reduces to
-    `alpha * TCKD`, which equals `alpha` times the classic KD loss. The loss
+    `tckd_weight * TCKD`, which equals `tckd_weight` times the classic KD loss. The loss
     then warns once and computes exactly that, so binary medical tasks still
     train; use `KnowledgeDistillation` there to say what you mean.
 
     Args:
-        alpha: Weight of TCKD, `>= 0`. Defaults to 1.0.
-        beta: Weight of NCKD, `>= 0`. Defaults to 8.0.
+        tckd_weight: Weight of TCKD (the paper's alpha), `>= 0`. Defaults to 1.0.
+        nckd_weight: Weight of NCKD (the paper's beta), `>= 0`. Defaults to 8.0.
         temperature: Softening temperature `T > 0`. Defaults to 4.0.
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
         name: Name of the loss.
@@ -222,7 +224,7 @@ class DecoupledKD(DistillationTerm):
     ```python
     distiller.compile(
         optimizer="adam",
-        distillation_loss_fn=kdkeras.losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0),
+        distillation_loss_fn=kdkeras.losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0),
         alpha=0.5,
         warmup_steps=20 * steps_per_epoch,
     )
@@ -233,16 +235,16 @@ class DecoupledKD(DistillationTerm):
 
     def __init__(
         self,
-        alpha=1.0,
-        beta=8.0,
+        tckd_weight=1.0,
+        nckd_weight=8.0,
         temperature=4.0,
         reduction="sum_over_batch_size",
         name="decoupled_kd",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = _check_weight(alpha, "alpha", "TCKD")
-        self.beta = _check_weight(beta, "beta", "NCKD")
+        self.tckd_weight = _check_weight(tckd_weight, "tckd_weight", "TCKD")
+        self.nckd_weight = _check_weight(nckd_weight, "nckd_weight", "NCKD")
         self.temperature = _check_temperature(temperature)
 
     def call(self, y_true, y_pred):
@@ -254,17 +256,17 @@ class DecoupledKD(DistillationTerm):
         if y_pred.shape[-1] == 2:
             warnings.warn(
                 "DecoupledKD on 2 classes: the non-target distribution has a single class, so "
-                "NCKD is 0 and DKD equals alpha * KD. Use KnowledgeDistillation for binary tasks.",
+                "NCKD is 0 and DKD equals tckd_weight * KD. Use KnowledgeDistillation for binary tasks.",
                 stacklevel=2,
             )
         tckd, nckd = decoupled_kd_terms(
             y_true["teacher_logits"], y_pred, y_true["labels"], self.temperature
         )
-        return self.alpha * tckd + self.beta * nckd
+        return self.tckd_weight * tckd + self.nckd_weight * nckd
 
     def get_config(self):
         config = super().get_config()
-        config.update(alpha=self.alpha, beta=self.beta, temperature=self.temperature)
+        config.update(tckd_weight=self.tckd_weight, nckd_weight=self.nckd_weight, temperature=self.temperature)
         return config
 
 
@@ -407,7 +409,7 @@ def get(identifier, temperature=4.0, **options):
         temperature: Temperature of a loss built from a name (and of Keras's
             KL divergence).
         **options: Extra arguments of a loss built from a name, e.g.
-            `alpha=1.0, beta=8.0` for "decoupled_kd".
+            `tckd_weight=1.0, nckd_weight=8.0` for "decoupled_kd".
 
     Returns:
         A `keras.losses.Loss` taking `(teacher_logits, student_logits, sample_weight)`.

@@ -76,3 +76,36 @@ def test_missing_file_lists_shipped_experiments(tmp_path):
     bad.write_text("name = \n")
     with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
         config_lib.load_config(str(bad))
+
+
+def test_extends_lays_a_config_over_another(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text(
+        'name = "base"\nseed = 3\n[data]\nloader = "medmnist"\nflag = "pneumoniamnist"\nbatch_size = 64\n'
+        '[teacher]\nmodel = "cnn_small"\nepochs = 7\n[student]\nmodel = "cnn_small"\nepochs = 9\n'
+        'learning_rate = 0.003\nclass_weight = "balanced"\n[distill]\nalpha = 0.2\n'
+    )
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "base.toml"\nname = "child"\n[data]\nbatch_size = 32\n[distill]\nepochs = 4\n')
+    config = config_lib.load_config(str(child))
+    assert (config.name, config.seed) == ("child", 3)
+    assert config.data == {"loader": "medmnist", "flag": "pneumoniamnist", "batch_size": 32}
+    assert (config.teacher.epochs, config.distill.alpha) == (7, 0.2)
+    # [distill] takes [student]'s budget unless it sets a key itself.
+    assert (config.distill.epochs, config.distill.learning_rate, config.distill.class_weight) == (4, 0.003, "balanced")
+    assert config.path == str(child)
+
+
+def test_extends_refuses_a_loop(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\nname = "b"\n')
+    with pytest.raises(ConfigError, match=r"`extends` loops: .*a\.toml -> .*b\.toml -> .*a\.toml"):
+        config_lib.load_config(str(tmp_path / "a.toml"))
+
+
+def test_shipped_features_experiment_differs_from_the_quickstart_by_its_features_only():
+    quickstart = config_lib.load_config("quickstart").to_dict()
+    features = config_lib.load_config("quickstart_features").to_dict()
+    assert features["distill"].pop("features") and not quickstart["distill"].pop("features")
+    changed = {key for key in quickstart if quickstart[key] != features[key]}
+    assert changed == {"name", "description"}

@@ -77,7 +77,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     VARIANTS = {
         "knowledge_distillation": {"loss": lambda: kd_losses.KnowledgeDistillation(temperature=2.0)},
         "function_loss": {"loss": lambda: kd_losses.FunctionLoss(logit_mse)},
-        "decoupled_kd": {"loss": lambda: kd_losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=2.0)},
+        "decoupled_kd": {"loss": lambda: kd_losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=2.0)},
         "multilabel_kd": {"loss": lambda: kd_losses.MultiLabelKD(temperature=2.0), "multi_label": True},
         "feature_matches": {
             "features": lambda: [FeatureMatch("conv", "conv", kind) for kind in ("hint", "attention", "cosine")]

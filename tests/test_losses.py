@@ -107,7 +107,7 @@ def test_dkd_issue_reference_values():
     tckd, nckd = losses.decoupled_kd_terms(Z_TEACHER, Z_STUDENT, [0, 1], temperature=4.0)
     assert float(np.mean(tckd)) == pytest.approx(0.133333, abs=1e-5)
     assert float(np.mean(nckd)) == pytest.approx(0.294079, abs=1e-5)
-    dkd = losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)
+    dkd = losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0)
     value = dkd({"teacher_logits": Z_TEACHER, "labels": np.array([0, 1])}, Z_STUDENT)
     assert float(value) == pytest.approx(2.485962, abs=2e-5)
     ref_tckd, ref_nckd = reference_dkd(Z_TEACHER, Z_STUDENT, [0, 1], 4.0)
@@ -136,7 +136,7 @@ def test_dkd_accepts_one_hot_and_column_labels():
 
 def test_dkd_on_two_classes_is_alpha_times_kd_and_warns():
     teacher, student = Z_TEACHER[:, :2], Z_STUDENT[:, :2]
-    dkd = losses.DecoupledKD(alpha=0.5, beta=8.0, temperature=2.0)
+    dkd = losses.DecoupledKD(tckd_weight=0.5, nckd_weight=8.0, temperature=2.0)
     with pytest.warns(UserWarning, match="NCKD is 0"):
         value = dkd({"teacher_logits": teacher, "labels": np.array([0, 1])}, student)
     kd = losses.KnowledgeDistillation(2.0)(teacher, student)
@@ -146,12 +146,12 @@ def test_dkd_on_two_classes_is_alpha_times_kd_and_warns():
 def test_dkd_needs_labels_and_valid_weights():
     with pytest.raises(ValueError, match="needs the labels"):
         losses.DecoupledKD()(Z_TEACHER, Z_STUDENT)
-    with pytest.raises(ValueError, match="`beta` weighs NCKD"):
-        losses.DecoupledKD(beta=-1)
+    with pytest.raises(ValueError, match="`nckd_weight` weighs NCKD"):
+        losses.DecoupledKD(nckd_weight=-1)
     restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(losses.DecoupledKD(alpha=2.0, beta=4.0, temperature=3.0))
+        keras.saving.serialize_keras_object(losses.DecoupledKD(tckd_weight=2.0, nckd_weight=4.0, temperature=3.0))
     )
-    assert (restored.alpha, restored.beta, restored.temperature) == (2.0, 4.0, 3.0)
+    assert (restored.tckd_weight, restored.nckd_weight, restored.temperature) == (2.0, 4.0, 3.0)
 
 
 def reference_multilabel_kd(z_teacher, z_student, temperature):
@@ -179,8 +179,8 @@ def test_multilabel_kd_labels_are_independent():
 
 
 def test_get_builds_named_losses_with_options():
-    dkd = losses.get("decoupled_kd", temperature=2.0, alpha=1.0, beta=4.0)
-    assert isinstance(dkd, losses.DecoupledKD) and (dkd.temperature, dkd.beta) == (2.0, 4.0)
+    dkd = losses.get("decoupled_kd", temperature=2.0, tckd_weight=1.0, nckd_weight=4.0)
+    assert isinstance(dkd, losses.DecoupledKD) and (dkd.temperature, dkd.nckd_weight) == (2.0, 4.0)
     assert isinstance(losses.get("multilabel_kd", temperature=3.0), losses.MultiLabelKD)
     with pytest.raises(ValueError, match="Bad options"):
         losses.get("knowledge_distillation", beta=4.0)

@@ -61,7 +61,7 @@ def distill(trained, capsys, *settings):
 def test_dkd_with_warmup_and_cached_teacher(trained, capsys):
     out, metrics = distill(
         trained, capsys,
-        'distill.loss="decoupled_kd"', "distill.loss_options={alpha=1.0, beta=2.0}",
+        'distill.loss="decoupled_kd"', "distill.loss_options={tckd_weight=1.0, nckd_weight=2.0}",
         "distill.warmup_epochs=1.0", "distill.cache_teacher=true",
     )  # fmt: skip
     assert "loss decoupled_kd" in out and "warm-up 2 steps" in out  # 64 images / 32 per batch
