@@ -189,7 +189,7 @@ def mirrored(tmp_path_factory):
     script = tmp / "mirrored_checks.py"
     script.write_text(MIRRORED_SCRIPT)
     out = tmp / "results.json"
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3"}
     for variable in ("TPU_NAME", "COLAB_TPU_ADDR", "TF_CONFIG"):
         env.pop(variable, None)
     result = subprocess.run(
@@ -310,14 +310,21 @@ MULTIWORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
+def _reserved_ports(count):
+    """Sockets bound to free ports and held until the workers are done.
+
+    A port merely found free and released can be taken by another process
+    before a worker binds it. Held with SO_REUSEPORT, which gRPC's servers also
+    set, the port stays bound here (no other program gets it) while the worker
+    of the same user can still listen on it.
+    """
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+        sockets.append(s)
+    return sockets
 
 
 @pytest.fixture(scope="module")
@@ -326,16 +333,19 @@ def two_workers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiworker")
     script = tmp / "worker.py"
     script.write_text(MULTIWORKER_SCRIPT)
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    reserved = _reserved_ports(2)
+    workers = [f"localhost:{s.getsockname()[1]}" for s in reserved]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
         processes.append(subprocess.Popen(
             [sys.executable, str(script), str(tmp / f"worker{index}.json")],
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         ))
     errors = [p.communicate(timeout=180)[1] for p in processes]
+    for s in reserved:
+        s.close()
     for process, error in zip(processes, errors):
         assert process.returncode == 0, error[-3000:]
     return [json.loads((tmp / f"worker{index}.json").read_text()) for index in range(2)]
