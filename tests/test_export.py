@@ -178,7 +178,8 @@ def test_cli_missing_model_says_what_to_run(tmp_path, capsys):
 
 
 def test_cli_help_lists_every_format(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", "--help"])
+    assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert f"any of {' '.join(export.FORMATS)}" in text
