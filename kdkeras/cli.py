@@ -181,6 +181,7 @@ def main(argv=None):
     # that bury the progress lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from kdkeras import config as config_lib
+    from kdkeras import metrics as metrics_lib
     from kdkeras import training
     from kdkeras.callbacks import TrainingDivergedError
     from kdkeras.data import DataError
@@ -198,8 +199,7 @@ def main(argv=None):
             return 0
         if args.command == "evaluate":
             result = training.evaluate_file(config, args.model, args.runs_dir, unsafe_load=args.unsafe_load)
-            print(f"{args.model}: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, "
-                  f"balanced ACC {result['balanced_acc']:.4f}")
+            print(f"{args.model}: {metrics_lib.summary(result)}")
             return 0
         if args.command == "export":
             from kdkeras import export

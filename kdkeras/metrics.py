@@ -104,6 +104,16 @@ def classification_metrics(y_true, y_score, task, class_names=None, loss=None):
     return result
 
 
+def summary(result):
+    """`ACC 0.9134, AUC 0.9688, balanced ACC 0.8897` for a `classification_metrics` dict.
+
+    AUC reads `n/a` when it is undefined (a class or label absent from the
+    test split, as in a `--limit` smoke run).
+    """
+    auc = "n/a (a class is missing from the test split)" if result["auc"] is None else f"{result['auc']:.4f}"
+    return f"ACC {result['acc']:.4f}, AUC {auc}, balanced ACC {result['balanced_acc']:.4f}"
+
+
 def logits_to_scores(logits, task):
     """Turns model logits into the probabilities `classification_metrics` expects.
 

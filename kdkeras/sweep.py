@@ -36,6 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
+from kdkeras import metrics as metrics_lib
 from kdkeras import training
 from kdkeras.files import atomic_path, write_text_atomic
 
@@ -167,8 +168,7 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
                 unsafe_load=unsafe_load,
             )
         row = _point_row(name, temperature, alpha, folder, point.distill.monitor)
-        log(f"{prefix}: test ACC {row['acc']:.4f}, AUC {row['auc']:.4f}, "
-            f"balanced ACC {row['balanced_acc']:.4f} ({row['epochs']} epochs, {row['seconds']} s)")
+        log(f"{prefix}: test {metrics_lib.summary(row)} ({row['epochs']} epochs, {row['seconds']} s)")
         rows.append(row)
     _mark_best(rows)
     paths = write_sweep_report(sweep_dir, rows, references, title=config.description or config.name)

@@ -228,7 +228,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         train_seconds=round(seconds, 1),
     )
     reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
-    log(f"[{name}] test: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, balanced ACC {result['balanced_acc']:.4f}")
+    log(f"[{name}] test: {metrics_lib.summary(result)}")
     return result
 
 
