@@ -177,9 +177,18 @@ def load_config(path):
             types or out-of-range values; the message names the key.
     """
     path = resolve_path(path)
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not UTF-8, which TOML "
+            "requires. Save the file as UTF-8."
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     config = from_dict(raw, source=path)

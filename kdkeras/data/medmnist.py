@@ -237,7 +237,18 @@ def _validate(npz, path, flag, size, info):
                 ) from e
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise _corrupt_member(path, key, flag, e) from e
+            if not isinstance(arrays[key], np.ndarray):
+                # np.load returns the raw bytes of a member that is not a .npy file.
+                raise DataError(
+                    f"{path}: key {key} is not a NumPy array (the archive member is not a .npy "
+                    "file). Save the file with numpy.savez, or replace it with the official one."
+                )
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.ndim and x.shape[0] == 0:
+            raise DataError(
+                f"{path}: {split}_images holds no image; every split needs at least one "
+                "(training is validated and tested on them). Replace the file."
+            )
         if x.dtype != np.uint8 or x.shape[1:] != image_shape:
             raise DataError(
                 f"{path}: {split}_images is {x.dtype} {x.shape}{_non_finite(x)}, expected uint8 (N, "
