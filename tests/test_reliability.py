@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -301,6 +303,167 @@ def nan_inputs_in_fit(tmp_path):
     return lambda: model.fit(x, y, batch_size=16, epochs=2, shuffle=False, callbacks=[StopOnNaN()], verbose=0)
 
 
+# --- Hostile and unlucky inputs (issue 16). ---
+
+
+def config_with(tmp_path, old, new):
+    """The tiny config with one line changed, loaded: a call that must fail with a config error."""
+    path = tiny_config(tmp_path)
+    text = open(path).read()
+    assert old in text
+    open(path, "w").write(text.replace(old, new, 1))
+    return lambda: config_lib.load_config(path)
+
+
+def image_size_string(tmp_path):
+    return config_with(tmp_path, "batch_size = 16", 'batch_size = 16\nimage_size = "32"')
+
+
+def image_size_float(tmp_path):
+    return config_with(tmp_path, "batch_size = 16", "batch_size = 16\nimage_size = 32.0")
+
+
+def image_size_huge(tmp_path):
+    return config_with(tmp_path, "batch_size = 16", "batch_size = 16\nimage_size = 100000")
+
+
+def limit_float(tmp_path):
+    return config_with(tmp_path, "limit = 96", "limit = 2.5")
+
+
+def options_typo(tmp_path):
+    return config_with(tmp_path, "options = { filters = [4, 8] }", "options = { filterz = [4, 8] }")
+
+
+def negative_seed(tmp_path):
+    return config_with(tmp_path, "seed = 3", "seed = -1")
+
+
+def infinite_learning_rate(tmp_path):
+    return config_with(tmp_path, "epochs = 1\nmonitor", "epochs = 1\nlearning_rate = inf\nmonitor")
+
+
+def latin1_toml(tmp_path):
+    path = tiny_config(tmp_path)
+    data = open(path, "rb").read().replace(b'name = "tiny"', b'name = "tiny"\ndescription = "caf\xe9"')
+    open(path, "wb").write(data)
+    return lambda: config_lib.load_config(path)
+
+
+def image_size_string_in_python(tmp_path):
+    return lambda: load_medmnist("pneumoniamnist", path=small_npz(tmp_path), image_size="28")
+
+
+def split_named_classes(tmp_path):
+    root = tmp_path / "mri"
+    for split in ("train_set", "test_set"):
+        for cls in ("glioma", "meningioma"):
+            (root / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / split / cls / "0.png")
+    return lambda: load_image_folder(root)
+
+
+def all_unreadable_class(tmp_path):
+    def write_bad(folder):
+        for png in folder.glob("*.png"):
+            png.write_bytes(b"<html>not an image</html>")  # a login page saved as .png
+
+    image_tree(tmp_path, write_bad)
+    return lambda: load_image_folder(tmp_path / "tree")  # strict=False: skipping leaves no class
+
+
+def png_header(width, height):
+    """A tiny PNG whose header declares `width` x `height` pixels (a decompression bomb's header)."""
+    data = bytearray(png_bytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def png_bomb(tmp_path):
+    def write_bad(folder):
+        (folder / "bomb.png").write_bytes(png_header(12000, 12000))
+
+    return image_tree(tmp_path, write_bad)
+
+
+def fifo_named_png(tmp_path):
+    def write_bad(folder):
+        os.mkfifo(folder / "x.png")
+
+    call = image_tree(tmp_path, write_bad)
+    fifo = tmp_path / "tree" / "malignant" / "x.png"
+
+    def unblock():  # if the FIFO is ever opened for reading, free it rather than hang the suite
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    def guarded_call():
+        timer = threading.Timer(60, unblock)
+        timer.daemon = True
+        timer.start()
+        try:
+            call()
+        finally:
+            timer.cancel()
+
+    return guarded_call
+
+
+def ham_csv(tmp_path, text_bytes):
+    images = tmp_path / "ham"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / f"ISIC_{i}.jpg")
+    (tmp_path / "meta.csv").write_bytes(text_bytes)
+    return lambda: load_ham10000(tmp_path / "meta.csv", images)
+
+
+def cp1252_csv(tmp_path):
+    text = "lesion_id,image_id,dx,localization\nHAM_0,ISIC_0,nv,back\nHAM_1,ISIC_1,mel,t\xeate\n"
+    return ham_csv(tmp_path, text.encode("cp1252"))
+
+
+def oversized_csv_field(tmp_path):
+    text = 'lesion_id,image_id,dx\nHAM_0,ISIC_0,nv\nHAM_1,ISIC_1,"' + "x" * 200_000 + '"\n'
+    return ham_csv(tmp_path, text.encode())
+
+
+def npz_member_not_npy(tmp_path):
+    # train_images stored as raw pixel bytes, not a .npy file, as a hand-made archive may hold.
+    path = small_npz(tmp_path, "raw.npz")
+    rebuilt = tmp_path / "rawmember.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rebuilt, "w") as z:
+        for name in source.namelist():
+            if name == "train_images.npy":
+                z.writestr("train_images", np.zeros((8, 28, 28), np.uint8).tobytes())
+            else:
+                z.writestr(name, source.read(name))
+    return lambda: load_npz(str(rebuilt))
+
+
+def zero_example_npz(tmp_path):
+    path = small_npz(tmp_path, "empty.npz", val_images=np.zeros((0, 28, 28), np.uint8),
+                     val_labels=np.zeros((0, 1), np.uint8))
+    return lambda: load_npz(path)
+
+
+def zip_bomb(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/zeros.png", bytes(2_000_000))  # 2 MB of zeros in about 2 kB
+
+    def call():
+        try:
+            files.extract_archive(archive, max_bytes=1_000_000)
+        finally:
+            assert sorted(os.listdir(tmp_path)) == ["bomb.zip"]
+
+    return call
+
+
 FAULTS = [
     (truncated_npz, DataError, r"truncated\.npz is not a readable npz file .*download it again"),
     (corrupt_npz_member, DataError, r"flipped\.npz: key train_images is corrupt \(BadZipFile: Bad CRC-32"),
@@ -332,6 +495,24 @@ FAULTS = [
         TrainingDivergedError,
         r"loss = nan at epoch 1 of 2, batch 2 of 4\. .*lower learning rate \(now 0\.01; try 0\.001\)",
     ),
+    (image_size_string, config_lib.ConfigError, r"tiny\.toml: \[data\] image_size must be a positive int .* got '32'"),
+    (image_size_float, config_lib.ConfigError, r"\[data\] image_size must be a positive int .* got 32\.0"),
+    (image_size_huge, config_lib.ConfigError, r"\[data\] image_size = 100000 is over 8192 px, which would not fit"),
+    (limit_float, config_lib.ConfigError, r"\[data\] limit = 2\.5 must be a whole number >= 1"),
+    (options_typo, config_lib.ConfigError, r"\[teacher\] options = \{'filterz': \[4, 8\]\}: cnn_small does not take 'filterz'"),
+    (negative_seed, config_lib.ConfigError, r"tiny\.toml: seed = -1 must be >= 0"),
+    (infinite_learning_rate, config_lib.ConfigError, r"\[teacher\] learning_rate = inf must be > 0 and finite"),
+    (latin1_toml, config_lib.ConfigError, r"tiny\.toml line 3: byte b'\\xe9' is not UTF-8, which TOML requires"),
+    (image_size_string_in_python, DataError, r"image_size must be a positive int or a \(height, width\) pair of ints, got '28'"),
+    (split_named_classes, DataError, r"mri has folder\(s\) \['test_set', 'train_set'\] that name splits, not classes"),
+    (all_unreadable_class, DataError, r"Class 'malignant' of .*tree has no readable image: all 4 of its files"),
+    (png_bomb, DataError, r"bomb\.png \(12000x12000 pixels is over PIL\.Image\.MAX_IMAGE_PIXELS"),
+    (fifo_named_png, DataError, r"x\.png \(not a regular file but a FIFO"),
+    (cp1252_csv, DataError, r"meta\.csv line 3: byte b'\\xea' is not UTF-8 text .* Save it as UTF-8 CSV"),
+    (oversized_csv_field, DataError, r"meta\.csv line 3: field larger than field limit"),
+    (npz_member_not_npy, DataError, r"rawmember\.npz: key train_images is not a NumPy array"),
+    (zero_example_npz, DataError, r"empty\.npz: val_images holds no image"),
+    (zip_bomb, files.UnsafeArchiveError, r"bomb\.zip: its members add up to 0\.00 GB, over the 0\.00 GB"),
 ]
 
 

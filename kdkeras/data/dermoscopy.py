@@ -41,7 +41,7 @@ def _read_text(path):
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(
-            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not {encoding.upper()} text "
+            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text "
             "(the file is in another encoding, such as Windows-1252). Save it as UTF-8 CSV."
         ) from None
 
@@ -95,7 +95,7 @@ def read_ham10000_metadata(metadata_csv, image_dirs):
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072 characters)
         raise DataError(
-            f"{metadata_csv} line {reader.line_num}: {e}. The file is not a HAM10000 metadata CSV "
+            f"{metadata_csv} line {reader.line_num + 1}: {e}. The file is not a HAM10000 metadata CSV "
             "(an unclosed quote, or binary data); fix that line or replace the file."
         ) from None
     if not rows:
