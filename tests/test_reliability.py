@@ -26,7 +26,7 @@ from PIL import Image
 
 from kdkeras import cli, config as config_lib, files, models, training
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
-from kdkeras.data import DataError, load_ham10000, load_image_folder, load_medmnist
+from kdkeras.data import DataError, dermoscopy, load_ham10000, load_image_folder, load_medmnist
 
 TINY = """
 name = "tiny"
@@ -661,3 +661,110 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     assert _epochs(out / "distilled_history.csv") == [1, 2, 3]
     assert (out / "distilled.keras").exists() and not (out / "state").exists()
     assert [str(p) for p in out.rglob(".tmp-*")] == []
+
+
+# --- Unlucky inputs that now work, and README claims of the table. ---
+
+
+def test_kaggle_training_testing_folders_are_splits(tmp_path):
+    root = tmp_path / "brain_mri"
+    for split, count in (("Training", 6), ("Testing", 3)):
+        for cls in ("glioma", "notumor"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(root / split / cls / f"{i}.png")
+    *_, info = load_image_folder(root, val_fraction=0.34)
+    assert info.class_names == ["glioma", "notumor"]
+    assert info.split_sizes == {"train": 8, "val": 4, "test": 6}  # test is Testing/, whole
+
+
+def test_utf16_csv_is_read(tmp_path):
+    text = "lesion_id,image_id,dx\n" + "".join(f"HAM_{i},ISIC_{i},{dx}\n" for i, dx in enumerate(["nv", "mel", "nv"]))
+    ham_csv(tmp_path, text.encode("utf-16"))  # Excel's "Unicode text": BOM-marked UTF-16
+    paths, labels, lesions = dermoscopy.read_ham10000_metadata(tmp_path / "meta.csv", tmp_path / "ham")
+    assert [os.path.basename(p) for p in paths] == ["ISIC_0.jpg", "ISIC_1.jpg", "ISIC_2.jpg"]
+    assert labels.tolist() == [dermoscopy.CLASS_NAMES.index(dx) for dx in ("nv", "mel", "nv")]
+    assert lesions == ["HAM_0", "HAM_1", "HAM_2"]
+
+
+def write_zip(path, classes, count=3):
+    with zipfile.ZipFile(path, "w") as z:
+        for cls in classes:
+            for i in range(count):
+                z.writestr(f"{cls}/{i}.png", png_bytes(40 * i))
+
+
+def test_new_archive_version_is_extracted_again(tmp_path):
+    archive = tmp_path / "data.zip"
+    write_zip(archive, ["benign", "malignant"])
+    *_, info = load_image_folder(archive, val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["benign", "malignant"]
+    write_zip(archive, ["benign", "malignant", "nevus"])  # the archive, replaced by a new version
+    os.utime(archive, ns=(time.time_ns(), time.time_ns() + 10**9))
+    *_, info = load_image_folder(archive, val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["benign", "malignant", "nevus"]
+    # Another archive of the same name extracts its own content, not the zip's.
+    with tarfile.open(tmp_path / "data.tar.gz", "w:gz") as t:
+        for cls in ("a", "b"):
+            for i in range(3):
+                data = png_bytes(i)
+                member = tarfile.TarInfo(f"{cls}/{i}.png")
+                member.size = len(data)
+                t.addfile(member, io.BytesIO(data))
+    *_, info = load_image_folder(tmp_path / "data.tar.gz", val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["a", "b"]
+    assert sorted(os.listdir(tmp_path)) == ["data", "data.tar.gz", "data.zip"]  # no stray temp folder
+
+
+def test_folder_extracted_by_hand_is_left_alone(tmp_path):
+    archive = tmp_path / "data.zip"
+    write_zip(archive, ["benign", "malignant"])
+    for cls in ("x", "y"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / cls / f"{i}.png").write_bytes(png_bytes(i))
+    *_, info = load_image_folder(archive, val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["x", "y"]
+
+
+def test_archive_device_member_refuses_the_whole_archive(tmp_path):
+    info = tarfile.TarInfo("benign/null.png")
+    info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+    call = archived_tree(tmp_path, "isic.tar", info)
+    with pytest.raises(DataError, match=r"isic\.tar: member 'benign/null\.png' is a link or a device file"):
+        call()
+
+
+def test_extraction_failing_midway_leaves_no_folder(tmp_path):
+    archive = tmp_path / "isic.zip"
+    write_zip(archive, ["benign", "malignant"])
+    data = bytearray(archive.read_bytes())
+    last = data.index(b"malignant/2.png") + len("malignant/2.png")  # the last member's local data
+    data[last : last + 8] = bytes(8)  # its stored bytes no longer match their CRC
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"isic\.zip is truncated or corrupt \(BadZipFile: Bad CRC-32"):
+        load_image_folder(archive)
+    assert sorted(os.listdir(tmp_path)) == ["isic.zip"]  # the partial extraction was a temp folder
+
+
+def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    stale = root / f".tmp-{dead_pid()}-abc-pneumoniamnist.npz"
+    stale.write_bytes(b"half a download")
+    source = small_npz(tmp_path, "mirror.npz")
+    with pytest.raises(DataError, match="does not have the MD5"):
+        load_medmnist("pneumoniamnist", root=root, url="file://" + source)
+    assert os.listdir(root) == []
+
+
+def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys):
+    npz = small_npz(tmp_path, "oneclass.npz", test_labels=np.zeros((4, 1), np.uint8))
+    config = tiny_config(tmp_path)
+    runs = str(tmp_path / "runs")
+    args = ["student", "--config", config, "--runs-dir", runs, "--quiet", "--set", f'data.path="{npz}"']
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[student] test: ACC " in out and "AUC n/a (a class is missing from the test split)" in out
+    metrics = json.load(open(os.path.join(runs, "tiny", "student_metrics.json")))
+    assert metrics["auc"] is None and metrics["n"] == 4
