@@ -768,3 +768,46 @@ def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys):
     assert "[student] test: ACC " in out and "AUC n/a (a class is missing from the test split)" in out
     metrics = json.load(open(os.path.join(runs, "tiny", "student_metrics.json")))
     assert metrics["auc"] is None and metrics["n"] == 4
+
+
+class PoisonWeightsAtEpoch(keras.callbacks.Callback):
+    """Sets the model's kernel to NaN when epoch `epoch` (0-based) begins: a divergence there."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.layers[0].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
+def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(tmp_path):
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def model_and_state():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        state = RunState(str(tmp_path / "state"), str(tmp_path / "history.csv"), monitor="val_loss")
+        return model, state
+
+    model, state = model_and_state()
+    callbacks = [StopOnNaN(), state]
+    fit = dict(validation_data=(x, y), batch_size=16, epochs=4, verbose=0)
+    kernels = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: kernels.append(model.layers[0].kernel.numpy()))
+    with pytest.raises(TrainingDivergedError, match=r"loss = nan at epoch 3 of 4, batch 1 of 2"):
+        model.fit(x, y, callbacks=[PoisonWeightsAtEpoch(2), record, *callbacks], **fit)
+    checkpoints = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert checkpoints == ["best.weights.h5", "epoch_0002.json", "epoch_0002.weights.h5"]
+
+    # The rerun (without the fault) starts after epoch 2, from those finite weights.
+    model, state = model_and_state()
+    start = state.restore(model)
+    assert start == 2
+    np.testing.assert_array_equal(model.layers[0].kernel.numpy(), kernels[1])  # the end of epoch 2
+    history = model.fit(x, y, initial_epoch=start, callbacks=[StopOnNaN(), state], **fit).history
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+    assert _epochs(tmp_path / "history.csv") == [1, 2, 3, 4]
