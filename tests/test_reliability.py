@@ -811,3 +811,20 @@ def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(t
     history = model.fit(x, y, initial_epoch=start, callbacks=[StopOnNaN(), state], **fit).history
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
     assert _epochs(tmp_path / "history.csv") == [1, 2, 3, 4]
+
+
+def test_distill_reads_a_lambda_teacher_only_with_unsafe_load(tmp_path, capsys):
+    config = tiny_config(tmp_path, limit=32)
+    runs = tmp_path / "runs"
+    teacher = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x / 255.0), keras.layers.Flatten(), keras.layers.Dense(2)
+    ])  # fmt: skip
+    (runs / "tiny").mkdir(parents=True)
+    teacher.save(runs / "tiny" / "teacher.keras")
+    distill = ["distill", "--config", config, "--runs-dir", str(runs), "--quiet"]
+    assert cli.main(distill) == 1
+    err = capsys.readouterr().err
+    assert f"kdkeras: UnsafeModelError: Refused to load {runs / 'tiny' / 'teacher.keras'}" in err
+    assert not (runs / "tiny" / "distilled.keras").exists() and not (runs / "tiny" / "state").exists()
+    assert cli.main([*distill, "--unsafe-load"]) == 0
+    assert (runs / "tiny" / "distilled.keras").exists()
