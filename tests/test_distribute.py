@@ -189,7 +189,8 @@ def mirrored(tmp_path_factory):
     script = tmp / "mirrored_checks.py"
     script.write_text(MIRRORED_SCRIPT)
     out = tmp / "results.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     for variable in ("TPU_NAME", "COLAB_TPU_ADDR", "TF_CONFIG"):
         env.pop(variable, None)
     result = subprocess.run(
@@ -338,7 +339,8 @@ def two_workers(tmp_path_factory):
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]),
+               "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
         processes.append(subprocess.Popen(
             [sys.executable, str(script), str(tmp / f"worker{index}.json")],
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -40,8 +40,9 @@ def _read_text(path):
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
+        expected = "UTF-16" if encoding == "utf-16" else "UTF-8"
         raise DataError(
-            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text "
+            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not {expected} text "
             "(the file is in another encoding, such as Windows-1252). Save it as UTF-8 CSV."
         ) from None
 
