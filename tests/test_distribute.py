@@ -311,31 +311,19 @@ MULTIWORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def _reserved_ports(count):
-    """Sockets bound to free ports and held until the workers are done.
-
-    A port merely found free and released can be taken by another process
-    before a worker binds it. Held with SO_REUSEPORT, which gRPC's servers also
-    set, the port stays bound here (no other program gets it) while the worker
-    of the same user can still listen on it.
-    """
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
         s.bind(("localhost", 0))
-        sockets.append(s)
-    return sockets
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    """What each of two local MultiWorkerMirroredStrategy workers reports."""
-    tmp = tmp_path_factory.mktemp("multiworker")
-    script = tmp / "worker.py"
-    script.write_text(MULTIWORKER_SCRIPT)
-    reserved = _reserved_ports(2)
-    workers = [f"localhost:{s.getsockname()[1]}" for s in reserved]
+def _run_workers(tmp, script):
+    """Runs the two workers on ports found free; returns their exit codes and stderr."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
@@ -346,10 +334,23 @@ def two_workers(tmp_path_factory):
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         ))
     errors = [p.communicate(timeout=180)[1] for p in processes]
-    for s in reserved:
-        s.close()
-    for process, error in zip(processes, errors):
-        assert process.returncode == 0, error[-3000:]
+    return [p.returncode for p in processes], errors
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """What each of two local MultiWorkerMirroredStrategy workers reports."""
+    tmp = tmp_path_factory.mktemp("multiworker")
+    script = tmp / "worker.py"
+    script.write_text(MULTIWORKER_SCRIPT)
+    # A port found free is released before TensorFlow's gRPC server binds it (which
+    # cannot share a port), so another process may take it first: then try new ports.
+    for _ in range(3):
+        codes, errors = _run_workers(tmp, script)
+        if not any("Could not start gRPC server" in error for error in errors):
+            break
+    for code, error in zip(codes, errors):
+        assert code == 0, error[-3000:]
     return [json.loads((tmp / f"worker{index}.json").read_text()) for index in range(2)]
 
 
