@@ -277,6 +277,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import_tensorflow_quietly()
     from kdkeras import config as config_lib
+    from kdkeras import metrics as metrics_lib
     from kdkeras import training
     from kdkeras.callbacks import TrainingDivergedError
     from kdkeras.data import DataError
@@ -302,7 +303,7 @@ def main(argv=None):
             config = config_lib.apply_overrides(config, overrides_from_args(args))
             config_lib.check_data_paths(config)
             result = training.evaluate_file(config, args.model, args.runs_dir, unsafe_load=args.unsafe_load)
-            print(f"{args.model}: {training.describe_result(result)}")
+            print(f"{args.model}: {metrics_lib.summary(result)}")
             return 0
         if args.command == "export":
             from kdkeras import export

@@ -247,9 +247,18 @@ def _read_extended(path, chain):
     """The TOML of `path`, laid over the config it `extends` (recursively)."""
     if path in chain:
         raise ConfigError(f"{path}: `extends` loops: {' -> '.join((*chain, path))}.")
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not UTF-8, which TOML "
+            "requires. Save the file as UTF-8."
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     parent = raw.pop("extends", None)
@@ -491,13 +500,38 @@ def _check_data(data, source):
             f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
             f"kdkeras.data.load_{loader}. Allowed: loader, {allowed}."
         )
+    for key, value in data.items():
+        parameter = parameters.get(key)
+        default = None if parameter is None else parameter.default
+        if isinstance(default, (bool, int, float, str)):
+            # Typed by the loader's default (`batch_size = 64`, `seed = 0`, `augment = None` is not).
+            data[key] = _check_type(value, default, f"{source}: [data] {key}")
+    _check_data_values(data, source)
     return data
+
+
+def _check_data_values(data, source):
+    from kdkeras.data import DataError, transforms
+
+    if "image_size" in data:
+        try:
+            transforms.image_size_tuple(data["image_size"])
+        except DataError as error:
+            raise ConfigError(f"{source}: [data] {error}") from None
+    for key in ("limit", "batch_size"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{source}: [data] {key} = {value!r} must be a whole number >= 1.")
+    if "seed" in data and data["seed"] < 0:
+        raise ConfigError(f"{source}: [data] seed = {data['seed']} must be >= 0.")
 
 
 def _check_values(config, source):
     def fail(key, message):
         raise ConfigError(f"{source}: {key} {message}")
 
+    if config.seed < 0:
+        fail("seed", f"= {config.seed} must be >= 0 (NumPy and TensorFlow take seeds >= 0).")
     if config.strategy not in STRATEGIES:
         fail("strategy", f"= {config.strategy!r} is unknown. Allowed: {', '.join(STRATEGIES)}.")
     if not config.name or any(c in config.name for c in "/\\") or config.name.startswith("."):
@@ -508,10 +542,10 @@ def _check_values(config, source):
             fail(f"[{phase}] model", "is missing. `kdkeras models` lists the available names.")
         if train.epochs < 1:
             fail(f"[{phase}] epochs", f"= {train.epochs} must be >= 1.")
-        if not train.learning_rate > 0:
-            fail(f"[{phase}] learning_rate", f"= {train.learning_rate} must be > 0.")
-        if train.weight_decay < 0:
-            fail(f"[{phase}] weight_decay", f"= {train.weight_decay} must be >= 0.")
+        if not 0 < train.learning_rate < math.inf:
+            fail(f"[{phase}] learning_rate", f"= {train.learning_rate} must be > 0 and finite.")
+        if not 0 <= train.weight_decay < math.inf:
+            fail(f"[{phase}] weight_decay", f"= {train.weight_decay} must be >= 0 and finite.")
         if train.optimizer not in OPTIMIZERS:
             fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS)}.")
         if train.monitor not in MONITORS:
@@ -531,8 +565,8 @@ def _check_values(config, source):
         )
     if not 0.0 <= config.distill.alpha <= 1.0:
         fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
-    if not config.distill.temperature > 0:
-        fail("[distill] temperature", f"= {config.distill.temperature} must be > 0.")
+    if not 0 < config.distill.temperature < math.inf:
+        fail("[distill] temperature", f"= {config.distill.temperature} must be > 0 and finite.")
     if not config.distill.temperature <= MAX_TEMPERATURE:
         fail("[distill] temperature", f"= {config.distill.temperature:g} {_TEMPERATURE_LIMIT}")
     if config.distill.objective not in OBJECTIVES:
@@ -555,8 +589,8 @@ def _check_distill(distill, data, fail):
         kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
     except ValueError as error:
         fail("[distill] loss_options", f"= {distill.loss_options!r}: {error}")
-    if not distill.warmup_epochs >= 0:
-        fail("[distill] warmup_epochs", f"= {distill.warmup_epochs} must be >= 0.")
+    if not 0 <= distill.warmup_epochs < math.inf:
+        fail("[distill] warmup_epochs", f"= {distill.warmup_epochs} must be >= 0 and finite.")
     for i, row in enumerate(distill.features):
         where = f"[distill] features[{i}]"
         if not isinstance(row, dict) or not {"student_layer", "teacher_layer"} <= set(row):
@@ -658,4 +692,17 @@ def _check_models(config, fail):
     ):
         if name not in names:
             fail(f"[{phase}] model", f"= {name!r} is unknown. Allowed: {', '.join(names)}.")
+    # Options are checked here, not when the model is built after the data has loaded.
+    for phase in ("teacher", "student", "distill"):
+        train = config.phase(phase)
+        if train.model or phase != "distill":
+            spec = models.get_spec(train.model)
+            unknown = sorted(set(train.options) - set(spec.options))
+            if unknown:
+                accepted = ", ".join(f"{key} = {value!r}" for key, value in spec.options.items()) or "none"
+                fail(
+                    f"[{phase}] options",
+                    f"= {train.options!r}: {spec.name} does not take {', '.join(map(repr, unknown))}. "
+                    f"Its options (defaults): {accepted}.",
+                )
 

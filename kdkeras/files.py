@@ -7,6 +7,7 @@ folder, and a model file from elsewhere cannot run code when it is loaded.
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ _TEMP_PREFIX = ".tmp-"
 # `atomic_path` names its temporary files `.tmp-<pid>-<random>-<name>`.
 _TEMP_NAME = re.compile(r"^\.tmp-(\d+)-")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# Written into each extraction folder: which archive file (path, size, mtime) it holds.
+_ARCHIVE_STAMP = ".kdkeras-archive.json"
 # Importing these registers kdkeras's serializable layers, losses and models.
 _SERIALIZABLES = ("kdkeras.models", "kdkeras.distiller")
 
@@ -140,25 +143,33 @@ def process_alive(pid):
     return True
 
 
-def extract_archive(archive, destination=None):
+def extract_archive(archive, destination=None, max_bytes=None):
     """Extracts a zip or tar archive into a new folder, refusing path traversal.
 
     Every member is checked before anything is written: an absolute path, a
     `..` component, a link or a device file raises `UnsafeArchiveError` (a
-    crafted archive could otherwise overwrite any file the user can write).
-    Members are extracted into a temporary folder renamed to `destination` at
-    the end, so a folder that exists is complete; it is reused as is.
+    crafted archive could otherwise overwrite any file the user can write),
+    and so does a total size over `max_bytes` (a zip bomb). Members are
+    extracted into a temporary folder renamed to `destination` at the end, so
+    a folder that exists is complete. It is reused while it holds this same
+    archive file (path, size and modification time, recorded in a hidden
+    `.kdkeras-archive.json`); an archive replaced by a new version, or another
+    archive of the same name (`data.zip`, then `data.tar.gz`), is extracted
+    afresh. A folder without that record (extracted by hand) is reused as is.
 
     Args:
         archive: A `.zip`, `.tar`, `.tar.gz` / `.tgz`, `.tar.bz2` or `.tar.xz` file.
         destination: Folder to create; defaults to the archive's path without
             its suffix (`HAM10000_images_part_1.zip` -> `HAM10000_images_part_1/`).
+        max_bytes: Largest total size of the extracted files; defaults to the
+            free space of the destination's disk.
 
     Returns:
         The destination folder.
 
     Raises:
-        UnsafeArchiveError: Naming the archive and the offending member.
+        UnsafeArchiveError: Naming the archive and the offending member, or
+            the size that does not fit.
         zipfile.BadZipFile, tarfile.TarError: For a truncated or corrupt archive.
 
     Example:
@@ -172,7 +183,9 @@ def extract_archive(archive, destination=None):
     if suffix is None:
         raise ValueError(f"{archive} is not an archive kdkeras extracts ({', '.join(ARCHIVE_SUFFIXES)}).")
     destination = os.fspath(destination or archive[: -len(suffix)])
-    if os.path.isdir(destination):
+    stamp = _archive_stamp(archive)
+    previous = _read_stamp(destination)
+    if os.path.isdir(destination) and previous in (None, stamp):
         return destination
     parent = os.path.dirname(os.path.abspath(destination))
     os.makedirs(parent, exist_ok=True)
@@ -180,11 +193,16 @@ def extract_archive(archive, destination=None):
     tmp = tempfile.mkdtemp(
         prefix=f"{_TEMP_PREFIX}{os.getpid()}-", suffix=f"-{os.path.basename(destination)}", dir=parent
     )
+    if max_bytes is None:
+        max_bytes = shutil.disk_usage(parent).free
     try:
         if suffix == ".zip":
             with zipfile.ZipFile(archive) as z:
-                for name in z.namelist():
-                    _check_member(archive, name)
+                infos = z.infolist()
+                for info in infos:
+                    _check_member(archive, info.filename)
+                # zipfile stops each member at its declared size, so the sum bounds the output.
+                _check_size(archive, sum(info.file_size for info in infos), max_bytes, parent)
                 z.extractall(tmp)
         else:
             with tarfile.open(archive) as t:
@@ -197,12 +215,44 @@ def extract_archive(archive, destination=None):
                             "kdkeras does not extract (it could point outside the folder). "
                             "Extract the archive yourself if you trust it."
                         )
+                _check_size(archive, sum(member.size for member in members), max_bytes, parent)
                 t.extractall(tmp, members=members, filter="data")
-        os.rename(tmp, destination)
+        with open(os.path.join(tmp, _ARCHIVE_STAMP), "w", encoding="utf-8") as f:
+            json.dump(stamp, f)
+        if os.path.isdir(destination):
+            # An extraction of another archive version: swapped out, then removed.
+            old = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", suffix="-replaced", dir=parent)
+            os.rename(destination, os.path.join(old, "folder"))
+            os.rename(tmp, destination)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, destination)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
     return destination
+
+
+def _archive_stamp(archive):
+    status = os.stat(archive)
+    return {"archive": os.path.abspath(archive), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _read_stamp(folder):
+    try:
+        with open(os.path.join(folder, _ARCHIVE_STAMP), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_size(archive, total, max_bytes, parent):
+    if total > max_bytes:
+        raise UnsafeArchiveError(
+            f"{archive}: its members add up to {total / 1e9:.2f} GB, over the {max_bytes / 1e9:.2f} GB "
+            f"that fit in {parent}; nothing was extracted. Free disk space, or check the archive "
+            "(a small archive that unpacks to this much is a zip bomb)."
+        )
 
 
 def _check_member(archive, name):

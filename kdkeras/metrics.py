@@ -125,6 +125,23 @@ def classification_metrics(
     return result
 
 
+def summary(result):
+    """`ACC 0.9134 (0.8910-0.9343), AUC ..., balanced ACC ...` for a `classification_metrics` dict.
+
+    Each metric carries its 95% bootstrap interval when the dict has them.
+    AUC reads `n/a` when it is undefined (a class or label absent from the
+    test split, as in a `--limit` smoke run).
+    """
+    intervals = result.get("intervals") or {}
+    parts = []
+    for key, title in (("acc", "ACC"), ("auc", "AUC"), ("balanced_acc", "balanced ACC")):
+        if result.get(key) is None:
+            parts.append(f"{title} n/a (a class is missing from the test split)")
+        else:
+            parts.append(f"{title} {stats.format_interval(result[key], intervals.get(key), digits=4)}")
+    return ", ".join(parts) + (" (95% intervals)" if intervals else "")
+
+
 def logits_to_scores(logits, task):
     """Turns model logits into the probabilities `classification_metrics` expects.
 

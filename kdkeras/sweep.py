@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
+from kdkeras import metrics as metrics_lib
 from kdkeras import training
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE, save_figure
@@ -168,8 +169,7 @@ def run_sweep(config, temperatures=None, alphas=None, runs_dir="runs", verbose="
                 unsafe_load=unsafe_load,
             )
         row = _point_row(name, temperature, alpha, folder, point.distill.monitor)
-        log(f"{prefix}: test ACC {row['acc']:.4f}, AUC {row['auc']:.4f}, "
-            f"balanced ACC {row['balanced_acc']:.4f} ({row['epochs']} epochs, {row['seconds']} s)")
+        log(f"{prefix}: test {metrics_lib.summary(row)} ({row['epochs']} epochs, {row['seconds']} s)")
         rows.append(row)
     _mark_best(rows)
     paths = write_sweep_report(sweep_dir, rows, references, title=config.description or config.name)

@@ -21,7 +21,6 @@ from kdkeras import models as models_lib
 from kdkeras import profiling
 from kdkeras import reporting
 from kdkeras import runs as runs_lib
-from kdkeras import stats
 from kdkeras import transfer
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_config
@@ -255,20 +254,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     )
     run.write_metrics(name, result)
     write_text_atomic(run.phase_config(name), _phase_config_text(config, record))
-    log(f"[{name}] test: {describe_result(result)}")
+    log(f"[{name}] test: {metrics_lib.summary(result)}")
     return result
-
-
-def describe_result(result):
-    """One line of test metrics with their 95% intervals: `ACC 0.913 (0.891-0.933), AUC ...`.
-
-    An undefined metric (AUC of a test split missing a class) reads "n/a".
-    """
-    intervals = result.get("intervals") or {}
-    return ", ".join(
-        f"{title} {stats.format_interval(result.get(key), intervals.get(key))}"
-        for key, title in (("acc", "ACC"), ("auc", "AUC"), ("balanced_acc", "balanced ACC"))
-    ) + " (95% bootstrap intervals)"
 
 
 def config_overrides(config):

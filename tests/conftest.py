@@ -1,34 +1,46 @@
-"""Test-wide setup: quiet TensorFlow, deterministic seeds and no network."""
+"""Test-wide setup: quiet TensorFlow, deterministic seeds, no network, no real home.
+
+The network guard (`tests/offline/network_guard.py`) refuses name resolution
+and connections to any host but loopback. It is installed here for the test
+process and, through `tests/offline/sitecustomize.py` on `PYTHONPATH`, in every
+Python a test starts. `HOME` points at a session folder, so code that writes
+under `~` (Keras's `~/.keras`, MedMNIST's `~/.medmnist`) never touches the
+real home folder.
+"""
 
 import os
-import socket
+import shutil
+import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import pytest  # noqa: E402
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFFLINE = os.path.join(REPO, "tests", "offline")
 PNEUMONIA_NPZ = os.path.join(REPO, "kdkeras", "data", "bundled", "pneumoniamnist.npz")
 
-_real_connect = socket.socket.connect
+# Children inherit the guard: sitecustomize installs it when the variable is set.
+os.environ["KDKERAS_TESTS_OFFLINE"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (OFFLINE, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, OFFLINE)
+import network_guard  # noqa: E402
+
+network_guard.install()
+
+# A home folder of the session's own, removed when the session ends; created
+# before anything imports Keras, which reads `~/.keras` at import.
+_HOME = tempfile.mkdtemp(prefix="kdkeras-tests-home-")
+os.environ["HOME"] = _HOME
+os.environ.pop("KDKERAS_MEDMNIST_ROOT", None)
+os.environ.pop("KERAS_HOME", None)
+
+import pytest  # noqa: E402
 
 
-def _loopback_only(self, address):
-    host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and (
-        host.startswith("127.") or host in ("localhost", "::1") or self.family == socket.AF_UNIX
-    ):
-        return _real_connect(self, address)
-    raise OSError(f"tests must not reach the network (tried to connect to {address!r})")
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _no_network():
-    socket.socket.connect = _loopback_only
-    yield
-    socket.socket.connect = _real_connect
+def pytest_unconfigure(config):
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
 """kdkeras.bench: speed smoke run, ratios, accuracy aggregation and resume, BENCHMARKS.md."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -211,17 +213,24 @@ def test_ratios_are_times_per_step_against_goals():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """One smoke run of the speed benchmark: (exit code, printed text, output folder).
+
+    Run here, not in a test, so that every test reading its files passes alone
+    and in any order.
+    """
     out = tmp_path_factory.mktemp("speed")
     argv = ["--smoke", "--teacher", "cnn_small", "--teacher-options", '{"filters": [4]}',
             "--student-options", '{"filters": [4]}', "--batch-size", "8", "--batches", "1", "--jit", "off",
             "--out-dir", str(out)]
-    return argv, out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = speed.main(argv)
+    return code, printed.getvalue(), out
 
 
-def test_speed_smoke_run_prints_ratios(smoke, capsys):
-    argv, out = smoke
-    assert speed.main(argv) == 0
-    printed = capsys.readouterr().out
+def test_speed_smoke_run_prints_ratios(smoke):
+    code, printed, out = smoke
+    assert code == 0
     for ratio in ("kdkeras/floor", "kdkeras/keras", "cached/student"):
         assert f"| off | {ratio} |" in printed
     result = json.loads((out / "speed.json").read_text())
@@ -238,12 +247,13 @@ def test_speed_rejects_bad_arguments(capsys):
     assert "`steps` must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Unknown pair 'vgg'; use one of quickstart, resnet18_full"):
         speed.run_speed_benchmark(pair="vgg")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         speed.main(["--jit", "maybe"])
+    assert exit_info.value.code == 2
 
 
 def test_report_from_outputs_and_without_them(smoke, tmp_path):
-    _, out = smoke
+    *_, out = smoke
     empty = report.build_markdown(str(tmp_path))
     assert empty.count("Not measured yet") == 3 and "| NVIDIA GPU | not yet measured |" in empty
     runs = tmp_path / "bench"

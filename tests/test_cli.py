@@ -103,14 +103,18 @@ def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys):
     assert "teacher.keras not found" in err and "Run `make teacher`" in err
 
 
-def test_config_errors_exit_2_before_training(tmp_path, capsys):
+def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
-    assert cli.main(["student", "--config", str(config), "--runs-dir", str(tmp_path), "--temperature", "-1"]) == 2
+    runs = tmp_path / "runs"
+    workdir = tmp_path / "cwd"  # where the default --runs-dir would write
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    assert cli.main(["student", "--config", str(config), "--runs-dir", str(runs), "--temperature", "-1"]) == 2
     assert "[distill] temperature = -1.0 must be > 0" in capsys.readouterr().err
     assert cli.main(["student", "--config", str(config), "--set", "student.epochz=3"]) == 2
     assert "unknown key(s) 'epochz'" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "tiny")
+    assert not runs.exists() and os.listdir(workdir) == []
 
 
 def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
@@ -138,8 +142,9 @@ def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
 
 
 def test_help_explains_options(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         cli.main(["distill", "--help"])
+    assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--temperature" in text and "softening temperature" in text and "--set KEY=VALUE" in text
 

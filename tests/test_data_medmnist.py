@@ -277,7 +277,7 @@ def test_loading_never_imports_torch(tmp_path):
         "next(iter(train))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'medmnist')))\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'stub'}{os.pathsep}{REPO}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"), REPO, os.environ["PYTHONPATH"]])}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )

@@ -28,13 +28,13 @@ def student_cross_entropy(weights=(1.0, 1.0)):
     return float((per_example * np.asarray(weights)).sum() / 2)
 
 
-def make_distiller(alpha=0.1, temperature=4.0, **compile_kwargs):
+def make_distiller(alpha=0.1, temperature=4.0, optimizer=None, **compile_kwargs):
     distiller = kdkeras.Distiller(
         student=fixed_logits_model(Z_STUDENT, "student"),
         teacher=fixed_logits_model(Z_TEACHER, "teacher"),
     )
     distiller.compile(
-        optimizer=keras.optimizers.SGD(0.1),
+        optimizer=optimizer or keras.optimizers.SGD(0.1),
         metrics=["accuracy"],
         student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         alpha=alpha,
@@ -70,13 +70,15 @@ def test_same_value_as_keras_distillation_with_kl_divergence_instance():
     assert ours["loss"] == pytest.approx(reference["loss"], abs=1e-5)
 
 
-def test_keras_kl_divergence_means_the_keras_io_formula():
+@pytest.mark.parametrize("temperature, expected", [(1.0, 0.114751), (4.0, 0.306221)])
+def test_keras_kl_divergence_means_the_keras_io_formula(temperature, expected):
+    # At T=4 the T^2 factor and the softening both show (at T=1 neither would).
     distiller = make_distiller(alpha=0.0, temperature=None)
     distiller.compile(
-        optimizer="sgd", distillation_loss_fn=keras.losses.KLDivergence(), alpha=0.0, temperature=1.0
+        optimizer="sgd", distillation_loss_fn=keras.losses.KLDivergence(), alpha=0.0, temperature=temperature
     )
     logs = distiller.evaluate(X, Y, return_dict=True, verbose=0)
-    assert logs["distillation_loss"] == pytest.approx(0.114751, abs=1e-5)
+    assert logs["distillation_loss"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_class_weight_and_sample_weight_reweight_student_loss():
@@ -117,6 +119,31 @@ def test_fit_trains_student_only_and_logs_every_loss():
     assert distiller.optimizer.iterations.numpy() == 8
 
 
+@pytest.mark.parametrize("with_features", [False, True], ids=["logits", "features"])
+def test_teacher_runs_in_inference_mode_during_fit(with_features):
+    # Dropout shows the mode (BatchNorm would not: Keras skips its update when
+    # trainable=False). With the learning rate at 0 the training step's logged
+    # losses must equal evaluate's, where every model runs in inference mode.
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(16, name="t_hidden")(inputs)
+    dropped = keras.layers.Dropout(0.9, seed=1)(hidden)
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(dropped), name="teacher")
+    s_inputs = keras.Input((6,))
+    s_hidden = keras.layers.Dense(4, name="s_hidden")(s_inputs)
+    student = keras.Model(s_inputs, keras.layers.Dense(3)(s_hidden), name="student")
+    matches = [kdkeras.features.FeatureMatch("s_hidden", "t_hidden", "hint")] if with_features else None
+    distiller = kdkeras.Distiller(student=student, teacher=teacher, features=matches)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), alpha=0.0, temperature=2.0)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 32)
+    reference = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
+    trained = distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0).history
+    assert trained["distillation_loss"][0] == pytest.approx(reference["distillation_loss"], rel=1e-5)
+    if with_features:
+        # The Dropout sits after t_hidden, so the teacher's features alone cannot show the mode.
+        assert trained["feature_loss"][0] == pytest.approx(reference["feature_loss"], rel=1e-5)
+
+
 def test_student_regularization_losses_count():
     l2 = 0.05
     distiller = kdkeras.Distiller(
@@ -130,7 +157,8 @@ def test_student_regularization_losses_count():
 
 
 def test_save_load_round_trip_resumes_training(tmp_path):
-    distiller = make_distiller(alpha=0.2, temperature=2.0)
+    # Adam has per-variable slots (SGD has none): a restore without them steps differently.
+    distiller = make_distiller(alpha=0.2, temperature=2.0, optimizer=keras.optimizers.Adam(0.05))
     distiller.fit(X, Y, epochs=2, verbose=0)
     path = str(tmp_path / "d.keras")
     distiller.save(path)
@@ -198,8 +226,17 @@ def test_validation_errors():
         kdkeras.Distiller(student=student, teacher=unbuilt)
     with pytest.raises(TypeError, match="`teacher` must be a keras.Model"):
         kdkeras.Distiller(student=student, teacher=keras.layers.Dense(4))
-    with pytest.raises(ValueError, match="compile"):
-        kdkeras.Distiller(student=student, teacher=teacher).fit(X, Y, verbose=0)
+    uncompiled = kdkeras.Distiller(student=student, teacher=teacher)
+    # Keras answers `fit` before any step runs; kdkeras's own check guards the
+    # steps and the several-teacher combination, which need the temperature.
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)` before"):
+        uncompiled.fit(X, Y, verbose=0)
+    for call in (lambda: uncompiled.train_step((X, Y)), lambda: uncompiled.test_step((X, Y))):
+        with pytest.raises(RuntimeError, match=r"The Distiller is not compiled\. Call `distiller\.compile"):
+            call()
+    two_teachers = kdkeras.Distiller(student=student, teacher=[teacher, fixed_logits_model(Z_TEACHER, "t2")])
+    with pytest.raises(RuntimeError, match=r"The Distiller is not compiled"):
+        two_teachers.teacher_logits(X)
 
 
 def test_string_student_loss_is_built_from_logits():
@@ -239,4 +276,3 @@ def test_real_pneumoniamnist_distillation_beats_majority_rate(pneumonia_npz):
     history = distiller.fit(train, validation_data=val, epochs=6, verbose=0).history
     majority_rate = 389 / 524
     assert history["val_accuracy"][-1] > majority_rate
-    assert student.count_params() == 5954  # DESIGN.md's tiny student, 4x smaller than this teacher

@@ -189,7 +189,8 @@ def mirrored(tmp_path_factory):
     script = tmp / "mirrored_checks.py"
     script.write_text(MIRRORED_SCRIPT)
     out = tmp / "results.json"
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     for variable in ("TPU_NAME", "COLAB_TPU_ADDR", "TF_CONFIG"):
         env.pop(variable, None)
     result = subprocess.run(
@@ -320,24 +321,36 @@ def _free_ports(count):
     return ports
 
 
+def _run_workers(tmp, script):
+    """Runs the two workers on ports found free; returns their exit codes and stderr."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]),
+               "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script), str(tmp / f"worker{index}.json")],
+            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ))
+    errors = [p.communicate(timeout=180)[1] for p in processes]
+    return [p.returncode for p in processes], errors
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     """What each of two local MultiWorkerMirroredStrategy workers reports."""
     tmp = tmp_path_factory.mktemp("multiworker")
     script = tmp / "worker.py"
     script.write_text(MULTIWORKER_SCRIPT)
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(script), str(tmp / f"worker{index}.json")],
-            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        ))
-    errors = [p.communicate(timeout=180)[1] for p in processes]
-    for process, error in zip(processes, errors):
-        assert process.returncode == 0, error[-3000:]
+    # A port found free is released before TensorFlow's gRPC server binds it (which
+    # cannot share a port), so another process may take it first: then try new ports.
+    for _ in range(3):
+        codes, errors = _run_workers(tmp, script)
+        if not any("Could not start gRPC server" in error for error in errors):
+            break
+    for code, error in zip(codes, errors):
+        assert code == 0, error[-3000:]
     return [json.loads((tmp / f"worker{index}.json").read_text()) for index in range(2)]
 
 

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kdkeras import cli
 from kdkeras import export
@@ -178,7 +179,45 @@ def test_cli_missing_model_says_what_to_run(tmp_path, capsys):
 
 
 def test_cli_help_lists_every_format(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", "--help"])
+    assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert f"any of {' '.join(export.FORMATS)}" in text
+
+
+def int8_interpreter(out):
+    interpreter = tf.lite.Interpreter(model_path=str(out / "model_int8.tflite"), num_threads=1)
+    (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return interpreter, given, returned
+
+
+def test_full_integer_file_takes_and_returns_int8(exported):
+    model, out, _, test = exported
+    interpreter, given, returned = int8_interpreter(out)
+    assert given["dtype"] == np.int8 and returned["dtype"] == np.int8
+    # Fed pixels quantized with its own input parameters, it gives Keras's logits after
+    # dequantizing its int8 output.
+    images = next(iter(test))[0].numpy()[:4]
+    scale, zero_point = given["quantization"]
+    quantized = np.clip(np.round(images / scale) + zero_point, -128, 127).astype(np.int8)
+    interpreter.resize_tensor_input(given["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], quantized)
+    interpreter.invoke()
+    out_scale, out_zero = returned["quantization"]
+    logits = (interpreter.get_tensor(returned["index"]).astype(np.float32) - out_zero) * out_scale
+    np.testing.assert_allclose(logits, model(images, training=False).numpy(), atol=0.25)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="README/export.py claim pixel p -> int8 p - 128, but the input scale is the calibration "
+    "images' max / 255 (242 / 255 on these 100 images), so p - 128 is off and pixels > 242 saturate",
+)
+def test_full_integer_file_maps_pixel_p_to_int8_p_minus_128(exported):
+    _, out, _, _ = exported
+    _, given, _ = int8_interpreter(out)
+    scale, zero_point = given["quantization"]
+    pixels = np.arange(256, dtype=np.float64)
+    np.testing.assert_array_equal(np.round(pixels / scale) + zero_point, pixels - 128)

@@ -235,3 +235,23 @@ def test_features_train_under_mixed_precision_and_xla():
     assert type(distiller.optimizer).__name__ == "LossScaleOptimizer"
     assert distiller.adapters[0].size == (4, 4)  # the resize path, whose gradient mixed dtypes before
     assert all(np.isfinite(v[-1]) for v in history.history.values())
+
+
+def test_warmup_ramps_the_feature_terms_from_zero_too():
+    """Every distillation term, feature losses included, is scaled by min(1, step / warmup_steps)."""
+    distiller = feature_distiller(warmup_steps=4)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), alpha=0.5, warmup_steps=4)
+    reference = feature_distiller()
+    reference.compile(optimizer=keras.optimizers.SGD(0.0), alpha=0.5)
+    for step in range(6):
+        # Trained in lockstep (BatchNorm statistics move even at learning rate 0).
+        full = reference.evaluate(DATA_X, DATA_Y, batch_size=8, return_dict=True, verbose=0)
+        assert full["feature_loss"] > 0.01
+        logs = distiller.evaluate(DATA_X, DATA_Y, batch_size=8, return_dict=True, verbose=0)
+        # The factor of the step about to be taken: 1/4 on the first, reaching 1 at the 4th;
+        # the ramp starts from 0 (no distillation before the first step).
+        factor = min(1.0, (step + 1) / 4)
+        expected = 0.5 * full["student_loss"] + factor * (0.5 * full["distillation_loss"] + full["feature_loss"])
+        assert logs["loss"] == pytest.approx(expected, rel=1e-5), step
+        distiller.train_on_batch(DATA_X, DATA_Y)
+        reference.train_on_batch(DATA_X, DATA_Y)

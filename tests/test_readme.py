@@ -24,5 +24,9 @@ def test_readme_example_runs_as_written(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     logs = eval(result.stdout.strip().splitlines()[-1])  # the printed evaluate() dict
     assert set(logs) == {"loss", "student_loss", "distillation_loss", "accuracy"}
-    assert logs["accuracy"] > 234 / 624  # better than always answering "normal"
+    # PneumoniaMNIST's test split has 390 pneumonia and 234 normal images: a
+    # model always answering "pneumonia" scores 0.625. The example's 2 + 2
+    # epochs reached 0.708 (2 CPU cores, 2026-12-03); 0.66 is 22 images past the
+    # majority answer.
+    assert logs["accuracy"] > 0.66
     assert (tmp_path / "student.keras").exists()

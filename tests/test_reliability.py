@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -24,7 +26,7 @@ from PIL import Image
 
 from kdkeras import cli, config as config_lib, files, models, training
 from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
-from kdkeras.data import DataError, load_ham10000, load_image_folder, load_medmnist
+from kdkeras.data import DataError, dermoscopy, load_ham10000, load_image_folder, load_medmnist
 
 TINY = """
 name = "tiny"
@@ -301,6 +303,167 @@ def nan_inputs_in_fit(tmp_path):
     return lambda: model.fit(x, y, batch_size=16, epochs=2, shuffle=False, callbacks=[StopOnNaN()], verbose=0)
 
 
+# --- Hostile and unlucky inputs (issue 16). ---
+
+
+def config_with(tmp_path, old, new):
+    """The tiny config with one line changed, loaded: a call that must fail with a config error."""
+    path = tiny_config(tmp_path)
+    text = open(path).read()
+    assert old in text
+    open(path, "w").write(text.replace(old, new, 1))
+    return lambda: config_lib.load_config(path)
+
+
+def image_size_string(tmp_path):
+    return config_with(tmp_path, "batch_size = 16", 'batch_size = 16\nimage_size = "32"')
+
+
+def image_size_float(tmp_path):
+    return config_with(tmp_path, "batch_size = 16", "batch_size = 16\nimage_size = 32.0")
+
+
+def image_size_huge(tmp_path):
+    return config_with(tmp_path, "batch_size = 16", "batch_size = 16\nimage_size = 100000")
+
+
+def limit_float(tmp_path):
+    return config_with(tmp_path, "limit = 96", "limit = 2.5")
+
+
+def options_typo(tmp_path):
+    return config_with(tmp_path, "options = { filters = [4, 8] }", "options = { filterz = [4, 8] }")
+
+
+def negative_seed(tmp_path):
+    return config_with(tmp_path, "seed = 3", "seed = -1")
+
+
+def infinite_learning_rate(tmp_path):
+    return config_with(tmp_path, "epochs = 1\nmonitor", "epochs = 1\nlearning_rate = inf\nmonitor")
+
+
+def latin1_toml(tmp_path):
+    path = tiny_config(tmp_path)
+    data = open(path, "rb").read().replace(b'name = "tiny"', b'name = "tiny"\ndescription = "caf\xe9"')
+    open(path, "wb").write(data)
+    return lambda: config_lib.load_config(path)
+
+
+def image_size_string_in_python(tmp_path):
+    return lambda: load_medmnist("pneumoniamnist", path=small_npz(tmp_path), image_size="28")
+
+
+def split_named_classes(tmp_path):
+    root = tmp_path / "mri"
+    for split in ("train_set", "test_set"):
+        for cls in ("glioma", "meningioma"):
+            (root / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / split / cls / "0.png")
+    return lambda: load_image_folder(root)
+
+
+def all_unreadable_class(tmp_path):
+    def write_bad(folder):
+        for png in folder.glob("*.png"):
+            png.write_bytes(b"<html>not an image</html>")  # a login page saved as .png
+
+    image_tree(tmp_path, write_bad)
+    return lambda: load_image_folder(tmp_path / "tree")  # strict=False: skipping leaves no class
+
+
+def png_header(width, height):
+    """A tiny PNG whose header declares `width` x `height` pixels (a decompression bomb's header)."""
+    data = bytearray(png_bytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def png_bomb(tmp_path):
+    def write_bad(folder):
+        (folder / "bomb.png").write_bytes(png_header(12000, 12000))
+
+    return image_tree(tmp_path, write_bad)
+
+
+def fifo_named_png(tmp_path):
+    def write_bad(folder):
+        os.mkfifo(folder / "x.png")
+
+    call = image_tree(tmp_path, write_bad)
+    fifo = tmp_path / "tree" / "malignant" / "x.png"
+
+    def unblock():  # if the FIFO is ever opened for reading, free it rather than hang the suite
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    def guarded_call():
+        timer = threading.Timer(60, unblock)
+        timer.daemon = True
+        timer.start()
+        try:
+            call()
+        finally:
+            timer.cancel()
+
+    return guarded_call
+
+
+def ham_csv(tmp_path, text_bytes):
+    images = tmp_path / "ham"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / f"ISIC_{i}.jpg")
+    (tmp_path / "meta.csv").write_bytes(text_bytes)
+    return lambda: load_ham10000(tmp_path / "meta.csv", images)
+
+
+def cp1252_csv(tmp_path):
+    text = "lesion_id,image_id,dx,localization\nHAM_0,ISIC_0,nv,back\nHAM_1,ISIC_1,mel,t\xeate\n"
+    return ham_csv(tmp_path, text.encode("cp1252"))
+
+
+def oversized_csv_field(tmp_path):
+    text = 'lesion_id,image_id,dx\nHAM_0,ISIC_0,nv\nHAM_1,ISIC_1,"' + "x" * 200_000 + '"\n'
+    return ham_csv(tmp_path, text.encode())
+
+
+def npz_member_not_npy(tmp_path):
+    # train_images stored as raw pixel bytes, not a .npy file, as a hand-made archive may hold.
+    path = small_npz(tmp_path, "raw.npz")
+    rebuilt = tmp_path / "rawmember.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rebuilt, "w") as z:
+        for name in source.namelist():
+            if name == "train_images.npy":
+                z.writestr("train_images", np.zeros((8, 28, 28), np.uint8).tobytes())
+            else:
+                z.writestr(name, source.read(name))
+    return lambda: load_npz(str(rebuilt))
+
+
+def zero_example_npz(tmp_path):
+    path = small_npz(tmp_path, "empty.npz", val_images=np.zeros((0, 28, 28), np.uint8),
+                     val_labels=np.zeros((0, 1), np.uint8))
+    return lambda: load_npz(path)
+
+
+def zip_bomb(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/zeros.png", bytes(2_000_000))  # 2 MB of zeros in about 2 kB
+
+    def call():
+        try:
+            files.extract_archive(archive, max_bytes=1_000_000)
+        finally:
+            assert sorted(os.listdir(tmp_path)) == ["bomb.zip"]
+
+    return call
+
+
 FAULTS = [
     (truncated_npz, DataError, r"truncated\.npz is not a readable npz file .*download it again"),
     (corrupt_npz_member, DataError, r"flipped\.npz: key train_images is corrupt \(BadZipFile: Bad CRC-32"),
@@ -332,6 +495,24 @@ FAULTS = [
         TrainingDivergedError,
         r"loss = nan at epoch 1 of 2, batch 2 of 4\. .*lower learning rate \(now 0\.01; try 0\.001\)",
     ),
+    (image_size_string, config_lib.ConfigError, r"tiny\.toml: \[data\] image_size must be a positive int .* got '32'"),
+    (image_size_float, config_lib.ConfigError, r"\[data\] image_size must be a positive int .* got 32\.0"),
+    (image_size_huge, config_lib.ConfigError, r"\[data\] image_size = 100000 is over 8192 px, which would not fit"),
+    (limit_float, config_lib.ConfigError, r"\[data\] limit = 2\.5 must be a whole number >= 1"),
+    (options_typo, config_lib.ConfigError, r"\[teacher\] options = \{'filterz': \[4, 8\]\}: cnn_small does not take 'filterz'"),
+    (negative_seed, config_lib.ConfigError, r"tiny\.toml: seed = -1 must be >= 0"),
+    (infinite_learning_rate, config_lib.ConfigError, r"\[teacher\] learning_rate = inf must be > 0 and finite"),
+    (latin1_toml, config_lib.ConfigError, r"tiny\.toml line 3: byte b'\\xe9' is not UTF-8, which TOML requires"),
+    (image_size_string_in_python, DataError, r"image_size must be a positive int or a \(height, width\) pair of ints, got '28'"),
+    (split_named_classes, DataError, r"mri has folder\(s\) \['test_set', 'train_set'\] that name splits, not classes"),
+    (all_unreadable_class, DataError, r"Class 'malignant' of .*tree has no readable image: all 4 of its files"),
+    (png_bomb, DataError, r"bomb\.png \(12000x12000 pixels is over PIL\.Image\.MAX_IMAGE_PIXELS"),
+    (fifo_named_png, DataError, r"x\.png \(not a regular file but a FIFO"),
+    (cp1252_csv, DataError, r"meta\.csv line 3: byte b'\\xea' is not UTF-8 text .* Save it as UTF-8 CSV"),
+    (oversized_csv_field, DataError, r"meta\.csv line 3: field larger than field limit"),
+    (npz_member_not_npy, DataError, r"rawmember\.npz: key train_images is not a NumPy array"),
+    (zero_example_npz, DataError, r"empty\.npz: val_images holds no image"),
+    (zip_bomb, files.UnsafeArchiveError, r"bomb\.zip: its members add up to 0\.00 GB, over the 0\.00 GB"),
 ]
 
 
@@ -449,7 +630,9 @@ def train_teacher(config, path):
 
 
 def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
-    epochs = 3
+    # Killed as soon as epoch 1 is checkpointed: 4 more epochs leave a wide window
+    # even on a machine fast enough to train an epoch of 6 steps in milliseconds.
+    epochs = 5
     config = tiny_config(tmp_path, limit=96, epochs=epochs)
     runs = tmp_path / "runs"
     out = runs / "tiny"
@@ -463,8 +646,7 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
         while not (state / "epoch_0001.json").exists():
             assert first.poll() is None, open(tmp_path / "first.log").read()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.02)
-        time.sleep(0.1)  # into the next epoch's batches
+            time.sleep(0.01)
         assert first.poll() is None, "the run ended before it could be killed"
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait() == -signal.SIGKILL
@@ -477,6 +659,173 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert f"[distilled] resuming after epoch {done} of {epochs}" in second.stdout
     assert second.stdout.count("Epoch ") == epochs - done
-    assert _epochs(out / "distilled_history.csv") == [1, 2, 3]
+    assert _epochs(out / "distilled_history.csv") == list(range(1, epochs + 1))
     assert (out / "distilled.keras").exists() and not (out / "state").exists()
     assert [str(p) for p in out.rglob(".tmp-*")] == []
+
+
+# --- Unlucky inputs that now work, and README claims of the table. ---
+
+
+def test_kaggle_training_testing_folders_are_splits(tmp_path):
+    root = tmp_path / "brain_mri"
+    for split, count in (("Training", 6), ("Testing", 3)):
+        for cls in ("glioma", "notumor"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(root / split / cls / f"{i}.png")
+    *_, info = load_image_folder(root, val_fraction=0.34)
+    assert info.class_names == ["glioma", "notumor"]
+    assert info.split_sizes == {"train": 8, "val": 4, "test": 6}  # test is Testing/, whole
+
+
+def test_utf16_csv_is_read(tmp_path):
+    text = "lesion_id,image_id,dx\n" + "".join(f"HAM_{i},ISIC_{i},{dx}\n" for i, dx in enumerate(["nv", "mel", "nv"]))
+    ham_csv(tmp_path, text.encode("utf-16"))  # Excel's "Unicode text": BOM-marked UTF-16
+    paths, labels, lesions = dermoscopy.read_ham10000_metadata(tmp_path / "meta.csv", tmp_path / "ham")
+    assert [os.path.basename(p) for p in paths] == ["ISIC_0.jpg", "ISIC_1.jpg", "ISIC_2.jpg"]
+    assert labels.tolist() == [dermoscopy.CLASS_NAMES.index(dx) for dx in ("nv", "mel", "nv")]
+    assert lesions == ["HAM_0", "HAM_1", "HAM_2"]
+
+
+def write_zip(path, classes, count=3):
+    with zipfile.ZipFile(path, "w") as z:
+        for cls in classes:
+            for i in range(count):
+                z.writestr(f"{cls}/{i}.png", png_bytes(40 * i))
+
+
+def test_new_archive_version_is_extracted_again(tmp_path):
+    archive = tmp_path / "data.zip"
+    write_zip(archive, ["benign", "malignant"])
+    *_, info = load_image_folder(archive, val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["benign", "malignant"]
+    write_zip(archive, ["benign", "malignant", "nevus"])  # the archive, replaced by a new version
+    os.utime(archive, ns=(time.time_ns(), time.time_ns() + 10**9))
+    *_, info = load_image_folder(archive, val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["benign", "malignant", "nevus"]
+    # Another archive of the same name extracts its own content, not the zip's.
+    with tarfile.open(tmp_path / "data.tar.gz", "w:gz") as t:
+        for cls in ("a", "b"):
+            for i in range(3):
+                data = png_bytes(i)
+                member = tarfile.TarInfo(f"{cls}/{i}.png")
+                member.size = len(data)
+                t.addfile(member, io.BytesIO(data))
+    *_, info = load_image_folder(tmp_path / "data.tar.gz", val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["a", "b"]
+    assert sorted(os.listdir(tmp_path)) == ["data", "data.tar.gz", "data.zip"]  # no stray temp folder
+
+
+def test_folder_extracted_by_hand_is_left_alone(tmp_path):
+    archive = tmp_path / "data.zip"
+    write_zip(archive, ["benign", "malignant"])
+    for cls in ("x", "y"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / cls / f"{i}.png").write_bytes(png_bytes(i))
+    *_, info = load_image_folder(archive, val_fraction=0.34, test_fraction=0.34)
+    assert info.class_names == ["x", "y"]
+
+
+def test_archive_device_member_refuses_the_whole_archive(tmp_path):
+    info = tarfile.TarInfo("benign/null.png")
+    info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+    call = archived_tree(tmp_path, "isic.tar", info)
+    with pytest.raises(DataError, match=r"isic\.tar: member 'benign/null\.png' is a link or a device file"):
+        call()
+
+
+def test_extraction_failing_midway_leaves_no_folder(tmp_path):
+    archive = tmp_path / "isic.zip"
+    write_zip(archive, ["benign", "malignant"])
+    data = bytearray(archive.read_bytes())
+    last = data.index(b"malignant/2.png") + len("malignant/2.png")  # the last member's local data
+    data[last : last + 8] = bytes(8)  # its stored bytes no longer match their CRC
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"isic\.zip is truncated or corrupt \(BadZipFile: Bad CRC-32"):
+        load_image_folder(archive)
+    assert sorted(os.listdir(tmp_path)) == ["isic.zip"]  # the partial extraction was a temp folder
+
+
+def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    stale = root / f".tmp-{dead_pid()}-abc-pneumoniamnist.npz"
+    stale.write_bytes(b"half a download")
+    source = small_npz(tmp_path, "mirror.npz")
+    with pytest.raises(DataError, match="does not have the MD5"):
+        load_medmnist("pneumoniamnist", root=root, url="file://" + source)
+    assert os.listdir(root) == []
+
+
+def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys):
+    npz = small_npz(tmp_path, "oneclass.npz", test_labels=np.zeros((4, 1), np.uint8))
+    config = tiny_config(tmp_path)
+    runs = str(tmp_path / "runs")
+    args = ["student", "--config", config, "--runs-dir", runs, "--quiet", "--set", f'data.path="{npz}"']
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[student] test: ACC " in out and "AUC n/a (a class is missing from the test split)" in out
+    metrics = json.load(open(os.path.join(runs, "tiny", "student_metrics.json")))
+    assert metrics["auc"] is None and metrics["n"] == 4
+
+
+class PoisonWeightsAtEpoch(keras.callbacks.Callback):
+    """Sets the model's kernel to NaN when epoch `epoch` (0-based) begins: a divergence there."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.layers[0].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
+def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(tmp_path):
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def model_and_state():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        state = RunState(str(tmp_path / "state"), str(tmp_path / "history.csv"), monitor="val_loss")
+        return model, state
+
+    model, state = model_and_state()
+    callbacks = [StopOnNaN(), state]
+    fit = dict(validation_data=(x, y), batch_size=16, epochs=4, verbose=0)
+    kernels = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: kernels.append(model.layers[0].kernel.numpy()))
+    with pytest.raises(TrainingDivergedError, match=r"loss = nan at epoch 3 of 4, batch 1 of 2"):
+        model.fit(x, y, callbacks=[PoisonWeightsAtEpoch(2), record, *callbacks], **fit)
+    checkpoints = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert checkpoints == ["best.weights.h5", "epoch_0002.json", "epoch_0002.weights.h5"]
+
+    # The rerun (without the fault) starts after epoch 2, from those finite weights.
+    model, state = model_and_state()
+    start = state.restore(model)
+    assert start == 2
+    np.testing.assert_array_equal(model.layers[0].kernel.numpy(), kernels[1])  # the end of epoch 2
+    history = model.fit(x, y, initial_epoch=start, callbacks=[StopOnNaN(), state], **fit).history
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+    assert _epochs(tmp_path / "history.csv") == [1, 2, 3, 4]
+
+
+def test_distill_reads_a_lambda_teacher_only_with_unsafe_load(tmp_path, capsys):
+    config = tiny_config(tmp_path, limit=32)
+    runs = tmp_path / "runs"
+    teacher = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x / 255.0), keras.layers.Flatten(), keras.layers.Dense(2)
+    ])  # fmt: skip
+    (runs / "tiny").mkdir(parents=True)
+    teacher.save(runs / "tiny" / "teacher.keras")
+    distill = ["distill", "--config", config, "--runs-dir", str(runs), "--quiet"]
+    assert cli.main(distill) == 1
+    err = capsys.readouterr().err
+    assert f"kdkeras: UnsafeModelError: Refused to load {runs / 'tiny' / 'teacher.keras'}" in err
+    assert not (runs / "tiny" / "distilled.keras").exists() and not (runs / "tiny" / "state").exists()
+    assert cli.main([*distill, "--unsafe-load"]) == 0
+    assert (runs / "tiny" / "distilled.keras").exists()

@@ -273,3 +273,31 @@ def test_make_sweep_passes_the_grid(tmp_path):
     (line,) = [line for line in result.stdout.splitlines() if "kdkeras sweep" in line]
     assert f"sweep --config tiny --runs-dir {tmp_path} --epochs 2" in " ".join(line.split())
     assert '--temperatures "3 10 100"' in result.stdout and '--alphas "0.5"' in result.stdout
+
+
+def test_interrupted_point_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+    from kdkeras.callbacks import RunState
+
+    path = write_experiment(tmp_path)
+    runs = str(tmp_path / "runs")
+    out = add_teacher(runs)
+    args = ["sweep", "--config", path, "--runs-dir", runs, "--temperatures", "2", "--alphas", "0.5",
+            "--epochs", "2", "--quiet"]  # fmt: skip
+    original = RunState.on_epoch_end
+
+    def killed_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(RunState, "on_epoch_end", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(args)
+    point = os.path.join(out, "sweep", "T2_a0.5")
+    assert not os.path.exists(os.path.join(point, "distilled.keras"))
+    monkeypatch.setattr(RunState, "on_epoch_end", original)
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert "[distilled] resuming after epoch 1 of 2" in capsys.readouterr().out
+    assert [row["epoch"] for row in read_csv(os.path.join(point, "distilled_history.csv"))] == ["1", "2"]
+    assert os.path.exists(os.path.join(point, "distilled.keras"))

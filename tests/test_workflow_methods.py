@@ -5,6 +5,7 @@ import re
 import os
 import tomllib
 
+import keras
 import pytest
 
 from kdkeras import cli, config as config_lib
@@ -47,6 +48,23 @@ def trained(tmp_path_factory):
     return path, runs
 
 
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """What each `keras.Model.fit` call received: (model, train dataset, keyword arguments).
+
+    Keras's `fit` is wrapped, not replaced: training runs as usual.
+    """
+    calls = []
+    original = keras.Model.fit
+
+    def recording_fit(self, x=None, *args, **kwargs):
+        calls.append((self, x, kwargs))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    return calls
+
+
 def distill(trained, capsys, *settings):
     path, runs = trained
     args = ["distill", "--config", str(path), "--runs-dir", runs]
@@ -58,7 +76,7 @@ def distill(trained, capsys, *settings):
         return out, json.load(f)
 
 
-def test_dkd_with_warmup_and_cached_teacher(trained, capsys):
+def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     out, metrics = distill(
         trained, capsys,
         'distill.loss="decoupled_kd"', "distill.loss_options={tckd_weight=1.0, nckd_weight=2.0}",
@@ -67,6 +85,13 @@ def test_dkd_with_warmup_and_cached_teacher(trained, capsys):
     assert "loss decoupled_kd" in out and "warm-up 2 steps" in out  # 64 images / 32 per batch
     assert "caching the teacher's logits" in out
     assert metrics["epochs_run"] == 1 and 0.0 <= metrics["auc"] <= 1.0
+    # What fit trained with, not only what the log says.
+    ((distiller, train, _),) = fit_calls
+    loss = distiller.distillation_loss_fn
+    assert type(loss).__name__ == "DecoupledKD" and (loss.alpha, loss.beta) == (1.0, 2.0)
+    assert distiller.warmup_steps == 2
+    images, _ = train.element_spec
+    assert set(images) == {"inputs", "teacher_logits"} and images["teacher_logits"].shape[-1] == 2
 
 
 def test_feature_distillation_from_config_exports_a_plain_student(trained, capsys):
@@ -79,11 +104,13 @@ def test_feature_distillation_from_config_exports_a_plain_student(trained, capsy
     assert metrics["params"] == student.count_params()  # the adapter stayed in the Distiller
 
 
-def test_two_teachers_from_config(trained, capsys):
+def test_two_teachers_from_config(trained, capsys, fit_calls):
     path, runs = trained
     teacher = os.path.join(runs, "methods", "teacher.keras")
     out, _ = distill(trained, capsys, f'distill.teachers=["{teacher}", "{teacher}"]', "distill.teacher_weights=[3, 1]")
     assert "teacher weights [0.75, 0.25]" in out
+    ((distiller, _, _),) = fit_calls
+    assert len(distiller.teachers) == 2 and list(distiller.teacher_weights) == pytest.approx([0.75, 0.25])
 
 
 @pytest.mark.parametrize(
@@ -137,13 +164,20 @@ def test_multilabel_data_need_per_label_sigmoid_kd():
             training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
 
 
-def test_balanced_class_weights_reach_fit(trained, capsys):
+def test_balanced_class_weights_reach_fit(trained, capsys, fit_calls):
     path, runs = trained
     args = ["student", "--config", str(path), "--runs-dir", runs, "--set", 'student.class_weight="balanced"']
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     weights = dict(re.findall(r"(normal|pneumonia) (\d\.\d{3})", out.split("class weights")[1].splitlines()[0]))
     assert float(weights["normal"]) > 1.0 > float(weights["pneumonia"])  # the rarer class weighs more
+    # fit received them: n / (2 * n_class) for the 64 train images of the run.
+    ((_, train, kwargs),) = fit_calls
+    labels = [int(y) for _, batch in train for y in batch.numpy().ravel()]
+    counts = [labels.count(0), labels.count(1)]
+    expected = {k: len(labels) / (2 * c) for k, c in enumerate(counts)}
+    assert kwargs["class_weight"] == pytest.approx(expected)
+    assert kwargs["class_weight"][0] == pytest.approx(float(weights["normal"]), abs=5e-4)
     base = config_lib.from_dict(tomllib.loads(TINY))
     with pytest.raises(ConfigError, match="class_weight = 'inverse' is unknown"):
         config_lib.apply_overrides(base, {"teacher.class_weight": "inverse"})

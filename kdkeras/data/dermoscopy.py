@@ -6,7 +6,9 @@ Class-per-folder dermoscopy sets (ISIC benign / malignant, seed 003) load
 with `kdkeras.data.load_image_folder`.
 """
 
+import codecs
 import csv
+import io
 import os
 
 import numpy as np
@@ -27,6 +29,22 @@ CLASS_DESCRIPTIONS = {
 }
 _REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 _SHOWN_IN_MESSAGES = 5
+
+
+def _read_text(path):
+    """The CSV's text: UTF-8 (with or without BOM), or UTF-16 with its BOM (Excel's "Unicode text")."""
+    with open(path, "rb") as f:
+        data = f.read()
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        expected = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        raise DataError(
+            f"{path} line {line}: byte {data[e.start:e.start + 1]!r} is not {expected} text "
+            "(the file is in another encoding, such as Windows-1252). Save it as UTF-8 CSV."
+        ) from None
 
 
 def _index_images(image_dirs):
@@ -66,16 +84,21 @@ def read_ham10000_metadata(metadata_csv, image_dirs):
         raise FileNotFoundError(
             f"Metadata CSV {metadata_csv} does not exist; pass the path of HAM10000_metadata.csv."
         )
-    with open(metadata_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(
-                f"{metadata_csv} lacks column(s) {missing} (found {columns}); "
-                "HAM10000_metadata.csv has lesion_id,image_id,dx,dx_type,age,sex,localization."
-            )
+    reader = csv.DictReader(io.StringIO(_read_text(metadata_csv), newline=""))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(
+            f"{metadata_csv} lacks column(s) {missing} (found {columns}); "
+            "HAM10000_metadata.csv has lesion_id,image_id,dx,dx_type,age,sex,localization."
+        )
+    try:
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+        raise DataError(
+            f"{metadata_csv} line {reader.line_num + 1}: {e}. The file is not a HAM10000 metadata CSV "
+            "(an unclosed quote, or binary data); fix that line or replace the file."
+        ) from None
     if not rows:
         raise DataError(
             f"{metadata_csv} has a header but no rows; it must list one image per row."

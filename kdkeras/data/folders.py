@@ -2,12 +2,15 @@
 
 import collections
 import os
+import re
+import stat
 import tarfile
 import warnings
 import zipfile
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from kdkeras import files
 from kdkeras.data import images, transforms
@@ -15,7 +18,18 @@ from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, sparse_class_stats
 
 SPLITS = ("train", "val", "test")
-_SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+# Folder names of the splits, lower-cased: Kermany's train/val/test, and the
+# Training/Testing of Kaggle sets such as the brain-tumour MRI one.
+_SPLIT_FOLDERS = {
+    "train": ("train", "training"),
+    "val": ("val", "validation", "valid"),
+    "test": ("test", "testing"),
+}
+# Names that are splits, not classes: a tree whose "classes" are called so is
+# laid out in a way kdkeras does not understand, and is refused.
+_SPLIT_LIKE = re.compile(
+    r"^(train|training|test|testing|val|valid|validation|eval|evaluation|dev)([ _-]?(set|data|images?))?$", re.I
+)
 
 
 def unpacked(path):
@@ -157,8 +171,11 @@ def build_file_splits(
         keep = transforms.subset_indices(len(paths), limit, seed)
         picked[split] = ([paths[i] for i in keep], np.asarray(labels, dtype=np.int32)[keep])
     all_paths = [path for split in SPLITS for path in picked[split][0]]
-    headers, skipped = images.inspect_images(all_paths, strict=strict, source=source)
+    screened, refused = screen_image_files(all_paths, strict=strict, source=source)
+    headers, skipped = images.inspect_images(screened, strict=strict, source=source)
+    skipped = refused + skipped
     readable = {header.path for header in headers}
+    _check_every_class_readable(picked, readable, class_names, source)
     for split in SPLITS:
         paths, labels = picked[split]
         keep = [i for i, path in enumerate(paths) if path in readable]
@@ -210,6 +227,86 @@ def build_file_splits(
         label_mode="sparse",
     )
     return (*datasets, info)
+
+
+def screen_image_files(paths, strict=False, source=None):
+    """Refuses, before any decoding, files that would hang or exhaust memory.
+
+    Two cheap checks per file: it must be a regular file (reading a FIFO named
+    `x.png` blocks forever), and the size in its header must stay within PIL's
+    decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS` (a 140 kB PNG can
+    declare 12000 x 12000 pixels, 2.4 GB once decoded). Files that cannot be
+    opened at all are left to `images.inspect_images`, which reports them.
+
+    Args:
+        paths: Image file paths.
+        strict: Raise on a refused file instead of skipping it.
+        source: Dataset root or CSV named in messages.
+
+    Returns:
+        `(kept, refused)`: the paths that passed, in order, and those refused.
+
+    Raises:
+        DataError: In strict mode, naming every refused file and why.
+    """
+    refused = []
+    for path in paths:
+        reason = _screen(path)
+        if reason:
+            refused.append((path, reason))
+    if refused:
+        where = f" in {source}" if source else ""
+        lines = "; ".join(f"{path} ({reason})" for path, reason in refused[:10])
+        more = f"; and {len(refused) - 10} more" if len(refused) > 10 else ""
+        if strict:
+            raise DataError(
+                f"{len(refused)} image file(s){where} refused before decoding: {lines}{more}. "
+                "Replace or delete them, or pass strict=False to skip them."
+            )
+        warnings.warn(
+            f"Skipped {len(refused)} image file(s){where} refused before decoding: {lines}{more}. "
+            "They are listed in info.skipped; pass strict=True to raise instead.",
+            stacklevel=3,
+        )
+    bad = {path for path, _ in refused}
+    return [path for path in paths if path not in bad], [path for path, _ in refused]
+
+
+def _screen(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # a broken link or a vanished file: inspect_images names it
+    if not stat.S_ISREG(mode):
+        return "not a regular file but a FIFO, socket or device; only image files are read"
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as e:
+        return f"{e} Resize the image below {limit:,} pixels"
+    except Exception:  # not an image PIL knows: inspect_images names the reason
+        return None
+    if limit and width * height > limit:
+        return (
+            f"{width}x{height} pixels is over PIL.Image.MAX_IMAGE_PIXELS = {limit:,} and would take "
+            f"{width * height * 3 / 1e9:.1f} GB to decode; resize it, or raise that limit if you trust the file"
+        )
+    return None
+
+
+def _check_every_class_readable(picked, readable, class_names, source):
+    """An all-unreadable class is refused like an empty class folder, not kept with 0 images."""
+    for label, class_name in enumerate(class_names):
+        listed = [p for split in SPLITS for p, y in zip(*picked[split]) if y == label]
+        if listed and not any(path in readable for path in listed):
+            raise DataError(
+                f"Class {class_name!r} of {source} has no readable image: all {len(listed)} of its "
+                f"files were skipped (e.g. {listed[0]}, see the warning above). Replace them, or "
+                "remove the class folder."
+            )
 
 
 def find_split_folders(root):
@@ -295,6 +392,13 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
         )
     if class_names is None:
         class_names = _class_folders(class_root)
+        split_like = [c for c in class_names if _SPLIT_LIKE.match(c)]
+        if split_like:
+            raise DataError(
+                f"{class_root} has folder(s) {split_like} that name splits, not classes. kdkeras "
+                "reads root/<class>/*.png, or root/{train,val,test}/<class>/*.png (also "
+                "Training/Testing and validation/valid); move the class folders into such a layout."
+            )
     class_names = [str(c) for c in class_names]
     if len(class_names) < 2:
         raise DataError(

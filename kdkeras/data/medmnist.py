@@ -3,10 +3,11 @@
 The `medmnist` package is the source of truth for names, tasks, labels, URLs
 and MD5s, but `import medmnist` imports torch, which a TensorFlow process
 must not load (CUDA library clashes, seconds of start-up). Its `info.py`
-only needs the standard library, so it is executed on its own, under a
-private module name, without importing the package.
+holds INFO as a literal, which is parsed without importing the package or
+running the file (whose import creates `~/.medmnist`).
 """
 
+import ast
 import functools
 import hashlib
 import importlib.util
@@ -55,10 +56,17 @@ def medmnist_info():
             "kdkeras reads MedMNIST's dataset table from the medmnist package, which is not "
             f"installed. Install it without its torch dependency: `{_INSTALL_HINT}`."
         )
-    module_spec = importlib.util.spec_from_file_location("_kdkeras_medmnist_info", info_files[0])
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.INFO
+    # INFO is a literal; executing info.py would also create ~/.medmnist (medmnist's
+    # DEFAULT_ROOT is computed, with makedirs, at import), even for a custom root.
+    with open(info_files[0], encoding="utf-8") as f:
+        tree = ast.parse(f.read(), info_files[0])
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "INFO" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise ModuleNotFoundError(
+        f"{info_files[0]} has no INFO table; this medmnist version is not supported. "
+        f"Install medmnist 3: `{_INSTALL_HINT}`."
+    )
 
 
 def flags_2d():
@@ -229,7 +237,18 @@ def _validate(npz, path, flag, size, info):
                 ) from e
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise _corrupt_member(path, key, flag, e) from e
+            if not isinstance(arrays[key], np.ndarray):
+                # np.load returns the raw bytes of a member that is not a .npy file.
+                raise DataError(
+                    f"{path}: key {key} is not a NumPy array (the archive member is not a .npy "
+                    "file). Save the file with numpy.savez, or replace it with the official one."
+                )
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.ndim and x.shape[0] == 0:
+            raise DataError(
+                f"{path}: {split}_images holds no image; every split needs at least one "
+                "(training is validated and tested on them). Replace the file."
+            )
         if x.dtype != np.uint8 or x.shape[1:] != image_shape:
             raise DataError(
                 f"{path}: {split}_images is {x.dtype} {x.shape}{_non_finite(x)}, expected uint8 (N, "

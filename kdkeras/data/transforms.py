@@ -26,6 +26,9 @@ _FILE_CACHE_SHUFFLE_BUFFER = 8192
 
 # Luminance weights of ITU-R BT.601, as `tf.image.rgb_to_grayscale` and PIL use.
 _LUMA = (0.2989, 0.5870, 0.1140)
+# Larger images are refused before a pipeline exists: 100,000 px would only
+# fail, out of memory, a minute into the first epoch.
+MAX_IMAGE_SIZE = 8192
 
 
 
@@ -40,15 +43,24 @@ def image_size_tuple(image_size):
     """
     if image_size is None:
         return None
-    if isinstance(image_size, (int, np.integer)):
-        size = (int(image_size), int(image_size))
-    else:
-        size = tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) < 1:
+    # A string or float is refused, not converted: tuple("32") would be (3, 2).
+    pair = image_size if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+    if len(pair) != 2 or not all(_is_whole(s) and s >= 1 for s in pair):
         raise DataError(
-            f"image_size must be a positive int or a (height, width) pair, got {image_size!r}"
+            f"image_size must be a positive int or a (height, width) pair of ints, got {image_size!r}"
+        )
+    size = tuple(int(s) for s in pair)
+    if max(size) > MAX_IMAGE_SIZE:
+        raise DataError(
+            f"image_size = {image_size!r} is over {MAX_IMAGE_SIZE} px, which would not fit in memory "
+            f"(a batch of 64 RGB images of {max(size)} px holds {64 * 3 * 4 * max(size) ** 2 / 1e9:.0f} GB "
+            "of float32). Pick the size the model takes, e.g. 28, 224 or 512."
         )
     return size
+
+
+def _is_whole(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def resize(images, size):
@@ -131,7 +143,7 @@ def subset_indices(n, limit, seed=0):
     Returns:
         Sorted int64 numpy array of indices.
     """
-    if limit is not None and limit < 1:
+    if limit is not None and not (_is_whole(limit) and limit >= 1):
         raise DataError(f"limit must be a positive int or None, got {limit!r}")
     if limit is None or limit >= n:
         return np.arange(n)
