@@ -47,9 +47,14 @@ def pytest_unconfigure(config):
 def _seeded():
     import keras
 
+    from tensorflow.python.framework import config as tf_config
+
     keras.utils.set_random_seed(1234)
     yield
     keras.config.set_dtype_policy("float32")
+    # A deterministic experiment turns op determinism on for the whole process (TensorFlow has no
+    # public switch back), and Keras then refuses jit_compile: later tests must not inherit it.
+    tf_config.disable_op_determinism()
 
 
 @pytest.fixture
