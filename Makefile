@@ -75,6 +75,7 @@ bench: install
 	$(PY) -m kdkeras.bench.accuracy --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS) \
 		$(if $(BENCH_EPOCHS),--epochs $(BENCH_EPOCHS))
 	$(PY) -m kdkeras.bench.transfer --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
+	$(PY) -m kdkeras.bench.determinism --config $(BENCH_EXP) --out-dir $(BENCH_RUNS)/determinism
 	$(KDKERAS) export --config $(BENCH_EXP) --runs-dir $(BENCH_RUNS)/seed$(firstword $(BENCH_SEEDS)) \
 		--out $(BENCH_RUNS)/export
 	$(PY) -m kdkeras.bench.report --runs-dir $(BENCH_RUNS) --out BENCHMARKS.md --readme README.md

@@ -5,7 +5,7 @@ fresh processes, alternately with `deterministic = true` and `false`, and
 reports for each run the training time and the test metrics:
 
 - two deterministic runs must agree to the last bit (the weights' hash);
-- the time ratio (off / on, per pair, so that both see the same load) is the
+- the time ratio (on / off, per pair, so that both see the same load) is the
   speed cost of `tf.config.experimental.enable_op_determinism`;
 - the metric changes between the modes show how far a different order of
   floating-point operations (the same kind of change another CPU or library
@@ -71,8 +71,9 @@ def run_benchmark(config="quickstart", phase="student", pairs=2, seed=0, log=pri
         "phase": phase,
         "seed": seed,
         "runs": results,
-        "time_ratios": [b["train_seconds"] / a["train_seconds"] for a, b in zip(on, off)],
+        "time_ratios": [a["train_seconds"] / b["train_seconds"] for a, b in zip(on, off)],
         "repeatable": len({r["logits_sha256"] for r in on}) == 1,
+        "repeatable_off": len({r["logits_sha256"] for r in off}) == 1,
         "largest_change": {
             key: max(r["metrics"][key] for r in results) - min(r["metrics"][key] for r in results)
             for key in runs_lib.HEADLINE
@@ -95,14 +96,20 @@ def to_markdown(result):
         )
     ratios = result["time_ratios"]
     change = result["largest_change"]
+    cost = (
+        f"no cost measurable on this shared machine (the range {min(ratios):.2f}-{max(ratios):.2f} includes 1)"
+        if min(ratios) <= 1.0 <= max(ratios)
+        else f"determinism costs {100 * (sorted(ratios)[len(ratios) // 2] - 1):+.0f}% of training time"
+    )
     lines += [
         "",
         f"- Deterministic runs {'repeat bit for bit' if result['repeatable'] else 'DIFFER'} "
-        f"({sum(r['deterministic'] for r in result['runs'])} runs compared by the hash of their test logits).",
-        f"- Time without determinism / with it, per pair: {', '.join(f'{r:.2f}' for r in ratios)} "
-        "(above 1: determinism costs nothing measurable here).",
+        f"({sum(r['deterministic'] for r in result['runs'])} runs compared by the hash of their test logits); "
+        f"runs without op determinism {'also repeat' if result.get('repeatable_off') else 'do not repeat'} "
+        "on this CPU.",
+        f"- Training time with determinism / without, per pair: {', '.join(f'{r:.2f}' for r in ratios)}: {cost}.",
         f"- Largest change between any two runs: ACC {100 * change['acc']:.1f} points, AUC {change['auc']:.4f}, "
-        f"balanced ACC {100 * change['balanced_acc']:.1f} points: the order of floating-point operations "
+        f"balanced ACC {100 * change['balanced_acc']:.1f} points. The order of floating-point operations "
         "alone moves one run this much, which is what another CPU or TensorFlow version can do.",
     ]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import os
 import sys
 
 from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench import determinism as determinism_bench
 from kdkeras.bench import speed as speed_bench
 from kdkeras.bench import transfer as transfer_bench
 from kdkeras import runs as runs_lib
@@ -27,6 +28,7 @@ SPEED = os.path.join("speed", "speed.json")
 SPEED_GPU = os.path.join("speed_gpu", "speed.json")
 ACCURACY = "accuracy.json"
 TRANSFER = "transfer.json"
+DETERMINISM = os.path.join("determinism", "determinism.json")
 VARIANTS = "variants"
 EXPORT = os.path.join("export", "export.json")
 
@@ -39,6 +41,7 @@ def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
         f"python -m kdkeras.bench.speed --out-dir {runs_dir}/speed",
         f"python -m kdkeras.bench.accuracy --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
         f"python -m kdkeras.bench.transfer --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
+        f"python -m kdkeras.bench.determinism --config {experiment} --out-dir {runs_dir}/determinism",
         f"kdkeras export --config {experiment} --runs-dir {runs_dir}/seed{seeds[0]} --out {runs_dir}/export",
         f"python -m kdkeras.bench.report --runs-dir {runs_dir} --out BENCHMARKS.md --readme README.md",
     ]
@@ -48,7 +51,7 @@ def build_markdown(runs_dir="runs/bench"):
     """The text of BENCHMARKS.md from the JSON outputs found under `runs_dir`."""
     speed, speed_gpu = _read(runs_dir, SPEED), _read(runs_dir, SPEED_GPU)
     accuracy, export = _read(runs_dir, ACCURACY), _read(runs_dir, EXPORT)
-    transfer = _read(runs_dir, TRANSFER)
+    transfer, determinism = _read(runs_dir, TRANSFER), _read(runs_dir, DETERMINISM)
     seeds = accuracy["seeds"] if accuracy else [0, 1, 2]
     experiment = accuracy["experiment"] if accuracy else "quickstart"
     lines = [
@@ -109,6 +112,17 @@ def build_markdown(runs_dir="runs/bench"):
         ]
     else:
         lines.append("Not measured yet: run `python -m kdkeras.bench.transfer` (see Reproduce).")
+    lines += ["", "## Reproducibility", ""]
+    if determinism:
+        lines += [
+            f"The `{determinism['config']}` {determinism['phase']} phase (seed {determinism['seed']}) trained in fresh "
+            "processes, alternately with `deterministic = true` and `false` (`kdkeras/bench/determinism.py`). "
+            f"Ran {_when(determinism)}.",
+            "",
+            determinism_bench.to_markdown(determinism).rstrip(),
+        ]
+    else:
+        lines.append("Not measured yet: run `python -m kdkeras.bench.determinism` (see Reproduce).")
     lines += ["", "## Training speed: cost of a distillation step", ""]
     if speed:
         lines += [
