@@ -141,7 +141,7 @@ def verdicts(result):
             unit = " points" if metric == "acc" else ""
             digits = 1 if metric == "acc" else 3
             text = (f"{gain['mean'] * points:+.{digits}f}{unit} (95% CI {gain['low'] * points:+.{digits}f} to "
-                    f"{gain['high'] * points:+.{digits}f}, distilled better in {gain['positive']} of {gain['n']} seeds)")
+                    f"{gain['high'] * points:+.{digits}f}, distilled better in {gain['n_positive']} of {gain['n']} seeds)")
             if gain["low"] > 0:
                 lines.append(f"{label}, {metric.upper()}: distillation through the transfer set is better than the "
                              f"student alone by {text}.")
@@ -177,16 +177,16 @@ def to_markdown(result):
             scale, digits = (100, 1) if metric == "acc" else (1, 3)
             gain = e["gain"]
             cells += [
-                stats.format_mean_std(e["student"]),
-                stats.format_mean_std(e["distilled"]),
+                accuracy_bench.format_mean_std(e["student"]),
+                accuracy_bench.format_mean_std(e["distilled"]),
                 f"{gain['mean'] * scale:+.{digits}f} ({gain['low'] * scale:+.{digits}f} to "
-                f"{gain['high'] * scale:+.{digits}f}; {gain['positive']}/{gain['n']})",
+                f"{gain['high'] * scale:+.{digits}f}; {gain['n_positive']}/{gain['n']})",
             ]
         lines.append(f"| {float(fraction):.0%} | " + " | ".join(cells) + " |")
     first = next(iter(result["comparisons"].values()))
     lines.append(
-        f"| 100% (student alone, every label) | {stats.format_mean_std(first['acc']['all_labels'])} | | | "
-        f"{stats.format_mean_std(first['auc']['all_labels'])} | | |"
+        f"| 100% (student alone, every label) | {accuracy_bench.format_mean_std(first['acc']['all_labels'])} | | | "
+        f"{accuracy_bench.format_mean_std(first['auc']['all_labels'])} | | |"
     )
     lines += ["", f"ACC gains in points; mean ± sample std over {n} seeds; intervals are paired t-intervals "
               "over seeds of distilled minus student alone.", ""]
