@@ -67,13 +67,36 @@ def test_jpeg_dct_scaling_matches_full_decode(tmp_path):
     yy, xx = np.mgrid[0:256, 0:256]
     smooth = (127 + 100 * np.sin(xx / 20.0) * np.cos(yy / 30.0)).astype(np.uint8)
     path = _save(tmp_path / "big.jpeg", smooth, quality=95)
-    header = images.ImageHeader(path, 256, 256, 1)
-    assert images.jpeg_scale_denominator([header], (32, 32)) == 8
-    assert images.jpeg_scale_denominator([header], (100, 64)) == 2
-    assert images.jpeg_scale_denominator([header], (200, 200)) == 1
-    full = images.decode_image_file(tf.constant(path), 1, (32, 32), jpeg_ratio=1).numpy()
-    fast = images.decode_image_file(tf.constant(path), 1, (32, 32), jpeg_ratio=8).numpy()
-    assert np.abs(full.astype(int) - fast.astype(int)).mean() < 2.0
+    header = images.ImageHeader(path, 256, 256, 1, "JPEG")
+    assert images.jpeg_scale_denominator(header, (32, 32)) == 8
+    assert images.jpeg_scale_denominator(header, (100, 64)) == 2
+    assert images.jpeg_scale_denominator(header, (200, 200)) == 1
+    png = images.ImageHeader(path, 256, 256, 1, "PNG")
+    assert images.jpeg_scale_denominator(png, (32, 32)) == 1
+    [checked], _ = images.inspect_images([path], image_size=(60, 60))
+    assert checked.jpeg_ratio == 4
+    reference = np.asarray(Image.open(path).resize((60, 60), Image.Resampling.BILINEAR, reducing_gap=None))
+    for ratio in (1, 2, 4):
+        decoded = images.decode_image_file(tf.constant(path), 1, (60, 60), jpeg_ratio=ratio).numpy()
+        difference = np.abs(decoded[..., 0].astype(int) - reference.astype(int))
+        assert difference.mean() < 1.0 and difference.max() <= 6, (ratio, difference.mean())
+
+
+def test_pipeline_jpeg_scale_gives_the_full_decode_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:400]
+    paths = []
+    for i in range(3):
+        base = 127 + 90 * np.sin(xx / (11.0 + 5 * i)) * np.cos(yy / 19.0)
+        pixels = np.clip(base[..., None] + rng.normal(0, 4, (300, 400, 3)), 0, 255).astype(np.uint8)
+        paths.append(_save(tmp_path / f"{i}.jpg", pixels, quality=92))
+    headers, _ = images.inspect_images(paths, image_size=(64, 48))
+    assert [h.jpeg_ratio for h in headers] == [4, 4, 4]
+    for header in headers:
+        scaled = images.decode_image_file(tf.constant(header.path), 3, (64, 48), header.jpeg_ratio)
+        full = images.decode_image_file(tf.constant(header.path), 3, (64, 48), 1)
+        difference = np.abs(scaled.numpy().astype(int) - full.numpy().astype(int))
+        assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 6
 
 
 def test_inspect_reports_corrupt_files(tmp_path, image_files):

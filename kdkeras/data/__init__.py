@@ -18,16 +18,17 @@ non-finite pixels, a bad layout or argument) raises `DataError` before any
 pipeline runs, naming the file, the field and the fix.
 """
 
+from kdkeras.data.augment import BatchAugmentation, RandomIntensityScale, augmentation
 from kdkeras.data.dermoscopy import load_ham10000
 from kdkeras.data.errors import DataError
 from kdkeras.data.folders import load_image_folder
 from kdkeras.data.info import DatasetInfo
 from kdkeras.data.medmnist import ROOT_ENV, bundled_npz, load_medmnist
 from kdkeras.data.tfds import load_tfds
-from kdkeras.data.transforms import RandomIntensityScale, augmentation
 from kdkeras.data.xray import load_xray_folder
 
 __all__ = [
+    "BatchAugmentation",
     "DataError",
     "DatasetInfo",
     "ROOT_ENV",

@@ -157,8 +157,9 @@ def build_file_splits(
         keep = transforms.subset_indices(len(paths), limit, seed)
         picked[split] = ([paths[i] for i in keep], np.asarray(labels, dtype=np.int32)[keep])
     all_paths = [path for split in SPLITS for path in picked[split][0]]
-    headers, skipped = images.inspect_images(all_paths, strict=strict, source=source)
-    readable = {header.path for header in headers}
+    size = transforms.image_size_tuple(image_size)
+    headers, skipped = images.inspect_images(all_paths, strict=strict, source=source, image_size=size)
+    readable = {header.path: header for header in headers}
     for split in SPLITS:
         paths, labels = picked[split]
         keep = [i for i, path in enumerate(paths) if path in readable]
@@ -171,17 +172,17 @@ def build_file_splits(
     native = images.native_channels(headers)
     n_channels = channels or native
     decoded_channels = min(n_channels, native)
-    size = transforms.image_size_tuple(image_size) or images.native_size(headers, source)
-    jpeg_ratio = images.jpeg_scale_denominator(headers, size)
+    size = size or images.native_size(headers, source)
     counts, weights = sparse_class_stats(picked["train"][1], len(class_names))
 
-    def decode(path, label):
+    def decode(path, jpeg_ratio, label):
         return images.decode_image_file(path, decoded_channels, size, jpeg_ratio), label
 
     datasets = []
     for split in SPLITS:
         paths, labels = picked[split]
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ratios = np.array([readable[path].jpeg_ratio for path in paths], np.int32)
+        ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), ratios, labels))
         datasets.append(
             transforms.finalize(
                 ds,
