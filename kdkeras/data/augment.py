@@ -276,12 +276,12 @@ def augmentation(preset_or_layers, seed=0):
       003) do not state their sets; this one follows common ISIC practice.
 
     Args:
-        preset_or_layers: A preset name or a list of Keras layers.
-        seed: Seed of the preset's layer, or base seed of nothing for a list
-            (its layers keep their own seeds).
+        preset_or_layers: A preset name, a `BatchAugmentation`, or a list of
+            Keras layers.
+        seed: Seed of a preset's layer (a layer or list keeps its own seeds).
 
     Returns:
-        A `BatchAugmentation` for a preset, a `keras.Sequential` for a list.
+        A `BatchAugmentation` for a preset or one, a `keras.Sequential` for a list.
         Preset layers compute in float32 even under a mixed precision policy.
 
     Example:
@@ -300,9 +300,13 @@ def augmentation(preset_or_layers, seed=0):
         return BatchAugmentation(
             **PRESETS[preset_or_layers], seed=seed, name=f"augment_{preset_or_layers}"
         )
+    if isinstance(preset_or_layers, BatchAugmentation):
+        return preset_or_layers
     layers = list(preset_or_layers)
     if not all(isinstance(layer, keras.layers.Layer) for layer in layers):
-        raise TypeError("augment must be a preset name or a list of keras.layers.Layer objects")
+        raise TypeError(
+            "augment must be a preset name, a BatchAugmentation or a list of keras.layers.Layer objects"
+        )
     return keras.Sequential(layers, name="augment")
 
 

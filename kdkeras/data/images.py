@@ -14,6 +14,7 @@ valid UTF-8 (an old Windows or latin-1 archive) loads like any other.
 import concurrent.futures
 import dataclasses
 import os
+import re
 import warnings
 
 import numpy as np
@@ -30,6 +31,7 @@ _TF_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SHOWN_IN_MESSAGES = 10
+_TF_MESSAGE_NOISE = re.compile(r"\{\{[^}]*\}\}|\[Op:.*$", re.DOTALL)
 # DCT scale denominators libjpeg decodes at, besides 1.
 _JPEG_SCALES = (2, 4, 8)
 
@@ -71,9 +73,14 @@ def list_image_files(folder):
     return found
 
 
-def display_path(path):
-    """`path` printable in any terminal: undecodable bytes of its name shown as `\\xNN`."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+def printable(text):
+    """`text` with the undecodable bytes of file names (lone surrogates) shown as `\\xNN`."""
+    return os.fsdecode(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _tf_message(error):
+    # "{{function_node ...}} Invalid PNG data, size 75 [Op:DecodeImage] name: " -> the middle.
+    return _TF_MESSAGE_NOISE.sub("", error.message).strip()
 
 
 def _read_header(path, image_size):
@@ -105,7 +112,7 @@ def _bmp_disagreement(im):
     try:
         decoded = tf.io.decode_bmp(contents).numpy()
     except tf.errors.OpError as e:
-        return f"TensorFlow cannot decode this BMP ({e.message}); convert it to PNG"
+        return f"TensorFlow cannot decode this BMP ({_tf_message(e)}); convert it to PNG"
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[decoded.shape[-1]]
     expected = np.asarray(im.convert(mode)).reshape(decoded.shape[:2] + (-1,))
     if expected.shape != decoded.shape or not np.array_equal(expected, decoded):
@@ -152,7 +159,7 @@ def _decode_error(header):
         with open(header.path, "rb") as f:
             _decode_raw(tf.constant(f.read()), tf.constant(header.jpeg_ratio))
     except tf.errors.OpError as e:
-        return f"TensorFlow cannot decode it: {e.message}"
+        return f"TensorFlow cannot decode it: {_tf_message(e)}"
     except OSError as e:
         return f"{type(e).__name__}: {e}"
     return "TensorFlow failed to decode it once"
@@ -199,10 +206,8 @@ def inspect_images(paths, strict=False, source=None, image_size=None):
         order = {path: i for i, path in enumerate(paths)}
         bad = sorted(bad + failures, key=lambda item: order[item[0]])
     if bad:
-        where = f" in {display_path(source)}" if source else ""
-        lines = "; ".join(
-            f"{display_path(path)} ({reason})" for path, reason in bad[:_SHOWN_IN_MESSAGES]
-        )
+        where = f" in {printable(source)}" if source else ""
+        lines = printable("; ".join(f"{path} ({reason})" for path, reason in bad[:_SHOWN_IN_MESSAGES]))
         hidden = len(bad) - _SHOWN_IN_MESSAGES
         more = f"; and {hidden} more" if hidden > 0 else ""
         if strict:
