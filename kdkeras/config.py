@@ -1,8 +1,9 @@
 """Experiment configs: one TOML file per experiment, validated before any training.
 
 A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
-table whose `loader` names a `kdkeras.data.load_*` function and whose other
-keys are that function's arguments, and one table per phase: `[teacher]`,
+table whose `loader` names a `kdkeras.data.load_*` function, whose optional
+`augment_on` ("pipeline" or "device") says where `augment` runs, and whose
+other keys are that function's arguments, and one table per phase: `[teacher]`,
 `[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`.
 See `experiments/quickstart.toml`.
 """
@@ -21,6 +22,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_accuracy", "val_auc")
 CLASS_WEIGHTS = ("", "balanced")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
+# Where `[data] augment` runs: in the tf.data pipeline, or in the training step.
+AUGMENT_ON = ("pipeline", "device")
 BUNDLED = "@bundled"
 
 
@@ -343,12 +346,22 @@ def _check_data(data, source):
         raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS)}.")
     parameters = inspect.signature(getattr(data_lib, f"load_{loader}")).parameters
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    unknown = sorted(k for k in data if k != "loader" and k not in parameters)
+    unknown = sorted(k for k in data if k not in ("loader", "augment_on") and k not in parameters)
     if unknown and not accepts_kwargs:
         allowed = ", ".join(sorted(k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD))
         raise ConfigError(
             f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
-            f"kdkeras.data.load_{loader}. Allowed: loader, {allowed}."
+            f"kdkeras.data.load_{loader}. Allowed: loader, augment_on, {allowed}."
+        )
+    augment_on = data.get("augment_on", "pipeline")
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(
+            f"{source}: [data] augment_on = {augment_on!r} is unknown. Allowed: {', '.join(AUGMENT_ON)}."
+        )
+    if augment_on == "device" and not data.get("augment"):
+        raise ConfigError(
+            f"{source}: [data] augment_on = 'device' has no augmentation to run: set [data] augment "
+            "(e.g. augment = \"xray\"), or remove augment_on."
         )
     return data
 

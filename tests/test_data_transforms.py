@@ -232,6 +232,7 @@ def test_finalize_augments_train_only_and_reproducibly():
     val = transforms.finalize(ds, training=False, **kwargs)
     np.testing.assert_array_equal(_epoch(val), images.astype(np.float32))
     train = transforms.finalize(ds, training=True, **kwargs)
+    assert train.element_spec[0].shape.as_list() == [None, 8, 8, 1]
     first, second = _epoch(train), _epoch(train)
     again = transforms.finalize(ds, training=True, **kwargs)
     np.testing.assert_array_equal(_epoch(again), first)

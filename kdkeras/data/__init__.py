@@ -18,7 +18,12 @@ non-finite pixels, a bad layout or argument) raises `DataError` before any
 pipeline runs, naming the file, the field and the fix.
 """
 
-from kdkeras.data.augment import BatchAugmentation, RandomIntensityScale, augmentation
+from kdkeras.data.augment import (
+    BatchAugmentation,
+    RandomIntensityScale,
+    augmentation,
+    with_augmentation,
+)
 from kdkeras.data.dermoscopy import load_ham10000
 from kdkeras.data.errors import DataError
 from kdkeras.data.folders import load_image_folder
@@ -40,4 +45,5 @@ __all__ = [
     "load_medmnist",
     "load_tfds",
     "load_xray_folder",
+    "with_augmentation",
 ]

@@ -22,8 +22,6 @@ import tensorflow as tf
 
 from kdkeras.data.errors import DataError
 
-AUGMENT_ON = ("pipeline", "device")
-
 _FILL_MODES = ("nearest", "reflect", "constant", "wrap")
 # Columns of the per-image uniform draws of `BatchAugmentation.augment`.
 _FLIP_X, _FLIP_Y, _ANGLE, _SHEAR, _ZOOM_X, _ZOOM_Y, _SCALE, _CONTRAST = range(8)
@@ -164,6 +162,7 @@ class BatchAugmentation(keras.layers.Layer):
         Returns:
             float32 tensor of the shape of `images`.
         """
+        static_shape = images.shape
         shape = tf.shape(images)
         draws = tf.random.stateless_uniform([shape[0], 8], seed)
         # Warped as float: the kernel truncates uint8 results, a bias of -0.5.
@@ -184,7 +183,8 @@ class BatchAugmentation(keras.layers.Layer):
             factor = _per_image(1.0 + self.contrast * (2.0 * draws[:, _CONTRAST] - 1.0))
             mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
             images = (images - mean) * factor + mean
-        return tf.clip_by_value(images, 0.0, 255.0)
+        # The warp's output size is a tensor: restore the static shape models need.
+        return tf.ensure_shape(tf.clip_by_value(images, 0.0, 255.0), static_shape)
 
     def _warps(self, draws, shape):
         """Per-image projective transforms mapping output to input pixel coordinates."""
@@ -308,15 +308,6 @@ def augmentation(preset_or_layers, seed=0):
             "augment must be a preset name, a BatchAugmentation or a list of keras.layers.Layer objects"
         )
     return keras.Sequential(layers, name="augment")
-
-
-def check_augment_on(augment_on):
-    """Validates an `augment_on` value: `"pipeline"` or `"device"`."""
-    if augment_on not in AUGMENT_ON:
-        raise DataError(
-            f"augment_on must be one of {', '.join(map(repr, AUGMENT_ON))}, got {augment_on!r}."
-        )
-    return augment_on
 
 
 def with_augmentation(model, augment):
