@@ -138,7 +138,7 @@ def _decode_failures(headers):
     # The shape depends on the decoded pixels, so the decode cannot be pruned;
     # `ignore_errors` drops each file whose decode raises.
     ds = ds.map(
-        lambda i, path, ratio: (i, tf.shape(_decode_raw(tf.io.read_file(path), ratio))[:2]),
+        lambda i, path, ratio: (i, tf.shape(decode_contents(tf.io.read_file(path), ratio))[:2]),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=False,
     ).ignore_errors()
@@ -157,7 +157,7 @@ def _decode_failures(headers):
 def _decode_error(header):
     try:
         with open(header.path, "rb") as f:
-            _decode_raw(tf.constant(f.read()), tf.constant(header.jpeg_ratio))
+            decode_contents(tf.constant(f.read()), tf.constant(header.jpeg_ratio))
     except tf.errors.OpError as e:
         return f"TensorFlow cannot decode it: {_tf_message(e)}"
     except OSError as e:
@@ -290,8 +290,18 @@ def jpeg_scale_denominator(header, image_size):
     return ratio
 
 
-def _decode_raw(contents, jpeg_ratio):
-    """float32 pixels of an encoded file; JPEGs at 1/`jpeg_ratio` scale, 16-bit PNGs / 257."""
+def decode_contents(contents, jpeg_ratio):
+    """float32 pixels of an encoded image: JPEGs at 1/`jpeg_ratio` scale, 16-bit PNGs / 257.
+
+    The decoding step of `decode_image_file`, before channels and size are fitted.
+
+    Args:
+        contents: Scalar string tensor, the file's bytes.
+        jpeg_ratio: 1, 2, 4 or 8 (int or scalar tensor).
+
+    Returns:
+        float32 tensor `(H, W, C)` in [0, 255].
+    """
     jpeg_ratio = tf.cast(jpeg_ratio, tf.int32)
     is_png16 = tf.logical_and(
         tf.equal(tf.strings.substr(contents, 0, 8), _PNG_SIGNATURE),
@@ -335,7 +345,7 @@ def decode_image_file(path, channels, image_size, jpeg_ratio=1):
     Returns:
         uint8 tensor `(height, width, channels)`.
     """
-    image = _decode_raw(tf.io.read_file(path), jpeg_ratio)
+    image = decode_contents(tf.io.read_file(path), jpeg_ratio)
     image = _fit_channels(image, channels)
     height, width = image_size
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
