@@ -38,6 +38,9 @@ from kdkeras.data.medmnist import bundled_npz, load_medmnist
 from kdkeras.data.xray import load_xray_folder, xray_splits
 from kdkeras.files import write_text_atomic
 
+# Each A/B comparison alternates its candidates this many times.
+ROUNDS = 2
+
 
 def _epoch_rate(ds):
     start = time.perf_counter()
@@ -47,66 +50,75 @@ def _epoch_rate(ds):
     return count / (time.perf_counter() - start)
 
 
-def _timed(function, count):
-    start = time.perf_counter()
-    function()
-    return count / (time.perf_counter() - start)
+def _interleaved(functions, rounds=ROUNDS):
+    """Rates of `{name: () -> items}` run in turn, `rounds` times: load spikes hit all alike."""
+    seconds = dict.fromkeys(functions, 0.0)
+    items = dict.fromkeys(functions, 0)
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            items[name] += function()
+            seconds[name] += time.perf_counter() - start
+    return {name: items[name] / seconds[name] for name in functions}
 
 
-def decode_limits(paths, image_size):
-    """Images/s of bare decode loops over `paths`, the ceiling of any pipeline on them.
+def decode_limits(headers):
+    """Images/s of bare decode loops over the files of `headers`: the ceiling of any pipeline.
 
     Args:
-        paths: JPEG files.
-        image_size: `(height, width)` the pipeline resizes to; it sets the DCT scale.
+        headers: `ImageHeader`s of JPEG files, with the `jpeg_ratio` of the pipeline.
 
     Returns:
         Dict: `"full"` and `"scaled"` are TensorFlow decodes on every core
         (`tf.data` map, read and decode only) at full size and at each
         file's DCT scale; `"pil_full"` is a single-threaded PIL loop.
     """
-    headers, _ = images.inspect_images(paths, image_size=image_size)
+    paths = [h.path for h in headers]
     ratios = np.array([h.jpeg_ratio for h in headers], np.int32)
 
     def tf_loop(scaled):
         ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), ratios))
 
         def decode(path, ratio):
-            contents = tf.io.read_file(path)
-            if scaled:
-                image = images.decode_contents(contents, ratio)
-            else:
-                image = tf.io.decode_jpeg(contents)
+            image = images.decode_contents(tf.io.read_file(path), ratio if scaled else 1)
             # The shape depends on the pixels: the decode cannot be pruned away.
             return tf.reduce_sum(tf.shape(image))
 
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
-        return lambda: [None for _ in ds]
+        return lambda: sum(int(batch.shape[0]) for batch in ds)
 
     def pil_loop():
         for path in paths:
             with Image.open(path) as im:
                 im.load()
+        return len(paths)
 
-    return {
-        "full": _timed(tf_loop(False), len(paths)),
-        "scaled": _timed(tf_loop(True), len(paths)),
-        "pil_full": _timed(pil_loop, len(paths)),
-    }
+    return _interleaved({"full": tf_loop(False), "scaled": tf_loop(True), "pil_full": pil_loop})
 
 
-def _full_scale_pipeline(root, image_size, batch_size):
-    """The JPEG folder's train pipeline as it was before DCT scaling (every file decoded whole)."""
-    paths, labels = xray_splits(root)["train"]
-    ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), labels))
+def _file_pipeline(headers, labels, image_size, batch_size, scaled, augment=None):
+    """The JPEG folder's train pipeline (`build_file_splits`), with or without DCT scaling."""
+    paths = [h.path for h in headers]
+    ratios = np.array([h.jpeg_ratio if scaled else 1 for h in headers], np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), ratios, labels))
     size = (image_size, image_size)
     return transforms.finalize(
         ds,
         batch_size=batch_size,
         training=True,
-        decode=lambda path, label: (images.decode_image_file(path, 1, size, 1), label),
+        augment=augment,
+        decode=lambda path, ratio, label: (images.decode_image_file(path, 1, size, ratio), label),
         num_examples=len(paths),
     )
+
+
+def _first_epoch(headers, labels, image_size, batch_size, scaled):
+    # A new pipeline has an empty cache: its first epoch decodes every file.
+    return lambda: _count(_file_pipeline(headers, labels, image_size, batch_size, scaled))
+
+
+def _count(ds):
+    return sum(int(x.shape[0]) for x, _ in ds)
 
 
 def _keras_layers_xray(seed=0):
@@ -132,31 +144,42 @@ def student_cnn(input_shape, num_classes=2):
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="benchmark_student")
 
 
-def student_rate(image_size, channels, batch_size, steps, augment=None):
+def student_rates(image_size, channels, batch_size, steps, augment=None):
     """Training images per second of `student_cnn` on in-memory batches.
 
     Args:
         image_size: Side of the square images.
         channels: 1 or 3.
         batch_size: Batch size.
-        steps: Timed train steps.
-        augment: Optional preset run inside the train step (`augment_on = "device"`).
+        steps: Timed train steps per candidate.
+        augment: Optional preset: the same student is also timed with it
+            inside the train step (`augment_on = "device"`), interleaved.
+
+    Returns:
+        `{"plain": images/s}`, plus `"augmented"` with `augment`.
     """
-    keras.utils.set_random_seed(0)
-    model = student_cnn((image_size, image_size, channels))
-    if augment is not None:
-        model = with_augmentation(model, augmentation(augment))
-    model.compile(
-        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, image_size, image_size, channels)).astype("float32")
     y = rng.integers(0, 2, batch_size).astype("int32")
     batches = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
-    start = time.perf_counter()
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    return steps * batch_size / (time.perf_counter() - start)
+    candidates = {"plain": None, "augmented": augment} if augment else {"plain": None}
+    fits = {}
+    for name, preset in candidates.items():
+        keras.utils.set_random_seed(0)
+        model = student_cnn((image_size, image_size, channels))
+        if preset is not None:
+            model = with_augmentation(model, augmentation(preset))
+        model.compile(
+            optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
+
+        def fit(model=model, n=max(1, steps // ROUNDS)):
+            model.fit(batches, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False)
+            return n * batch_size
+
+        fits[name] = fit
+    return _interleaved(fits)
 
 
 def write_jpeg_tree(root, count, size, seed=0):
@@ -225,47 +248,59 @@ def run(
     add(f"{resized}, epoch 2 (cached)", _epoch_rate(train), image_size)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         write_jpeg_tree(tmp, jpegs, jpeg_size)
-        paths = xray_splits(tmp)["train"][0]
-        limits = decode_limits(paths, (image_size, image_size))
-        add(f"JPEG {jpeg_size} px, decode only: TensorFlow, full size, every core", limits["full"], image_size)
-        add(f"JPEG {jpeg_size} px, decode only: TensorFlow, DCT-scaled, every core", limits["scaled"], image_size)
-        add(f"JPEG {jpeg_size} px, decode only: PIL, full size, 1 thread", limits["pil_full"], image_size)
+        paths, labels = xray_splits(tmp)["train"]
+        headers, _ = images.inspect_images(paths, image_size=(image_size, image_size))
+        limits = decode_limits(headers)
+        decoded = f"JPEG {jpeg_size} px, decode only"
+        add(f"{decoded}: TensorFlow, full size, every core", limits["full"], image_size)
+        add(f"{decoded}: TensorFlow, DCT-scaled, every core", limits["scaled"], image_size)
+        add(f"{decoded}: PIL, full size, 1 thread", limits["pil_full"], image_size)
         start = time.perf_counter()
         train, *_ = load_xray_folder(tmp, image_size=image_size, batch_size=batch_size)
-        scan = time.perf_counter() - start
-        add(f"JPEG folder {jpeg_size} px: load (TF decode check of every file)", jpegs / scan, image_size, limits)
+        check = time.perf_counter() - start
+        add(f"JPEG folder {jpeg_size} px: load (TF decode check of every file)", jpegs / check, image_size, limits)
         resized = f"JPEG folder -> {image_size} px"
-        before = _full_scale_pipeline(tmp, image_size, batch_size)
-        add(f"{resized}, epoch 1, before: full-size decode", _epoch_rate(before), image_size, limits)
-        add(f"{resized}, epoch 1 (DCT-scaled decode, fill cache)", _epoch_rate(train), image_size, limits)
+        first = _interleaved(
+            {
+                "before": _first_epoch(headers, labels, image_size, batch_size, scaled=False),
+                "after": _first_epoch(headers, labels, image_size, batch_size, scaled=True),
+            }
+        )
+        add(f"{resized}, epoch 1, before: full-size decode", first["before"], image_size, limits)
+        add(f"{resized}, epoch 1 (DCT-scaled decode, fill cache)", first["after"], image_size, limits)
+        _count(train)
         add(f"{resized}, epoch 2 (cached)", _epoch_rate(train), image_size, limits)
-        for name, augment in (
-            ("before: 5 Keras layers in turn", _keras_layers_xray()),
-            ("one fused warp, batches in parallel", "xray"),
-        ):
-            train, *_ = load_xray_folder(
-                tmp, image_size=image_size, batch_size=batch_size, augment=augment
-            )
-            _epoch_rate(train)
-            add(f"{resized}, epoch 2, augment=xray, {name}", _epoch_rate(train), image_size, limits)
+        augmented = {
+            "before: 5 Keras layers in turn": _file_pipeline(
+                headers, labels, image_size, batch_size, True, _keras_layers_xray()
+            ),
+            "one fused warp, batches in parallel": _file_pipeline(
+                headers, labels, image_size, batch_size, True, "xray"
+            ),
+        }
+        for ds in augmented.values():
+            _count(ds)  # fills the cache
+        rates = _interleaved({name: lambda ds=ds: _count(ds) for name, ds in augmented.items()})
+        for name, rate in rates.items():
+            add(f"{resized}, epoch 2, augment=xray, {name}", rate, image_size, limits)
     students = {}
     for row in rows:
         size = row["image_size"]
         if size not in students:
-            students[size] = student_rate(size, 1, batch_size, steps)
-        row["student_images_per_s"] = students[size]
-        row["ratio"] = row["images_per_s"] / students[size]
-    on_device = student_rate(image_size, 1, batch_size, steps, augment="xray")
+            students[size] = student_rates(size, 1, batch_size, steps, "xray" if size == image_size else None)
+        row["student_images_per_s"] = students[size]["plain"]
+        row["ratio"] = row["images_per_s"] / students[size]["plain"]
+    plain, on_device = students[image_size]["plain"], students[image_size]["augmented"]
     rows.append(
         {
             "pipeline": f"student train step at {image_size} px with augment=xray inside "
-            f"(augment_on=device): {students[image_size] / on_device - 1:+.0%} step time",
+            f"(augment_on=device): {plain / on_device - 1:+.0%} step time",
             "images_per_s": on_device,
             "image_size": image_size,
             "limit_full": None,
             "limit_scaled": None,
-            "student_images_per_s": students[image_size],
-            "ratio": on_device / students[image_size],
+            "student_images_per_s": plain,
+            "ratio": on_device / plain,
         }
     )
     return rows
