@@ -30,25 +30,25 @@ def test_benchmark_rows_and_table(capsys, tmp_path):
         "JPEG folder -> 32 px, epoch 2, augment=xray, one fused warp, batches in parallel",
     ]
     assert re.fullmatch(
-        r"student train step at 32 px with augment=xray inside \(augment_on=device\): [+-]\d+% step time",
+        r"student train step at 32 px with augment=xray inside \(augment_on=device\): [+-]\d+% CPU time per step",
         names[-1],
     )
     for row in rows:
-        assert row["images_per_s"] > 0 and row["student_images_per_s"] > 0
+        assert row["images_per_s"] > 0 and row["images_per_cpu_s"] > 0 and row["student_images_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["images_per_s"] / row["student_images_per_s"])
     with_limits = [row for row in rows if row["limit_scaled"] is not None]
     assert [row["pipeline"] for row in with_limits] == names[7:13]
-    assert rows[4]["images_per_s"] == with_limits[0]["limit_full"]
-    assert rows[5]["images_per_s"] == with_limits[0]["limit_scaled"]
+    assert rows[4]["images_per_cpu_s"] == with_limits[0]["limit_full"]
+    assert rows[5]["images_per_cpu_s"] == with_limits[0]["limit_scaled"]
     assert {row["image_size"] for row in rows} == {28, 32}
     printed = capsys.readouterr().out.splitlines()
     assert "student: 5,954 parameters" in printed[0]
-    assert printed[1].startswith("| pipeline | images/s | decode-only limit, full / DCT-scaled |")
+    assert printed[1].startswith("| pipeline | images/s | images per CPU-s | decode-only limit per CPU-s,")
     assert len(printed) == 3 + len(rows)
     written = out.read_text().splitlines()
     assert written[0] == "`python -m kdkeras.data.benchmark " + " ".join(argv) + "`"
     assert written[4:] == printed[1:]
-    fraction = rows[9]["images_per_s"] / rows[9]["limit_scaled"]
+    fraction = rows[9]["images_per_cpu_s"] / rows[9]["limit_scaled"]
     assert f"| {fraction:.0%} |" in printed[3 + 9]
 
 
