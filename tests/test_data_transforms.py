@@ -75,6 +75,22 @@ def test_resize_and_channels():
         transforms.image_size_tuple((0, 3))
 
 
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((256, 256, 1), (224, 224)),  # after DCT scaling: matrix products
+        ((28, 28, 1), (224, 224)),  # upscaling
+        ((2, 50, 60, 3), (50, 31)),  # a batch
+        ((300, 400, 3), (57, 31)),  # over 2x smaller: TensorFlow's kernel
+        ((7, 9, 1), (7, 9)),
+    ],
+)
+def test_resize_is_tensorflows_antialiased_bilinear(shape, size):
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, shape), tf.float32)
+    expected = tf.image.resize(images, size, antialias=True).numpy()
+    np.testing.assert_allclose(transforms.resize(images, size).numpy(), expected, atol=0.01)
+
+
 def test_subset_indices():
     assert transforms.subset_indices(5, None).tolist() == [0, 1, 2, 3, 4]
     assert transforms.subset_indices(5, 9).tolist() == [0, 1, 2, 3, 4]
