@@ -340,9 +340,9 @@ def _print_file_cache(prefix, image_spec, num_examples):
     ]
     if os.path.exists(f"{prefix}.index"):
         size = sum(os.path.getsize(path) for path in existing)
-        print(f"Reading the image cache {prefix}: {num_examples} images, {_megabytes(size)} on disk")
+        print(f"Reading the image cache {prefix}: {num_examples:,} images, {_megabytes(size)} on disk")
         return
-    described = f"{num_examples} {image_spec.dtype.name} images"
+    described = f"{num_examples:,} {image_spec.dtype.name} images"
     if image_spec.shape.is_fully_defined():
         size = num_examples * image_spec.shape.num_elements() * image_spec.dtype.size
         described += f" of {'x'.join(map(str, image_spec.shape))}, {_megabytes(size)} on disk"
