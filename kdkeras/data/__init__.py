@@ -8,8 +8,8 @@ float32 `(B, L)` for multi-label tasks. Models scale pixels themselves
 
 Loaders share these keyword arguments: `image_size` (None = native, int or
 `(h, w)`), `channels` (None = native, 1 or 3), `batch_size`, `augment`
-(None, `"light"`, `"xray"`, `"dermoscopy"` or a list of Keras layers; train
-only, after the cache), `shuffle` (train only, seeded, new order each epoch),
+(None, `"light"`, `"xray"`, `"dermoscopy"`, a `BatchAugmentation` or a list
+of Keras layers; train only, after the cache, see `kdkeras.data.augment`), `shuffle` (train only, seeded, new order each epoch),
 `seed`, `cache`, `strict` (unreadable images raise instead of being skipped)
 and `limit` (at most that many examples per split, a seeded sample).
 

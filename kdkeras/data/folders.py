@@ -348,8 +348,8 @@ def load_image_folder(
     - `root/<class>/*.jpg`: val and test are carved out of all images.
 
     Classes are the sorted class folder names (of `train/` when present) and
-    images are found recursively inside each class folder; JPEG, PNG, BMP and
-    GIF, any size and mode.
+    images are found recursively inside each class folder; JPEG, PNG, GIF and
+    24/32-bit BMP, any size and mode, and any file name (non-UTF-8 bytes too).
 
     Args:
         root: Dataset root folder, or a `.zip` / `.tar(.gz)` archive of it,
