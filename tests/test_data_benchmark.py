@@ -37,7 +37,7 @@ def test_benchmark_rows_and_table(capsys, tmp_path):
         assert row["images_per_s"] > 0 and row["images_per_cpu_s"] > 0 and row["student_images_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["images_per_s"] / row["student_images_per_s"])
     with_limits = [row for row in rows if row["limit_scaled"] is not None]
-    assert [row["pipeline"] for row in with_limits] == names[7:13]
+    assert [row["pipeline"] for row in with_limits] == names[7:10]
     assert rows[4]["images_per_cpu_s"] == with_limits[0]["limit_full"]
     assert rows[5]["images_per_cpu_s"] == with_limits[0]["limit_scaled"]
     assert {row["image_size"] for row in rows} == {28, 32}
