@@ -1,8 +1,9 @@
 """Experiment configs: one TOML file per experiment, validated before any training.
 
 A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
-table whose `loader` names a `kdkeras.data.load_*` function and whose other
-keys are that function's arguments, and one table per phase: `[teacher]`,
+table whose `loader` names a `kdkeras.data.load_*` function, whose optional
+`augment_on` ("pipeline" or "device") says where `augment` runs, and whose
+other keys are that function's arguments, and one table per phase: `[teacher]`,
 `[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`
 and an optional `[evaluate]` table (operating point, Grad-CAM layers).
 See `experiments/quickstart.toml`; `search_path()` says where a name is looked up.
@@ -35,6 +36,8 @@ OBJECTIVES = ("hinton", "additive")
 # Above this, float32 softmax(z / T) of teacher and student round to the same numbers: measured
 # on logits of scale 3, the loss is off by 2e-5 at T = 1e3, 3% at 1e4 and negative at 1e5.
 MAX_TEMPERATURE = 1000.0
+# Where `[data] augment` runs: in the tf.data pipeline, or in the training step.
+AUGMENT_ON = ("pipeline", "device")
 BUNDLED = "@bundled"
 # The training budget `[distill]` takes from `[student]` unless it sets it.
 INHERITED_BY_DISTILL = (
@@ -493,12 +496,22 @@ def _check_data(data, source):
         raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS)}.")
     parameters = inspect.signature(getattr(data_lib, f"load_{loader}")).parameters
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    unknown = sorted(k for k in data if k != "loader" and k not in parameters)
+    unknown = sorted(k for k in data if k not in ("loader", "augment_on") and k not in parameters)
     if unknown and not accepts_kwargs:
         allowed = ", ".join(sorted(k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD))
         raise ConfigError(
             f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
-            f"kdkeras.data.load_{loader}. Allowed: loader, {allowed}."
+            f"kdkeras.data.load_{loader}. Allowed: loader, augment_on, {allowed}."
+        )
+    augment_on = data.get("augment_on", "pipeline")
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(
+            f"{source}: [data] augment_on = {augment_on!r} is unknown. Allowed: {', '.join(AUGMENT_ON)}."
+        )
+    if augment_on == "device" and not data.get("augment"):
+        raise ConfigError(
+            f"{source}: [data] augment_on = 'device' has no augmentation to run: set [data] augment "
+            "(e.g. augment = \"xray\"), or remove augment_on."
         )
     for key, value in data.items():
         parameter = parameters.get(key)

@@ -68,6 +68,9 @@ class Distiller(keras.Model):
             functional models and a single teacher.
         teacher_weights: Weights of several teachers' soft targets (normalised
             to sum to 1). Defaults to equal weights.
+        augmentation: Optional layer applied to each training batch, once,
+            before the teacher and the student (`[data] augment_on = "device"`),
+            so both see the same view. Not saved with the Distiller's config.
         name: Name of the model.
         **kwargs: Passed to `keras.Model`. `keras.distillation.Distiller`'s
             `distillation_losses`, `distillation_loss_weights` and
@@ -93,10 +96,13 @@ class Distiller(keras.Model):
     ```
     """
 
-    def __init__(self, student, teacher, features=None, teacher_weights=None, name="distiller", **kwargs):
+    def __init__(
+        self, student, teacher, features=None, teacher_weights=None, augmentation=None, name="distiller", **kwargs
+    ):
         # keras.distillation's arguments become compile defaults; keras.Model must not see them.
         migrated = {key: kwargs.pop(key) for key in _KERAS_DISTILLATION_ARGUMENTS if key in kwargs}
         super().__init__(name=name, **kwargs)
+        self.augmentation = augmentation
         _check_model(student, "student")
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         if not teachers:
@@ -335,6 +341,8 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._check_compiled()
         x, teacher_logits = _split_inputs(x)
+        if self.augmentation is not None:
+            x = self.augmentation(x, training=True)
         teacher_logits, teacher_features = self._teacher_outputs(x, teacher_logits)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:

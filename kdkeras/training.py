@@ -63,10 +63,23 @@ def load_data(config, raw_train=False):
     if raw_train:
         kwargs.update(shuffle=False, augment=None)
     loader = kwargs.pop("loader")
+    if kwargs.pop("augment_on", "pipeline") == "device":
+        kwargs.pop("augment", None)  # the training step augments (see `device_augmentation`)
     if kwargs.get("root") == BUNDLED:
         kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
     kwargs.setdefault("seed", config.seed)
     return getattr(data_lib, f"load_{loader}")(**kwargs)
+
+
+def device_augmentation(config):
+    """The augmentation layer of `[data] augment_on = "device"`, else None.
+
+    It runs inside the training step, once per batch, before the teacher and
+    the student; it is seeded like the pipeline (`[data] seed`, else `seed`).
+    """
+    if config.data.get("augment_on", "pipeline") != "device":
+        return None
+    return data_lib.augmentation(config.data["augment"], seed=config.data.get("seed", config.seed))
 
 
 def make_optimizer(train):
@@ -169,15 +182,19 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             **options,
         )
         log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
+        augment = device_augmentation(config)
+        if augment is not None:
+            log(f"[{name}] {augment.name} runs in the training step, one view per batch for every model")
         if teachers:
             for teacher, path in zip(teachers, teacher_paths):
                 _check_teacher(teacher, input_shape, info, path)
             # Counting the steps can take a pass over the data; only the warm-up needs them.
             steps = plan.steps_per_epoch or _steps_per_epoch(train) if train_config.warmup_epochs else 0
             fitted = build_distiller(model, teachers, train_config, info, steps)
+            fitted.augmentation = augment
             log(f"[{name}] {describe_distiller(fitted)}")
         else:
-            fitted = model
+            fitted = data_lib.with_augmentation(model, augment) if augment is not None else model
             fitted.compile(
                 optimizer=make_optimizer(train_config),
                 loss=supervised_loss(info.task),

@@ -200,7 +200,8 @@ def _pipeline(x, y, config, batch_size):
         training=True,
         seed=config.seed,
         cache=False,  # the arrays are in memory already
-        augment=config.data.get("augment"),
+        # With augment_on = "device" the training step augments, not the pipeline.
+        augment=None if config.data.get("augment_on") == "device" else config.data.get("augment"),
         num_examples=len(y),
     )
 

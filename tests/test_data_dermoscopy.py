@@ -4,9 +4,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
-from kdkeras.data import load_ham10000
+from kdkeras.data import images, load_ham10000, transforms
 from kdkeras.data.dermoscopy import CLASS_NAMES, ham10000_splits, read_ham10000_metadata
 
 HEADER = "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
@@ -148,3 +149,29 @@ def test_csv_format_errors(ham, tmp_path):
     empty.write_text(HEADER)
     with pytest.raises(ValueError, match="has a header but no rows"):
         load_ham10000(empty, parts)
+
+
+def test_large_jpegs_decode_at_dct_scale_with_full_decode_pixels(ham):
+    csv_path, parts = ham
+    splits = ham10000_splits(csv_path, parts)
+    yy, xx = np.mgrid[0:192, 0:256]
+    rng = np.random.default_rng(1)
+    sources = {}
+    for i, path in enumerate(sorted(p for paths, _ in splits.values() for p in paths)):
+        base = 127 + 100 * np.sin(xx / (9.0 + i % 5)) * np.cos(yy / 13.0)
+        pixels = base[..., None] + np.array([0.0, -20.0, 20.0]) + rng.normal(0, 3, (192, 256, 3))
+        sources[path] = np.clip(pixels, 0, 255).astype(np.uint8)
+        Image.fromarray(sources[path]).save(path, quality=90)
+    _, _, test, info = load_ham10000(csv_path, parts, image_size=(48, 64), batch_size=4)
+    headers, _ = images.inspect_images(splits["test"][0], image_size=(48, 64))
+    assert {h.jpeg_ratio for h in headers} == {4}
+    scaled = np.concatenate([x.numpy() for x, _ in test])
+    paths = splits["test"][0]
+    full = np.stack([images.decode_image_file(tf.constant(p), 3, (48, 64), 1).numpy() for p in paths])
+    truth = np.stack([transforms.resize(sources[p], (48, 64)).numpy() for p in paths])
+    # libjpeg upsamples 4:2:0 chroma differently at 1/4 scale: red and blue move by a
+    # few levels, and land closer to the resized source pixels than the full decode does.
+    assert np.abs(scaled - full).mean() < 2.0
+    scaled_error = np.abs(scaled - truth).mean(axis=(1, 2, 3))
+    full_error = np.abs(full - truth).mean(axis=(1, 2, 3))
+    assert np.all(scaled_error < full_error + 0.25) and scaled_error.max() < 1.5

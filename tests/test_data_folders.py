@@ -1,12 +1,15 @@
 """Class-per-folder trees (ISIC benign / malignant) and the grouped, stratified split."""
 
+import io
 import os
+import tarfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
-from kdkeras.data import load_image_folder
+from kdkeras.data import images, load_image_folder, transforms
 from kdkeras.data.folders import grouped_split, image_folder_splits
 
 
@@ -112,3 +115,63 @@ def test_folder_errors(tmp_path):
     os.remove(os.path.join(root, "stray.jpg"))
     with pytest.raises(ValueError, match=r"The val split of .* has no readable image"):
         load_image_folder(root, val_fraction=0.0)
+
+
+def _smooth_jpeg(path, size, seed):
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    base = 127 + 100 * np.sin(xx / (7.0 + seed)) * np.cos(yy / 11.0)
+    noise = np.random.default_rng(seed).normal(0, 3, size)
+    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, quality=92)
+
+
+def test_isic_tree_of_large_jpegs_matches_the_full_decode(tmp_path):
+    for c, name in enumerate(("benign", "malignant")):
+        os.makedirs(tmp_path / name)
+        for i in range(6):
+            _smooth_jpeg(tmp_path / name / f"ISIC_{c}{i:06d}.jpg", (200, 300), seed=i + c)
+    splits, _ = image_folder_splits(str(tmp_path), seed=0)
+    _, _, test, _ = load_image_folder(str(tmp_path), image_size=(50, 36), batch_size=4)
+    headers, _ = images.inspect_images(splits["test"][0], image_size=(50, 36))
+    assert {h.jpeg_ratio for h in headers} == {4}  # 200 // 4 >= 50, 300 // 8 = 37 but 200 // 8 < 50
+    scaled = np.concatenate([x.numpy() for x, _ in test])
+    full = np.stack(
+        [images.decode_image_file(tf.constant(p), 1, (50, 36), 1).numpy() for p in splits["test"][0]]
+    )
+    difference = np.abs(scaled - full)
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 4
+
+
+@pytest.mark.parametrize("cache", [True, False, "file"])
+def test_cached_uint8_pixels_are_the_rounded_float_decode(tmp_path, cache):
+    root = write_tree(tmp_path / "tree", {"a": 4, "b": 4}, size=(30, 40))
+    cache = str(tmp_path / "cache") if cache == "file" else cache
+    splits, _ = image_folder_splits(root, seed=0)
+    _, _, test, _ = load_image_folder(root, image_size=(17, 23), batch_size=3, cache=cache)
+    got = np.concatenate([x.numpy() for x, _ in test])
+    floats = [
+        transforms.resize(tf.cast(tf.io.decode_jpeg(tf.io.read_file(p)), tf.float32), (17, 23)).numpy()
+        for p in splits["test"][0]
+    ]
+    np.testing.assert_array_equal(got, np.round(np.stack(floats)))
+
+
+def test_non_utf8_names_load_from_disk_and_from_a_latin1_tar(tmp_path):
+    root = os.fsencode(tmp_path / "tree")
+    for name in (b"b\xe9nin", b"malin"):
+        os.makedirs(os.path.join(root, name))
+        for i in range(5):
+            pixels = np.full((8, 8, 3), 40 * i, np.uint8)
+            Image.fromarray(pixels).save(os.fsdecode(os.path.join(root, name, b"l\xe9sion%d.png" % i)))
+    train, val, test, info = load_image_folder(os.fsdecode(root), batch_size=4)
+    assert info.class_names == [os.fsdecode(b"b\xe9nin"), "malin"]
+    assert sum(int(x.shape[0]) for ds in (train, val, test) for x, _ in ds) == 10
+    archive = tmp_path / "latin1.tar"
+    with tarfile.open(archive, "w", encoding="latin-1") as tar:
+        for name in ("bénin", "malin"):
+            for i in range(5):
+                member = tarfile.TarInfo(f"data/{name}/lésion{i}.png")
+                data = open(os.path.join(root, b"malin", b"l\xe9sion%d.png" % i), "rb").read()
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    train, val, test, info = load_image_folder(str(archive), batch_size=4)
+    assert sum(int(x.shape[0]) for ds in (train, val, test) for x, _ in ds) == 10

@@ -1,6 +1,7 @@
 """Decoding and validation of image files (kdkeras.data.images)."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -67,13 +68,36 @@ def test_jpeg_dct_scaling_matches_full_decode(tmp_path):
     yy, xx = np.mgrid[0:256, 0:256]
     smooth = (127 + 100 * np.sin(xx / 20.0) * np.cos(yy / 30.0)).astype(np.uint8)
     path = _save(tmp_path / "big.jpeg", smooth, quality=95)
-    header = images.ImageHeader(path, 256, 256, 1)
-    assert images.jpeg_scale_denominator([header], (32, 32)) == 8
-    assert images.jpeg_scale_denominator([header], (100, 64)) == 2
-    assert images.jpeg_scale_denominator([header], (200, 200)) == 1
-    full = images.decode_image_file(tf.constant(path), 1, (32, 32), jpeg_ratio=1).numpy()
-    fast = images.decode_image_file(tf.constant(path), 1, (32, 32), jpeg_ratio=8).numpy()
-    assert np.abs(full.astype(int) - fast.astype(int)).mean() < 2.0
+    header = images.ImageHeader(path, 256, 256, 1, "JPEG")
+    assert images.jpeg_scale_denominator(header, (32, 32)) == 8
+    assert images.jpeg_scale_denominator(header, (100, 64)) == 2
+    assert images.jpeg_scale_denominator(header, (200, 200)) == 1
+    png = images.ImageHeader(path, 256, 256, 1, "PNG")
+    assert images.jpeg_scale_denominator(png, (32, 32)) == 1
+    [checked], _ = images.inspect_images([path], image_size=(60, 60))
+    assert checked.jpeg_ratio == 4
+    reference = np.asarray(Image.open(path).resize((60, 60), Image.Resampling.BILINEAR, reducing_gap=None))
+    for ratio in (1, 2, 4):
+        decoded = images.decode_image_file(tf.constant(path), 1, (60, 60), jpeg_ratio=ratio).numpy()
+        difference = np.abs(decoded[..., 0].astype(int) - reference.astype(int))
+        assert difference.mean() < 1.0 and difference.max() <= 6, (ratio, difference.mean())
+
+
+def test_pipeline_jpeg_scale_gives_the_full_decode_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:400]
+    paths = []
+    for i in range(3):
+        base = 127 + 90 * np.sin(xx / (11.0 + 5 * i)) * np.cos(yy / 19.0)
+        pixels = np.clip(base[..., None] + rng.normal(0, 4, (300, 400, 3)), 0, 255).astype(np.uint8)
+        paths.append(_save(tmp_path / f"{i}.jpg", pixels, quality=92))
+    headers, _ = images.inspect_images(paths, image_size=(64, 48))
+    assert [h.jpeg_ratio for h in headers] == [4, 4, 4]
+    for header in headers:
+        scaled = images.decode_image_file(tf.constant(header.path), 3, (64, 48), header.jpeg_ratio)
+        full = images.decode_image_file(tf.constant(header.path), 3, (64, 48), 1)
+        difference = np.abs(scaled.numpy().astype(int) - full.numpy().astype(int))
+        assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 6
 
 
 def test_inspect_reports_corrupt_files(tmp_path, image_files):
@@ -124,3 +148,94 @@ def test_list_image_files_skips_hidden_and_non_images(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = [os.path.relpath(p, tmp_path) for p in images.list_image_files(tmp_path)]
     assert found == ["a.png", "b.JPEG", os.path.join("sub", "c.jpg")]
+
+
+def _bmp(path, width, height, bits, compression, pixel_data, palette=b""):
+    """A BITMAPINFOHEADER BMP built byte by byte, for the variants PIL cannot write."""
+    offset = 14 + 40 + len(palette)
+    header = b"BM" + (offset + len(pixel_data)).to_bytes(4, "little") + bytes(4)
+    header += offset.to_bytes(4, "little")
+    info = (40).to_bytes(4, "little") + width.to_bytes(4, "little") + height.to_bytes(4, "little")
+    info += (1).to_bytes(2, "little") + bits.to_bytes(2, "little")
+    info += compression.to_bytes(4, "little") + len(pixel_data).to_bytes(4, "little")
+    info += (2835).to_bytes(4, "little") * 2 + (len(palette) // 4).to_bytes(4, "little") + bytes(4)
+    path.write_bytes(header + info + palette + pixel_data)
+    return str(path)
+
+
+def _hostile_files(tmp_path):
+    """The files of issue 16 that PIL's check passed and TensorFlow then failed on."""
+    gray = np.tile(np.arange(16, dtype=np.uint8) * 16, (12, 1))
+    png = open(_save(tmp_path / "source.png", gray), "rb").read()
+    files = {}
+    for cut in (1, 12, 21):
+        files[f"png_minus_{cut}"] = tmp_path / f"png_minus_{cut}.png"
+        files[f"png_minus_{cut}"].write_bytes(png[:-cut])
+    idat = png.index(b"IDAT")
+    length = int.from_bytes(png[idat - 4 : idat], "big")
+    crc = idat + 4 + length
+    bad_crc = png[:crc] + bytes(b ^ 0xFF for b in png[crc : crc + 4]) + png[crc + 4 :]
+    files["png_bad_idat_crc"] = tmp_path / "bad_crc.png"
+    files["png_bad_idat_crc"].write_bytes(bad_crc)
+    files["bmp_1bit"] = tmp_path / "one_bit.bmp"
+    Image.fromarray(gray > 100).save(files["bmp_1bit"])
+    red = Image.new("P", (16, 12))
+    red.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+    files["bmp_8bit_palette_red"] = tmp_path / "palette.bmp"
+    red.save(files["bmp_8bit_palette_red"])
+    rows = b"".join((0x7C00).to_bytes(2, "little") * 16 for _ in range(12))  # 5-5-5 red
+    files["bmp_16bit"] = _bmp(tmp_path / "sixteen.bmp", 16, 12, 16, 0, rows)
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    rle = b"".join(bytes((16, 200, 0, 0)) for _ in range(12)) + bytes((0, 1))
+    files["bmp_rle8"] = _bmp(tmp_path / "rle8.bmp", 16, 12, 8, 1, rle, palette)
+    return {name: str(path) for name, path in files.items()}
+
+
+def test_hostile_files_are_refused_by_name_or_decoded_like_pil(tmp_path):
+    hostile = _hostile_files(tmp_path)
+    for name, path in hostile.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            headers, skipped = images.inspect_images([path], source="root/")
+        if skipped:
+            assert skipped == [path], name
+            message = str(caught[0].message)
+            assert os.path.basename(path) in message and "Skipped 1 unreadable" in message, name
+            continue
+        [header] = headers
+        with Image.open(path) as im:
+            expected = np.asarray(im.convert("L" if header.channels == 1 else "RGB"))
+        decoded = images.decode_image_file(
+            tf.constant(path), header.channels, (header.height, header.width)
+        ).numpy()
+        np.testing.assert_array_equal(decoded.reshape(expected.shape), expected, err_msg=name)
+    # Every one of them used to pass the check and then stop TensorFlow or decode black.
+    with pytest.warns(UserWarning, match=r"Skipped 8 unreadable image file\(s\)"):
+        _, skipped = images.inspect_images(list(hostile.values()))
+    assert sorted(skipped) == sorted(hostile.values())
+
+
+def test_refusal_names_the_decoder_error(tmp_path):
+    path = _hostile_files(tmp_path)["png_bad_idat_crc"]
+    with pytest.raises(ValueError, match=r"bad_crc\.png \(TensorFlow cannot decode it: .+\)"):
+        images.inspect_images([path], strict=True)
+    palette = _hostile_files(tmp_path)["bmp_8bit_palette_red"]
+    with pytest.raises(ValueError, match=r"palette\.bmp \(TensorFlow decodes this P-mode BMP .* PNG\)"):
+        images.inspect_images([palette], strict=True)
+
+
+def test_non_utf8_file_names_load_and_are_named(tmp_path):
+    folder = os.fsencode(tmp_path)
+    gray = np.tile(np.arange(16, dtype=np.uint8) * 16, (12, 1))
+    good = os.fsdecode(os.path.join(folder, b"caf\xe9.png"))
+    Image.fromarray(gray).save(good, format="PNG")
+    bad = os.fsdecode(os.path.join(folder, b"ni\xf1o.png"))
+    with open(bad, "wb") as f:
+        f.write(b"not a png")
+    assert os.fsdecode(os.path.join(folder, b"caf\xe9.png")) in images.list_image_files(tmp_path)
+    with pytest.warns(UserWarning, match=r"ni\\xf1o\.png \(UnidentifiedImageError") as record:
+        headers, skipped = images.inspect_images([good, bad])
+    str(record[0].message).encode("utf-8")  # printable: no lone surrogate left in the message
+    assert [h.path for h in headers] == [good] and skipped == [bad]
+    path = tf.constant(images.tf_paths([good])[0])
+    np.testing.assert_array_equal(images.decode_image_file(path, 1, (12, 16)).numpy()[..., 0], gray)

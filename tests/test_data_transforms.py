@@ -1,13 +1,15 @@
 """DatasetInfo, shared transforms, augmentation presets, finalize."""
 
+import glob
 import json
+import os
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras.data import DatasetInfo, RandomIntensityScale, augmentation
+from kdkeras.data import BatchAugmentation, DatasetInfo, RandomIntensityScale, augmentation
 from kdkeras.data import transforms
 from kdkeras.data.info import multi_hot_stats, sparse_class_stats
 
@@ -73,6 +75,22 @@ def test_resize_and_channels():
         transforms.image_size_tuple((0, 3))
 
 
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((256, 256, 1), (224, 224)),  # after DCT scaling: matrix products
+        ((28, 28, 1), (224, 224)),  # upscaling
+        ((2, 50, 60, 3), (50, 31)),  # a batch
+        ((300, 400, 3), (57, 31)),  # over 2x smaller: TensorFlow's kernel
+        ((7, 9, 1), (7, 9)),
+    ],
+)
+def test_resize_is_tensorflows_antialiased_bilinear(shape, size):
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, shape), tf.float32)
+    expected = tf.image.resize(images, size, antialias=True).numpy()
+    np.testing.assert_allclose(transforms.resize(images, size).numpy(), expected, atol=0.01)
+
+
 def test_subset_indices():
     assert transforms.subset_indices(5, None).tolist() == [0, 1, 2, 3, 4]
     assert transforms.subset_indices(5, 9).tolist() == [0, 1, 2, 3, 4]
@@ -98,18 +116,76 @@ def test_augmentation_presets_keep_shape_and_range(preset):
 
 
 def test_xray_preset_reproduces_seed_002():
-    layers = augmentation("xray").layers
-    assert [type(layer).__name__ for layer in layers] == [
-        "RandomFlip", "RandomRotation", "RandomShear", "RandomZoom", "RandomIntensityScale"
-    ]
-    flip, rotation, shear, zoom, scale = layers
-    assert flip.mode == "horizontal_and_vertical"
-    assert rotation.factor == pytest.approx((-5 / 360, 5 / 360))
-    assert shear.x_factor == pytest.approx((-0.000349, 0.000349), abs=1e-6)
-    zoom_range = (zoom.height_lower, zoom.height_upper, zoom.width_lower, zoom.width_upper)
-    assert zoom_range == pytest.approx((-0.1, 0.1, -0.1, 0.1))
-    assert scale.factor == (0.7, 1.3)
-    assert {rotation.fill_mode, shear.fill_mode, zoom.fill_mode} == {"nearest"}
+    aug = augmentation("xray", seed=4)
+    config = aug.get_config()
+    expected = {
+        "horizontal_flip": True,
+        "vertical_flip": True,
+        "rotation": pytest.approx(5 / 360),
+        "shear": pytest.approx(0.000349, abs=1e-6),
+        "zoom": 0.1,
+        "fill_mode": "nearest",
+        "brightness": (0.7, 1.3),
+        "contrast": 0.0,
+        "seed": 4,
+    }
+    assert {key: config[key] for key in expected} == expected
+    clone = keras.layers.deserialize(keras.layers.serialize(aug))
+    assert isinstance(clone, BatchAugmentation) and clone.get_config() == config
+
+
+def _draws(batch, **columns):
+    """Uniform draws of `BatchAugmentation` with chosen columns (0.5 = no change)."""
+    order = ["flip_x", "flip_y", "angle", "shear", "zoom_x", "zoom_y", "scale", "contrast"]
+    values = np.full((batch, 8), 0.5, np.float32)
+    for name, column in columns.items():
+        values[:, order.index(name)] = column
+    return tf.constant(values)
+
+
+def _warp(layer, images, draws):
+    images = tf.constant(images, tf.float32)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=layer._warps(draws, tf.shape(images)), output_shape=images.shape[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
+    ).numpy()
+
+
+def test_batch_augmentation_warp_geometry():
+    image = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
+    flips = BatchAugmentation(horizontal_flip=True, vertical_flip=True)
+    np.testing.assert_array_equal(_warp(flips, image, _draws(1, flip_x=0.0)), image[:, :, ::-1])
+    np.testing.assert_array_equal(_warp(flips, image, _draws(1, flip_y=0.0)), image[:, ::-1])
+    np.testing.assert_array_equal(_warp(flips, image, _draws(1, flip_x=0.9, flip_y=0.9)), image)
+    quarter = BatchAugmentation(rotation=0.25)  # draw 1.0: +90 degrees, counterclockwise as in Keras
+    turned = _warp(quarter, image, _draws(1, angle=1.0))
+    np.testing.assert_allclose(turned[0, ..., 0], np.rot90(image[0, ..., 0]), atol=1e-3)
+    zoom = BatchAugmentation(zoom=0.5)  # draw 0.0: the center at 2x, along x only here
+    zoomed = _warp(zoom, image, _draws(1, zoom_x=0.0))
+    source_x = 2.5 + 0.5 * (np.arange(6) - 2.5)
+    np.testing.assert_allclose(zoomed[0, 0, :, 0], np.interp(source_x, np.arange(6), image[0, 0, :, 0]))
+
+
+def test_batch_augmentation_is_per_image_and_stateless():
+    images = tf.fill((16, 4, 4, 1), 100.0)
+    bright = BatchAugmentation(brightness=(0.5, 0.8))
+    out = bright.augment(images, tf.constant([1, 2])).numpy().reshape(16, -1)
+    assert np.all(out.min(axis=1) == out.max(axis=1))
+    assert np.all((out >= 50.0) & (out <= 80.0)) and len(np.unique(out[:, 0])) == 16
+    again = bright.augment(images, tf.constant([1, 2])).numpy().reshape(16, -1)
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, bright.augment(images, tf.constant([1, 3])).numpy().reshape(16, -1))
+    ramp = tf.constant(np.tile(np.array([0.0, 100.0, 200.0, 255.0]), (16, 4, 1))[..., None], tf.float32)
+    contrast = BatchAugmentation(contrast=0.5).augment(ramp, tf.constant([0, 0])).numpy()
+    mean = ramp.numpy().mean(axis=(1, 2), keepdims=True)
+    factors = ((contrast - mean) / (ramp.numpy() - mean))[:, 0, 1, 0]  # the 100 column, unclipped
+    assert np.all((factors >= 0.5) & (factors <= 1.5)) and len(np.unique(factors.round(5))) == 16
+    layer = BatchAugmentation(horizontal_flip=True, seed=5)
+    np.testing.assert_array_equal(layer(images, training=False).numpy(), images.numpy())
+    with pytest.raises(ValueError, match="`fill_mode` must be one of"):
+        BatchAugmentation(fill_mode="edge")
+    with pytest.raises(ValueError, match=r"`zoom` must be in \[0, 1\)"):
+        BatchAugmentation(zoom=1.5)
 
 
 def test_augmentation_arguments():
@@ -171,7 +247,60 @@ def test_finalize_augments_train_only_and_reproducibly():
     kwargs = dict(batch_size=4, seed=2, augment="xray", shuffle=False)
     val = transforms.finalize(ds, training=False, **kwargs)
     np.testing.assert_array_equal(_epoch(val), images.astype(np.float32))
-    first = _epoch(transforms.finalize(ds, training=True, **kwargs))
-    second = _epoch(transforms.finalize(ds, training=True, **kwargs))
+    train = transforms.finalize(ds, training=True, **kwargs)
+    assert train.element_spec[0].shape.as_list() == [None, 8, 8, 1]
+    first, second = _epoch(train), _epoch(train)
+    again = transforms.finalize(ds, training=True, **kwargs)
+    np.testing.assert_array_equal(_epoch(again), first)
+    np.testing.assert_array_equal(_epoch(again), second)
     assert not np.array_equal(first, images.astype(np.float32))
-    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, second)  # new views every epoch
+    other_seed = transforms.finalize(ds, training=True, **{**kwargs, "seed": 3})
+    assert not np.array_equal(_epoch(other_seed), first)
+
+
+def test_preset_augmentation_is_per_image_and_before_the_channel_repeat():
+    images = np.full((8, 6, 6, 1), 100, np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, np.int32)))
+    bright = BatchAugmentation(brightness=(0.5, 1.5))
+    train = transforms.finalize(
+        ds, batch_size=8, training=True, shuffle=False, augment=bright, channels=3
+    )
+    [(batch, _)] = list(train)
+    assert batch.shape == (8, 6, 6, 3)
+    per_image = batch.numpy().reshape(8, -1)
+    assert np.all(per_image.min(axis=1) == per_image.max(axis=1))
+    assert len(np.unique(per_image[:, 0])) == 8
+
+
+def _cache_output_types(ds):
+    graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())
+    caches = [node for node in graph.node if node.op.startswith("CacheDataset")]
+    return [[tf.dtypes.as_dtype(t) for t in node.attr["output_types"].list.type] for node in caches]
+
+
+@pytest.mark.parametrize("cache", [True, "file"])
+def test_cache_holds_uint8(tmp_path, cache):
+    cache = str(tmp_path / "cache") if cache == "file" else cache
+    images = np.zeros((4, 5, 5, 1), np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(4, np.int32)))
+    out = transforms.finalize(ds, batch_size=2, training=True, cache=cache, augment="xray", channels=3)
+    assert _cache_output_types(out) == [[tf.uint8, tf.int32]]
+    assert out.element_spec[0].dtype == tf.float32
+
+
+def test_file_cache_prints_its_size(tmp_path, capsys):
+    prefix = str(tmp_path / "cache")
+    images = np.zeros((10, 8, 6, 3), np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(10, np.int32)))
+    kwargs = dict(batch_size=4, cache=prefix, training=True)
+    _epoch(transforms.finalize(ds, **kwargs))
+    assert capsys.readouterr().out == (
+        f"Filling the image cache {prefix} in the first epoch: 10 uint8 images of 8x6x3, 0.0 MB on disk\n"
+    )
+    transforms.finalize(ds, **kwargs)
+    on_disk = sum(os.path.getsize(p) for p in glob.glob(prefix + ".*") if not p.endswith(".owner"))
+    assert 10 * 8 * 6 * 3 < on_disk < 10 * 8 * 6 * 3 + 4096
+    assert capsys.readouterr().out == (
+        f"Reading the image cache {prefix}: 10 images, {on_disk / 1e6:,.1f} MB on disk\n"
+    )

@@ -471,7 +471,7 @@ FAULTS = [
     (nan_pixels_in_npz, DataError, r"nan\.npz: train_images is float32 \(8, 28, 28\) with 3 NaN or infinite"),
     (pickled_npz, DataError, r"pickled\.npz: key val_labels cannot be read without pickle"),
     (md5_mismatch_download, DataError, r"does not have the MD5 .* nothing was saved at .*pneumoniamnist\.npz"),
-    (truncated_png, DataError, r"1 unreadable image file\(s\) in .*tree: .*cut\.png \(OSError"),
+    (truncated_png, DataError, r"1 unreadable image file\(s\) in .*tree: .*cut\.png \(TensorFlow cannot decode it: Invalid PNG data"),
     (nan_float_tiff, DataError, r"nan\.png \(format TIFF is not readable by TensorFlow"),
     (cache_lock_without_owner, DataError, r"cache/tree-train_0\.lockfile exists: a run filling the cache .*tree-train was killed"),
     (cache_filled_by_running_process, DataError, r"The cache .*tree-train is being filled by process \d+: wait"),

@@ -8,8 +8,8 @@ float32 `(B, L)` for multi-label tasks. Models scale pixels themselves
 
 Loaders share these keyword arguments: `image_size` (None = native, int or
 `(h, w)`), `channels` (None = native, 1 or 3), `batch_size`, `augment`
-(None, `"light"`, `"xray"`, `"dermoscopy"` or a list of Keras layers; train
-only, after the cache), `shuffle` (train only, seeded, new order each epoch),
+(None, `"light"`, `"xray"`, `"dermoscopy"`, a `BatchAugmentation` or a list
+of Keras layers; train only, after the cache, see `kdkeras.data.augment`), `shuffle` (train only, seeded, new order each epoch),
 `seed`, `cache`, `strict` (unreadable images raise instead of being skipped)
 and `limit` (at most that many examples per split, a seeded sample).
 
@@ -18,16 +18,22 @@ non-finite pixels, a bad layout or argument) raises `DataError` before any
 pipeline runs, naming the file, the field and the fix.
 """
 
+from kdkeras.data.augment import (
+    BatchAugmentation,
+    RandomIntensityScale,
+    augmentation,
+    with_augmentation,
+)
 from kdkeras.data.dermoscopy import load_ham10000
 from kdkeras.data.errors import DataError
 from kdkeras.data.folders import load_image_folder
 from kdkeras.data.info import DatasetInfo
 from kdkeras.data.medmnist import ROOT_ENV, bundled_npz, load_medmnist
 from kdkeras.data.tfds import load_tfds
-from kdkeras.data.transforms import RandomIntensityScale, augmentation
 from kdkeras.data.xray import load_xray_folder
 
 __all__ = [
+    "BatchAugmentation",
     "DataError",
     "DatasetInfo",
     "ROOT_ENV",
@@ -39,4 +45,5 @@ __all__ = [
     "load_medmnist",
     "load_tfds",
     "load_xray_folder",
+    "with_augmentation",
 ]

@@ -171,10 +171,11 @@ def build_file_splits(
         keep = transforms.subset_indices(len(paths), limit, seed)
         picked[split] = ([paths[i] for i in keep], np.asarray(labels, dtype=np.int32)[keep])
     all_paths = [path for split in SPLITS for path in picked[split][0]]
+    size = transforms.image_size_tuple(image_size)
     screened, refused = screen_image_files(all_paths, strict=strict, source=source)
-    headers, skipped = images.inspect_images(screened, strict=strict, source=source)
+    headers, skipped = images.inspect_images(screened, strict=strict, source=source, image_size=size)
     skipped = refused + skipped
-    readable = {header.path for header in headers}
+    readable = {header.path: header for header in headers}
     _check_every_class_readable(picked, readable, class_names, source)
     for split in SPLITS:
         paths, labels = picked[split]
@@ -188,17 +189,17 @@ def build_file_splits(
     native = images.native_channels(headers)
     n_channels = channels or native
     decoded_channels = min(n_channels, native)
-    size = transforms.image_size_tuple(image_size) or images.native_size(headers, source)
-    jpeg_ratio = images.jpeg_scale_denominator(headers, size)
+    size = size or images.native_size(headers, source)
     counts, weights = sparse_class_stats(picked["train"][1], len(class_names))
 
-    def decode(path, label):
+    def decode(path, jpeg_ratio, label):
         return images.decode_image_file(path, decoded_channels, size, jpeg_ratio), label
 
     datasets = []
     for split in SPLITS:
         paths, labels = picked[split]
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ratios = np.array([readable[path].jpeg_ratio for path in paths], np.int32)
+        ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), ratios, labels))
         datasets.append(
             transforms.finalize(
                 ds,
@@ -451,8 +452,8 @@ def load_image_folder(
     - `root/<class>/*.jpg`: val and test are carved out of all images.
 
     Classes are the sorted class folder names (of `train/` when present) and
-    images are found recursively inside each class folder; JPEG, PNG, BMP and
-    GIF, any size and mode.
+    images are found recursively inside each class folder; JPEG, PNG, GIF and
+    24/32-bit BMP, any size and mode, and any file name (non-UTF-8 bytes too).
 
     Args:
         root: Dataset root folder, or a `.zip` / `.tar(.gz)` archive of it,

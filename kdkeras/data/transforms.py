@@ -6,20 +6,16 @@ which train batches are augmented. Loaders assemble them with `finalize`.
 """
 
 import glob
-import math
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from kdkeras import files
+from kdkeras.data.augment import BatchAugmentation, augmentation
 from kdkeras.data.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-# Augmentation runs in the input pipeline, so it stays float32 under mixed precision.
-_F32 = {"dtype": "float32"}
 
 # File caches are not shared with the shuffle buffer, so bound the buffer there.
 _FILE_CACHE_SHUFFLE_BUFFER = 8192
@@ -82,9 +78,48 @@ def resize(images, size):
     >>> resize(tf.zeros((300, 400, 1)), 28).shape
     TensorShape([28, 28, 1])
     """
-    size = image_size_tuple(size)
-    images = tf.image.resize(tf.cast(images, tf.float32), size, antialias=True)
+    height, width = image_size_tuple(size)
+    rank = len(images.shape)
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+
+    def by_matrices():
+        return _resample_axis(_resample_axis(images, rank - 3, height), rank - 2, width)
+
+    # TensorFlow's kernel costs about as much as decoding the DCT-scaled JPEG it
+    # resizes; two matrix products cost half, as long as each axis shrinks at most 2x.
+    dense = tf.logical_and(shape[rank - 3] <= 2 * height, shape[rank - 2] <= 2 * width)
+    images = tf.cond(
+        dense, by_matrices, lambda: tf.image.resize(images, (height, width), antialias=True)
+    )
     return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def _resample_axis(images, axis, size):
+    """Resamples one axis with the filter of `tf.image.resize(antialias=True)`, by a matrix product.
+
+    The triangle filter of `ScaleAndTranslate`: half-pixel centers, a kernel
+    `1 / s` input pixels wide when shrinking by `s`, weights normalised at
+    the borders.
+    """
+    length = tf.shape(images)[axis]
+    scale = tf.cast(size, tf.float32) / tf.cast(length, tf.float32)
+    support = tf.maximum(1.0 / scale, 1.0)
+    taps = 2 * tf.cast(tf.math.ceil(support), tf.int32) + 1
+    centers = (tf.range(size, dtype=tf.float32) + 0.5) / scale
+    first = tf.cast(tf.math.ceil(centers - support - 0.5), tf.int32)
+    sources = first[:, None] + tf.range(taps)[None, :]
+    distance = tf.abs(tf.cast(sources, tf.float32) + 0.5 - centers[:, None]) / support
+    inside = tf.logical_and(sources >= 0, sources < length)
+    weights = tf.where(inside, tf.maximum(1.0 - distance, 0.0), 0.0)
+    weights /= tf.reduce_sum(weights, axis=1, keepdims=True)
+    # A dense (size, length) matrix: one matrix product runs faster than gathering taps.
+    matrix = tf.reduce_sum(
+        tf.one_hot(tf.clip_by_value(sources, 0, length - 1), length) * weights[..., None], axis=1
+    )
+    if axis == len(images.shape) - 3:
+        return tf.einsum("oh,...hwc->...owc", matrix, images)
+    return tf.einsum("ow,...hwc->...hoc", matrix, images)
 
 
 def to_channels(images, channels):
@@ -149,144 +184,6 @@ def subset_indices(n, limit, seed=0):
         return np.arange(n)
     rng = np.random.default_rng(seed)
     return np.sort(rng.permutation(n)[:limit])
-
-
-@keras.saving.register_keras_serializable(package="kdkeras")
-class RandomIntensityScale(keras.layers.Layer):
-    """Multiplies each image by a random factor, like `brightness_range` of `ImageDataGenerator`.
-
-    `keras.layers.RandomBrightness` adds a delta; the seeds' Keras 2 pipelines
-    scaled pixel values instead, which keeps a black background black.
-
-    Args:
-        factor: `(low, high)` range of the multiplier, e.g. `(0.7, 1.3)`.
-        value_range: `(min, max)` to clip the result to.
-        seed: Optional int seed.
-        **kwargs: Base layer arguments.
-
-    Example:
-
-    ```python
-    layer = RandomIntensityScale((0.7, 1.3), seed=0)
-    brighter_or_darker = layer(images, training=True)
-    ```
-    """
-
-    def __init__(self, factor=(0.7, 1.3), value_range=(0.0, 255.0), seed=None, **kwargs):
-        super().__init__(**kwargs)
-        low, high = (float(f) for f in factor)
-        if not 0.0 <= low <= high:
-            raise ValueError(f"factor must be (low, high) with 0 <= low <= high, got {factor!r}")
-        self.factor = (low, high)
-        self.value_range = tuple(float(v) for v in value_range)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, images, training=True):
-        if not training:
-            return images
-        shape = keras.ops.shape(images)
-        scale_shape = (shape[0], 1, 1, 1) if len(images.shape) == 4 else (1, 1, 1)
-        scale = keras.random.uniform(
-            scale_shape,
-            minval=self.factor[0],
-            maxval=self.factor[1],
-            dtype=self.compute_dtype,
-            seed=self.seed_generator,
-        )
-        images = keras.ops.cast(images, self.compute_dtype) * scale
-        return keras.ops.clip(images, self.value_range[0], self.value_range[1])
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"factor": self.factor, "value_range": self.value_range, "seed": self.seed})
-        return config
-
-
-def _light(seed):
-    return [
-        keras.layers.RandomFlip("horizontal", seed=seed, **_F32),
-        keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed + 1, **_F32),
-        keras.layers.RandomZoom(0.1, 0.1, fill_mode="nearest", seed=seed + 2, **_F32),
-    ]
-
-
-def _xray(seed):
-    # Seed 002's ImageDataGenerator(rotation_range=5, shear_range=0.02, zoom_range=0.1,
-    # brightness_range=[0.7, 1.3], horizontal_flip=True, vertical_flip=True,
-    # fill_mode="nearest"). Its shear_range is an angle in degrees, so 0.02 is a
-    # shear of sin(0.02 deg): kept for fidelity, it barely moves a pixel.
-    shear = math.sin(math.radians(0.02))
-    return [
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, **_F32),
-        keras.layers.RandomRotation(5 / 360, fill_mode="nearest", seed=seed + 1, **_F32),
-        keras.layers.RandomShear(x_factor=shear, fill_mode="nearest", seed=seed + 2, **_F32),
-        keras.layers.RandomZoom(0.1, 0.1, fill_mode="nearest", seed=seed + 3, **_F32),
-        RandomIntensityScale((0.7, 1.3), seed=seed + 4, **_F32),
-    ]
-
-
-def _dermoscopy(seed):
-    # A lesion has no canonical orientation, so any flip or rotation is a valid
-    # view; color and contrast vary between dermatoscopes.
-    return [
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, **_F32),
-        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1, **_F32),
-        keras.layers.RandomZoom(0.1, 0.1, fill_mode="reflect", seed=seed + 2, **_F32),
-        RandomIntensityScale((0.8, 1.2), seed=seed + 3, **_F32),
-        keras.layers.RandomContrast(0.2, seed=seed + 4, **_F32),
-    ]
-
-
-AUGMENTATION_PRESETS = {"light": _light, "xray": _xray, "dermoscopy": _dermoscopy}
-
-
-def augmentation(preset_or_layers, seed=0):
-    """Builds the train-time augmentation model.
-
-    Presets (every one keeps values in [0, 255]):
-
-    - `"light"`: horizontal flip, rotation up to 10 degrees, zoom +-10%.
-      A mild default for MedMNIST-sized images.
-    - `"xray"`: seed 002's chest X-ray set: horizontal and vertical flips,
-      rotation up to 5 degrees, shear of 0.02 degrees, independent zoom +-10%
-      per axis, brightness scaled by 0.7-1.3, nearest fill.
-    - `"dermoscopy"`: flips, any rotation, zoom +-10%, brightness scaled by
-      0.8-1.2, contrast +-20%. The seeds on dermoscopy (000, 003) do not state
-      their sets; this one follows common ISIC practice.
-
-    Args:
-        preset_or_layers: A preset name or a list of Keras layers.
-        seed: Base seed; layer `i` of a preset gets `seed + i`.
-
-    Returns:
-        A `keras.Sequential`. Preset layers compute in float32 even under a
-        mixed precision policy, since they run in the input pipeline.
-
-    Example:
-
-    ```python
-    aug = augmentation("xray", seed=1)
-    augmented = aug(images, training=True)
-    ```
-    """
-    if isinstance(preset_or_layers, str):
-        if preset_or_layers not in AUGMENTATION_PRESETS:
-            raise DataError(
-                f"Unknown augmentation preset {preset_or_layers!r}; "
-                f"choose one of {sorted(AUGMENTATION_PRESETS)} or pass a list of Keras layers."
-            )
-        layers = AUGMENTATION_PRESETS[preset_or_layers](seed)
-        name = f"augment_{preset_or_layers}"
-    else:
-        layers = list(preset_or_layers)
-        if not all(isinstance(layer, keras.layers.Layer) for layer in layers):
-            raise TypeError("augment must be a preset name or a list of keras.layers.Layer objects")
-        name = "augment"
-    return keras.Sequential(layers, name=name)
 
 
 def split_cache(cache, split):
@@ -367,25 +264,33 @@ def finalize(
     """Turns a dataset of examples into the batched pipeline a model reads.
 
     Order: (shuffle raw examples, when not caching) -> parallel `decode` ->
-    `cache` -> seeded shuffle, new order each epoch -> batch -> float32 ->
-    augmentation -> `prefetch(AUTOTUNE)`. Shuffling and augmentation happen
-    only when `training`; evaluation splits keep their order.
+    `cache` of uint8 images -> seeded shuffle, new order each epoch -> batch
+    -> augmentation -> float32 -> `prefetch(AUTOTUNE)`. Shuffling and
+    augmentation happen only when `training`; evaluation splits keep their
+    order.
+
+    A preset augmentation draws each batch's randomness from a stateless
+    seed of `Dataset.random(seed)`, new every epoch, so batches are augmented
+    in parallel and a seed reproduces every epoch. A list of Keras layers
+    advances its layers' seed variables, so its batches are augmented in turn.
 
     Args:
-        ds: Dataset of `(x, label)` examples, unbatched.
+        ds: Dataset of unbatched examples whose last component is the label.
         batch_size: Batch size.
         training: Whether this is the train split.
         shuffle: Shuffle the train split (ignored unless `training`).
         seed: Seed of the shuffle and of preset augmentations.
         cache: True (in memory), False, or a file path for `Dataset.cache`
             (see `split_cache`; a killed run's lockfile is cleared by
-            `claim_file_cache`).
+            `claim_file_cache`). Either holds uint8 images, a quarter of
+            float32; a file cache prints its size on disk.
         augment: None, a preset name, or a list of Keras layers (train only).
-        decode: Optional function mapping `(x, label)` to a uint8 image
+        decode: Optional function mapping an example to a uint8 image
             `(H, W, C)` and its label, run in parallel before the cache.
         num_examples: Size of `ds`; defaults to its cardinality.
         channels: If 3 and the examples are gray, they are repeated to 3
-            channels per batch, after the cache, which thus stays 3x smaller.
+            channels per batch, after the cache and a preset augmentation,
+            which thus work on a third of the data.
 
     Returns:
         A `tf.data.Dataset` of `(float32 images (B, H, W, C) in [0, 255], labels)`.
@@ -402,6 +307,7 @@ def finalize(
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
     if cache is not True and cache:
         claim_file_cache(cache)
+        _print_file_cache(cache, ds.element_spec[0], num_examples)
     if cache:
         ds = ds.cache() if cache is True else ds.cache(str(cache))
         if shuffled:
@@ -415,11 +321,45 @@ def finalize(
         images = tf.cast(images, tf.float32)
         if channels == 3 and images.shape[-1] == 1:
             images = tf.repeat(images, 3, axis=-1)
-        if aug is not None:
-            images = tf.cast(aug(images, training=True), tf.float32)
         return images, labels
 
-    # Keras random layers advance one seed variable per call: mapping batches in
-    # order is what makes a seed reproduce the same augmented epoch.
-    ds = ds.map(to_float, num_parallel_calls=None if aug is not None else AUTOTUNE)
+    if isinstance(aug, BatchAugmentation):
+        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def augment_batch(batch, batch_seed):
+            images, labels = batch
+            images = aug.augment(images, tf.stack([batch_seed, tf.constant(seed, tf.int64)]))
+            return to_float(images, labels)
+
+        ds = tf.data.Dataset.zip(ds, batch_seeds).map(augment_batch, num_parallel_calls=AUTOTUNE)
+    elif aug is not None:
+        # Keras random layers advance one seed variable per call: mapping batches in
+        # order is what makes a seed reproduce the same augmented epoch.
+        def augment_in_turn(images, labels):
+            images, labels = to_float(images, labels)
+            return tf.cast(aug(images, training=True), tf.float32), labels
+
+        ds = ds.map(augment_in_turn)
+    else:
+        ds = ds.map(to_float, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def _print_file_cache(prefix, image_spec, num_examples):
+    prefix = os.fspath(prefix)
+    existing = [
+        path for path in glob.glob(f"{glob.escape(prefix)}.*") if not path.endswith(".owner")
+    ]
+    if os.path.exists(f"{prefix}.index"):
+        size = sum(os.path.getsize(path) for path in existing)
+        print(f"Reading the image cache {prefix}: {num_examples:,} images, {_megabytes(size)} on disk")
+        return
+    described = f"{num_examples:,} {image_spec.dtype.name} images"
+    if image_spec.shape.is_fully_defined():
+        size = num_examples * image_spec.shape.num_elements() * image_spec.dtype.size
+        described += f" of {'x'.join(map(str, image_spec.shape))}, {_megabytes(size)} on disk"
+    print(f"Filling the image cache {prefix} in the first epoch: {described}")
+
+
+def _megabytes(size):
+    return f"{size / 1e6:,.1f} MB"
