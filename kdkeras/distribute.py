@@ -10,7 +10,7 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 | --- | --- |
 | `"auto"` | TPU when one is attached, else mirrored over the GPUs when there are several, else the default |
 | `"mirrored"` | `MirroredStrategy` over all local GPUs (all logical CPUs when there is no GPU) |
-| `"multiworker"` | `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG` (see `check_keras_fit`) |
+| `"multiworker"` | `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG` (see `kdkeras.multiworker`) |
 | `"tpu"` | `TPUStrategy` on the attached TPU (Colab, Kaggle, Cloud TPU VM or node) |
 | `"none"` | the default strategy: one device, TensorFlow's placement |
 """
@@ -18,9 +18,9 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 import json
 import os
 
-import keras
 import tensorflow as tf
 
+from kdkeras import multiworker
 from kdkeras.config import STRATEGIES, ConfigError
 
 # One strategy of each kind per process: re-initialising a TPU drops the
@@ -203,32 +203,6 @@ def describe(strategy):
     return f"{text} on {names}"
 
 
-def check_keras_fit(strategy):
-    """Fails fast where Keras's `fit` cannot train under `strategy`.
-
-    Keras 3 (3.15 included) cannot `fit` under `MultiWorkerMirroredStrategy`
-    across several machines: it reduces a whole `(x, y)` batch and scalar logs
-    with collective ops that reject them, and the step crashes deep in
-    TensorFlow (keras-team/keras#20585). A one-machine cluster trains.
-
-    Args:
-        strategy: The `tf.distribute.Strategy` about to `fit`.
-
-    Raises:
-        StrategyError: a multi-worker cluster of more than one machine.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    machines = _machines(strategy)
-    if machines > 1:
-        raise StrategyError(
-            f"strategy = 'multiworker': Keras {keras.__version__} cannot `fit` across "
-            f"{machines} machines (keras-team/keras#20585: its step reduces batches and logs "
-            "with collectives that reject them). Train on one machine with strategy = "
-            "'mirrored' (all its GPUs), or on a TPU with strategy = 'tpu'."
-        )
-
-
 def replica_batch_size(batch_size, strategy):
     """The per-replica batch size of a global batch, which must split evenly.
 
@@ -316,9 +290,11 @@ def _tpu_strategy(address):
 
 def _multi_worker_strategy():
     if "multiworker" not in _CREATED:
-        check_tf_config(os.environ.get("TF_CONFIG"))
+        tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
+        multiworker.patch_keras()  # Keras 3 cannot `fit` across workers without it (keras-team/keras#20585)
         try:
-            _CREATED["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+            with multiworker.watch_cluster_start(tf_config):
+                _CREATED["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
         except RuntimeError as e:
             raise StrategyError(
                 f"strategy = 'multiworker' could not start ({e}). It must be created before "

@@ -1,0 +1,373 @@
+"""Training across machines: Keras 3 `fit` under `MultiWorkerMirroredStrategy`.
+
+Keras 3 (3.15 included) cannot `fit` or `evaluate` under a
+`MultiWorkerMirroredStrategy` of several workers (keras-team/keras#20585,
+TensorFlow #72388). Its TensorFlow trainer fails in two places:
+
+1. `TensorFlowTrainer._maybe_symbolic_build` averages a whole input batch
+   across the workers, eagerly, only to learn its shapes; the cross-device op
+   rejects the `PerReplica` batch.
+2. `reduce_per_replica` averages every scalar log of a step across the workers
+   with `strategy.reduce("MEAN", value, axis=0)`; a scalar has no axis 0
+   ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+`patch_keras` fixes both, and only where Keras fails: under a multi-worker
+strategy the build reads this worker's share of the batch, and a scalar log is
+averaged over the replicas with `axis=None`; every other strategy runs Keras's
+code unchanged. The epoch logs are unaffected: Keras reads them from the
+metrics' variables, which sum over all workers, so losses and metrics cover
+the global batch and the whole validation split, and are the same on every
+worker. `kdkeras.distribute.get_strategy("multiworker")` applies the patch.
+Remove this patch when `tests/test_distribute.py`'s canary says that Keras's
+own `fit` trains across workers.
+
+The rest of the module is what a cluster job needs around `fit`: a bounded
+wait for the other workers (`watch_cluster_start`), which worker writes the
+run's files (`is_chief`, `write_dir`), a `RunState` whose checkpoints the chief
+writes and every worker resumes from (`WorkerRunState`), and loopback ports for
+trying a cluster on one machine (`reserve_ports`).
+"""
+
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+from keras.src import tree
+from keras.src.backend.tensorflow import trainer as keras_trainer
+
+from kdkeras.callbacks import RunState
+from kdkeras.config import ConfigError
+
+# Seconds a worker waits for the whole cluster before it gives up (`watch_cluster_start`).
+DEFAULT_START_TIMEOUT = 300
+START_TIMEOUT_VARIABLE = "KDKERAS_CLUSTER_TIMEOUT"
+
+_KERAS = {}  # Keras's own functions, kept by `patch_keras`
+
+
+def patch_keras():
+    """Lets Keras 3's `fit`, `evaluate` and `predict` run across several workers.
+
+    Idempotent; see the module docstring for what it changes and why.
+
+    Raises:
+        ConfigError: this Keras no longer has the functions the patch
+            replaces (a Keras newer than kdkeras knows): the message says to
+            check whether Keras fixed keras-team/keras#20585.
+    """
+    if _KERAS:
+        return
+    trainer_class = keras_trainer.TensorFlowTrainer
+    for owner, name in ((keras_trainer, "reduce_per_replica"), (trainer_class, "_maybe_symbolic_build")):
+        if not hasattr(owner, name):
+            raise ConfigError(
+                f"strategy = 'multiworker': Keras {_keras_version()} has no {name}, which kdkeras "
+                "patches to train across workers (keras-team/keras#20585). If that Keras fixed "
+                "#20585, remove kdkeras/multiworker.py's patch_keras; else pin keras<3.16."
+            )
+    _KERAS["reduce_per_replica"] = keras_trainer.reduce_per_replica
+    _KERAS["maybe_symbolic_build"] = trainer_class._maybe_symbolic_build
+    keras_trainer.reduce_per_replica = _reduce_per_replica
+    trainer_class._maybe_symbolic_build = _maybe_symbolic_build
+
+
+def _keras_version():
+    import keras
+
+    return keras.__version__
+
+
+def _across_workers(strategy):
+    # The very condition under which Keras's trainer takes its failing branch.
+    return keras_trainer._collective_all_reduce_multi_worker(strategy)
+
+
+def _reduce_per_replica(values, strategy, reduction):
+    keras_reduce = _KERAS["reduce_per_replica"]
+    if reduction not in ("auto", "mean") or not _across_workers(strategy):
+        return keras_reduce(values, strategy, reduction)
+
+    def reduce(value):
+        if value.shape.rank == 0:
+            return strategy.reduce("MEAN", value, axis=None)
+        return keras_reduce(value, strategy, reduction)
+
+    return tree.map_structure(reduce, values)
+
+
+def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    if iterator is not None and self._distribute_strategy is not None and _across_workers(self.distribute_strategy):
+        # Building needs shapes only: this worker's first replica's share of one batch.
+        for _, _, batches in iterator:
+            data_batch = tree.map_structure(
+                lambda value: self.distribute_strategy.experimental_local_results(value)[0], next(batches)
+            )
+            break
+        iterator = None
+    return _KERAS["maybe_symbolic_build"](self, iterator=iterator, data_batch=data_batch)
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: the chief, worker 0 without one, or a lone process.
+
+    Args:
+        strategy: A `tf.distribute.Strategy`.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = strategy.cluster_resolver
+    jobs = resolver.cluster_spec().jobs
+    if "chief" in jobs:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def write_dir(run_dir, strategy):
+    """The folder this process writes a run's files to.
+
+    Every worker runs the whole program, saves included, but only the chief's
+    files are the run's: the others write theirs to a scratch folder that
+    `remove_write_dir` deletes (TensorFlow's convention for multi-worker
+    checkpoints), so that workers sharing a file system never write the same
+    file and a worker's BatchNorm statistics never overwrite the chief's model.
+
+    Args:
+        run_dir: The run folder, `runs/<experiment>`.
+        strategy: The `tf.distribute.Strategy` of the run.
+
+    Returns:
+        `run_dir` on the chief (and in a one-process run), else a new
+        temporary folder named after the worker.
+    """
+    if is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return tempfile.mkdtemp(prefix=f"kdkeras-{resolver.task_type}{resolver.task_id}-")
+
+
+def remove_write_dir(path, run_dir):
+    """Deletes the scratch folder of `write_dir`; the run folder itself stays."""
+    if os.path.abspath(path) != os.path.abspath(run_dir):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class WorkerRunState(RunState):
+    """A `RunState` that every worker of a cluster resumes from the chief's checkpoints.
+
+    The chief writes the checkpoints to `restore_dir` (atomically, as
+    `RunState` does); other workers write theirs to their `write_dir` and read
+    the chief's to resume, so after a restart every worker continues from the
+    last epoch the chief completed. `restore_dir` must therefore be on storage
+    that all workers read (a cluster's shared file system, NFS, a mounted
+    bucket): `restore` checks that the workers found the same epoch and stops
+    with an error naming the workers if not. In a one-process run it is a
+    plain `RunState`.
+
+    Args:
+        state_dir: Where this process writes its checkpoints (the chief:
+            `restore_dir`).
+        history_csv: Where this process writes the history CSV.
+        restore_dir: The chief's checkpoint folder, read by every worker.
+        strategy: The `tf.distribute.Strategy` of the run.
+        **kwargs: `RunState`'s `monitor`, `mode`, `patience`, `weights_of`.
+    """
+
+    def __init__(self, state_dir, history_csv, restore_dir, strategy, **kwargs):
+        super().__init__(state_dir, history_csv, **kwargs)
+        self.restore_dir = restore_dir
+        self.strategy = strategy
+
+    def restore(self, model):
+        """Loads the chief's newest complete checkpoint; every worker must find the same.
+
+        Returns:
+            The epoch to pass to `fit(initial_epoch=...)`.
+
+        Raises:
+            ConfigError: the workers found different checkpoints.
+        """
+        own, self.state_dir = self.state_dir, self.restore_dir
+        try:
+            epoch = super().restore(model)
+        finally:
+            self.state_dir = own
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _check_same_epoch(self.strategy, epoch, self.restore_dir)
+        return epoch
+
+
+def _check_same_epoch(strategy, epoch, restore_dir):
+    found = np.asarray(strategy.gather(tf.constant([epoch]), axis=0))
+    if len(set(found.tolist())) > 1:
+        resolver = strategy.cluster_resolver
+        seen = ", ".join(f"worker {i}: epoch {e}" for i, e in enumerate(found.tolist()))
+        raise ConfigError(
+            f"The workers found different checkpoints in {restore_dir} ({seen}; this is "
+            f"{resolver.task_type} {resolver.task_id}). Every worker resumes from the chief's "
+            "checkpoints, so --runs-dir must be on storage that all machines share (the "
+            "cluster's shared file system, NFS, a mounted bucket)."
+        )
+
+
+@contextlib.contextmanager
+def watch_cluster_start(tf_config, timeout=None):
+    """Bounds the wait for the other workers while the strategy starts.
+
+    `MultiWorkerMirroredStrategy()` blocks, in TensorFlow's C++ runtime and
+    deaf to SIGTERM, until every worker of `TF_CONFIG` has joined: a mistyped
+    address or a machine that never started would hang the job forever. Inside
+    this block a watchdog thread gives the cluster `timeout` seconds; then it
+    prints which workers never answered on their port and ends the process
+    with status 2 (nothing else can interrupt the blocked call).
+
+    Args:
+        tf_config: The parsed `TF_CONFIG` (see `kdkeras.distribute.check_tf_config`).
+        timeout: Seconds to wait; defaults to `$KDKERAS_CLUSTER_TIMEOUT`, else 300.
+
+    Example:
+
+    ```python
+    with watch_cluster_start(check_tf_config(os.environ["TF_CONFIG"])):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    ```
+    """
+    if timeout is None:
+        timeout = float(os.environ.get(START_TIMEOUT_VARIABLE, DEFAULT_START_TIMEOUT))
+    started = threading.Event()
+    watchdog = threading.Thread(target=_watch, args=(tf_config, timeout, started), daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        started.set()
+    watchdog.join()
+
+
+def _watch(tf_config, timeout, started):
+    if started.wait(timeout):
+        return
+    task = tf_config["task"]
+    me = f"{task['type']} {task['index']}"
+    silent = [
+        f"{job} {index} ({address})"
+        for job, addresses in tf_config["cluster"].items()
+        for index, address in enumerate(addresses)
+        if (job, index) != (task["type"], task["index"]) and not _listens(address)
+    ]
+    if silent:
+        reason = (
+            f"nothing answers at {', '.join(silent)}: start kdkeras with the same TF_CONFIG "
+            "cluster (and that task) on those machines, and check the addresses and firewalls"
+        )
+    else:
+        reason = "every worker answers, but they do not form one cluster: give every worker the same TF_CONFIG cluster"
+    print(
+        f"kdkeras: config error: strategy = 'multiworker': {me} waited {timeout:g} s for the cluster "
+        f"and {reason}. (Set {START_TIMEOUT_VARIABLE} to wait longer.)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(2)
+
+
+def _listens(address, timeout=2.0):
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def reserve_ports(count, host="127.0.0.1"):
+    """Free TCP ports on `host`, held until the block ends.
+
+    Each port stays bound, not listening, with `SO_REUSEPORT`, so that no
+    other program takes it while the workers start; TensorFlow's gRPC server
+    binds it with `SO_REUSEPORT` too and can listen on it meanwhile.
+
+    Args:
+        count: How many ports.
+        host: The address to bind (loopback by default).
+
+    Yields:
+        A list of `count` distinct port numbers.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, 0))
+            sockets.append(s)
+        yield [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def local_tf_configs(ports, host="127.0.0.1"):
+    """The `TF_CONFIG` of each worker of a cluster on this machine, one per port.
+
+    Args:
+        ports: One port per worker.
+        host: The address every worker listens on (loopback by default).
+
+    Returns:
+        A list of dicts, worker `i`'s at index `i`.
+    """
+    workers = [f"{host}:{port}" for port in ports]
+    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+
+
+def wait_all(processes, timeout=None):
+    """Waits for worker processes; when one fails, ends the others.
+
+    A worker whose peer died blocks in its next collective until TensorFlow's
+    heartbeat notices, so the first non-zero exit ends the whole job, as a
+    cluster scheduler would, and the job can be restarted to resume.
+
+    Args:
+        processes: `subprocess.Popen` objects.
+        timeout: Seconds to wait in all, or None.
+
+    Returns:
+        The first non-zero exit status, else 0.
+
+    Raises:
+        subprocess.TimeoutExpired: the job ran past `timeout` (the processes
+            are killed first).
+    """
+    import subprocess
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status = 0
+    while any(p.poll() is None for p in processes):
+        failed = [p.returncode for p in processes if p.returncode not in (None, 0)]
+        if failed:
+            status = failed[0]
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            _kill(processes)
+            raise subprocess.TimeoutExpired([p.args for p in processes], timeout)
+        time.sleep(0.2)
+    _kill(processes)
+    return status or next((p.returncode for p in processes if p.returncode), 0)
+
+
+def _kill(processes):
+    # SIGKILL: a worker blocked in a collective ignores SIGTERM (TensorFlow's preemption handler).
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+    for p in processes:
+        p.wait()
