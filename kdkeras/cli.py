@@ -11,6 +11,7 @@ kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras
 kdkeras export --config quickstart --formats tflite_float32 tflite_int8
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
+kdkeras launch --workers 2 distill --config quickstart
 ```
 """
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "models": "List the model zoo: role, parameters, input size and FLOPs.",
     "export": "Write a saved student as SavedModel and TFLite (float32, int8) with a size, "
     "latency and accuracy table.",
+    "launch": "Run one phase as N MultiWorkerMirroredStrategy workers on this machine (loopback ports).",
 }
 
 # (flag, config key, type, help); the "{phase}" key follows the command.
@@ -57,6 +59,17 @@ def number_list(text):
         raise argparse.ArgumentTypeError(f"expects numbers separated by commas, e.g. 2,4,8; got {text!r}") from None
 
 
+def positive_int(text):
+    """Reads an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 # (flag, config key, help) of the grid axes of `kdkeras sweep`.
 SWEEP_AXES = (
     ("--temperatures", "sweep.temperatures", "temperatures to try, e.g. 2,4,8 (default: [sweep] temperatures, "
@@ -83,6 +96,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     for command, text in COMMANDS.items():
         sub = commands.add_parser(command, help=text, description=text)
+        if command == "launch":
+            _add_launch_arguments(sub)
+            continue
         if command == "models":
             sub.add_argument("--num-classes", type=int, default=2, help="classes of the printed models (default 2)")
             sub.add_argument("--role", choices=("teacher", "student"), help="only list this role")
@@ -118,6 +134,21 @@ def build_parser():
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
     return parser
+
+
+def _add_launch_arguments(sub):
+    sub.add_argument("--workers", type=positive_int, default=2, help="number of local worker processes (default 2)")
+    sub.add_argument(
+        "--logs", default=os.path.join("runs", "workers"),
+        help="folder of the logs of workers 1..N-1; worker 0 prints here (default: runs/workers)",
+    )
+    sub.add_argument(
+        "phase", choices=("teacher", "student", "distill"), help="the phase every worker runs"
+    )
+    sub.add_argument(
+        "phase_args", nargs=argparse.REMAINDER, metavar="...",
+        help="the phase's options, e.g. --config quickstart --epochs 3 (--strategy multiworker is added)",
+    )
 
 
 def _add_export_arguments(sub):
@@ -186,6 +217,10 @@ def main(argv=None):
     from kdkeras.data import DataError
     from kdkeras.files import ModelFileError
 
+    if args.command == "launch":
+        from kdkeras import launch
+
+        return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
     try:
         if args.command == "models":
             from kdkeras import models

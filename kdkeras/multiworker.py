@@ -25,17 +25,15 @@ The rest of the module is what a cluster job needs around `fit`: a bounded
 wait for the other workers (`watch_cluster_start`), which worker writes the
 run's files (`is_chief`, `write_dir`), a `RunState` whose checkpoints the chief
 writes and every worker resumes from (`WorkerRunState`), and loopback ports for
-trying a cluster on one machine (`reserve_ports`).
+trying a cluster on one machine (`kdkeras.launch`).
 """
 
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -44,6 +42,7 @@ from keras.src.backend.tensorflow import trainer as keras_trainer
 
 from kdkeras.callbacks import RunState
 from kdkeras.config import ConfigError
+from kdkeras.launch import listens
 
 # Seconds a worker waits for the whole cluster before it gives up (`watch_cluster_start`).
 DEFAULT_START_TIMEOUT = 300
@@ -93,13 +92,16 @@ def _reduce_per_replica(values, strategy, reduction):
     keras_reduce = _KERAS["reduce_per_replica"]
     if reduction not in ("auto", "mean") or not _across_workers(strategy):
         return keras_reduce(values, strategy, reduction)
-
-    def reduce(value):
-        if value.shape.rank == 0:
-            return strategy.reduce("MEAN", value, axis=None)
-        return keras_reduce(value, strategy, reduction)
-
-    return tree.map_structure(reduce, values)
+    flat = tree.flatten(values)
+    scalars = [i for i, value in enumerate(flat) if value.shape.rank == 0]
+    reduced = [keras_reduce(value, strategy, reduction) if i not in scalars else None for i, value in enumerate(flat)]
+    if scalars:
+        # One all-reduce for all the logs of a step: each is a round trip between machines.
+        stacked = tf.stack([tf.cast(flat[i], tf.float32) for i in scalars])
+        means = tf.unstack(strategy.reduce("MEAN", stacked, axis=None))
+        for i, mean in zip(scalars, means):
+            reduced[i] = tf.cast(mean, flat[i].dtype)
+    return tree.pack_sequence_as(values, reduced)
 
 
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -259,7 +261,7 @@ def _watch(tf_config, timeout, started):
         f"{job} {index} ({address})"
         for job, addresses in tf_config["cluster"].items()
         for index, address in enumerate(addresses)
-        if (job, index) != (task["type"], task["index"]) and not _listens(address)
+        if (job, index) != (task["type"], task["index"]) and not listens(address)
     ]
     if silent:
         reason = (
@@ -275,99 +277,3 @@ def _watch(tf_config, timeout, started):
         flush=True,
     )
     os._exit(2)
-
-
-def _listens(address, timeout=2.0):
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def reserve_ports(count, host="127.0.0.1"):
-    """Free TCP ports on `host`, held until the block ends.
-
-    Each port stays bound, not listening, with `SO_REUSEPORT`, so that no
-    other program takes it while the workers start; TensorFlow's gRPC server
-    binds it with `SO_REUSEPORT` too and can listen on it meanwhile.
-
-    Args:
-        count: How many ports.
-        host: The address to bind (loopback by default).
-
-    Yields:
-        A list of `count` distinct port numbers.
-    """
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((host, 0))
-            sockets.append(s)
-        yield [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def local_tf_configs(ports, host="127.0.0.1"):
-    """The `TF_CONFIG` of each worker of a cluster on this machine, one per port.
-
-    Args:
-        ports: One port per worker.
-        host: The address every worker listens on (loopback by default).
-
-    Returns:
-        A list of dicts, worker `i`'s at index `i`.
-    """
-    workers = [f"{host}:{port}" for port in ports]
-    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
-
-
-def wait_all(processes, timeout=None):
-    """Waits for worker processes; when one fails, ends the others.
-
-    A worker whose peer died blocks in its next collective until TensorFlow's
-    heartbeat notices, so the first non-zero exit ends the whole job, as a
-    cluster scheduler would, and the job can be restarted to resume.
-
-    Args:
-        processes: `subprocess.Popen` objects.
-        timeout: Seconds to wait in all, or None.
-
-    Returns:
-        The first non-zero exit status, else 0.
-
-    Raises:
-        subprocess.TimeoutExpired: the job ran past `timeout` (the processes
-            are killed first).
-    """
-    import subprocess
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    status = 0
-    while any(p.poll() is None for p in processes):
-        failed = [p.returncode for p in processes if p.returncode not in (None, 0)]
-        if failed:
-            status = failed[0]
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            _kill(processes)
-            raise subprocess.TimeoutExpired([p.args for p in processes], timeout)
-        time.sleep(0.2)
-    _kill(processes)
-    return status or next((p.returncode for p in processes if p.returncode), 0)
-
-
-def _kill(processes):
-    # SIGKILL: a worker blocked in a collective ignores SIGTERM (TensorFlow's preemption handler).
-    for p in processes:
-        if p.poll() is None:
-            p.kill()
-    for p in processes:
-        p.wait()

@@ -28,9 +28,10 @@ from kdkeras import distribute
 from kdkeras import losses as kd_losses
 from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
+from kdkeras import multiworker
 from kdkeras import profiling
 from kdkeras import reporting
-from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
+from kdkeras.callbacks import StopOnNaN, TrainingDivergedError
 from kdkeras.config import BUNDLED, ConfigError, save_config
 from kdkeras.distiller import Distiller
 from kdkeras.features import FeatureMatch
@@ -99,7 +100,10 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
 
     The phase runs under the config's `strategy` (see `kdkeras.distribute`):
     models are built, loaded and compiled in its scope, and `[data] batch_size`
-    is the global batch, split evenly over the replicas.
+    is the global batch, split evenly over the replicas. Under `"multiworker"`
+    every worker runs this function; only the chief writes the run folder, and
+    a restarted job resumes every worker from the chief's last checkpoint
+    (see `kdkeras.multiworker`).
 
     Args:
         config: A validated `ExperimentConfig`.
@@ -132,7 +136,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     if os.path.isdir(out):
         remove_stale_temp_files(out)  # left by a killed run
     strategy = distribute.get_strategy(config.strategy)
-    distribute.check_keras_fit(strategy)
+    # Only the chief writes the run's files; other workers write to a scratch folder.
+    writes = multiworker.write_dir(out, strategy)
     batch_size = global_batch_size(config)
     per_replica = distribute.replica_batch_size(batch_size, strategy)
     teacher_path = teacher_path or os.path.join(out, "teacher.keras")
@@ -180,10 +185,12 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             strategy,
             batch_size,
         )
-    save_config(config, os.path.join(out, "config.toml"))
-    state = RunState(
-        os.path.join(out, "state", name),
-        os.path.join(out, f"{name}_history.csv"),
+    save_config(config, os.path.join(writes, "config.toml"))
+    state = multiworker.WorkerRunState(
+        os.path.join(writes, "state", name),
+        os.path.join(writes, f"{name}_history.csv"),
+        restore_dir=os.path.join(out, "state", name),
+        strategy=strategy,
         monitor=train_config.monitor,
         patience=train_config.early_stopping,
         weights_of=model,
@@ -196,7 +203,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     if class_weight:
         log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
-    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(os.path.join(out, "logs", name))]
+    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(os.path.join(writes, "logs", name))]
     if train_config.reduce_lr:
         callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
             monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))
@@ -216,10 +223,10 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     except TrainingDivergedError as e:
         raise TrainingDivergedError(f"[{name}] {e} {_diverged_hint(state, phase)}") from None
     seconds = time.perf_counter() - started
-    model_path = os.path.join(out, f"{name}.keras")
+    model_path = os.path.join(writes, f"{name}.keras")
     save_deployable(model, model_path)
     log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
-    result = evaluate(model, test, info, model_path, out, name)
+    result = evaluate(model, test, info, model_path, writes, name)
     result.update(
         architecture=model_name,
         epochs_run=len(state.history),
@@ -227,7 +234,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         monitor=state.monitor,
         train_seconds=round(seconds, 1),
     )
-    reporting.save_metrics(os.path.join(out, f"{name}_metrics.json"), result)
+    reporting.save_metrics(os.path.join(writes, f"{name}_metrics.json"), result)
+    multiworker.remove_write_dir(writes, out)
     log(f"[{name}] test: ACC {result['acc']:.4f}, AUC {result['auc']:.4f}, balanced ACC {result['balanced_acc']:.4f}")
     return result
 

@@ -1,0 +1,166 @@
+"""`kdkeras launch`: a multi-worker cluster of local processes, for trying it on one machine.
+
+Every worker listens on a loopback port (127.0.0.1) and gets its own
+`TF_CONFIG`; the ports are held from the moment they are picked until the
+workers listen on them, so that no other program can take one in between.
+This module does not import TensorFlow: the launcher only starts processes.
+"""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def launch(phase_args, workers, log_dir, python=sys.executable):
+    """Runs `kdkeras <phase_args> --strategy multiworker` as `workers` local workers.
+
+    For trying a cluster on one machine: every worker listens on a free
+    loopback port (127.0.0.1) and gets its own `TF_CONFIG`. Worker 0, the
+    chief, prints to this terminal; worker `i` writes to
+    `<log_dir>/worker<i>.log`. When one worker fails the others are ended, as a
+    cluster scheduler would; running the same command again resumes the phase.
+
+    Args:
+        phase_args: The `kdkeras` arguments of one phase, e.g.
+            `["distill", "--config", "quickstart"]`.
+        workers: Number of worker processes (at least 1).
+        log_dir: Folder for the other workers' logs.
+        python: The Python that runs the workers.
+
+    Returns:
+        The job's exit status: 0, or the first failing worker's.
+    """
+    if workers < 1:
+        raise ValueError(f"launch needs at least 1 worker, got {workers}.")
+    os.makedirs(log_dir, exist_ok=True)
+    command = [python, "-m", "kdkeras", *phase_args, "--strategy", "multiworker"]
+    processes, logs = [], []
+    with reserve_ports(workers) as ports:
+        for index, tf_config in enumerate(local_tf_configs(ports)):
+            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+            if index == 0:
+                output = None
+            else:
+                path = os.path.join(log_dir, f"worker{index}.log")
+                output = open(path, "w", encoding="utf-8")
+                logs.append(output)
+                print(f"kdkeras launch: worker {index} logs to {path}", flush=True)
+            processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=output))
+        _wait_listening(ports, processes)
+    try:
+        status = wait_all(processes)
+    finally:
+        _kill(processes)
+        for log in logs:
+            log.close()
+    if status:
+        print(f"kdkeras launch: a worker exited with status {status}; the others were stopped.", file=sys.stderr)
+    return status
+
+
+@contextlib.contextmanager
+def reserve_ports(count, host="127.0.0.1"):
+    """Free TCP ports on `host`, held until the block ends.
+
+    Each port stays bound, not listening, with `SO_REUSEPORT`, so that no
+    other program takes it while the workers start; TensorFlow's gRPC server
+    binds it with `SO_REUSEPORT` too and can listen on it meanwhile.
+
+    Args:
+        count: How many ports.
+        host: The address to bind (loopback by default).
+
+    Yields:
+        A list of `count` distinct port numbers.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, 0))
+            sockets.append(s)
+        yield [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def local_tf_configs(ports, host="127.0.0.1"):
+    """The `TF_CONFIG` of each worker of a cluster on this machine, one per port.
+
+    Args:
+        ports: One port per worker.
+        host: The address every worker listens on (loopback by default).
+
+    Returns:
+        A list of dicts, worker `i`'s at index `i`.
+    """
+    workers = [f"{host}:{port}" for port in ports]
+    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+
+
+def wait_all(processes, timeout=None):
+    """Waits for worker processes; when one fails, ends the others.
+
+    A worker whose peer died blocks in its next collective until TensorFlow's
+    heartbeat notices, so the first non-zero exit ends the whole job, as a
+    cluster scheduler would, and the job can be restarted to resume.
+
+    Args:
+        processes: `subprocess.Popen` objects.
+        timeout: Seconds to wait in all, or None.
+
+    Returns:
+        The first non-zero exit status, else 0.
+
+    Raises:
+        subprocess.TimeoutExpired: the job ran past `timeout` (the processes
+            are killed first).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status = 0
+    while any(p.poll() is None for p in processes):
+        failed = [p.returncode for p in processes if p.returncode not in (None, 0)]
+        if failed:
+            status = failed[0]
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            _kill(processes)
+            raise subprocess.TimeoutExpired([p.args for p in processes], timeout)
+        time.sleep(0.2)
+    _kill(processes)
+    return status or next((p.returncode for p in processes if p.returncode), 0)
+
+
+def _kill(processes):
+    # SIGKILL: a worker blocked in a collective ignores SIGTERM (TensorFlow's preemption handler).
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+    for p in processes:
+        p.wait()
+
+
+def listens(address, timeout=2.0):
+    """Whether something accepts TCP connections at `host:port`."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_listening(ports, processes, timeout=120):
+    # Holds the reserved ports until every worker's server listens on its own.
+    deadline = time.monotonic() + timeout
+    waiting = set(ports)
+    while waiting and time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        waiting = {port for port in waiting if not listens(f"127.0.0.1:{port}", timeout=0.5)}
+        time.sleep(0.2)
