@@ -50,7 +50,7 @@ def launch(phase_args, workers, log_dir, python=sys.executable):
                 logs.append(output)
                 print(f"kdkeras launch: worker {index} logs to {path}", flush=True)
             processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=output))
-        _wait_listening(ports, processes)
+        wait_listening(ports, processes)
     try:
         status = wait_all(processes)
     finally:
@@ -157,10 +157,20 @@ def listens(address, timeout=2.0):
         return False
 
 
-def _wait_listening(ports, processes, timeout=120):
-    # Holds the reserved ports until every worker's server listens on its own.
+def wait_listening(ports, processes, timeout=120, host="127.0.0.1"):
+    """Waits until something listens on every port, a process exits, or `timeout` seconds pass.
+
+    Call it inside `reserve_ports`, after starting the workers: the ports stay
+    held until every worker's server listens on its own.
+
+    Args:
+        ports: The workers' ports.
+        processes: The workers' `subprocess.Popen` objects.
+        timeout: Seconds to wait at most.
+        host: The address the workers listen on.
+    """
     deadline = time.monotonic() + timeout
     waiting = set(ports)
     while waiting and time.monotonic() < deadline and all(p.poll() is None for p in processes):
-        waiting = {port for port in waiting if not listens(f"127.0.0.1:{port}", timeout=0.5)}
+        waiting = {port for port in waiting if not listens(f"{host}:{port}", timeout=0.5)}
         time.sleep(0.2)

@@ -12,9 +12,9 @@ TensorFlow #72388). Its TensorFlow trainer fails in two places:
    ("Invalid reduction dimension 0 for input with 0 dimensions").
 
 `patch_keras` fixes both, and only where Keras fails: under a multi-worker
-strategy the build reads this worker's share of the batch, and a scalar log is
-averaged over the replicas with `axis=None`; every other strategy runs Keras's
-code unchanged. The epoch logs are unaffected: Keras reads them from the
+strategy the model is built from zeros of the data's shapes, and the scalar
+logs of a step are averaged over the replicas with `axis=None`, in one
+all-reduce; every other strategy runs Keras's code unchanged. The epoch logs are unaffected: Keras reads them from the
 metrics' variables, which sum over all workers, so losses and metrics cover
 the global batch and the whole validation split, and are the same on every
 worker. `kdkeras.distribute.get_strategy("multiworker")` applies the patch.
@@ -106,14 +106,18 @@ def _reduce_per_replica(values, strategy, reduction):
 
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     if iterator is not None and self._distribute_strategy is not None and _across_workers(self.distribute_strategy):
-        # Building needs shapes only: this worker's first replica's share of one batch.
-        for _, _, batches in iterator:
-            data_batch = tree.map_structure(
-                lambda value: self.distribute_strategy.experimental_local_results(value)[0], next(batches)
-            )
-            break
+        # The build needs shapes only: zeros of the data's spec. Drawing a real batch, as Keras
+        # does, would start one more pass over the data and advance a reshuffling pipeline by an
+        # epoch, so the run would no longer see the batches of a one-process run.
+        data_batch = tree.map_structure(_zeros_like_spec, iterator.data_adapter.get_tf_dataset().element_spec)
         iterator = None
     return _KERAS["maybe_symbolic_build"](self, iterator=iterator, data_batch=data_batch)
+
+
+def _zeros_like_spec(spec):
+    if spec is None:
+        return None
+    return tf.zeros([1 if size is None else size for size in spec.shape], spec.dtype)
 
 
 def is_chief(strategy):
