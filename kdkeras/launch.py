@@ -9,10 +9,16 @@ This module does not import TensorFlow: the launcher only starts processes.
 import contextlib
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
 import time
+
+# Seconds a worker waits for the whole cluster before it gives up (`watch_start`).
+DEFAULT_START_TIMEOUT = 300
+START_TIMEOUT_VARIABLE = "KDKERAS_CLUSTER_TIMEOUT"
 
 
 def launch(phase_args, workers, log_dir, python=sys.executable):
@@ -174,3 +180,43 @@ def wait_listening(ports, processes, timeout=120, host="127.0.0.1"):
     while waiting and time.monotonic() < deadline and all(p.poll() is None for p in processes):
         waiting = {port for port in waiting if not listens(f"{host}:{port}", timeout=0.5)}
         time.sleep(0.2)
+
+
+def watch_start(worker_pid, tf_config, timeout):
+    """The watchdog of a worker's start (`kdkeras.multiworker.watch_cluster_start`).
+
+    Runs in its own process and waits for the worker to close this process's
+    standard input, which it does once the strategy has started (or failed).
+    After `timeout` seconds it prints which other workers nothing answers for,
+    and kills the worker.
+
+    Args:
+        worker_pid: The worker's process id (a string, from the command line).
+        tf_config: The worker's `TF_CONFIG` (JSON text).
+        timeout: Seconds to wait (a string).
+    """
+    timeout = float(timeout)
+    if select.select([sys.stdin], [], [], timeout)[0]:
+        return
+    tf_config = json.loads(tf_config)
+    task = tf_config["task"]
+    silent = [
+        f"{job} {index} ({address})"
+        for job, addresses in tf_config["cluster"].items()
+        for index, address in enumerate(addresses)
+        if (job, index) != (task["type"], task["index"]) and not listens(address)
+    ]
+    if silent:
+        reason = (
+            f"nothing answers at {', '.join(silent)}: start kdkeras with the same TF_CONFIG "
+            "cluster (and that task) on those machines, and check the addresses and firewalls"
+        )
+    else:
+        reason = "every worker answers, but they do not form one cluster: give every worker the same TF_CONFIG cluster"
+    print(
+        f"kdkeras: config error: strategy = 'multiworker': {task['type']} {task['index']} waited "
+        f"{timeout:g} s for the cluster and {reason}. (Set {START_TIMEOUT_VARIABLE} to wait longer.)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.kill(int(worker_pid), signal.SIGKILL)

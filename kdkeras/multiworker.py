@@ -29,11 +29,12 @@ trying a cluster on one machine (`kdkeras.launch`).
 """
 
 import contextlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -42,11 +43,8 @@ from keras.src.backend.tensorflow import trainer as keras_trainer
 
 from kdkeras.callbacks import RunState
 from kdkeras.config import ConfigError
-from kdkeras.launch import listens
 
-# Seconds a worker waits for the whole cluster before it gives up (`watch_cluster_start`).
-DEFAULT_START_TIMEOUT = 300
-START_TIMEOUT_VARIABLE = "KDKERAS_CLUSTER_TIMEOUT"
+from kdkeras.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
 
 _KERAS = {}  # Keras's own functions, kept by `patch_keras`
 
@@ -226,12 +224,13 @@ def _check_same_epoch(strategy, epoch, restore_dir):
 def watch_cluster_start(tf_config, timeout=None):
     """Bounds the wait for the other workers while the strategy starts.
 
-    `MultiWorkerMirroredStrategy()` blocks, in TensorFlow's C++ runtime and
-    deaf to SIGTERM, until every worker of `TF_CONFIG` has joined: a mistyped
-    address or a machine that never started would hang the job forever. Inside
-    this block a watchdog thread gives the cluster `timeout` seconds; then it
-    prints which workers never answered on their port and ends the process
-    with status 2 (nothing else can interrupt the blocked call).
+    `MultiWorkerMirroredStrategy()` blocks in TensorFlow's C++ runtime, deaf
+    to SIGTERM and holding Python's lock, until every worker of `TF_CONFIG`
+    has joined: a mistyped address or a machine that never started would hang
+    the job forever. Inside this block a small watchdog process
+    (`kdkeras.launch.watch_start`) gives the cluster `timeout` seconds; then
+    it prints which workers never answered on their port and kills this
+    process, the only way to end the blocked call.
 
     Args:
         tf_config: The parsed `TF_CONFIG` (see `kdkeras.distribute.check_tf_config`).
@@ -246,38 +245,18 @@ def watch_cluster_start(tf_config, timeout=None):
     """
     if timeout is None:
         timeout = float(os.environ.get(START_TIMEOUT_VARIABLE, DEFAULT_START_TIMEOUT))
-    started = threading.Event()
-    watchdog = threading.Thread(target=_watch, args=(tf_config, timeout, started), daemon=True)
-    watchdog.start()
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(filter(None, (package_parent, os.environ.get("PYTHONPATH"))))
+    watchdog = subprocess.Popen(
+        [
+            sys.executable, "-c", "import sys; from kdkeras.launch import watch_start; watch_start(*sys.argv[1:])",
+            str(os.getpid()), json.dumps(tf_config), str(timeout),
+        ],
+        stdin=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )
     try:
         yield
     finally:
-        started.set()
-    watchdog.join()
-
-
-def _watch(tf_config, timeout, started):
-    if started.wait(timeout):
-        return
-    task = tf_config["task"]
-    me = f"{task['type']} {task['index']}"
-    silent = [
-        f"{job} {index} ({address})"
-        for job, addresses in tf_config["cluster"].items()
-        for index, address in enumerate(addresses)
-        if (job, index) != (task["type"], task["index"]) and not listens(address)
-    ]
-    if silent:
-        reason = (
-            f"nothing answers at {', '.join(silent)}: start kdkeras with the same TF_CONFIG "
-            "cluster (and that task) on those machines, and check the addresses and firewalls"
-        )
-    else:
-        reason = "every worker answers, but they do not form one cluster: give every worker the same TF_CONFIG cluster"
-    print(
-        f"kdkeras: config error: strategy = 'multiworker': {me} waited {timeout:g} s for the cluster "
-        f"and {reason}. (Set {START_TIMEOUT_VARIABLE} to wait longer.)",
-        file=sys.stderr,
-        flush=True,
-    )
-    os._exit(2)
+        watchdog.stdin.close()  # started (or failed): the watchdog exits
+        watchdog.wait()
