@@ -136,8 +136,9 @@ def check_tf_config(text):
 
     if not text:
         fail(
-            "is not set: strategy = 'multiworker' reads the cluster from it. Set it on every "
-            "machine (on one machine, use strategy = 'mirrored')."
+            "is not set: strategy = 'multiworker' reads the cluster from it (or, inside `srun`, "
+            "from Slurm). Set it on every machine (on one machine, use strategy = 'mirrored' or "
+            "`kdkeras launch`)."
         )
     try:
         config = json.loads(text)
@@ -290,6 +291,9 @@ def _tpu_strategy(address):
 
 def _multi_worker_strategy():
     if "multiworker" not in _CREATED:
+        if not os.environ.get("TF_CONFIG") and "SLURM_PROCID" in os.environ:
+            # A task of `srun`: the cluster is the job step's (SlurmClusterResolver).
+            os.environ["TF_CONFIG"] = multiworker.tf_config_from_slurm()
         tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
         multiworker.patch_keras()  # Keras 3 cannot `fit` across workers without it (keras-team/keras#20585)
         try:

@@ -24,8 +24,9 @@ own `fit` trains across workers.
 The rest of the module is what a cluster job needs around `fit`: a bounded
 wait for the other workers (`watch_cluster_start`), which worker writes the
 run's files (`is_chief`, `write_dir`), a `RunState` whose checkpoints the chief
-writes and every worker resumes from (`WorkerRunState`), and loopback ports for
-trying a cluster on one machine (`kdkeras.launch`).
+writes and every worker resumes from (`WorkerRunState`), the cluster of a
+Slurm job step (`tf_config_from_slurm`), and loopback ports for trying a
+cluster on one machine (`kdkeras.launch`).
 """
 
 import contextlib
@@ -45,6 +46,8 @@ from kdkeras.callbacks import RunState
 from kdkeras.config import ConfigError
 
 from kdkeras.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
+
+DEFAULT_SLURM_PORT = 12345  # the first port of each node of a Slurm job step
 
 _KERAS = {}  # Keras's own functions, kept by `patch_keras`
 
@@ -260,3 +263,29 @@ def watch_cluster_start(tf_config, timeout=None):
     finally:
         watchdog.stdin.close()  # started (or failed): the watchdog exits
         watchdog.wait()
+
+
+def tf_config_from_slurm(port=DEFAULT_SLURM_PORT):
+    """The `TF_CONFIG` of this task of a Slurm job step, from `SlurmClusterResolver`.
+
+    Inside `srun`, every task becomes a worker listening on `port` (plus its
+    rank on the node, for several tasks per node); task 0 is the chief. GPUs,
+    where the nodes have any, are split evenly among a node's tasks.
+
+    Args:
+        port: The first port of each node.
+
+    Returns:
+        The `TF_CONFIG` JSON text.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-smi"):
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(port_base=port)
+    else:
+        # CPU nodes: the resolver cannot place zero GPUs per task (nor probe them without
+        # nvidia-smi), so it gets one notional GPU per task and leaves CUDA_VISIBLE_DEVICES alone.
+        tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=port, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False
+        )
+    cluster = resolver.cluster_spec().as_dict()
+    return json.dumps({"cluster": cluster, "task": {"type": resolver.task_type, "index": resolver.task_id}})

@@ -146,11 +146,10 @@ def _env(tmp, **extra):
         "TF_ENABLE_ONEDNN_OPTS": "0",
         "CUDA_VISIBLE_DEVICES": "",
         "TMPDIR": str(tmp),  # the other workers' scratch folders
-        **extra,
     }
-    for variable in ("TPU_NAME", "COLAB_TPU_ADDR", "TF_CONFIG"):
+    for variable in ("TPU_NAME", "COLAB_TPU_ADDR", "TF_CONFIG", "SLURM_PROCID"):
         env.pop(variable, None)
-    return env
+    return {**env, **extra}
 
 
 def _start_workers(command, tmp, count=2, tag="worker", **extra):
@@ -323,3 +322,15 @@ def test_a_worker_that_never_starts_is_named_within_the_timeout(tmp_path):
         f"strategy = 'multiworker': worker 0 waited 3 s for the cluster and nothing answers at "
         f"worker 1 (127.0.0.1:{silent_port})"
     ) in result.stderr
+
+
+def test_a_slurm_job_step_is_a_cluster(monkeypatch):
+    from kdkeras import distribute, multiworker
+
+    for name, value in {
+        "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[07-08]",
+        "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "", "PATH": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    tf_config = distribute.check_tf_config(multiworker.tf_config_from_slurm(port=2222))
+    assert tf_config == {"cluster": {"worker": ["node07:2222", "node08:2222"]}, "task": {"type": "worker", "index": 1}}
