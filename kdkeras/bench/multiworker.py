@@ -74,9 +74,8 @@ def _pinned(cores):
 
 
 def _env(**extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
-    env.pop("TF_CONFIG", None)
-    return env
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CONFIG", "SLURM_PROCID")}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
 
 
 def _one_process(out, args, timeout):
