@@ -13,6 +13,7 @@ kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs
 kdkeras models
 kdkeras predict --model runs/quickstart/distilled.keras new_xrays/ --out predictions.csv --gradcam gradcam/
 kdkeras list
+kdkeras launch --workers 2 distill --config quickstart
 ```
 """
 
@@ -34,6 +35,7 @@ COMMANDS = {
     "predict": "Classify image files, folders, zip/tar archives and DICOM files with a saved model; "
     "write one CSV row per image.",
     "list": "List every registry by name: distillation terms, feature losses, models.",
+    "launch": "Run one phase as N MultiWorkerMirroredStrategy workers on this machine (loopback ports).",
 }
 
 # (flag, config key, type, help); the "{phase}" key follows the command.
@@ -61,6 +63,17 @@ def number_list(text):
         return [float(item) for item in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects numbers separated by commas, e.g. 2,4,8; got {text!r}") from None
+
+
+def positive_int(text):
+    """Reads an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # (flag, config key, help) of the grid axes of `kdkeras sweep`.
@@ -94,6 +107,9 @@ def build_parser():
             _add_predict_arguments(sub)
             continue
         if command == "list":
+            continue
+        if command == "launch":
+            _add_launch_arguments(sub)
             continue
         if command == "models":
             sub.add_argument("--num-classes", type=int, default=2, help="classes of the printed models (default 2)")
@@ -140,6 +156,21 @@ def _add_set_argument(sub):
         metavar="KEY=VALUE",
         help="override any config key, e.g. --set teacher.optimizer=\"sgd\" --set data.augment=\"xray\" "
         "(VALUE is read as TOML; bare words are strings)",
+    )
+
+
+def _add_launch_arguments(sub):
+    sub.add_argument("--workers", type=positive_int, default=2, help="number of local worker processes (default 2)")
+    sub.add_argument(
+        "--logs", default=os.path.join("runs", "workers"),
+        help="folder of the logs of workers 1..N-1; worker 0 prints here (default: runs/workers)",
+    )
+    sub.add_argument(
+        "phase", choices=("teacher", "student", "distill"), help="the phase every worker runs"
+    )
+    sub.add_argument(
+        "phase_args", nargs=argparse.REMAINDER, metavar="...",
+        help="the phase's options, e.g. --config quickstart --epochs 3 (--strategy multiworker is added)",
     )
 
 
@@ -284,6 +315,10 @@ def main(argv=None):
     from kdkeras.files import ModelFileError
     from kdkeras.progress import fit_verbosity
 
+    if args.command == "launch":
+        from kdkeras import launch
+
+        return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
     try:
         if args.command == "list":
             print(registry_listing())

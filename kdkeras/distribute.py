@@ -10,7 +10,7 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 | --- | --- |
 | `"auto"` | TPU when one is attached, else mirrored over the GPUs when there are several, else the default |
 | `"mirrored"` | `MirroredStrategy` over all local GPUs (all logical CPUs when there is no GPU) |
-| `"multiworker"` | `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG` (see `check_keras_fit`) |
+| `"multiworker"` | `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG` (see `kdkeras.multiworker`) |
 | `"tpu"` | `TPUStrategy` on the attached TPU (Colab, Kaggle, Cloud TPU VM or node) |
 | `"none"` | the default strategy: one device, TensorFlow's placement |
 """
@@ -18,9 +18,9 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 import json
 import os
 
-import keras
 import tensorflow as tf
 
+from kdkeras import multiworker
 from kdkeras.config import STRATEGIES, ConfigError
 
 # One strategy of each kind per process: re-initialising a TPU drops the
@@ -136,8 +136,9 @@ def check_tf_config(text):
 
     if not text:
         fail(
-            "is not set: strategy = 'multiworker' reads the cluster from it. Set it on every "
-            "machine (on one machine, use strategy = 'mirrored')."
+            "is not set: strategy = 'multiworker' reads the cluster from it (or, inside `srun`, "
+            "from Slurm). Set it on every machine (on one machine, use strategy = 'mirrored' or "
+            "`kdkeras launch`)."
         )
     try:
         config = json.loads(text)
@@ -201,32 +202,6 @@ def describe(strategy):
         where = f"{machines} machine{'s' if machines != 1 else ''}; this is {resolver.task_type} {resolver.task_id}"
         return f"{text} on {where}, on {names}"
     return f"{text} on {names}"
-
-
-def check_keras_fit(strategy):
-    """Fails fast where Keras's `fit` cannot train under `strategy`.
-
-    Keras 3 (3.15 included) cannot `fit` under `MultiWorkerMirroredStrategy`
-    across several machines: it reduces a whole `(x, y)` batch and scalar logs
-    with collective ops that reject them, and the step crashes deep in
-    TensorFlow (keras-team/keras#20585). A one-machine cluster trains.
-
-    Args:
-        strategy: The `tf.distribute.Strategy` about to `fit`.
-
-    Raises:
-        StrategyError: a multi-worker cluster of more than one machine.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    machines = _machines(strategy)
-    if machines > 1:
-        raise StrategyError(
-            f"strategy = 'multiworker': Keras {keras.__version__} cannot `fit` across "
-            f"{machines} machines (keras-team/keras#20585: its step reduces batches and logs "
-            "with collectives that reject them). Train on one machine with strategy = "
-            "'mirrored' (all its GPUs), or on a TPU with strategy = 'tpu'."
-        )
 
 
 def replica_batch_size(batch_size, strategy):
@@ -316,9 +291,14 @@ def _tpu_strategy(address):
 
 def _multi_worker_strategy():
     if "multiworker" not in _CREATED:
-        check_tf_config(os.environ.get("TF_CONFIG"))
+        if not os.environ.get("TF_CONFIG") and "SLURM_PROCID" in os.environ:
+            # A task of `srun`: the cluster is the job step's (SlurmClusterResolver).
+            os.environ["TF_CONFIG"] = multiworker.tf_config_from_slurm()
+        tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
+        multiworker.patch_keras()  # Keras 3 cannot `fit` across workers without it (keras-team/keras#20585)
         try:
-            _CREATED["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+            with multiworker.watch_cluster_start(tf_config):
+                _CREATED["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
         except RuntimeError as e:
             raise StrategyError(
                 f"strategy = 'multiworker' could not start ({e}). It must be created before "

@@ -18,11 +18,12 @@ from kdkeras import distribute
 from kdkeras import losses as kd_losses
 from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
+from kdkeras import multiworker
 from kdkeras import profiling
 from kdkeras import reporting
 from kdkeras import runs as runs_lib
 from kdkeras import transfer
-from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
+from kdkeras.callbacks import StopOnNaN, TrainingDivergedError
 from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_config
 from kdkeras.distiller import Distiller
 from kdkeras.features import FeatureMatch
@@ -109,7 +110,10 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
 
     The phase runs under the config's `strategy` (see `kdkeras.distribute`):
     models are built, loaded and compiled in its scope, and `[data] batch_size`
-    is the global batch, split evenly over the replicas.
+    is the global batch, split evenly over the replicas. Under `"multiworker"`
+    every worker runs this function; only the chief writes the run folder, and
+    a restarted job resumes every worker from the chief's last checkpoint
+    (see `kdkeras.multiworker`).
 
     Args:
         config: A validated `ExperimentConfig`.
@@ -145,7 +149,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     if os.path.isdir(run.path):
         remove_stale_temp_files(run.path)  # left by a killed run
     strategy = distribute.get_strategy(config.strategy)
-    distribute.check_keras_fit(strategy)
+    # Only the chief writes the run's files; other workers write to a scratch folder.
+    written = runs_lib.RunFolder(multiworker.write_dir(run.path, strategy))
     batch_size = global_batch_size(config)
     per_replica = distribute.replica_batch_size(batch_size, strategy)
     teacher_path = teacher_path or run.model("teacher")
@@ -207,10 +212,12 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             strategy,
             batch_size,
         )
-    save_config(config, run.config)
-    state = RunState(
-        run.state(name),
-        run.history(name),
+    save_config(config, written.config)
+    state = multiworker.WorkerRunState(
+        written.state(name),
+        written.history(name),
+        restore_dir=run.state(name),
+        strategy=strategy,
         monitor=train_config.monitor,
         patience=train_config.early_stopping,
         weights_of=model,
@@ -222,7 +229,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     if class_weight:
         log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
-    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(run.logs(name))]
+    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(written.logs(name))]
     if train_config.reduce_lr:
         callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
             monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))
@@ -243,10 +250,10 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     except TrainingDivergedError as e:
         raise TrainingDivergedError(f"[{name}] {e} {_diverged_hint(state, phase)}") from None
     seconds = time.perf_counter() - started
-    model_path = run.model(name)
+    model_path = written.model(name)
     save_deployable(model, model_path)
     log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
-    result = evaluate(model, test, info, model_path, run.path, name, val=val)
+    result = evaluate(model, test, info, model_path, written.path, name, val=val)
     record = runs_lib.RunRecord(
         phase=phase,
         overrides=config_overrides(config),
@@ -269,8 +276,9 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         best_monitor_value=None if state.best is None else float(state.best),
         train_seconds=round(seconds, 1),
     )
-    run.write_metrics(name, result)
-    write_text_atomic(run.phase_config(name), _phase_config_text(config, record))
+    written.write_metrics(name, result)
+    write_text_atomic(written.phase_config(name), _phase_config_text(config, record))
+    multiworker.remove_write_dir(written.path, run.path)
     log(f"[{name}] test: {metrics_lib.summary(result)}")
     return result
 

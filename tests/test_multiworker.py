@@ -1,0 +1,336 @@
+"""strategy = "multiworker": local worker processes on 127.0.0.1 against one process.
+
+Every worker is a subprocess with one CPU device and its own TF_CONFIG; the
+one-process reference runs the same program under the default strategy with
+the same global batch. All traffic stays on loopback and every wait is bounded.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from kdkeras import launch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 300  # seconds any one job may take, start-up included
+
+# Distiller variants trained across two workers (all of them are checked under
+# MirroredStrategy in test_distribute.py; these cover the logits, the features
+# and the cached path, at the cost of one trace each).
+VARIANTS = ("knowledge_distillation", "feature_matches", "cached_teacher_logits")
+
+VARIANT_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+
+    from kdkeras import distribute
+
+    strategy = distribute.get_strategy(sys.argv[1])  # first: collectives are set up at start-up
+
+    import keras
+    import numpy as np
+
+    from kdkeras import losses as kd_losses
+    from kdkeras.distiller import Distiller
+    from kdkeras.features import FeatureMatch
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, 64).astype("int32")
+    weights = np.linspace(0.5, 1.5, 64).astype("float32")
+    VARIANTS = {
+        "knowledge_distillation": {"loss": lambda: kd_losses.KnowledgeDistillation(temperature=2.0)},
+        "feature_matches": {
+            "features": lambda: [FeatureMatch("conv", "conv", kind) for kind in ("hint", "attention", "cosine")]
+        },
+        "cached_teacher_logits": {"cached": True},
+    }
+
+
+    def net(width, seed, regularizer=None):
+        # No BatchNorm or dropout: a worker's half batch must give the same logits as the whole.
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((8, 8, 1))
+        h = keras.layers.Rescaling(1 / 255)(inputs)
+        h = keras.layers.Conv2D(width, 3, activation="relu", kernel_regularizer=regularizer, name="conv")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        return keras.Model(inputs, keras.layers.Dense(3, kernel_regularizer=regularizer)(h))
+
+
+    results = {}
+    for variant in sys.argv[3].split(","):
+        spec = VARIANTS[variant]
+        with strategy.scope():
+            teacher = net(8, seed=1)
+            student = net(4, seed=9, regularizer=keras.regularizers.L2(0.01))
+            distiller = Distiller(student=student, teacher=teacher, features=spec.get("features", list)() or None)
+            distiller.compile(
+                optimizer=keras.optimizers.SGD(0.5, momentum=0.5),
+                metrics=["accuracy"],
+                distillation_loss_fn=spec["loss"]() if "loss" in spec else None,
+                alpha=0.3,
+                temperature=2.0,
+            )
+        inputs = {"inputs": x, "teacher_logits": teacher(x).numpy()} if spec.get("cached") else x
+        history = distiller.fit(
+            inputs, y, sample_weight=weights, batch_size=16, epochs=2, shuffle=False,
+            validation_data=(inputs, y, weights), verbose=0,
+        )
+        results[variant] = {"history": history.history, "weights": [w.tolist() for w in student.get_weights()]}
+    task = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": ""}}'))["task"]["index"]
+    with open(sys.argv[2].replace(".json", f"{task}.json"), "w") as f:
+        json.dump(results, f)
+    """
+)
+
+TEACHER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Rescaling(1 / 255)(inputs)
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inputs, keras.layers.Dense(2)(h)).save(sys.argv[1])
+    """
+)
+
+
+def _config(epochs, limit=64):
+    # squeezenet1_1 without dropout: the zoo's student without BatchNorm or randomness, so a
+    # worker's half batch computes exactly what the whole batch does in one process.
+    return textwrap.dedent(
+        f"""
+        name = "cluster"
+        seed = 3
+        [data]
+        loader = "medmnist"
+        flag = "pneumoniamnist"
+        root = "@bundled"
+        batch_size = 16
+        limit = {limit}
+        [teacher]
+        model = "cnn_small"
+        [student]
+        model = "cnn_small"
+        [distill]
+        model = "squeezenet1_1"
+        options = {{ dropout = 0.0 }}
+        epochs = {epochs}
+        optimizer = "sgd"
+        learning_rate = 0.05
+        monitor = "val_loss"
+        alpha = 0.3
+        temperature = 2.0
+        """
+    )
+
+
+def _env(tmp, **extra):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([REPO, os.environ["PYTHONPATH"]]),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "TF_ENABLE_ONEDNN_OPTS": "0",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TMPDIR": str(tmp),  # the other workers' scratch folders
+    }
+    for variable in ("TPU_NAME", "COLAB_TPU_ADDR", "TF_CONFIG", "SLURM_PROCID"):
+        env.pop(variable, None)
+    return {**env, **extra}
+
+
+def _start_workers(command, tmp, count=2, tag="worker", **extra):
+    """Starts `count` workers of one local cluster; returns them and their log paths."""
+    processes, logs = [], []
+    with launch.reserve_ports(count) as ports:
+        for index, tf_config in enumerate(launch.local_tf_configs(ports)):
+            logs.append(tmp / f"{tag}{index}.log")
+            with open(logs[-1], "w") as log:
+                processes.append(subprocess.Popen(
+                    command, cwd=tmp, env=_env(tmp, TF_CONFIG=json.dumps(tf_config), **extra),
+                    stdout=log, stderr=subprocess.STDOUT,
+                ))
+        launch.wait_listening(ports, processes, timeout=TIMEOUT)
+    return processes, logs
+
+
+def _finish(processes, logs, timeout=TIMEOUT):
+    try:
+        status = launch.wait_all(processes, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the workers ran past the time limit:\n" + "\n".join(p.read_text()[-2000:] for p in logs))
+    assert status == 0, "\n".join(p.read_text()[-3000:] for p in logs)
+
+
+def _one_process(command, tmp, log_name):
+    log = open(tmp / log_name, "w")
+    return subprocess.Popen(command, cwd=tmp, env=_env(tmp), stdout=log, stderr=subprocess.STDOUT), log
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """Each worker's and the one process's history and final student weights, per variant."""
+    tmp = tmp_path_factory.mktemp("variants")
+    (tmp / "variants.py").write_text(VARIANT_SCRIPT)
+    names = ",".join(VARIANTS)
+    single, log = _one_process([sys.executable, "variants.py", "none", "single.json", names], tmp, "single.log")
+    workers, logs = _start_workers(
+        [sys.executable, "variants.py", "multiworker", "worker.json", names], tmp
+    )
+    _finish(workers, logs)
+    assert single.wait(timeout=TIMEOUT) == 0, (tmp / "single.log").read_text()[-3000:]
+    log.close()
+    return {
+        "workers": [json.loads((tmp / f"worker{index}.json").read_text()) for index in range(2)],
+        "single": json.loads((tmp / "single.json").read_text()),
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_workers_train_as_one_process(variants, variant):
+    chief, other = (worker[variant] for worker in variants["workers"])
+    # Every worker ends with the same student and the same logs, bit for bit.
+    assert other == chief
+    worker, single = chief, variants["single"][variant]
+    assert set(worker["history"]) == set(single["history"]) >= {
+        "loss", "student_loss", "distillation_loss", "accuracy", "val_loss", "val_accuracy",
+    }
+    for key, values in single["history"].items():
+        assert len(worker["history"][key]) == 2
+        assert worker["history"][key] == pytest.approx(values, rel=1e-4, abs=1e-5), key
+    # Two epochs of SGD moved the student, and moved it as one process did.
+    assert single["history"]["loss"][1] != single["history"]["loss"][0]
+    for got, want in zip(worker["weights"], single["weights"]):
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def phase_runs(tmp_path_factory):
+    """`kdkeras launch --workers 2 distill` and a one-process `kdkeras distill` of one config."""
+    tmp = tmp_path_factory.mktemp("phase")
+    (tmp / "cluster.toml").write_text(_config(epochs=2))
+    (tmp / "teacher.py").write_text(TEACHER_SCRIPT)
+    for runs in ("runs", "single"):
+        os.makedirs(tmp / runs / "cluster")
+    subprocess.run(
+        [sys.executable, "teacher.py", "runs/cluster/teacher.keras"], cwd=tmp, env=_env(tmp), check=True, timeout=120
+    )
+    (tmp / "single" / "cluster" / "teacher.keras").write_bytes((tmp / "runs" / "cluster" / "teacher.keras").read_bytes())
+    phase = ["distill", "--config", "cluster.toml", "--quiet"]
+    single, log = _one_process(
+        [sys.executable, "-m", "kdkeras", *phase, "--runs-dir", "single", "--strategy", "none"], tmp, "single.log"
+    )
+    with open(tmp / "launch.log", "w") as out:
+        launched = subprocess.run(
+            [sys.executable, "-m", "kdkeras", "launch", "--workers", "2", "--logs", "runs/workers", *phase],
+            cwd=tmp, env=_env(tmp), stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT,
+        )
+    assert launched.returncode == 0, (tmp / "launch.log").read_text()[-3000:]
+    assert single.wait(timeout=TIMEOUT) == 0, (tmp / "single.log").read_text()[-3000:]
+    log.close()
+    return tmp
+
+
+def _history(path):
+    header, *rows = path.read_text().strip().splitlines()
+    return [dict(zip(header.split(","), map(float, row.split(",")))) for row in rows]
+
+
+def test_launch_runs_a_distillation_phase_as_one_process_would(phase_runs):
+    log = (phase_runs / "launch.log").read_text()
+    assert "MultiWorkerMirroredStrategy: 2 replicas on 2 machines; this is worker 0, on CPU:0; global batch 16 = 8" in log
+    assert "this is worker 1" in (phase_runs / "runs" / "workers" / "worker1.log").read_text()
+    got = _history(phase_runs / "runs" / "cluster" / "distilled_history.csv")
+    want = _history(phase_runs / "single" / "cluster" / "distilled_history.csv")
+    assert [row["epoch"] for row in got] == [1.0, 2.0]
+    for got_row, want_row in zip(got, want):
+        assert set(got_row) == set(want_row)
+        for key, value in want_row.items():
+            assert got_row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_launch_writes_the_metrics_once_and_like_one_process(phase_runs):
+    from kdkeras.files import load_model
+
+    got = json.loads((phase_runs / "runs" / "cluster" / "distilled_metrics.json").read_text())
+    want = json.loads((phase_runs / "single" / "cluster" / "distilled_metrics.json").read_text())
+    for key in ("acc", "auc", "balanced_acc", "loss", "epochs_run", "best_epoch"):
+        assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
+    students = [load_model(str(phase_runs / runs / "cluster" / "distilled.keras")) for runs in ("runs", "single")]
+    for a, b in zip(*(model.get_weights() for model in students)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Only the chief wrote: no checkpoints left, no worker scratch folder left behind.
+    assert sorted(os.listdir(phase_runs / "runs" / "cluster")) == sorted(os.listdir(phase_runs / "single" / "cluster"))
+    assert not [name for name in os.listdir(phase_runs) if name.startswith("kdkeras-worker")]
+
+
+def test_a_killed_worker_resumes_from_the_last_epoch_on_every_worker(tmp_path):
+    (tmp_path / "cluster.toml").write_text(_config(epochs=4))
+    (tmp_path / "teacher.py").write_text(TEACHER_SCRIPT)
+    os.makedirs(tmp_path / "runs" / "cluster")
+    subprocess.run(
+        [sys.executable, "teacher.py", "runs/cluster/teacher.keras"], cwd=tmp_path, env=_env(tmp_path),
+        check=True, timeout=120,
+    )
+    command = [sys.executable, "-m", "kdkeras", "distill", "--config", "cluster.toml", "--quiet", "--strategy", "multiworker"]
+    first = tmp_path / "runs" / "cluster" / "state" / "distilled" / "epoch_0001.json"
+    processes, logs = _start_workers(command, tmp_path, tag="first")
+    deadline = time.monotonic() + TIMEOUT
+    while not first.exists() and time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        time.sleep(0.05)
+    assert first.exists(), "\n".join(p.read_text()[-2000:] for p in logs)
+    os.kill(processes[1].pid, signal.SIGKILL)  # worker 1 dies in epoch 2
+    launch.wait_all(processes, timeout=TIMEOUT)  # the job ends: the chief is stopped with it
+    history_before = _history(tmp_path / "runs" / "cluster" / "distilled_history.csv")
+    assert 1 <= len(history_before) < 4
+
+    processes, logs = _start_workers(command, tmp_path, tag="restart")
+    _finish(processes, logs)
+    resumed = len(history_before)
+    for log in logs:
+        assert f"resuming after epoch {resumed} of 4" in log.read_text()
+    history = _history(tmp_path / "runs" / "cluster" / "distilled_history.csv")
+    assert [row["epoch"] for row in history] == [1.0, 2.0, 3.0, 4.0]
+    assert history[:resumed] == history_before
+    assert json.loads((tmp_path / "runs" / "cluster" / "distilled_metrics.json").read_text())["epochs_run"] == 4
+    assert not (tmp_path / "runs" / "cluster" / "state").exists()
+
+
+def test_a_worker_that_never_starts_is_named_within_the_timeout(tmp_path):
+    with launch.reserve_ports(2) as (port, silent_port):  # the second stays bound, never listening
+        tf_config = launch.local_tf_configs([port, silent_port])[0]
+        result = subprocess.run(
+            [sys.executable, "-m", "kdkeras", "student", "--config", "quickstart", "--strategy", "multiworker"],
+            cwd=tmp_path, env=_env(tmp_path, TF_CONFIG=json.dumps(tf_config), KDKERAS_CLUSTER_TIMEOUT="3"),
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]  # the watchdog ended the blocked start
+    assert (
+        f"strategy = 'multiworker': worker 0 waited 3 s for the cluster and nothing answers at "
+        f"worker 1 (127.0.0.1:{silent_port})"
+    ) in result.stderr
+
+
+def test_a_slurm_job_step_is_a_cluster(monkeypatch):
+    from kdkeras import distribute, multiworker
+
+    for name, value in {
+        "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[07-08]",
+        "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "", "PATH": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    tf_config = distribute.check_tf_config(multiworker.tf_config_from_slurm(port=2222))
+    assert tf_config == {"cluster": {"worker": ["node07:2222", "node08:2222"]}, "task": {"type": "worker", "index": 1}}
