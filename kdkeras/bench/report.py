@@ -29,6 +29,7 @@ SPEED_GPU = os.path.join("speed_gpu", "speed.json")
 ACCURACY = "accuracy.json"
 TRANSFER = "transfer.json"
 DETERMINISM = os.path.join("determinism", "determinism.json")
+PIPELINE = "pipeline.md"
 VARIANTS = "variants"
 EXPORT = os.path.join("export", "export.json")
 
@@ -42,6 +43,7 @@ def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
         f"python -m kdkeras.bench.accuracy --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
         f"python -m kdkeras.bench.transfer --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
         f"python -m kdkeras.bench.determinism --config {experiment} --out-dir {runs_dir}/determinism",
+        f"python -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out {runs_dir}/pipeline.md",
         f"kdkeras export --config {experiment} --runs-dir {runs_dir}/seed{seeds[0]} --out {runs_dir}/export",
         f"python -m kdkeras.bench.report --runs-dir {runs_dir} --out BENCHMARKS.md --readme README.md",
     ]
@@ -123,6 +125,13 @@ def build_markdown(runs_dir="runs/bench"):
         ]
     else:
         lines.append("Not measured yet: run `python -m kdkeras.bench.determinism` (see Reproduce).")
+    lines += ["", "## Input pipeline: images per second on 2 cores", ""]
+    pipeline_path = os.path.join(runs_dir, PIPELINE)
+    if os.path.exists(pipeline_path):
+        with open(pipeline_path, encoding="utf-8") as f:
+            lines += [f.read().rstrip()]
+    else:
+        lines.append("Not measured yet: run `python -m kdkeras.data.benchmark` (see Reproduce).")
     lines += ["", "## Training speed: cost of a distillation step", ""]
     if speed:
         lines += [
