@@ -1,7 +1,7 @@
 """Experiment configs: one TOML file per experiment, validated before any training.
 
 A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
-table whose `loader` names a `kdkeras.data.load_*` function, whose optional
+table whose `loader` names a loader of `kdkeras.registry.LOADERS`, whose optional
 `augment_on` ("pipeline" or "device") says where `augment` runs, and whose
 other keys are that function's arguments, and one table per phase: `[teacher]`,
 `[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`
@@ -24,9 +24,8 @@ import os
 import tomllib
 
 from kdkeras.files import write_text_atomic
+from kdkeras.registry import LOADERS, OPTIMIZERS
 
-LOADERS = ("medmnist", "xray_folder", "ham10000", "image_folder", "tfds")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_accuracy", "val_auc")
 CLASS_WEIGHTS = ("", "balanced")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
@@ -60,7 +59,7 @@ class TrainConfig:
         weights: "" (random init), "imagenet", or a path to a weights file.
         options: Extra keyword arguments of `kdkeras.models.get_model`.
         epochs: Maximum number of epochs.
-        optimizer: One of `OPTIMIZERS`.
+        optimizer: A name in `kdkeras.registry.OPTIMIZERS` (`kdkeras list`).
         learning_rate: Initial learning rate.
         weight_decay: Decoupled weight decay (adamw, sgd); 0 disables it.
         early_stopping: Patience in epochs on `monitor` (best weights are
@@ -485,23 +484,21 @@ def _check_type(value, default, where):
 
 
 def _check_data(data, source):
-    from kdkeras import data as data_lib
-
     if not isinstance(data, dict) or "loader" not in data:
         raise ConfigError(
-            f"{source}: [data] needs a `loader` key, one of: {', '.join(LOADERS)}."
+            f"{source}: [data] needs a `loader` key, one of: {', '.join(LOADERS.names())}."
         )
     loader = data["loader"]
     if loader not in LOADERS:
-        raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS)}.")
-    parameters = inspect.signature(getattr(data_lib, f"load_{loader}")).parameters
+        raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS.names())}.")
+    parameters = inspect.signature(LOADERS.lookup(loader)).parameters
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     unknown = sorted(k for k in data if k not in ("loader", "augment_on") and k not in parameters)
     if unknown and not accepts_kwargs:
         allowed = ", ".join(sorted(k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD))
         raise ConfigError(
             f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
-            f"kdkeras.data.load_{loader}. Allowed: loader, augment_on, {allowed}."
+            f"the {loader!r} loader ({LOADERS.lookup(loader).__qualname__}). Allowed: loader, augment_on, {allowed}."
         )
     augment_on = data.get("augment_on", "pipeline")
     if augment_on not in AUGMENT_ON:
@@ -560,7 +557,7 @@ def _check_values(config, source):
         if not 0 <= train.weight_decay < math.inf:
             fail(f"[{phase}] weight_decay", f"= {train.weight_decay} must be >= 0 and finite.")
         if train.optimizer not in OPTIMIZERS:
-            fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS)}.")
+            fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS.names())}.")
         if train.monitor not in MONITORS:
             fail(f"[{phase}] monitor", f"= {train.monitor!r} is unknown. Allowed: {', '.join(MONITORS)}.")
         if train.class_weight not in CLASS_WEIGHTS:

@@ -16,9 +16,10 @@ it came from. The table is returned and written as `export.md` and
 
 The full-integer model takes int8 input and returns int8 logits, so it runs on
 integer-only accelerators (Edge TPU, microcontrollers, NNAPI). Its input
-quantization comes from the representative images: pixels in [0, 255] map to
-int8 with scale ~1 and zero point -128, so `uint8 pixel - 128` feeds it with
-no loss. `TFLiteModel` applies the file's own input and output quantization
+quantization comes from the representative images: the scale is their
+brightest pixel / 255, not 1, so a caller quantizes with the file's own
+`scale` and `zero_point` (pixels brighter than any calibration pixel
+saturate). `TFLiteModel` applies the file's own input and output quantization
 parameters, so every format is called with float pixels and returns float
 logits. Every model of the zoo starts with `kdkeras.models.InputPreprocessing`
 (scaling, grayscale-to-RGB repeat), which is part of every exported graph.
@@ -35,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras import calibration as calibration_lib
 from kdkeras import metrics as metrics_lib
 from kdkeras import profiling
 from kdkeras import runs as runs_lib
@@ -50,6 +52,8 @@ FILENAMES = {
 }
 TABLE_JSON = "export.json"
 TABLE_MD = "export.md"
+# The model's calibration (`kdkeras.calibration`), copied beside the exported files when it has one.
+CALIBRATION = "calibration.json"
 
 _METRIC_COLUMNS = ("acc", "auc", "balanced_acc")
 
@@ -232,7 +236,10 @@ def export_student(
 
     Returns:
         An `ExportTable`, also written to `out_dir/export.json` and
-        `out_dir/export.md`.
+        `out_dir/export.md`. A model saved with a calibration file (the
+        report fits one on validation) gets it copied as
+        `out_dir/calibration.json`: the temperature that divides the exported
+        logits and the binary decision threshold.
 
     Raises:
         FileNotFoundError: `model_or_path` is a path that does not exist.
@@ -319,6 +326,11 @@ def export_student(
     )
     write_text_atomic(os.path.join(out_dir, TABLE_JSON), json.dumps(table.to_dict(), indent=2) + "\n")
     write_text_atomic(os.path.join(out_dir, TABLE_MD), table.to_markdown())
+    calibrated = calibration_lib.load_calibration(source_path) if source_path else None
+    if calibrated is not None:
+        # Every exported file emits logits, as the Keras model does: the temperature and the
+        # decision threshold fitted on validation travel beside them, for the deployment to apply.
+        write_text_atomic(os.path.join(out_dir, CALIBRATION), json.dumps(calibrated, indent=2) + "\n")
     return table
 
 

@@ -111,3 +111,6 @@ def summary(entry):
 
 DISTILLATION_TERMS = Registry("distillation_term", modules=("kdkeras.losses", "kdkeras.relations"))
 FEATURE_LOSSES = Registry("feature_loss", modules=("kdkeras.features",))
+OPTIMIZERS = Registry("optimizer", modules=("kdkeras.optimizers",))
+# Loaders return `(train, val, test, info)`; `[data]`'s other keys are their arguments.
+LOADERS = Registry("loader", modules=("kdkeras.data",))

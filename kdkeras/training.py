@@ -28,7 +28,7 @@ from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_co
 from kdkeras.distiller import Distiller
 from kdkeras.features import FeatureMatch
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
-from kdkeras.registry import DISTILLATION_TERMS
+from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 from kdkeras.fit_metrics import fit_metrics
 from kdkeras.progress import fit_verbosity
 from kdkeras.teacher_cache import with_teacher_logits
@@ -69,7 +69,7 @@ def load_data(config, raw_train=False):
     if kwargs.get("root") == BUNDLED:
         kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
     kwargs.setdefault("seed", config.seed)
-    return getattr(data_lib, f"load_{loader}")(**kwargs)
+    return LOADERS.get(loader, **kwargs)
 
 
 def device_augmentation(config):
@@ -84,15 +84,8 @@ def device_augmentation(config):
 
 
 def make_optimizer(train):
-    """Builds the optimizer of a phase from its `TrainConfig`."""
-    lr, decay = train.learning_rate, train.weight_decay or None
-    if train.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=decay)
-    if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=train.weight_decay)
-    if train.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=decay)
-    return keras.optimizers.RMSprop(lr, weight_decay=decay)
+    """Builds the optimizer of a phase from its `TrainConfig` (`kdkeras.registry.OPTIMIZERS`)."""
+    return OPTIMIZERS.get(train.optimizer, learning_rate=train.learning_rate, weight_decay=train.weight_decay)
 
 
 def supervised_loss(task):
@@ -321,7 +314,7 @@ def global_batch_size(config):
     It is `[data] batch_size`, or the loader's default when the config leaves
     it out (the Keras convention: `fit` splits each batch over the replicas).
     """
-    loader = getattr(data_lib, f"load_{config.data['loader']}")
+    loader = LOADERS.lookup(config.data["loader"])
     return config.data.get("batch_size", inspect.signature(loader).parameters["batch_size"].default)
 
 

@@ -210,14 +210,27 @@ def test_full_integer_file_takes_and_returns_int8(exported):
     np.testing.assert_allclose(logits, model(images, training=False).numpy(), atol=0.25)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README/export.py claim pixel p -> int8 p - 128, but the input scale is the calibration "
-    "images' max / 255 (242 / 255 on these 100 images), so p - 128 is off and pixels > 242 saturate",
-)
-def test_full_integer_file_maps_pixel_p_to_int8_p_minus_128(exported):
-    _, out, _, _ = exported
+def test_full_integer_input_scale_comes_from_the_calibration_images(exported):
+    # What README and export.py state: the brightest calibration pixel maps to int8 127.
+    _, out, table, _ = exported
     _, given, _ = int8_interpreter(out)
     scale, zero_point = given["quantization"]
-    pixels = np.arange(256, dtype=np.float64)
-    np.testing.assert_array_equal(np.round(pixels / scale) + zero_point, pixels - 128)
+    assert zero_point == -128 and 0 < scale <= 1.0
+    brightest = scale * (127 - zero_point)
+    assert 200 < brightest <= 255 and table.representative_images == 100
+
+
+def test_export_ships_the_calibration_beside_the_files(tmp_path):
+    from kdkeras import calibration
+
+    keras.utils.set_random_seed(1)
+    model = _tiny_student()
+    path = str(tmp_path / "student.keras")
+    model.save(path)
+    calibration.save_calibration(path, 1.7, threshold=0.3, operating_point={"sensitivity": 0.95})
+    out = tmp_path / "export"
+    export.export_student(path, out, formats=("tflite_float32",), latency_repeats=1)
+    shipped = json.loads((out / export.CALIBRATION).read_text())
+    assert (shipped["temperature"], shipped["threshold"]) == (1.7, 0.3)
+    export.export_student(model, tmp_path / "bare", formats=("tflite_float32",), latency_repeats=1)
+    assert not (tmp_path / "bare" / export.CALIBRATION).exists()

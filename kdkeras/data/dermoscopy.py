@@ -16,6 +16,7 @@ import numpy as np
 from kdkeras.data import images
 from kdkeras.data.errors import DataError
 from kdkeras.data.folders import build_file_splits, grouped_split, unpacked
+from kdkeras.registry import LOADERS
 
 CLASS_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 CLASS_DESCRIPTIONS = {
@@ -160,6 +161,7 @@ def ham10000_splits(metadata_csv, image_dirs, val_fraction=0.15, test_fraction=0
     return {split: ([paths[i] for i in idx], labels[idx]) for split, idx in parts.items()}
 
 
+@LOADERS.register("ham10000")
 def load_ham10000(
     metadata_csv,
     image_dirs,

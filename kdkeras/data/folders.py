@@ -16,6 +16,7 @@ from kdkeras import files
 from kdkeras.data import images, transforms
 from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, sparse_class_stats
+from kdkeras.registry import LOADERS
 
 SPLITS = ("train", "val", "test")
 # Folder names of the splits, lower-cased: Kermany's train/val/test, and the
@@ -427,6 +428,7 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
     return splits, class_names
 
 
+@LOADERS.register("image_folder")
 def load_image_folder(
     root,
     class_names=None,

@@ -24,6 +24,7 @@ from kdkeras import files
 from kdkeras.data import transforms
 from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, multi_hot_stats, sparse_class_stats
+from kdkeras.registry import LOADERS
 
 ROOT_ENV = "KDKERAS_MEDMNIST_ROOT"
 SIZES = (28, 64, 128, 224)
@@ -318,6 +319,7 @@ def read_npz(path, flag, size=28):
         return _validate(npz, path, flag, size, info)
 
 
+@LOADERS.register("medmnist")
 def load_medmnist(
     flag,
     size=28,

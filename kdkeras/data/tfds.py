@@ -6,6 +6,7 @@ import tensorflow as tf
 from kdkeras.data import transforms
 from kdkeras.data.errors import DataError
 from kdkeras.data.info import DatasetInfo, sparse_class_stats
+from kdkeras.registry import LOADERS
 
 SPLITS = ("train", "val", "test")
 
@@ -65,6 +66,7 @@ def _builder(name, data_dir, download):
     return builder
 
 
+@LOADERS.register("tfds")
 def load_tfds(
     name,
     split=None,

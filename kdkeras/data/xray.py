@@ -8,6 +8,7 @@ import numpy as np
 from kdkeras.data import images
 from kdkeras.data.errors import DataError
 from kdkeras.data.folders import build_file_splits, find_split_folders, grouped_split, unpacked
+from kdkeras.registry import LOADERS
 
 CLASS_NAMES = {2: ["normal", "pneumonia"], 3: ["normal", "bacteria", "virus"]}
 _PATIENT = re.compile(r"^(person\d+)_", re.IGNORECASE)
@@ -109,6 +110,7 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
     return splits
 
 
+@LOADERS.register("xray_folder")
 def load_xray_folder(
     root,
     num_classes=2,
