@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 import tomllib
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -281,12 +282,12 @@ def read_image(path, metadata):
         if tuple(image.shape[:2]) != tuple(size):
             image = transforms.resize(image, size)
         return transforms.to_uint8(image).numpy()
-    header, reason = images_lib._inspect(path)  # the full PIL decode the loaders run first
-    if header is None:
-        raise DataError(reason)
-    ratio = images_lib.jpeg_scale_denominator([header], size)
+    # The loaders' own check: the pipeline's decoder, at the JPEG scale it will use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (header,), _ = images_lib.inspect_images([path], strict=True, image_size=tuple(size))
     try:
-        return images_lib.decode_image_file(tf.constant(path), channels, size, ratio).numpy()
+        return images_lib.decode_image_file(images_lib.tf_paths([path])[0], channels, size, header.jpeg_ratio).numpy()
     except tf.errors.OpError as e:
         raise DataError(f"TensorFlow could not decode it: {e.message}") from e
 

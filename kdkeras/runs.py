@@ -194,7 +194,8 @@ def trained_class_names(model_path):
     """
     path = os.path.splitext(os.fspath(model_path))[0] + "_metrics.json"
     try:
-        return class_names(read_metrics(path))
+        with open(path, encoding="utf-8") as f:
+            return class_names(json.load(f))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

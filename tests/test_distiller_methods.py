@@ -48,7 +48,7 @@ def kl(p, q):
 
 def test_dkd_through_the_distiller_gets_the_labels():
     distiller = kdkeras.Distiller(fixed_logits_model(Z_STUDENT, "s"), fixed_logits_model(Z_TEACHER, "t"))
-    distiller.compile(distillation_loss_fn=losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0), alpha=0.0)
+    distiller.compile(distillation_loss_fn=losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0), alpha=0.0)
     logs = distiller.evaluate(X, Y, return_dict=True, verbose=0)
     assert logs["distillation_loss"] == pytest.approx(2.485962, abs=2e-5)
     assert logs["loss"] == pytest.approx(2.485962, abs=2e-5)

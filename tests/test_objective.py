@@ -107,7 +107,7 @@ def test_several_teachers_fuse_in_each_terms_space():
 
 def test_terms_list_round_trip_resumes_training(tmp_path):
     model = distiller(
-        alpha=0.1, distillation_terms=[(losses.DecoupledKD(beta=2.0), 0.4), (relations.DIST(temperature=2.0), 1.5)]
+        alpha=0.1, distillation_terms=[(losses.DecoupledKD(nckd_weight=2.0), 0.4), (relations.DIST(temperature=2.0), 1.5)]
     )
     model.fit(X, Y, epochs=1, verbose=0)
     path = os.path.join(tmp_path, "terms.keras")

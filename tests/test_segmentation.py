@@ -68,7 +68,7 @@ def tiled(array, reps=3):
 
 DENSE_LOSSES = {
     "decoupled_kd": (
-        lambda: kdkeras.losses.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0),
+        lambda: kdkeras.losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0),
         lambda z_t, labels: {"teacher_logits": z_t, "labels": labels},
     ),
     "multilabel_kd": (lambda: kdkeras.losses.MultiLabelKD(temperature=4.0), lambda z_t, labels: z_t),

@@ -88,7 +88,7 @@ def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     # What fit trained with, not only what the log says.
     ((distiller, train, _),) = fit_calls
     loss = distiller.distillation_loss_fn
-    assert type(loss).__name__ == "DecoupledKD" and (loss.alpha, loss.beta) == (1.0, 2.0)
+    assert type(loss).__name__ == "DecoupledKD" and (loss.tckd_weight, loss.nckd_weight) == (1.0, 2.0)
     assert distiller.warmup_steps == 2
     images, _ = train.element_spec
     assert set(images) == {"inputs", "teacher_logits"} and images["teacher_logits"].shape[-1] == 2
