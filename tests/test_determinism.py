@@ -55,6 +55,7 @@ def _run_all(config, runs):
 def _metrics(runs, name):
     with open(os.path.join(runs, "repeat", f"{name}_metrics.json")) as f:
         metrics = json.load(f)
+    metrics["run"].pop("date")  # when it finished
     return {k: v for k, v in metrics.items() if not any(k.startswith(t) for t in _TIMINGS)}
 
 
