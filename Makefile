@@ -77,6 +77,7 @@ bench: install
 	$(PY) -m kdkeras.bench.transfer --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
 	$(PY) -m kdkeras.bench.determinism --config $(BENCH_EXP) --out-dir $(BENCH_RUNS)/determinism
 	$(PY) -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out $(BENCH_RUNS)/pipeline.md
+	$(KDKERAS) report --config $(BENCH_EXP) --runs-dir $(BENCH_RUNS)/seed$(firstword $(BENCH_SEEDS))
 	$(KDKERAS) export --config $(BENCH_EXP) --runs-dir $(BENCH_RUNS)/seed$(firstword $(BENCH_SEEDS)) \
 		--out $(BENCH_RUNS)/export
 	$(PY) -m kdkeras.bench.report --runs-dir $(BENCH_RUNS) --out BENCHMARKS.md --readme README.md

@@ -220,6 +220,12 @@ def headline(metrics):
     }
 
 
+def read_clinical(path):
+    """The `clinical.json` a report wrote: `{model: {calibration, operating_point, fidelity, ...}}`."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def run_record(metrics):
     """The `RunRecord` of a metrics dict, or None if it has none."""
     return RunRecord.from_dict(metrics.get("run"))

@@ -331,6 +331,8 @@ def readme_block(runs_dir="runs/bench"):
         )
     same = accuracy.get("same_images", {}).get(str(seed))
     lines += ["", f"On these test images: {same['verdict']}" if same else "", ""]
+    if os.path.exists(run.clinical):
+        lines += [_clinical_line(runs_lib.read_clinical(run.clinical)), ""]
     paired = accuracy.get("paired", {}).get("distilled-student", {})
     if paired:
         n = len(accuracy["seeds"])
@@ -361,6 +363,26 @@ def update_readme(readme="README.md", runs_dir="runs/bench"):
         raise ValueError(f"{readme} has no quickstart-result block ({README_START} ... {README_END}).")
     write_text_atomic(readme, text[:start] + readme_block(runs_dir) + text[end + len(README_END) + 1:])
     return readme
+
+
+def _clinical_line(clinical):
+    """Fidelity to the teacher and the screening operating point, from the run's `clinical.json`."""
+    parts = []
+    for name in ("student", "distilled"):
+        fidelity = clinical.get(name, {}).get("fidelity")
+        if fidelity:
+            parts.append(f"{accuracy_bench.MODEL_TITLES[name]} {fidelity['top1_agreement']:.3f}")
+    text = "Top-1 agreement with the teacher on the test split: " + ", ".join(parts) + "."
+    point = clinical.get("distilled", {}).get("operating_point")
+    if point and point.get("rule"):
+        test = point["test"]
+        rule = ", ".join(f"{k} {v}" for k, v in point["rule"].items())
+        text += (
+            f" The distilled student's threshold chosen on validation for {rule} ({point['threshold']:.3f}) gives "
+            f"test sensitivity {stats.format_interval(test['sensitivity'], test['intervals']['sensitivity'])} and "
+            f"specificity {stats.format_interval(test['specificity'], test['intervals']['specificity'])}."
+        )
+    return text
 
 
 def _cpu_model(env):
