@@ -19,8 +19,10 @@ def _raw(**evaluate):
 
 
 def test_default_is_the_plain_half_threshold():
-    config = config_lib.load_config("quickstart")
+    config = config_lib.from_dict(_raw())
     assert config.evaluate.operating_point == {} and config.evaluate.gradcam_layers == {}
+    # The quickstart asks for a screening threshold.
+    assert config_lib.load_config("quickstart").evaluate.operating_point == {"sensitivity": 0.95}
 
 
 @pytest.mark.parametrize("point", [{"sensitivity": 0.95}, {"specificity": 0.9}, {"youden": True}])
