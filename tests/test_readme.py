@@ -30,3 +30,22 @@ def test_readme_example_runs_as_written(tmp_path):
     # majority answer.
     assert logs["accuracy"] > 0.66
     assert (tmp_path / "student.keras").exists()
+
+
+def test_readme_quickstart_result_quotes_the_benchmark_it_came_from():
+    """The README's result block and BENCHMARKS.md come from one `make bench`: same numbers."""
+    from kdkeras.bench.report import README_END, README_START
+
+    text = open(README, encoding="utf-8").read()
+    block = text[text.index(README_START):text.index(README_END)]
+    seed = re.search(r"`make all` \(seed (\d+)\)", block).group(1)
+    readme = {
+        model: re.findall(r"\| (\d\.\d{3}) \(", line)
+        for model, line in re.findall(r"^\| (teacher|student alone|distilled student): `[^`]+` (\|.*)$", block, re.M)
+    }
+    assert sorted(readme) == ["distilled student", "student alone", "teacher"]
+    benchmarks = open(os.path.join(os.path.dirname(README), "BENCHMARKS.md"), encoding="utf-8").read()
+    triple = r"(\d\.\d{3} / \d\.\d{3} / \S+)"
+    (row,) = re.findall(rf"^\| {seed} \| {triple} \| {triple} \| {triple} \|", benchmarks, re.M)
+    cells = [cell.split(" / ") for cell in row]
+    assert [readme["teacher"], readme["student alone"], readme["distilled student"]] == cells

@@ -337,7 +337,8 @@ def readme_block(runs_dir="runs/bench"):
     if paired:
         n = len(accuracy["seeds"])
         lines.append(
-            f"Over {n} seeds ([BENCHMARKS.md](BENCHMARKS.md)), distilled minus student alone: "
+            f"That is one seed's test images. Over {n} seeds ([BENCHMARKS.md](BENCHMARKS.md)), which is what a "
+            "claim about the recipe needs, distilled minus student alone: "
             + "; ".join(
                 f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(paired[m]['mean'], m)} "
                 f"(95% t-interval {accuracy_bench._signed(paired[m]['low'], m)} to "
