@@ -114,6 +114,9 @@ class DistillConfig(TrainConfig):
             teacher only (see `kdkeras.transfer`): "" (none), "train" (the
             train images whose labels `labeled_fraction` withholds), or a
             folder of images or an `.npz` with an `images` array.
+        mixup: Concentration of mixup inside the distillation step, teacher
+            and student seeing the same mixed images (`kdkeras.mixup`, Beyer
+            et al. 2022); 0 disables it.
     """
 
     alpha: float = 0.1
@@ -127,6 +130,7 @@ class DistillConfig(TrainConfig):
     teacher_weights: list = dataclasses.field(default_factory=list)
     cache_teacher: bool = False
     transfer_set: str = ""
+    mixup: float = 0.0
 
 
 @dataclasses.dataclass
@@ -627,6 +631,13 @@ def _check_distill(distill, data, fail):
         )
     if distill.transfer_set and distill.loss == "decoupled_kd":
         fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
+    if not 0 <= distill.mixup < math.inf:
+        fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
+    if distill.mixup and distill.cache_teacher:
+        fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
+    if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
+        fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
+             "Use 'knowledge_distillation' or 'dist'.")
     if distill.cache_teacher and distill.features:
         fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
 

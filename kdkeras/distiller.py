@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from kdkeras import features as kd_features
 from kdkeras import losses as kd_losses
+from kdkeras import mixup as mixup_lib
 from kdkeras import objective
 from kdkeras.objective import check_teacher_weights
 
@@ -175,6 +176,7 @@ class Distiller(keras.Model):
         weighted_metrics=None,
         distillation_terms=None,
         distillation_weight=None,
+        mixup=0.0,
         **kwargs,
     ):
         """Configures the Distiller for training.
@@ -219,6 +221,13 @@ class Distiller(keras.Model):
                 `1 - alpha` (Hinton et al., keras.io, `keras.distillation`);
                 seed 002's article optimises `alpha * CE + KL`: weight 1.0,
                 with `KnowledgeDistillation(T, t_squared=False)`.
+            mixup: Concentration `a` of mixup inside each training step
+                (`kdkeras.mixup`, the function matching of Beyer et al. 2022):
+                every image is mixed with another of the batch, weight
+                `lam ~ Beta(a, a)`, and teacher and student see the mixture;
+                the student loss becomes the mixup loss. 0 (the default)
+                disables it. Needs the teacher's forward pass (no cached
+                logits).
             **kwargs: Passed to `keras.Model.compile`: `jit_compile`,
                 `steps_per_execution`, `run_eagerly`, `auto_scale_loss`.
 
@@ -243,6 +252,8 @@ class Distiller(keras.Model):
             temperature = kd_losses._check_temperature(temperature)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}.")
+        if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not 0 <= mixup < float("inf"):
+            raise ValueError(f"`mixup` must be a finite number >= 0 (0 disables it), got {mixup!r}.")
         weight = 1.0 - alpha if distillation_weight is None else distillation_weight
         terms = objective.resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
         super().compile(
@@ -262,6 +273,15 @@ class Distiller(keras.Model):
         else:
             self.temperature = None
         self.warmup_steps = warmup_steps
+        needs_labels = [t.name for t, _ in terms if "labels" in getattr(t, "requires", ())]
+        if mixup and needs_labels:
+            raise ValueError(
+                f"mixup mixes two images' labels, but the term(s) {needs_labels} read one label per image: "
+                "set mixup=0, or use a term that reads teacher logits only (knowledge_distillation, dist)."
+            )
+        self.mixup = float(mixup)
+        # Created here, in the strategy scope compile runs in; seeded by keras.utils.set_random_seed.
+        self._mixup_seed = keras.random.SeedGenerator() if self.mixup else None
 
     @property
     def distillation_terms(self):
@@ -283,6 +303,7 @@ class Distiller(keras.Model):
             alpha=self.alpha,
             warmup_steps=self.warmup_steps,
             distillation_weight=self._distillation_weight_argument,
+            mixup=self.mixup,
         )
         if self.distillation_loss_fn is not None:
             config.update(
@@ -343,12 +364,21 @@ class Distiller(keras.Model):
         x, teacher_logits = _split_inputs(x)
         if self.augmentation is not None:
             x = self.augmentation(x, training=True)
+        labels = [(y, sample_weight)]
+        if self.mixup:
+            if teacher_logits is not None:
+                raise ValueError(
+                    "mixup shows the teacher images it has not seen, so it cannot use cached teacher "
+                    "logits: set mixup=0, or drop the cache ([distill] cache_teacher = false)."
+                )
+            x, lam, partner = mixup_lib.mix(x, self.mixup, self._mixup_seed)
+            labels = mixup_lib.mixed_labels(y, sample_weight, lam, partner)
         teacher_logits, teacher_features = self._teacher_outputs(x, teacher_logits)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             student_logits, student_features = self._student_outputs(x, training=True)
             loss = self._compute_losses(
-                x, y, student_logits, teacher_logits, student_features, teacher_features, sample_weight
+                x, labels, student_logits, teacher_logits, student_features, teacher_features, sample_weight
             )
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
@@ -362,7 +392,8 @@ class Distiller(keras.Model):
         teacher_logits, teacher_features = self._teacher_outputs(x, teacher_logits)
         student_logits, student_features = self._student_outputs(x, training=False)
         self._compute_losses(
-            x, y, student_logits, teacher_logits, student_features, teacher_features, sample_weight
+            x, [(y, sample_weight)], student_logits, teacher_logits, student_features, teacher_features,
+            sample_weight,
         )
         return self.compute_metrics(x, *_labeled(y, student_logits, sample_weight))
 
@@ -395,9 +426,12 @@ class Distiller(keras.Model):
         return logits, [adapter(f, training=training) for adapter, f in zip(self.adapters, features)]
 
     def _compute_losses(
-        self, x, y, student_logits, teacher_logits, student_features, teacher_features, sample_weight
+        self, x, labels, student_logits, teacher_logits, student_features, teacher_features, sample_weight
     ):
         """Returns the total loss of this replica and updates the loss trackers.
+
+        `labels` is a list of `(y, sample_weight)` whose student losses add up:
+        one pair, or mixup's two halves (`kdkeras.mixup.mixed_labels`).
 
         Every term sees the same batch dict (`kdkeras.objective.compute`) and
         takes what its `requires` asks for; `teacher_logits` is a list when
@@ -410,10 +444,10 @@ class Distiller(keras.Model):
         teachers = teacher_logits if isinstance(teacher_logits, list) else [teacher_logits]
         for logits in teachers:
             _check_widths(logits.shape[-1], student_logits.shape[-1])
-        student_loss = self.student_loss_fn(*_labeled(y, student_logits, sample_weight))
+        student_loss = tf.add_n([self.student_loss_fn(*_labeled(y, student_logits, w)) for y, w in labels])
         batch = {
             "inputs": x,
-            "labels": y,
+            "labels": labels[0][0],
             "student_logits": student_logits,
             "features": dict(zip(self.features, zip(teacher_features, student_features))),
         }

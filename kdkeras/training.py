@@ -358,6 +358,7 @@ def build_distiller(student, teachers, distill, info, steps_per_epoch):
         alpha=distill.alpha,
         distillation_weight=1.0 if distill.objective == "additive" else None,
         warmup_steps=round(distill.warmup_epochs * steps_per_epoch),
+        mixup=distill.mixup,
     )
     return distiller
 

@@ -1,0 +1,318 @@
+"""Which distillation recipe the quickstart ships, chosen on the validation split.
+
+The known levers for distilling with every label (issue 13) are tried beside
+the shipped recipe, each over the same seeds:
+
+- `current`: the experiment as configured.
+- `ensemble`: the soft targets of three teachers trained with different seeds
+  (the seed's own teacher and two more), averaged (`[distill] teachers`).
+- `function_matching`: the "patient and consistent" teacher of Beyer et al.
+  (CVPR 2022) within the same budget: teacher and student see the same
+  mixup of the batch (`[distill] mixup = 1`), and the student learns from the
+  teacher alone (`alpha = 0`).
+
+Every recipe keeps the student's training budget (epochs, schedule,
+augmentation, class weights, early stopping), so the student trained alone by
+the accuracy benchmark stays every recipe's baseline.
+
+The rule, fixed before any recipe ran: a recipe replaces `current` only when
+its distilled student's validation AUC (the phases' monitor) is higher by a
+paired 95% t-interval over seeds that excludes 0; several such recipes are
+ranked by their mean gain. Otherwise `current` stays. Test-split numbers are
+computed for every recipe and printed for the record, after the choice; they
+choose nothing.
+
+Seeds run in `<runs_dir>/seed<N>/`, beside the accuracy benchmark's runs,
+whose teachers and students they reuse.
+
+Run: `python -m kdkeras.bench.recipes --seeds 0 1 2 3 4 --runs-dir runs/bench`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from kdkeras import config as config_lib
+from kdkeras import metrics as metrics_lib
+from kdkeras import runs as runs_lib
+from kdkeras import stats
+from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench.environment import describe_environment
+from kdkeras.config import ConfigError
+from kdkeras.files import write_text_atomic
+
+SELECTION_METRIC = "auc"
+COMPARED = ("acc", "auc")
+# Seeds of a recipe's extra teachers: teacher j of seed s trains with seed s + TEACHER_SEED_STEP * j.
+TEACHER_SEED_STEP = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A candidate distillation recipe.
+
+    Attributes:
+        name: Short name, also the run folder's suffix.
+        description: One line for the tables.
+        overrides: `[distill]` overrides, dotted (`{"distill.alpha": 0.0}`).
+        teachers: Number of teachers whose soft targets are averaged.
+    """
+
+    name: str
+    description: str
+    overrides: dict = dataclasses.field(default_factory=dict)
+    teachers: int = 1
+
+
+RECIPES = (
+    Recipe("current", "as configured"),
+    Recipe("ensemble", "three teachers (seeds s, s+1000, s+2000), soft targets averaged", teachers=3),
+    Recipe("function_matching", "Beyer et al. 2022: teacher and student see the same mixup (a = 1), alpha 0",
+           {"distill.alpha": 0.0, "distill.mixup": 1.0}),
+)
+
+
+def run_recipe_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEEDS, recipes=RECIPES,
+                         runs_dir="runs/bench", fresh=False, log=print):
+    """Runs (or reuses) every recipe for every seed, then chooses on validation.
+
+    Args:
+        config: Experiment name or `.toml` path.
+        seeds: Global seeds.
+        recipes: `Recipe`s; the first is the incumbent the others must beat.
+        runs_dir: Parent of the `seed<N>` folders.
+        fresh: Retrain runs that already finished.
+        log: Callable receiving progress lines.
+
+    Returns:
+        A JSON-ready dict: `experiment`, `seeds`, `recipes` (name ->
+        description, overrides, teachers), `per_seed` (`{seed: {"student":
+        {"validation", "test"}, recipe: {"validation", "test"}}}`),
+        `selection` (see `select`), `test` (see `compare_on_test`) and
+        `environment`.
+    """
+    seeds = [int(seed) for seed in seeds]
+    base = config_lib.load_config(config)
+    environment = describe_environment()
+    per_seed = {}
+    for seed in seeds:
+        seeded = config_lib.apply_overrides(base, {"seed": seed})
+        seed_runs = os.path.join(runs_dir, f"seed{seed}")
+        for phase in ("teacher", "student"):
+            accuracy_bench.run_recorded_phase(seeded, phase, seed_runs, fresh=fresh, log=log)
+        row = {"student": _scores(runs_lib.RunFolder.of(seeded, seed_runs), "student")}
+        for recipe in recipes:
+            run = _run_recipe(seeded, recipe, seed_runs, fresh, log)
+            row[recipe.name] = _scores(run, "distilled")
+        per_seed[str(seed)] = row
+    result = {
+        "experiment": base.name,
+        "config_path": base.path,
+        "seeds": seeds,
+        "recipes": {r.name: {"description": r.description, "overrides": r.overrides, "teachers": r.teachers}
+                    for r in recipes},
+        "per_seed": per_seed,
+        "environment": environment,
+    }
+    result["selection"] = select(per_seed, [r.name for r in recipes])
+    result["test"] = compare_on_test(per_seed, [r.name for r in recipes])
+    return result
+
+
+def _run_recipe(seeded, recipe, seed_runs, fresh, log):
+    """Trains the recipe's extra teachers and its distilled student; returns its run folder."""
+    own_teacher = runs_lib.RunFolder.of(seeded, seed_runs).model("teacher")
+    teachers = [os.path.abspath(own_teacher)]
+    for j in range(1, recipe.teachers):
+        extra = config_lib.apply_overrides(seeded, {
+            "name": f"{seeded.name}-teacher{j}", "seed": seeded.seed + TEACHER_SEED_STEP * j,
+        })
+        accuracy_bench.run_recorded_phase(extra, "teacher", seed_runs, fresh=fresh, log=log)
+        teachers.append(os.path.abspath(runs_lib.RunFolder.of(extra, seed_runs).model("teacher")))
+    if recipe.name == "current":
+        configured = seeded
+    else:
+        overrides = {"name": f"{seeded.name}-{recipe.name}", **recipe.overrides}
+        if recipe.teachers > 1:
+            overrides["distill.teachers"] = teachers
+        configured = config_lib.apply_overrides(seeded, overrides)
+    accuracy_bench.run_recorded_phase(configured, "distill", seed_runs, fresh=fresh, teacher_path=own_teacher,
+                                      log=log)
+    return runs_lib.RunFolder.of(configured, seed_runs)
+
+
+def _scores(run, name):
+    """Validation and test ACC, AUC and cross-entropy of one trained model, from its saved logits."""
+    predictions = run.read_predictions(name)
+    task = run.read_metrics(name)["task"]
+    scores = {}
+    for split, (y_true, logits) in {
+        "validation": (predictions["val_true"], predictions["val_logits"]),
+        "test": (predictions["y_true"], predictions["logits"]),
+    }.items():
+        result = metrics_lib.classification_metrics(y_true, metrics_lib.logits_to_scores(logits, task), task,
+                                                    n_resamples=1000)
+        scores[split] = {key: result[key] for key in ("acc", "auc", "cross_entropy")}
+    return scores
+
+
+def select(per_seed, names, metric=SELECTION_METRIC):
+    """Applies the module's rule on the validation split.
+
+    Args:
+        per_seed: `{seed: {recipe: {"validation": {metric: value}}}}`.
+        names: Recipe names; the first is the incumbent.
+        metric: The validation metric that decides.
+
+    Returns:
+        dict with `metric`, `chosen` (a recipe name), `reason` (one sentence)
+        and `candidates` (`{name: {"mean": ..., "gain": paired t-interval of
+        name - incumbent}}`).
+    """
+    incumbent = names[0]
+    candidates, winners = {}, []
+    for name in names:
+        values = [row[name]["validation"][metric] for row in per_seed.values()]
+        entry = {"mean": stats.mean_std(values)}
+        if name != incumbent:
+            entry["gain"] = stats.paired_t_interval(
+                [row[name]["validation"][metric] - row[incumbent]["validation"][metric] for row in per_seed.values()]
+            )
+            if entry["gain"]["low"] is not None and entry["gain"]["low"] > 0:
+                winners.append((entry["gain"]["mean"], name))
+        candidates[name] = entry
+    if winners:
+        chosen = max(winners)[1]
+        gain = candidates[chosen]["gain"]
+        reason = (f"{chosen} beats {incumbent} on validation {metric.upper()} by {gain['mean']:+.4f} "
+                  f"(95% t-interval {gain['low']:+.4f} to {gain['high']:+.4f} over {gain['n']} seeds).")
+    else:
+        chosen = incumbent
+        reason = (f"no recipe beats {incumbent} on validation {metric.upper()} with a paired 95% interval "
+                  f"above 0, so {incumbent} stays.")
+    return {"metric": metric, "chosen": chosen, "reason": reason, "candidates": candidates}
+
+
+def compare_on_test(per_seed, names):
+    """Each recipe's distilled student against the student alone, on the test split.
+
+    Returns:
+        `{recipe: {metric: {"distilled": mean/std, "gain": paired t-interval
+        of distilled - student alone}}}`, plus `"student"` (mean/std).
+    """
+    rows = list(per_seed.values())
+    comparison = {"student": {m: stats.mean_std([r["student"]["test"][m] for r in rows]) for m in COMPARED}}
+    for name in names:
+        comparison[name] = {
+            metric: {
+                "distilled": stats.mean_std([r[name]["test"][metric] for r in rows]),
+                "gain": stats.paired_t_interval([r[name]["test"][metric] - r["student"]["test"][metric] for r in rows]),
+            }
+            for metric in COMPARED
+        }
+    return comparison
+
+
+def to_markdown(result):
+    """Validation table and choice first, then the test split for the record."""
+    n = len(result["seeds"])
+    selection = result["selection"]
+    lines = [
+        f"Chosen on validation ({n} seeds): **{selection['chosen']}**. {selection['reason']}",
+        "",
+        "| Recipe | What it changes | validation ACC | validation AUC | validation cross-entropy | "
+        "validation AUC minus current (95% CI, wins) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    rows = list(result["per_seed"].values())
+    for name, recipe in result["recipes"].items():
+        means = {m: stats.mean_std([r[name]["validation"][m] for r in rows]) for m in ("acc", "auc", "cross_entropy")}
+        gain = selection["candidates"][name].get("gain")
+        gain_text = "" if gain is None else (
+            f"{gain['mean']:+.4f} ({_bound(gain['low'])} to {_bound(gain['high'])}; {gain['n_positive']}/{gain['n']})")
+        lines.append(f"| {name} | {recipe['description']} | {accuracy_bench.format_mean_std(means['acc'])} | "
+                     f"{accuracy_bench.format_mean_std(means['auc'], 4)} | "
+                     f"{accuracy_bench.format_mean_std(means['cross_entropy'])} | {gain_text} |")
+    student = {m: stats.mean_std([r["student"]["validation"][m] for r in rows]) for m in ("acc", "auc", "cross_entropy")}
+    lines.append(f"| student alone | the baseline, same budget | {accuracy_bench.format_mean_std(student['acc'])} | "
+                 f"{accuracy_bench.format_mean_std(student['auc'], 4)} | "
+                 f"{accuracy_bench.format_mean_std(student['cross_entropy'])} | |")
+    lines += [
+        "",
+        "The same runs on the test split, printed after the choice and for the record (they chose nothing): "
+        "distilled minus the student alone, paired t-interval over seeds.",
+        "",
+        "| Recipe | test ACC | gain ACC, points (95% CI, wins) | test AUC | gain AUC (95% CI, wins) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    test = result["test"]
+    for name in result["recipes"]:
+        acc, auc = test[name]["acc"], test[name]["auc"]
+        lines.append(f"| {name} | {accuracy_bench.format_mean_std(acc['distilled'])} | {_gain(acc['gain'], 100, 1)} | "
+                     f"{accuracy_bench.format_mean_std(auc['distilled'])} | {_gain(auc['gain'], 1, 4)} |")
+    lines.append(f"| student alone | {accuracy_bench.format_mean_std(test['student']['acc'])} | | "
+                 f"{accuracy_bench.format_mean_std(test['student']['auc'])} | |")
+    lines += ["", "Per seed, validation AUC / test AUC:", "",
+              "| Seed | student alone | " + " | ".join(result["recipes"]) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in result["recipes"]) + " |"]
+    for seed, row in result["per_seed"].items():
+        cells = [_pair(row["student"])] + [_pair(row[name]) for name in result["recipes"]]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _bound(value):
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
+def _gain(interval, scale, digits):
+    if interval["low"] is None:
+        return f"{interval['mean'] * scale:+.{digits}f}"
+    status = accuracy_bench.gain_status(interval)
+    return (f"{interval['mean'] * scale:+.{digits}f} ({interval['low'] * scale:+.{digits}f} to "
+            f"{interval['high'] * scale:+.{digits}f}; {interval['n_positive']}/{interval['n']}): {status}")
+
+
+def _pair(scores):
+    return f"{scores['validation']['auc']:.4f} / {scores['test']['auc']:.4f}"
+
+
+def save(result, out_dir):
+    """Writes `recipes.json` and `recipes.md` into `out_dir`; returns the markdown path."""
+    write_text_atomic(os.path.join(out_dir, "recipes.json"), json.dumps(result, indent=2) + "\n")
+    path = os.path.join(out_dir, "recipes.md")
+    write_text_atomic(path, to_markdown(result))
+    return path
+
+
+def build_parser():
+    """The argument parser of `python -m kdkeras.bench.recipes`."""
+    parser = argparse.ArgumentParser(prog="python -m kdkeras.bench.recipes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="quickstart", help="experiment name or .toml path (default quickstart)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(accuracy_bench.DEFAULT_SEEDS),
+                        help="seeds (default 0 1 2 3 4)")
+    parser.add_argument("--recipes", nargs="+", choices=[r.name for r in RECIPES], default=[r.name for r in RECIPES],
+                        help="recipes to run; the first is the incumbent (default: all)")
+    parser.add_argument("--runs-dir", default="runs/bench", help="parent of the seed<N> run folders")
+    parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
+    return parser
+
+
+def main(argv=None):
+    """Runs the benchmark, prints its tables and writes them next to the runs."""
+    args = build_parser().parse_args(argv)
+    recipes = [next(r for r in RECIPES if r.name == name) for name in args.recipes]
+    try:
+        result = run_recipe_benchmark(args.config, args.seeds, recipes, args.runs_dir, args.fresh)
+    except (ConfigError, ValueError) as e:
+        print(f"kdkeras.bench.recipes: {e}", file=sys.stderr)
+        return 2
+    print(to_markdown(result))
+    print(f"wrote {save(result, args.runs_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
