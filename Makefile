@@ -74,6 +74,7 @@ bench: install
 	$(PY) -m kdkeras.bench.speed --out-dir $(BENCH_RUNS)/speed
 	$(PY) -m kdkeras.bench.accuracy --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS) \
 		$(if $(BENCH_EPOCHS),--epochs $(BENCH_EPOCHS))
+	$(PY) -m kdkeras.bench.recipes --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
 	$(PY) -m kdkeras.bench.transfer --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
 	$(PY) -m kdkeras.bench.determinism --config $(BENCH_EXP) --out-dir $(BENCH_RUNS)/determinism
 	$(PY) -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out $(BENCH_RUNS)/pipeline.md

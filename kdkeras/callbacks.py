@@ -243,3 +243,24 @@ def _build_optimizer(model):
         return
     model.optimizer.build(model.trainable_variables)
 
+
+def cosine_schedule(learning_rate, epochs):
+    """Half a cosine from `learning_rate` at the first epoch towards 0 after the last.
+
+    Set per epoch from the epoch's index, so a resumed run (`RunState`)
+    continues on the same curve. The "long cosine schedule" of Beyer et al.
+    (CVPR 2022), who found distillation keeps improving where a constant
+    rate would have stopped it.
+
+    Args:
+        learning_rate: The rate of epoch 0.
+        epochs: The number of epochs the curve spans.
+
+    Returns:
+        A `keras.callbacks.LearningRateScheduler`.
+    """
+    def rate(epoch, _):
+        return learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+    return keras.callbacks.LearningRateScheduler(rate)
+

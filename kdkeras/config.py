@@ -28,6 +28,7 @@ from kdkeras.registry import LOADERS, OPTIMIZERS
 
 MONITORS = ("val_loss", "val_accuracy", "val_auc")
 CLASS_WEIGHTS = ("", "balanced")
+SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 # How the two terms add up: "hinton" is alpha * CE + (1 - alpha) * KD (Hinton et al., keras.io,
 # keras.distillation); "additive" is alpha * CE + KD, the objective of seed 002's article.
@@ -40,7 +41,8 @@ AUGMENT_ON = ("pipeline", "device")
 BUNDLED = "@bundled"
 # The training budget `[distill]` takes from `[student]` unless it sets it.
 INHERITED_BY_DISTILL = (
-    "epochs", "optimizer", "learning_rate", "weight_decay", "early_stopping", "reduce_lr", "monitor", "class_weight",
+    "epochs", "optimizer", "learning_rate", "weight_decay", "schedule", "early_stopping", "reduce_lr", "monitor",
+    "class_weight",
 )
 # The loaders that read local files, and their [data] keys naming those files.
 LOCAL_DATA_KEYS = {"xray_folder": ("root",), "image_folder": ("root",), "ham10000": ("metadata_csv", "image_dirs")}
@@ -64,6 +66,9 @@ class TrainConfig:
         weight_decay: Decoupled weight decay (adamw, sgd); 0 disables it.
         early_stopping: Patience in epochs on `monitor` (best weights are
             restored at the end); 0 disables early stopping.
+        schedule: The learning rate over epochs, one of `SCHEDULES`:
+            "constant" (changed only by `reduce_lr`) or "cosine" (half a
+            cosine from `learning_rate` towards 0 over `epochs`).
         reduce_lr: Patience of ReduceLROnPlateau on `monitor`; 0 disables it.
         monitor: Validation quantity for early stopping, LR reduction and
             best-weight restore: one of `MONITORS`.
@@ -79,6 +84,7 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    schedule: str = "constant"
     early_stopping: int = 0
     reduce_lr: int = 0
     monitor: str = "val_auc"
@@ -568,6 +574,10 @@ def _check_values(config, source):
             fail(f"[{phase}] class_weight", f"= {train.class_weight!r} is unknown. Allowed: \"\" or \"balanced\".")
         if train.early_stopping < 0 or train.reduce_lr < 0:
             fail(f"[{phase}] early_stopping/reduce_lr", "are patiences in epochs and must be >= 0.")
+        if train.schedule not in SCHEDULES:
+            fail(f"[{phase}] schedule", f"= {train.schedule!r} is unknown. Allowed: {', '.join(SCHEDULES)}.")
+        if train.schedule == "cosine" and train.reduce_lr:
+            fail(f"[{phase}] reduce_lr", f"= {train.reduce_lr} would fight schedule = 'cosine': set reduce_lr = 0.")
     if not 0.0 < config.labeled_fraction <= 1.0:
         fail("labeled_fraction", f"= {config.labeled_fraction} must be in (0, 1].")
     if config.distill.transfer_set == "train" and config.labeled_fraction == 1.0:

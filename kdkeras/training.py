@@ -23,7 +23,7 @@ from kdkeras import profiling
 from kdkeras import reporting
 from kdkeras import runs as runs_lib
 from kdkeras import transfer
-from kdkeras.callbacks import StopOnNaN, TrainingDivergedError
+from kdkeras.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
 from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_config
 from kdkeras.distiller import Distiller
 from kdkeras.features import FeatureMatch
@@ -223,6 +223,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
     callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(written.logs(name))]
+    if train_config.schedule == "cosine":
+        callbacks.insert(1, cosine_schedule(train_config.learning_rate, train_config.epochs))
     if train_config.reduce_lr:
         callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
             monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))

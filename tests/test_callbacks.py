@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras.callbacks import RunState, history_to_csv
+from kdkeras.callbacks import RunState, cosine_schedule, history_to_csv
 
 
 class KillAfter(keras.callbacks.Callback):
@@ -115,3 +115,26 @@ def test_unknown_monitor_names_the_logged_keys(tmp_path):
 def test_history_to_csv_puts_epoch_first():
     text = history_to_csv([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "val_loss": 0.3}])
     assert text.splitlines() == ["epoch,loss,val_loss", "1,0.5,", "2,0.25,0.3"]
+
+
+def test_cosine_schedule_follows_half_a_cosine_and_resumes_on_it(tmp_path):
+    x, y = data()
+    model = make_model()
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[cosine_schedule(0.01, 4)])
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * epoch / 4)) for epoch in range(4)]
+    np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-6)
+    resumed = make_model().fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=[cosine_schedule(0.01, 4)])
+    np.testing.assert_allclose(resumed.history["learning_rate"], expected[2:], rtol=1e-6)
+
+
+def test_config_schedule_is_validated_and_inherited():
+    from kdkeras.config import ConfigError, apply_overrides, from_dict, load_config
+
+    config = load_config("quickstart").to_dict()
+    config["student"].update(schedule="cosine", reduce_lr=0)
+    config["distill"] = {k: v for k, v in config["distill"].items() if k not in ("schedule", "reduce_lr")}
+    assert from_dict(config).distill.schedule == "cosine"
+    with pytest.raises(ConfigError, match=r"\[student\] schedule = 'linear' is unknown. Allowed: constant, cosine"):
+        apply_overrides(load_config("quickstart"), {"student.schedule": "linear"})
+    with pytest.raises(ConfigError, match=r"\[teacher\] reduce_lr = 2 would fight schedule = 'cosine'"):
+        apply_overrides(load_config("quickstart"), {"teacher.schedule": "cosine"})
