@@ -1,7 +1,10 @@
 """The Colab quickstart notebook executes headless, on a short run of the quickstart recipe."""
 
+import json
 import os
 import re
+import subprocess
+import sys
 
 import nbformat
 from nbclient import NotebookClient
@@ -37,3 +40,16 @@ def test_colab_quickstart_executes(tmp_path, monkeypatch):
     assert f"the run folder stays at {out}" in printed(cells[-1])  # saving to Drive is Colab-only
     # Only the public API: no private kdkeras helper in any cell.
     assert not [c.source for c in cells if re.search(r"kdkeras\.\w+\._|from kdkeras\.\w+ import _", c.source)]
+    # The notebook's numbers are the CLI's: the same phases, same seed, same shortening, to the last digit.
+    cli_runs = tmp_path / "cli_runs"
+    for phase in ("teacher", "student", "distill"):
+        subprocess.run(
+            [sys.executable, "-m", "kdkeras", phase, "--config", "quickstart", "--limit", "128", "--epochs", "1",
+             "--runs-dir", str(cli_runs)],
+            cwd=tmp_path, check=True, capture_output=True, timeout=300,
+        )
+    for name in ("teacher", "student", "distilled"):
+        notebook_metrics = json.loads((out / f"{name}_metrics.json").read_text())
+        cli_metrics = json.loads((cli_runs / "quickstart" / f"{name}_metrics.json").read_text())
+        for key in ("acc", "auc", "balanced_acc", "loss", "confusion_matrix"):
+            assert notebook_metrics[key] == cli_metrics[key], (name, key)
