@@ -253,16 +253,13 @@ def parse_value(text):
 
 
 def registry_listing():
-    """Every registry's names, each with its first docstring line, and the model zoo."""
+    """Every registry's names, each with its first docstring line."""
     from kdkeras import registry
-    from kdkeras.models import list_models
 
     lines = []
     for kind, entries in registry.registries().items():
         lines.append(f"{kind}:")
         lines.extend(f"  {name:<24} {registry.summary(entries.lookup(name))}" for name in entries.names())
-    lines.append("model:")
-    lines.extend(f"  {spec.name:<24} {spec.role}: {spec.description}" for spec in list_models())
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ import os
 import tomllib
 
 from kdkeras.files import write_text_atomic
-from kdkeras.registry import LOADERS, OPTIMIZERS
+from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
 
 MONITORS = ("val_loss", "val_accuracy", "val_auc")
 CLASS_WEIGHTS = ("", "balanced")
@@ -505,6 +505,11 @@ def _check_data(data, source):
         raise ConfigError(
             f"{source}: [data] augment_on = {augment_on!r} is unknown. Allowed: {', '.join(AUGMENT_ON)}."
         )
+    augment = data.get("augment")
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise ConfigError(
+            f"{source}: [data] augment = {augment!r} is unknown. Allowed: {', '.join(AUGMENTATIONS.names())}."
+        )
     if augment_on == "device" and not data.get("augment"):
         raise ConfigError(
             f"{source}: [data] augment_on = 'device' has no augmentation to run: set [data] augment "
@@ -694,13 +699,13 @@ def check_data_paths(config):
 def _check_models(config, fail):
     from kdkeras import models
 
-    names = [spec.name for spec in models.list_models()]
+    names = sorted(MODELS.names())
     for phase, name in (
         ("teacher", config.teacher.model),
         ("student", config.student.model),
         ("distill", config.student_model()[0]),
     ):
-        if name not in names:
+        if name not in MODELS:
             fail(f"[{phase}] model", f"= {name!r} is unknown. Allowed: {', '.join(names)}.")
     # Options are checked here, not when the model is built after the data has loaded.
     for phase in ("teacher", "student", "distill"):
@@ -715,4 +720,3 @@ def _check_models(config, fail):
                     f"= {train.options!r}: {spec.name} does not take {', '.join(map(repr, unknown))}. "
                     f"Its options (defaults): {accepted}.",
                 )
-
