@@ -19,6 +19,7 @@ FUNCTION_REASON = "# Long function:"
 MODULE_REASON = "# Long module:"
 
 _SPLITTING = "being split (issue 14)"
+_UNOWNED = "to split (issue 14); in no helper's task this session"
 # "path" for a module, "path::qualified.name" for a function.
 KNOWN_EXCEPTIONS = {
     "kdkeras/bench/report.py::build_markdown": _SPLITTING,
@@ -33,11 +34,10 @@ KNOWN_EXCEPTIONS = {
     "kdkeras/distiller.py::Distiller.compile": _SPLITTING,
     "kdkeras/export.py": _SPLITTING,
     "kdkeras/export.py::export_student": _SPLITTING,
-    "kdkeras/files.py::extract_archive": _SPLITTING,
-    "kdkeras/metrics.py::classification_metrics": _SPLITTING,
-    "kdkeras/reporting/figures.py::plot_prediction_grid": _SPLITTING,
-    "kdkeras/reporting/report.py::write_report": _SPLITTING,
-    "kdkeras/reporting/tables.py::report_markdown": _SPLITTING,
+    "kdkeras/files.py::extract_archive": _UNOWNED,
+    "kdkeras/reporting/figures.py::plot_prediction_grid": _UNOWNED,
+    "kdkeras/reporting/report.py::write_report": _UNOWNED,
+    "kdkeras/reporting/tables.py::report_markdown": _UNOWNED,
     "kdkeras/training.py": _SPLITTING,
     "kdkeras/training.py::run_phase": _SPLITTING,
 }
