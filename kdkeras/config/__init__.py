@@ -40,3 +40,30 @@ from kdkeras.config.schema import ExperimentConfig
 from kdkeras.config.schema import SweepConfig
 from kdkeras.config.schema import TrainConfig
 from kdkeras.config.validation import check_data_paths
+
+__all__ = [
+    "AUGMENT_ON",
+    "BUNDLED",
+    "CLASS_WEIGHTS",
+    "ConfigError",
+    "DistillConfig",
+    "EvaluateConfig",
+    "ExperimentConfig",
+    "INHERITED_BY_DISTILL",
+    "LOCAL_DATA_KEYS",
+    "MAX_TEMPERATURE",
+    "MONITORS",
+    "OBJECTIVES",
+    "STRATEGIES",
+    "SweepConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_data_paths",
+    "dump_toml",
+    "from_dict",
+    "load_config",
+    "resolve_path",
+    "save_config",
+    "search_path",
+    "shipped_experiments_dir",
+]
