@@ -224,6 +224,24 @@ def _predict(args):
     return 0 if result.readable else 1
 
 
+def _export(args, config):
+    from kdkeras import config as config_lib
+    from kdkeras import export
+
+    config_lib.check_data_paths(config)
+    try:
+        table = export.export_experiment(
+            config, args.model, args.runs_dir, formats=args.formats or export.FORMATS,
+            out_dir=args.out, representative_images=args.representative_images,
+            unsafe_load=args.unsafe_load,
+        )
+    except ValueError as e:
+        print(f"kdkeras: export: {e}", file=sys.stderr)
+        return 2
+    print(table.to_markdown())
+    return 0
+
+
 def overrides_from_args(args):
     """Collects the dotted-key overrides given on the command line."""
     phase = "distill" if args.command == "sweep" else args.command  # a sweep runs distill phases
@@ -253,16 +271,13 @@ def parse_value(text):
 
 
 def registry_listing():
-    """Every registry's names, each with its first docstring line, and the model zoo."""
+    """Every registry's names, each with its first docstring line."""
     from kdkeras import registry
-    from kdkeras.models import list_models
 
     lines = []
     for kind, entries in registry.registries().items():
         lines.append(f"{kind}:")
         lines.extend(f"  {name:<24} {registry.summary(entries.lookup(name))}" for name in entries.names())
-    lines.append("model:")
-    lines.extend(f"  {spec.name:<24} {spec.role}: {spec.description}" for spec in list_models())
     return "\n".join(lines)
 
 
@@ -341,20 +356,7 @@ def main(argv=None):
             print(f"{args.model}: {metrics_lib.summary(result)}")
             return 0
         if args.command == "export":
-            from kdkeras import export
-
-            config_lib.check_data_paths(config)
-            try:
-                table = export.export_experiment(
-                    config, args.model, args.runs_dir, formats=args.formats or export.FORMATS,
-                    out_dir=args.out, representative_images=args.representative_images,
-                    unsafe_load=args.unsafe_load,
-                )
-            except ValueError as e:
-                print(f"kdkeras: export: {e}", file=sys.stderr)
-                return 2
-            print(table.to_markdown())
-            return 0
+            return _export(args, config)
         config = config_lib.apply_overrides(config, overrides_from_args(args))
         config_lib.check_data_paths(config)
         verbose = 2 if args.quiet else fit_verbosity()

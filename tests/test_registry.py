@@ -1,8 +1,13 @@
 """The registry mechanism, and `kdkeras list` printing every registry."""
 
+import tomllib
+
 import pytest
 
 from kdkeras import cli, registry
+from kdkeras import config as config_lib
+from kdkeras.data import augmentation
+from kdkeras.models import get_spec
 
 
 @pytest.fixture
@@ -35,6 +40,66 @@ def test_register_get_names_and_errors(colours):
         registry.Registry("test_colour")
 
 
+def test_metadata_is_declared_by_the_registry_and_given_by_every_entry(colours):
+    sized = registry.Registry("test_sized", metadata=("size",))
+    try:
+
+        @sized.register("small", size=1)
+        def small():
+            """Small."""
+
+        assert sized.metadata("small") == {"size": 1}
+        sized.metadata("small")["size"] = 2  # a copy: the registry keeps its own
+        assert sized.metadata("small") == {"size": 1}
+        with pytest.raises(TypeError, match="register\\(\\) takes the metadata size; missing: size, unknown: none"):
+            sized.register("big")
+        with pytest.raises(TypeError, match="missing: none, unknown: colour"):
+            sized.register("big", size=3, colour="red")
+        with pytest.raises(TypeError, match="takes the metadata none; missing: none, unknown: size"):
+            colours.register("pink", size=1)
+        with pytest.raises(ValueError, match="Unknown test_sized 'big'"):
+            sized.metadata("big")
+    finally:
+        registry._REGISTRIES.pop("test_sized")
+
+
+def test_models_and_augmentations_are_registered_with_their_metadata():
+    assert registry.MODELS.metadata("dsnet") == {
+        "role": "student", "default_input_shape": (224, 224, 3), "min_input_size": 18, "pretrained": False,
+    }
+    spec = get_spec("vgg16_transfer")
+    assert spec.builder is registry.MODELS.lookup("vgg16_transfer") and spec.pretrained and spec.role == "teacher"
+    assert spec.description == registry.summary(spec.builder)
+    assert registry.AUGMENTATIONS.names() == ("light", "xray", "dermoscopy")
+    layer = augmentation("xray", seed=5)
+    assert layer.name == "augment_xray" and layer.seed == 5 and layer.vertical_flip and layer.brightness == (0.7, 1.3)
+
+
+@pytest.fixture
+def sepia():
+    @registry.AUGMENTATIONS.register("test_sepia")
+    def build(seed=0):
+        """A test augmentation."""
+        return augmentation("light", seed=seed)
+
+    yield build
+    registry.AUGMENTATIONS._entries.pop("test_sepia")
+    registry.AUGMENTATIONS._metadata.pop("test_sepia")
+
+
+def test_config_validation_reads_the_registries(sepia):
+    with open(config_lib.resolve_path("quickstart"), "rb") as f:
+        raw = tomllib.load(f)
+    raw["data"]["augment"] = "sepia"
+    with pytest.raises(config_lib.ConfigError, match=r"q.toml: \[data\] augment = 'sepia' is unknown. Allowed: light, xray, dermoscopy"):
+        config_lib.from_dict(raw, source="q.toml")
+    raw["data"]["augment"] = "test_sepia"
+    assert config_lib.from_dict(raw, source="q.toml").data["augment"] == "test_sepia"
+    raw["teacher"]["model"] = "vgg19"
+    with pytest.raises(config_lib.ConfigError, match=r"\[teacher\] model = 'vgg19' is unknown. Allowed: cnn296k, .*vgg16_transfer"):
+        config_lib.from_dict(raw, source="q.toml")
+
+
 def test_registries_fill_themselves_on_first_lookup():
     assert registry.DISTILLATION_TERMS.names()[:3] == ("knowledge_distillation", "decoupled_kd", "multilabel_kd")
     assert "dist" in registry.DISTILLATION_TERMS
@@ -44,7 +109,8 @@ def test_registries_fill_themselves_on_first_lookup():
 def test_kdkeras_list_prints_every_registry(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    for kind in ("distillation_term:", "feature_loss:", "model:"):
+    for kind in ("distillation_term:", "feature_loss:", "optimizer:", "loader:", "model:", "augmentation:"):
         assert kind in out
     assert "  dist " in out and "Huang et al., NeurIPS 2022" in out
     assert "  attention " in out and "  cnn_small " in out
+    assert "  xray                     Seed 002's chest X-ray set" in out

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import tomllib
 
 import keras
 import numpy as np
@@ -114,7 +115,7 @@ def _raw_train():
 
 
 def test_fit_plans_give_both_arms_the_same_steps():
-    config = config_lib.from_dict(config_lib.tomllib.loads(TINY))
+    config = config_lib.from_dict(tomllib.loads(TINY))
     config = config_lib.apply_overrides(config, {"labeled_fraction": 0.25})
     info = _info()
     student = transfer.fit_plan(config, "student", _raw_train(), info, 8, info.class_weights)
@@ -155,7 +156,7 @@ def test_npz_transfer_set_is_resized_and_validated(tmp_path):
     ],
 )
 def test_transfer_keys_are_validated(settings, message):
-    config = config_lib.from_dict(config_lib.tomllib.loads(TINY))
+    config = config_lib.from_dict(tomllib.loads(TINY))
     with pytest.raises(ConfigError, match=message):
         config_lib.apply_overrides(config, settings)
 

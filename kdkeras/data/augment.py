@@ -1,4 +1,4 @@
-"""Train-time augmentation: presets, the fused batch layer, and where it runs.
+"""Train-time augmentation: the fused batch layer, its registered presets, and where it runs.
 
 A preset is one `BatchAugmentation` layer: flips, rotation, shear and zoom
 are composed into a single affine warp per image (one resampling pass
@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from kdkeras.data.errors import DataError
+from kdkeras.registry import AUGMENTATIONS
 
 _FILL_MODES = ("nearest", "reflect", "constant", "wrap")
 # Columns of the per-image uniform draws of `BatchAugmentation.augment`.
@@ -233,23 +234,44 @@ class BatchAugmentation(keras.layers.Layer):
         return config
 
 
-PRESETS = {
-    "light": dict(horizontal_flip=True, rotation=10 / 360, zoom=0.1),
-    # Seed 002's ImageDataGenerator(rotation_range=5, shear_range=0.02, zoom_range=0.1,
-    # brightness_range=[0.7, 1.3], horizontal_flip=True, vertical_flip=True,
-    # fill_mode="nearest"). Its shear_range is an angle in degrees, so 0.02 is a
-    # shear of sin(0.02 deg): kept for fidelity, it barely moves a pixel.
-    "xray": dict(
+@AUGMENTATIONS.register("light")
+def light(seed=0):
+    """Horizontal flip, rotation up to 10 degrees, zoom +-10%: a mild default for MedMNIST-sized images."""
+    return BatchAugmentation(horizontal_flip=True, rotation=10 / 360, zoom=0.1, seed=seed, name="augment_light")
+
+
+@AUGMENTATIONS.register("xray")
+def xray(seed=0):
+    """Seed 002's chest X-ray set: flips, rotation 5 degrees, shear 0.02 degrees, zoom +-10%, brightness 0.7-1.3.
+
+    Seed 002's `ImageDataGenerator(rotation_range=5, shear_range=0.02,
+    zoom_range=0.1, brightness_range=[0.7, 1.3], horizontal_flip=True,
+    vertical_flip=True, fill_mode="nearest")`, zoom drawn per axis. Its
+    `shear_range` is an angle in degrees, so 0.02 is a shear of
+    sin(0.02 deg): kept for fidelity, it barely moves a pixel.
+    """
+    return BatchAugmentation(
         horizontal_flip=True,
         vertical_flip=True,
         rotation=5 / 360,
         shear=math.sin(math.radians(0.02)),
         zoom=0.1,
         brightness=(0.7, 1.3),
-    ),
-    # A lesion has no canonical orientation, so any flip or rotation is a valid
-    # view; color and contrast vary between dermatoscopes.
-    "dermoscopy": dict(
+        seed=seed,
+        name="augment_xray",
+    )
+
+
+@AUGMENTATIONS.register("dermoscopy")
+def dermoscopy(seed=0):
+    """Flips, any rotation, zoom +-10%, brightness 0.8-1.2, contrast +-20%, reflected fill.
+
+    A lesion has no canonical orientation, so any flip or rotation is a valid
+    view; color and contrast vary between dermatoscopes. The seeds on
+    dermoscopy (000, 003) do not state their sets; this one follows common
+    ISIC practice.
+    """
+    return BatchAugmentation(
         horizontal_flip=True,
         vertical_flip=True,
         rotation=0.5,
@@ -257,23 +279,18 @@ PRESETS = {
         fill_mode="reflect",
         brightness=(0.8, 1.2),
         contrast=0.2,
-    ),
-}
+        seed=seed,
+        name="augment_dermoscopy",
+    )
 
 
 def augmentation(preset_or_layers, seed=0):
     """Builds the train-time augmentation.
 
-    Presets (every one keeps values in [0, 255]):
-
-    - `"light"`: horizontal flip, rotation up to 10 degrees, zoom +-10%.
-      A mild default for MedMNIST-sized images.
-    - `"xray"`: seed 002's chest X-ray set: horizontal and vertical flips,
-      rotation up to 5 degrees, shear of 0.02 degrees, independent zoom +-10%
-      per axis, brightness scaled by 0.7-1.3, nearest fill.
-    - `"dermoscopy"`: flips, any rotation, zoom +-10%, brightness scaled by
-      0.8-1.2, contrast +-20%, reflected fill. The seeds on dermoscopy (000,
-      003) do not state their sets; this one follows common ISIC practice.
+    Presets are the names in `kdkeras.registry.AUGMENTATIONS` (`kdkeras list`
+    prints them): `"light"`, `"xray"` (seed 002's set) and `"dermoscopy"`;
+    each keeps values in [0, 255]. Register another with
+    `@AUGMENTATIONS.register("name")` on a `seed -> layer` builder.
 
     Args:
         preset_or_layers: A preset name, a `BatchAugmentation`, or a list of
@@ -292,14 +309,12 @@ def augmentation(preset_or_layers, seed=0):
     ```
     """
     if isinstance(preset_or_layers, str):
-        if preset_or_layers not in PRESETS:
+        if preset_or_layers not in AUGMENTATIONS:
             raise DataError(
                 f"Unknown augmentation preset {preset_or_layers!r}; "
-                f"choose one of {sorted(PRESETS)} or pass a list of Keras layers."
+                f"choose one of {sorted(AUGMENTATIONS.names())} or pass a list of Keras layers."
             )
-        return BatchAugmentation(
-            **PRESETS[preset_or_layers], seed=seed, name=f"augment_{preset_or_layers}"
-        )
+        return AUGMENTATIONS.get(preset_or_layers, seed=seed)
     if isinstance(preset_or_layers, BatchAugmentation):
         return preset_or_layers
     layers = list(preset_or_layers)

@@ -1,4 +1,10 @@
-"""The model zoo by name: `get_model("vgg16_transfer", ...)`, `list_models()`."""
+"""The model zoo by name: `get_model("vgg16_transfer", ...)`, `list_models()`.
+
+The builders register themselves in `kdkeras.registry.MODELS` with their
+metadata (`@MODELS.register("dsnet", role="student", ...)` in
+`students.py` / `teachers.py`); this module reads that registry and checks
+a model's arguments before building it.
+"""
 
 import dataclasses
 import inspect
@@ -7,13 +13,10 @@ from typing import Callable
 
 import keras
 
-from kdkeras.models import students
-from kdkeras.models import teachers
+from kdkeras import registry
 from kdkeras.models import weights as weights_lib
 
 ROLES = ("teacher", "student")
-SEED_INPUT_SHAPE = (224, 224, 3)
-SMALL_INPUT_SHAPE = (28, 28, 1)
 
 # Builder arguments that get_model fills in itself; the rest are user options.
 _BUILDER_ARGUMENTS = ("input_shape", "num_classes", "source")
@@ -21,7 +24,7 @@ _BUILDER_ARGUMENTS = ("input_shape", "num_classes", "source")
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """An architecture of the zoo.
+    """An architecture of the zoo, as registered in `kdkeras.registry.MODELS`.
 
     Attributes:
         name: The zoo name, e.g. `"vgg16_transfer"`.
@@ -32,7 +35,8 @@ class ModelSpec:
             `get_model` gets no `input_shape`.
         min_input_size: Smallest height and width the architecture takes.
         pretrained: Whether `weights="imagenet"` is supported.
-        description: One line, naming the seed it reproduces.
+        description: The first line of the builder's docstring, naming the
+            seed it reproduces.
     """
 
     name: str
@@ -53,94 +57,6 @@ class ModelSpec:
         }
 
 
-_SPECS = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "vgg16_transfer",
-            "teacher",
-            teachers.vgg16_transfer,
-            SEED_INPUT_SHAPE,
-            32,
-            True,
-            "VGG16 (first 8 layers frozen) + Dense(512) head; seed 002 chest X-ray teacher.",
-        ),
-        ModelSpec(
-            "resnet50",
-            "teacher",
-            teachers.resnet50,
-            SEED_INPUT_SHAPE,
-            32,
-            True,
-            "ResNet-50 + GAP/Dropout/BatchNorm head; seed 003 melanoma teacher.",
-        ),
-        ModelSpec(
-            "efficientnet_b0",
-            "teacher",
-            teachers.efficientnet_b0,
-            SEED_INPUT_SHAPE,
-            32,
-            True,
-            "EfficientNet-B0 with Keras's GAP/Dropout head; seed 000 DermaMNIST teacher.",
-        ),
-        ModelSpec(
-            "resnet18",
-            "teacher",
-            teachers.resnet18,
-            SMALL_INPUT_SHAPE,
-            16,
-            False,
-            "ResNet-18 with a 3x3 stem for 28-64 px (MedMNIST baseline), trained from scratch.",
-        ),
-        ModelSpec(
-            "cnn296k",
-            "student",
-            students.cnn296k,
-            SEED_INPUT_SHAPE,
-            156,
-            False,
-            "Five double-conv blocks + Dense(256), 295,947 params; seed 002 student.",
-        ),
-        ModelSpec(
-            "dsnet",
-            "student",
-            students.dsnet,
-            SEED_INPUT_SHAPE,
-            18,
-            False,
-            "DSNet, three convs + Dense, 268,898 params; seed 003 distilled student.",
-        ),
-        ModelSpec(
-            "squeezenet1_1",
-            "student",
-            students.squeezenet1_1,
-            SEED_INPUT_SHAPE,
-            25,
-            False,
-            "SqueezeNet 1.1 (fire modules, torchvision topology); seed 000 student.",
-        ),
-        ModelSpec(
-            "mobilenetv2_tiny",
-            "student",
-            students.mobilenetv2_tiny,
-            SMALL_INPUT_SHAPE,
-            16,
-            False,
-            "MobileNetV2 at width 0.3, under 0.3M params, 3x3 stride-1 stem up to 64 px.",
-        ),
-        ModelSpec(
-            "cnn_small",
-            "student",
-            students.cnn_small,
-            SMALL_INPUT_SHAPE,
-            16,
-            False,
-            "Compact BatchNorm CNN (24-48-96, GAP) for 28-64 px MedMNIST images.",
-        ),
-    )
-}
-
-
 def list_models(role=None):
     """Lists the architectures of the zoo.
 
@@ -158,9 +74,8 @@ def list_models(role=None):
     """
     if role not in (None,) + ROLES:
         raise ValueError(f"list_models: role must be None, 'teacher' or 'student', got {role!r}.")
-    return sorted(
-        (spec for spec in _SPECS.values() if role in (None, spec.role)), key=lambda spec: spec.name
-    )
+    specs = (get_spec(name) for name in sorted(registry.MODELS.names()))
+    return [spec for spec in specs if role in (None, spec.role)]
 
 
 def get_spec(name):
@@ -175,9 +90,14 @@ def get_spec(name):
     Raises:
         ValueError: Unknown name; the message lists the available ones.
     """
-    if name not in _SPECS:
-        raise ValueError(f"Unknown model {name!r}; available models: {', '.join(sorted(_SPECS))}.")
-    return _SPECS[name]
+    if name not in registry.MODELS:
+        raise ValueError(
+            f"Unknown model {name!r}; available models: {', '.join(sorted(registry.MODELS.names()))}."
+        )
+    builder = registry.MODELS.lookup(name)
+    return ModelSpec(
+        name=name, builder=builder, description=registry.summary(builder), **registry.MODELS.metadata(name)
+    )
 
 
 def get_model(name, input_shape=None, num_classes=2, weights=None, **options):

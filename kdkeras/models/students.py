@@ -9,6 +9,7 @@ import keras
 
 from kdkeras.models.outputs import logits_output
 from kdkeras.models.preprocessing import preprocessed_input
+from kdkeras.registry import MODELS
 
 # PyTorch's BatchNorm momentum (MedMNIST baselines): Keras's 0.99 needs hundreds of
 # steps before the inference statistics fit, which misleads early validation on small data.
@@ -38,6 +39,9 @@ _SQUEEZENET_FIRES = (
 )
 
 
+@MODELS.register(
+    "cnn296k", role="student", default_input_shape=(224, 224, 3), min_input_size=156, pretrained=False
+)
 def cnn296k(input_shape, num_classes, dense_units=256, dropout=0.5):
     """The 296k-parameter student CNN of seed 002 (295,947 parameters at 224 px, 3 classes).
 
@@ -68,6 +72,9 @@ def cnn296k(input_shape, num_classes, dense_units=256, dropout=0.5):
     return keras.Model(inputs, logits_output(x), name="cnn296k")
 
 
+@MODELS.register(
+    "dsnet", role="student", default_input_shape=(224, 224, 3), min_input_size=18, pretrained=False
+)
 def dsnet(input_shape, num_classes, dropout=0.25):
     """DSNet, the distilled student of seed 003 (268,898 parameters at 224 px, 2 classes).
 
@@ -95,6 +102,9 @@ def dsnet(input_shape, num_classes, dropout=0.25):
     return keras.Model(inputs, logits_output(x), name="dsnet")
 
 
+@MODELS.register(
+    "squeezenet1_1", role="student", default_input_shape=(224, 224, 3), min_input_size=25, pretrained=False
+)
 def squeezenet1_1(input_shape, num_classes, dropout=0.5):
     """SqueezeNet 1.1 (Iandola et al. 2016), the student of seed 000.
 
@@ -130,6 +140,9 @@ def squeezenet1_1(input_shape, num_classes, dropout=0.5):
     return keras.Model(inputs, logits_output(x), name="squeezenet1_1")
 
 
+@MODELS.register(
+    "mobilenetv2_tiny", role="student", default_input_shape=(28, 28, 1), min_input_size=16, pretrained=False
+)
 def mobilenetv2_tiny(input_shape, num_classes, width_multiplier=0.3, stem_stride="auto", dropout=0.2):
     """A width-scaled MobileNetV2 (Sandler et al. 2018) under 0.3M parameters.
 
@@ -172,6 +185,9 @@ def mobilenetv2_tiny(input_shape, num_classes, width_multiplier=0.3, stem_stride
     return keras.Model(inputs, logits_output(x), name="mobilenetv2_tiny")
 
 
+@MODELS.register(
+    "cnn_small", role="student", default_input_shape=(28, 28, 1), min_input_size=16, pretrained=False
+)
 def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
     """A compact BatchNorm CNN for 28-64 px images (162,458 parameters at 28x28x1, 2 classes).
 

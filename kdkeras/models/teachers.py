@@ -11,6 +11,7 @@ from kdkeras.models import weights as weights_lib
 from kdkeras.models.outputs import logits_output
 from kdkeras.models.preprocessing import InputPreprocessing
 from kdkeras.models.preprocessing import preprocessed_input
+from kdkeras.registry import MODELS
 
 # The seed counts VGG16's layers as keras.applications lists them: the input
 # layer first, so its 8 frozen layers are the input and block1_conv1..block3_conv1.
@@ -21,6 +22,9 @@ VGG16_LAYERS = 19
 BN_MOMENTUM = 0.9
 
 
+@MODELS.register(
+    "vgg16_transfer", role="teacher", default_input_shape=(224, 224, 3), min_input_size=32, pretrained=True
+)
 def vgg16_transfer(
     input_shape,
     num_classes,
@@ -69,6 +73,9 @@ def vgg16_transfer(
     return keras.Model(inputs, logits_output(x), name="vgg16_transfer")
 
 
+@MODELS.register(
+    "resnet50", role="teacher", default_input_shape=(224, 224, 3), min_input_size=32, pretrained=True
+)
 def resnet50(input_shape, num_classes, source=weights_lib.WeightsSource(None), dropout=0.5):
     """ResNet-50 teacher of seed 003 (23,600,002 parameters at 224 px, 2 classes).
 
@@ -99,6 +106,9 @@ def resnet50(input_shape, num_classes, source=weights_lib.WeightsSource(None), d
     return keras.Model(inputs, logits_output(x), name="resnet50")
 
 
+@MODELS.register(
+    "efficientnet_b0", role="teacher", default_input_shape=(224, 224, 3), min_input_size=32, pretrained=True
+)
 def efficientnet_b0(input_shape, num_classes, source=weights_lib.WeightsSource(None), dropout=0.2):
     """EfficientNet-B0, the teacher of seed 000, with its Keras classification head.
 
@@ -131,6 +141,9 @@ def efficientnet_b0(input_shape, num_classes, source=weights_lib.WeightsSource(N
     return keras.Model(inputs, logits_output(x), name="efficientnet_b0")
 
 
+@MODELS.register(
+    "resnet18", role="teacher", default_input_shape=(28, 28, 1), min_input_size=16, pretrained=False
+)
 def resnet18(input_shape, num_classes, width=64, stem="auto", dropout=0.0):
     """ResNet-18 (He et al. 2016) that also fits 28-64 px images.
 

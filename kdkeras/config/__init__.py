@@ -1,0 +1,71 @@
+"""Experiment configs: one TOML file per experiment, validated before any training.
+
+A config has a top level (`name`, `seed`, `description`, `strategy`), a `[data]`
+table whose `loader` names a loader of `kdkeras.registry.LOADERS`, whose optional
+`augment_on` ("pipeline" or "device") says where `augment` runs, and whose
+other keys are that function's arguments, and one table per phase: `[teacher]`,
+`[student]` and `[distill]`, plus an optional `[sweep]` grid for `kdkeras sweep`
+and an optional `[evaluate]` table (operating point, Grad-CAM layers).
+See `experiments/quickstart.toml`; `search_path()` says where a name is looked up.
+
+Configs share instead of repeating: `extends = "quickstart"` (a name or a
+path, relative to the file) starts from another config and lays this file's
+keys over it, table by table; and `[distill]` takes `[student]`'s training
+budget (`INHERITED_BY_DISTILL`: epochs, optimizer, learning rate, schedule,
+early stopping, class weights) unless it sets a key itself, so the student
+alone and the distilled student train alike by default.
+"""
+
+from kdkeras.config.loading import apply_overrides
+from kdkeras.config.loading import dump_toml
+from kdkeras.config.loading import from_dict
+from kdkeras.config.loading import load_config
+from kdkeras.config.loading import resolve_path
+from kdkeras.config.loading import save_config
+from kdkeras.config.loading import search_path
+from kdkeras.config.loading import shipped_experiments_dir
+from kdkeras.config.schema import AUGMENT_ON
+from kdkeras.config.schema import BUNDLED
+from kdkeras.config.schema import CLASS_WEIGHTS
+from kdkeras.config.schema import INHERITED_BY_DISTILL
+from kdkeras.config.schema import LOCAL_DATA_KEYS
+from kdkeras.config.schema import MAX_TEMPERATURE
+from kdkeras.config.schema import MONITORS
+from kdkeras.config.schema import OBJECTIVES
+from kdkeras.config.schema import SCHEDULES
+from kdkeras.config.schema import STRATEGIES
+from kdkeras.config.schema import ConfigError
+from kdkeras.config.schema import DistillConfig
+from kdkeras.config.schema import EvaluateConfig
+from kdkeras.config.schema import ExperimentConfig
+from kdkeras.config.schema import SweepConfig
+from kdkeras.config.schema import TrainConfig
+from kdkeras.config.validation import check_data_paths
+
+__all__ = [
+    "AUGMENT_ON",
+    "BUNDLED",
+    "CLASS_WEIGHTS",
+    "ConfigError",
+    "DistillConfig",
+    "EvaluateConfig",
+    "ExperimentConfig",
+    "INHERITED_BY_DISTILL",
+    "LOCAL_DATA_KEYS",
+    "MAX_TEMPERATURE",
+    "MONITORS",
+    "OBJECTIVES",
+    "SCHEDULES",
+    "STRATEGIES",
+    "SweepConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_data_paths",
+    "dump_toml",
+    "from_dict",
+    "load_config",
+    "resolve_path",
+    "save_config",
+    "search_path",
+    "shipped_experiments_dir",
+]

@@ -1,0 +1,310 @@
+"""Checks of a parsed config: keys, types and values, each error naming the file, the key and the fix.
+
+Names are checked against the registries of `kdkeras.registry` (loaders,
+optimizers, models, augmentations, distillation terms), so a registered piece
+is accepted without touching this module.
+"""
+
+import dataclasses
+import inspect
+import math
+import os
+
+from kdkeras.config.schema import AUGMENT_ON
+from kdkeras.config.schema import CLASS_WEIGHTS
+from kdkeras.config.schema import LOCAL_DATA_KEYS
+from kdkeras.config.schema import MAX_TEMPERATURE
+from kdkeras.config.schema import MONITORS
+from kdkeras.config.schema import OBJECTIVES
+from kdkeras.config.schema import SCHEDULES
+from kdkeras.config.schema import STRATEGIES
+from kdkeras.config.schema import ConfigError
+from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
+
+
+def build(cls, values, where, nested=()):
+    """An instance of dataclass `cls` from a TOML table, its keys and value types checked.
+
+    Keys in `nested` (sub-tables already built) are passed through as given.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a table, got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}. "
+            f"Allowed keys: {', '.join(sorted(fields))}."
+        )
+    for key, value in values.items():
+        if key in nested:
+            continue
+        default = fields[key].default
+        if default is dataclasses.MISSING:
+            default = fields[key].default_factory()
+        values[key] = check_type(value, default, f"{where}: {key}")
+    return cls(**values)
+
+
+def check_type(value, default, where):
+    """`value` if it has the type of `default` (an int is taken for a float)."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"{where} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def check_data(data, source):
+    """The `[data]` table checked against its loader's signature and the augmentation registry."""
+    if not isinstance(data, dict) or "loader" not in data:
+        raise ConfigError(
+            f"{source}: [data] needs a `loader` key, one of: {', '.join(LOADERS.names())}."
+        )
+    loader = data["loader"]
+    if loader not in LOADERS:
+        raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS.names())}.")
+    parameters = inspect.signature(LOADERS.lookup(loader)).parameters
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(k for k in data if k not in ("loader", "augment_on") and k not in parameters)
+    if unknown and not accepts_kwargs:
+        allowed = ", ".join(sorted(k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD))
+        raise ConfigError(
+            f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
+            f"the {loader!r} loader ({LOADERS.lookup(loader).__qualname__}). Allowed: loader, augment_on, {allowed}."
+        )
+    augment_on = data.get("augment_on", "pipeline")
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(
+            f"{source}: [data] augment_on = {augment_on!r} is unknown. Allowed: {', '.join(AUGMENT_ON)}."
+        )
+    augment = data.get("augment")
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise ConfigError(
+            f"{source}: [data] augment = {augment!r} is unknown. Allowed: {', '.join(AUGMENTATIONS.names())}."
+        )
+    if augment_on == "device" and not data.get("augment"):
+        raise ConfigError(
+            f"{source}: [data] augment_on = 'device' has no augmentation to run: set [data] augment "
+            "(e.g. augment = \"xray\"), or remove augment_on."
+        )
+    for key, value in data.items():
+        parameter = parameters.get(key)
+        default = None if parameter is None else parameter.default
+        if isinstance(default, (bool, int, float, str)):
+            # Typed by the loader's default (`batch_size = 64`, `seed = 0`, `augment = None` is not).
+            data[key] = check_type(value, default, f"{source}: [data] {key}")
+    _check_data_values(data, source)
+    return data
+
+
+def _check_data_values(data, source):
+    from kdkeras.data import DataError, transforms
+
+    if "image_size" in data:
+        try:
+            transforms.image_size_tuple(data["image_size"])
+        except DataError as error:
+            raise ConfigError(f"{source}: [data] {error}") from None
+    for key in ("limit", "batch_size"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{source}: [data] {key} = {value!r} must be a whole number >= 1.")
+    if "seed" in data and data["seed"] < 0:
+        raise ConfigError(f"{source}: [data] seed = {data['seed']} must be >= 0.")
+
+
+def check_values(config, source):
+    """Checks the values of a built `ExperimentConfig`: ranges, and names against the registries."""
+    def fail(key, message):
+        raise ConfigError(f"{source}: {key} {message}")
+
+    if config.seed < 0:
+        fail("seed", f"= {config.seed} must be >= 0 (NumPy and TensorFlow take seeds >= 0).")
+    if config.strategy not in STRATEGIES:
+        fail("strategy", f"= {config.strategy!r} is unknown. Allowed: {', '.join(STRATEGIES)}.")
+    if not config.name or any(c in config.name for c in "/\\") or config.name.startswith("."):
+        fail("name", f"= {config.name!r} must be a plain folder name (no slashes).")
+    for phase in ("teacher", "student", "distill"):
+        train = getattr(config, phase)
+        if phase != "distill" and not train.model:
+            fail(f"[{phase}] model", "is missing. `kdkeras models` lists the available names.")
+        if train.epochs < 1:
+            fail(f"[{phase}] epochs", f"= {train.epochs} must be >= 1.")
+        if not 0 < train.learning_rate < math.inf:
+            fail(f"[{phase}] learning_rate", f"= {train.learning_rate} must be > 0 and finite.")
+        if not 0 <= train.weight_decay < math.inf:
+            fail(f"[{phase}] weight_decay", f"= {train.weight_decay} must be >= 0 and finite.")
+        if train.optimizer not in OPTIMIZERS:
+            fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS.names())}.")
+        if train.monitor not in MONITORS:
+            fail(f"[{phase}] monitor", f"= {train.monitor!r} is unknown. Allowed: {', '.join(MONITORS)}.")
+        if train.class_weight not in CLASS_WEIGHTS:
+            fail(f"[{phase}] class_weight", f"= {train.class_weight!r} is unknown. Allowed: \"\" or \"balanced\".")
+        if train.early_stopping < 0 or train.reduce_lr < 0:
+            fail(f"[{phase}] early_stopping/reduce_lr", "are patiences in epochs and must be >= 0.")
+        if train.schedule not in SCHEDULES:
+            fail(f"[{phase}] schedule", f"= {train.schedule!r} is unknown. Allowed: {', '.join(SCHEDULES)}.")
+        if train.schedule == "cosine" and train.reduce_lr:
+            fail(f"[{phase}] reduce_lr", f"= {train.reduce_lr} would fight schedule = 'cosine': set reduce_lr = 0.")
+    if not 0.0 < config.labeled_fraction <= 1.0:
+        fail("labeled_fraction", f"= {config.labeled_fraction} must be in (0, 1].")
+    if config.distill.transfer_set == "train" and config.labeled_fraction == 1.0:
+        fail(
+            "[distill] transfer_set",
+            "= 'train' distils through the train images whose labels are withheld, but "
+            "labeled_fraction = 1 withholds none: set labeled_fraction < 1, or point "
+            "transfer_set at a folder or .npz of unlabeled images.",
+        )
+    if not 0.0 <= config.distill.alpha <= 1.0:
+        fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
+    if not 0 < config.distill.temperature < math.inf:
+        fail("[distill] temperature", f"= {config.distill.temperature} must be > 0 and finite.")
+    if not config.distill.temperature <= MAX_TEMPERATURE:
+        fail("[distill] temperature", f"= {config.distill.temperature:g} {_TEMPERATURE_LIMIT}")
+    if config.distill.objective not in OBJECTIVES:
+        fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
+    _check_distill(config.distill, config.data, fail)
+    _check_sweep(config.sweep, fail)
+    _check_evaluate(config.evaluate, fail)
+    _check_models(config, fail)
+
+
+def _check_distill(distill, data, fail):
+    from kdkeras import features as kd_features
+    from kdkeras import losses as kd_losses
+    from kdkeras.objective import check_teacher_weights
+    from kdkeras.registry import DISTILLATION_TERMS
+
+    if distill.loss not in DISTILLATION_TERMS:
+        fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(DISTILLATION_TERMS.names())}.")
+    try:
+        kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+    except ValueError as error:
+        fail("[distill] loss_options", f"= {distill.loss_options!r}: {error}")
+    if not 0 <= distill.warmup_epochs < math.inf:
+        fail("[distill] warmup_epochs", f"= {distill.warmup_epochs} must be >= 0 and finite.")
+    for i, row in enumerate(distill.features):
+        where = f"[distill] features[{i}]"
+        if not isinstance(row, dict) or not {"student_layer", "teacher_layer"} <= set(row):
+            fail(where, f"= {row!r} must be a table with student_layer, teacher_layer, loss and weight.")
+        unknown = sorted(set(row) - {"student_layer", "teacher_layer", "loss", "weight"})
+        if unknown:
+            fail(where, f"has unknown key(s) {unknown}. Allowed: student_layer, teacher_layer, loss, weight.")
+        try:
+            kd_features.FeatureMatch(**row)
+        except ValueError as error:
+            fail(where, f"= {row!r}: {error}")
+    if any(not isinstance(path, str) or not path.endswith(".keras") for path in distill.teachers):
+        fail("[distill] teachers", f"= {distill.teachers!r} must list .keras teacher files.")
+    if distill.teacher_weights:
+        try:
+            check_teacher_weights(distill.teacher_weights, max(len(distill.teachers), 1))
+        except ValueError as error:
+            fail("[distill] teacher_weights", f"= {distill.teacher_weights!r}: {error}")
+    if distill.cache_teacher and data.get("augment"):
+        fail(
+            "[distill] cache_teacher",
+            f"= true needs a train pipeline that shows the teacher the same images every epoch, "
+            f"but [data] augment = {data['augment']!r}. Remove `augment` or set cache_teacher = false.",
+        )
+    if distill.transfer_set and distill.loss == "decoupled_kd":
+        fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
+    if not 0 <= distill.mixup < math.inf:
+        fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
+    if distill.mixup and distill.cache_teacher:
+        fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
+    if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
+        fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
+             "Use 'knowledge_distillation' or 'dist'.")
+    if distill.cache_teacher and distill.features:
+        fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
+
+
+_TEMPERATURE_LIMIT = (
+    f"is above {MAX_TEMPERATURE:g}: in float32 the softened probabilities of teacher and student "
+    "round to the same values and the distillation loss becomes 0 or noise. Hinton et al. use 1 to 20; "
+    "seed 003 sweeps up to 100."
+)
+
+
+def _check_sweep(sweep, fail):
+    rules = (
+        ("temperatures", lambda t: math.isfinite(t) and 0 < t <= MAX_TEMPERATURE, f"in (0, {MAX_TEMPERATURE:g}]"),
+        ("alphas", lambda a: 0 <= a <= 1, "in [0, 1]"),
+    )
+    for axis, valid, rule in rules:
+        values = getattr(sweep, axis)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+                fail(f"[sweep] {axis}", f"= {values!r}: each value must be a number {rule}, got {value!r}.")
+        if len(set(values)) != len(values):
+            fail(f"[sweep] {axis}", f"= {values!r} repeats a value; list each one once.")
+
+
+def _check_evaluate(evaluate, fail):
+    from kdkeras.operating_point import check_operating_point
+
+    try:
+        check_operating_point(evaluate.operating_point)
+    except ValueError as error:
+        fail("[evaluate]", str(error))
+    for model, layer in evaluate.gradcam_layers.items():
+        if model not in ("teacher", "student", "distilled") or not isinstance(layer, str) or not layer:
+            fail(
+                "[evaluate] gradcam_layers",
+                f"= {evaluate.gradcam_layers!r}: map teacher, student or distilled to a layer name, "
+                'e.g. {teacher = "stage4_block2_out"}.',
+            )
+
+
+def check_data_paths(config):
+    """Checks that the local files `[data]` names exist, before any model is built.
+
+    Args:
+        config: An `ExperimentConfig`.
+
+    Raises:
+        ConfigError: naming the config file, the `[data]` key, the missing
+            path and where to get the data (`data_source`).
+    """
+    for key in LOCAL_DATA_KEYS.get(config.data.get("loader"), ()):
+        value = config.data.get(key)
+        for path in [value] if isinstance(value, str) else value or []:
+            if os.path.exists(path):
+                continue
+            where = "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
+            source = f"Get the data from {config.data_source}, then " if config.data_source else "Then "
+            raise ConfigError(
+                f"{config.path or '<config>'}: [data] {key} = {path!r} does not exist{where}. {source}"
+                f"put it there or point the key at your copy (`--set data.{key}=/path/to/it`)."
+            )
+
+
+def _check_models(config, fail):
+    from kdkeras import models
+
+    names = sorted(MODELS.names())
+    for phase, name in (
+        ("teacher", config.teacher.model),
+        ("student", config.student.model),
+        ("distill", config.student_model()[0]),
+    ):
+        if name not in MODELS:
+            fail(f"[{phase}] model", f"= {name!r} is unknown. Allowed: {', '.join(names)}.")
+    # Options are checked here, not when the model is built after the data has loaded.
+    for phase in ("teacher", "student", "distill"):
+        train = config.phase(phase)
+        if train.model or phase != "distill":
+            spec = models.get_spec(train.model)
+            unknown = sorted(set(train.options) - set(spec.options))
+            if unknown:
+                accepted = ", ".join(f"{key} = {value!r}" for key, value in spec.options.items()) or "none"
+                fail(
+                    f"[{phase}] options",
+                    f"= {train.options!r}: {spec.name} does not take {', '.join(map(repr, unknown))}. "
+                    f"Its options (defaults): {accepted}.",
+                )

@@ -1,0 +1,56 @@
+"""Uncertainty of test-split metrics, and paired comparisons of two models.
+
+One run's test metrics are estimates from a finite test set; two models scored
+on the same images differ partly by chance. This package puts numbers on both
+(conventions in DESIGN.md, "Statistics conventions"):
+
+- `bootstrap`: `bootstrap_intervals`, percentile confidence intervals of ACC,
+  AUC, balanced accuracy and per-class rates, by a seeded *stratified*
+  bootstrap over test examples: every resample draws, with replacement, as
+  many examples of each class as the test set holds, so every resample has
+  every class and AUC is always defined. Multi-label tasks are stratified on
+  the set of labels of each example (its row of `y_true`), which keeps every
+  label's positive count.
+- `paired`: comparisons on the same test images: `mcnemar_exact` (accuracy),
+  `delong_test` (binary AUC; DeLong et al. 1988, fast algorithm of Sun & Xu
+  2014), `paired_bootstrap_difference` (any metric, the same resamples for both
+  models), and `compare_models`, which runs all three and states a verdict
+  (`verdict`).
+- `seeds`: over training seeds, `mean_std` and `paired_t_interval`.
+
+Metric definitions and the decision rule are those of `kdkeras.metrics`
+(MedMNIST's `Evaluator`). Everything returned is plain Python (float, int,
+str, dict, None), ready for `json.dump`.
+"""
+
+from kdkeras.stats.bootstrap import DEFAULT_CONFIDENCE
+from kdkeras.stats.bootstrap import DEFAULT_RESAMPLES
+from kdkeras.stats.bootstrap import bootstrap_intervals
+from kdkeras.stats.bootstrap import decision_intervals
+from kdkeras.stats.bootstrap import format_interval
+from kdkeras.stats.bootstrap import resampled_metrics
+from kdkeras.stats.bootstrap import stratified_resample_counts
+from kdkeras.stats.paired import DEFAULT_ALPHA
+from kdkeras.stats.paired import compare_models
+from kdkeras.stats.paired import delong_test
+from kdkeras.stats.paired import mcnemar_exact
+from kdkeras.stats.paired import paired_bootstrap_difference
+from kdkeras.stats.seeds import mean_std
+from kdkeras.stats.seeds import paired_t_interval
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_RESAMPLES",
+    "bootstrap_intervals",
+    "compare_models",
+    "decision_intervals",
+    "delong_test",
+    "format_interval",
+    "mcnemar_exact",
+    "mean_std",
+    "paired_bootstrap_difference",
+    "paired_t_interval",
+    "resampled_metrics",
+    "stratified_resample_counts",
+]
