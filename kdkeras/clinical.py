@@ -227,29 +227,7 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = ["## Clinical read-out", ""]
-    students = [n for n in names if n != teacher and "fidelity" in metrics[n]]
-    if students:
-        lines += [
-            "### Fidelity to the teacher (test split)",
-            "",
-            "Top-1 agreement with the teacher and KL(teacher || model) of their predictive "
-            "distributions (Stanton et al. 2021). Grad-CAM agreement: the mean over test images of the "
-            "Pearson correlation between the teacher's and the model's maps of the true class, with a "
-            "95% bootstrap interval over images; n counts the images where neither map is flat.",
-            "",
-            "| Model | Top-1 agreement | KL(teacher ‖ model) | Grad-CAM agreement | n |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for name in students:
-            f = metrics[name]["fidelity"]
-            cam = metrics[name].get("gradcam_agreement")
-            cells = (["n/a", "n/a"] if cam is None else
-                     [format_interval(cam["pearson"], cam["interval"]), f"{cam['n']} of {cam['images']}"])
-            lines.append(f"| {name} | {f['top1_agreement']:.3f} | {f['kl_teacher_student']:.4f} | "
-                         f"{cells[0]} | {cells[1]} |")
-        if gradcam_missing:
-            lines += ["", f"Grad-CAM agreement not computed: {gradcam_missing}."]
-        lines.append("")
+    lines += _fidelity_lines(metrics, names, teacher, gradcam_missing)
     lines += [
         "### Calibration",
         "",
@@ -305,6 +283,33 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
             "",
         ]
     return lines
+
+
+def _fidelity_lines(metrics, names, teacher, gradcam_missing):
+    students = [n for n in names if n != teacher and "fidelity" in metrics[n]]
+    if not students:
+        return []
+    lines = [
+        "### Fidelity to the teacher (test split)",
+        "",
+        "Top-1 agreement with the teacher and KL(teacher || model) of their predictive "
+        "distributions (Stanton et al. 2021). Grad-CAM agreement: the mean over test images of the "
+        "Pearson correlation between the teacher's and the model's maps of the true class, with a "
+        "95% bootstrap interval over images; n counts the images where neither map is flat.",
+        "",
+        "| Model | Top-1 agreement | KL(teacher ‖ model) | Grad-CAM agreement | n |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in students:
+        f = metrics[name]["fidelity"]
+        cam = metrics[name].get("gradcam_agreement")
+        cells = (["n/a", "n/a"] if cam is None else
+                 [format_interval(cam["pearson"], cam["interval"]), f"{cam['n']} of {cam['images']}"])
+        lines.append(f"| {name} | {f['top1_agreement']:.3f} | {f['kl_teacher_student']:.4f} | "
+                     f"{cells[0]} | {cells[1]} |")
+    if gradcam_missing:
+        lines += ["", f"Grad-CAM agreement not computed: {gradcam_missing}."]
+    return lines + [""]
 
 
 def _describe(rule):
