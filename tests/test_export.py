@@ -89,7 +89,8 @@ def test_every_format_is_written_and_measured(exported):
     assert markdown == table.to_markdown()
     assert "| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras |" in markdown
     assert "| tflite_int8 | `model_int8.tflite` |" in markdown and "calibrated on 100 train images" in markdown
-    assert "probabilities = softmax(logits / T) with T = 2.5 (fitted on validation, from `student_calibration.json`)" in markdown
+    assert ("probabilities = softmax(logits / T) with T = 2.5 (fitted on validation, from "
+            "`student_calibration.json`)") in markdown
     assert "Decision: `pneumonia` when its probability is >= 0.3000 (operating point: sensitivity 0.95" in markdown
     assert (table.calibration["temperature"], table.calibration["threshold"]) == (TEMPERATURE, 0.3)
 
