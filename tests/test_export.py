@@ -266,6 +266,8 @@ def test_a_model_without_calibration_exports_uncalibrated_and_says_so(exported, 
     model, _, _, test = exported
     path = str(tmp_path / "bare.keras")
     model.save(path)
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / export.CALIBRATION).write_text("{}")  # a previous export's, now stale
     table = export.export_student(path, tmp_path / "bare", formats=("tflite_float32",), latency_repeats=1)
     assert not (tmp_path / "bare" / export.CALIBRATION).exists()
     assert table.calibration["temperature"] == 1.0 and table.calibration["source"] is None

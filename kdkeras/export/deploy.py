@@ -14,6 +14,7 @@ from kdkeras import calibration as calibration_lib
 from kdkeras import metrics as metrics_lib
 from kdkeras import profiling
 from kdkeras import runs as runs_lib
+from kdkeras import scores as scores_lib
 from kdkeras.export import serving, tflite
 from kdkeras.export.table import METRIC_COLUMNS, ExportTable
 from kdkeras.files import load_model, write_text_atomic
@@ -101,6 +102,7 @@ def export_student(
     ```
     """
     formats = _check_formats(formats)
+    task = scores_lib.check_task(task)
     _check_counts(representative_images, latency_warmup, latency_repeats)
     model, source_path = _load_model(model_or_path, unsafe_load)
     input_shape = _input_shape(model)
@@ -172,9 +174,12 @@ def _write_tables(out_dir, table, source_path):
     write_text_atomic(os.path.join(out_dir, TABLE_JSON), json.dumps(table.to_dict(), indent=2) + "\n")
     write_text_atomic(os.path.join(out_dir, TABLE_MD), table.to_markdown())
     stored = calibration_lib.load_calibration(source_path) if source_path else None
+    path = os.path.join(out_dir, CALIBRATION)
     if stored is not None:
         # The calibration file travels with the files, as it travels with the .keras model.
-        write_text_atomic(os.path.join(out_dir, CALIBRATION), json.dumps(stored, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(stored, indent=2) + "\n")
+    elif os.path.exists(path):
+        os.remove(path)  # a previous export's temperature would not be the one these files apply
 
 
 def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS, out_dir=None,
