@@ -3,7 +3,9 @@
 `clinical_section` takes the validation and test logits of the teacher and
 the students, fits what is fitted on validation only (temperature,
 threshold), reads the test split at it, writes the figures and returns the
-report's markdown and the numbers for the metrics JSON.
+report's markdown and the numbers for the metrics JSON. Given the models and
+the whole test split, it also measures how closely each student's Grad-CAM
+maps follow the teacher's over every test image.
 """
 
 import dataclasses
@@ -39,7 +41,8 @@ class ClinicalSection:
 
 def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, test_logits,
                      teacher="teacher", images=None, models=None, model_paths=None,
-                     operating_point=None, gradcam_layers=None, gradcam_images=16, report_dir=None):
+                     operating_point=None, gradcam_layers=None, gradcam_images=16, test_data=None,
+                     report_dir=None):
     """Computes and draws the clinical read-out of teacher and students.
 
     Args:
@@ -57,8 +60,9 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
         images: Optional test images `(N_img, H, W, C)` in [0, 255]: the first
             `N_img` test examples, in the order of `y_test`.
         models: Optional `{model name: keras.Model}`; with `images`, the
-            teacher's and each student's Grad-CAM maps are computed on up to
-            `gradcam_images` images, compared, and drawn.
+            teacher's and each student's Grad-CAM maps are drawn side by side
+            on up to `gradcam_images` images; with `test_data`, their
+            agreement is measured over the whole test split.
         model_paths: Optional `{model name: .keras path}`; each model's
             temperature and threshold are saved beside it
             (`kdkeras.calibration.save_calibration`), for `kdkeras predict`.
@@ -67,7 +71,12 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
             or `{"youden": True}` choose one on validation (binary tasks).
         gradcam_layers: Optional `{model name: layer name}`; default the last
             spatial layer of each model.
-        gradcam_images: Images whose maps are computed, at most.
+        gradcam_images: Images whose maps are drawn, at most.
+        test_data: Optional batches of `(images, labels)` of the whole test
+            split, in the order of `y_test` (e.g. the test `tf.data.Dataset`
+            of `kdkeras.training.load_data`): the teacher-student Grad-CAM
+            agreement is computed over it (`kdkeras.explain.gradcam_agreement`).
+            Without it the agreement is not computed, and the markdown says so.
         report_dir: Folder of the markdown file, for relative figure links;
             default `out_dir`.
 
@@ -125,9 +134,11 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
         for name in names:
             if name != teacher:
                 metrics[name]["fidelity"] = fidelity(test_logits[name], test_logits[teacher], task)
-    gradcam_figures = _gradcam(out_dir, metrics, names, teacher, task, class_names, y_test, images,
-                               models or {}, gradcam_layers or {}, gradcam_images, thresholds, calibrated)
+    models, gradcam_layers = models or {}, gradcam_layers or {}
+    gradcam_figures = _gradcam_grids(out_dir, names, teacher, task, class_names, y_test, images, models,
+                                     gradcam_layers, gradcam_images, thresholds, calibrated)
     figures.extend(gradcam_figures)
+    gradcam_missing = _gradcam_agreement(metrics, names, teacher, task, y_test, test_data, models, gradcam_layers)
     for name, path in (model_paths or {}).items():
         if name in metrics:
             calibration.save_calibration(
@@ -135,7 +146,8 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
                 operating_point=rule, positive_class=class_names[-1] if binary else None,
                 n=len(val_logits[name]),
             )
-    markdown = _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures, report_dir)
+    markdown = _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures,
+                         gradcam_missing, report_dir)
     return ClinicalSection(markdown, metrics, figures)
 
 
@@ -143,8 +155,8 @@ def _average_precision(y, p):
     return float(average_precision_score(y, p)) if 0 < np.sum(y) < len(y) else None
 
 
-def _gradcam(out_dir, metrics, names, teacher, task, class_names, y_test, images, models, layers, limit,
-             thresholds, calibrated):
+def _gradcam_grids(out_dir, names, teacher, task, class_names, y_test, images, models, layers, limit,
+                   thresholds, calibrated):
     if images is None or teacher not in models or task.startswith("multi-label"):
         return []
     images = np.asarray(images, dtype=np.float32)[:limit]
@@ -156,7 +168,6 @@ def _gradcam(out_dir, metrics, names, teacher, task, class_names, y_test, images
         if name == teacher or name not in models:
             continue
         maps = explain.gradcam(models[name], images, class_index=truth, layer=layers.get(name))
-        metrics[name]["gradcam_agreement"] = explain.map_agreement(teacher_maps, maps)
         scores = calibrated[name]["test"][:n]
         if name in thresholds:
             predicted = (scores[:, -1] >= thresholds[name]).astype(np.int64)
@@ -169,7 +180,46 @@ def _gradcam(out_dir, metrics, names, teacher, task, class_names, y_test, images
     return written
 
 
-def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures, report_dir):
+def _gradcam_agreement(metrics, names, teacher, task, y_test, test_data, models, layers):
+    """Fills `gradcam_agreement` over the whole test split; returns why not, or None."""
+    students = {name: models[name] for name in names if name != teacher and name in models}
+    if task.startswith("multi-label"):
+        return "a multi-label task has no single true class to map"
+    if test_data is None or teacher not in models or not students:
+        return ("it needs the saved models and the whole test split (`kdkeras report` loads both; "
+                "from Python, `clinical_section(..., models=..., test_data=...)`)")
+    agreement = explain.gradcam_agreement(
+        models[teacher], students, _in_order_of(test_data, y_test),
+        layers={None: layers.get(teacher), **{name: layers.get(name) for name in students}},
+    )
+    for name, summary in agreement.items():
+        metrics[name]["gradcam_agreement"] = summary
+    return None
+
+
+def _in_order_of(batches, y_test):
+    """Yields `batches`, checking that their labels are `y_test`, in order and complete."""
+    y_test = np.asarray(y_test).reshape(len(y_test), -1)
+    seen = 0
+    for images, labels, *_ in batches:
+        labels = np.asarray(labels).reshape(len(labels), -1)
+        if not np.array_equal(labels, y_test[seen:seen + len(labels)]):
+            raise ValueError(
+                f"The test data given for Grad-CAM differs from the saved test labels at images "
+                f"{seen}-{seen + len(labels) - 1}: pass the run's own test split, unshuffled "
+                "(kdkeras.training.load_data(config)[2])."
+            )
+        seen += len(labels)
+        yield images, labels
+    if seen != len(y_test):
+        raise ValueError(
+            f"The test data given for Grad-CAM has {seen} images but the run saved {len(y_test)} "
+            "test labels: pass the run's whole test split (kdkeras.training.load_data(config)[2])."
+        )
+
+
+def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures, gradcam_missing,
+              report_dir):
     def link(path, alt):
         return f"![{alt}]({os.path.relpath(path, report_dir)})"
 
@@ -177,23 +227,7 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = ["## Clinical read-out", ""]
-    students = [n for n in names if n != teacher and "fidelity" in metrics[n]]
-    if students:
-        lines += [
-            "### Fidelity to the teacher (test split)",
-            "",
-            "Top-1 agreement with the teacher and KL(teacher || model) of their predictive "
-            "distributions (Stanton et al. 2021); Grad-CAM agreement is the mean Pearson correlation "
-            "of the teacher's and the model's maps of the true class.",
-            "",
-            "| Model | Top-1 agreement | KL(teacher ‖ model) | Grad-CAM agreement |",
-            "| --- | --- | --- | --- |",
-        ]
-        for name in students:
-            f = metrics[name]["fidelity"]
-            agreement = metrics[name].get("gradcam_agreement", {}).get("pearson")
-            lines.append(f"| {name} | {f['top1_agreement']:.3f} | {f['kl_teacher_student']:.4f} | {number(agreement)} |")
-        lines.append("")
+    lines += _fidelity_lines(metrics, names, teacher, gradcam_missing)
     lines += [
         "### Calibration",
         "",
@@ -249,6 +283,33 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
             "",
         ]
     return lines
+
+
+def _fidelity_lines(metrics, names, teacher, gradcam_missing):
+    students = [n for n in names if n != teacher and "fidelity" in metrics[n]]
+    if not students:
+        return []
+    lines = [
+        "### Fidelity to the teacher (test split)",
+        "",
+        "Top-1 agreement with the teacher and KL(teacher || model) of their predictive "
+        "distributions (Stanton et al. 2021). Grad-CAM agreement: the mean over test images of the "
+        "Pearson correlation between the teacher's and the model's maps of the true class, with a "
+        "95% bootstrap interval over images; n counts the images where neither map is flat.",
+        "",
+        "| Model | Top-1 agreement | KL(teacher ‖ model) | Grad-CAM agreement | n |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in students:
+        f = metrics[name]["fidelity"]
+        cam = metrics[name].get("gradcam_agreement")
+        cells = (["n/a", "n/a"] if cam is None else
+                 [format_interval(cam["pearson"], cam["interval"]), f"{cam['n']} of {cam['images']}"])
+        lines.append(f"| {name} | {f['top1_agreement']:.3f} | {f['kl_teacher_student']:.4f} | "
+                     f"{cells[0]} | {cells[1]} |")
+    if gradcam_missing:
+        lines += ["", f"Grad-CAM agreement not computed: {gradcam_missing}."]
+    return lines + [""]
 
 
 def _describe(rule):

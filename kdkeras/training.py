@@ -489,8 +489,11 @@ def write_report(config, runs_dir="runs"):
             f"No results in {run.path}: run `make teacher student distill` "
             f"(or `kdkeras teacher --config {config.path or config.name}`) first."
         )
+    # The whole test split, for the Grad-CAM agreement of the clinical read-out.
+    _, _, test, _ = load_data(config)
     return reporting.write_report(
-        run.path, present, config.description or config.name, config.to_dict(), published=config.published or None
+        run.path, present, config.description or config.name, config.to_dict(),
+        published=config.published or None, test_data=test,
     )
 
 

@@ -93,6 +93,9 @@ def test_metrics_match_saved_predictions_and_report(tiny_run):
         assert set(metrics["latency"]) == {"1", "32"}
         assert re.search(rf"\| *{name}", report, re.IGNORECASE)
         assert f"{metrics['acc']:.3f}" in report or f"{100 * metrics['acc']:.1f}" in report
+    # `kdkeras report` loads the test split: the Grad-CAM agreement covers every test image.
+    clinical = runs.read_clinical(os.path.join(out, "clinical.json"))
+    assert [clinical[name]["gradcam_agreement"]["images"] for name in ("student", "distilled")] == [96, 96]
 
 
 def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys):

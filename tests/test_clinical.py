@@ -6,9 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from kdkeras import calibration, models
+from kdkeras import calibration, explain, models
 from kdkeras.clinical import clinical_section
 from kdkeras.fidelity import fidelity
+from kdkeras.stats import format_interval
 
 CLASSES = ["normal", "pneumonia"]
 
@@ -29,14 +30,15 @@ def section(tmp_path_factory):
     test = {name: _logits(y_test, 3.0 * k, 2.0 * k, 10 + k) for k, name in enumerate(val, 1)}
     nets = {name: models.get_model("cnn_small", input_shape=(28, 28, 1), num_classes=2, filters=[4, 8])
             for name in val}
-    images = rng.uniform(0, 255, (6, 28, 28, 1)).astype("float32")
+    split = rng.uniform(0, 255, (200, 28, 28, 1)).astype("float32")
+    batches = [(split[i:i + 64], y_test[i:i + 64]) for i in range(0, 200, 64)]
     paths = {name: str(out / f"{name}.keras") for name in val}
     result = clinical_section(
         str(out / "figures"), task="binary-class", class_names=CLASSES, y_val=y_val, y_test=y_test,
-        val_logits=val, test_logits=test, images=images, models=nets, model_paths=paths,
-        operating_point={"sensitivity": 0.95}, report_dir=str(out),
+        val_logits=val, test_logits=test, images=split[:6], models=nets, model_paths=paths,
+        operating_point={"sensitivity": 0.95}, test_data=batches, report_dir=str(out),
     )
-    return result, out, y_val, y_test, val, test
+    return result, out, y_val, y_test, val, test, nets, split
 
 
 def test_every_figure_is_written_and_linked(section):
@@ -53,7 +55,7 @@ def test_every_figure_is_written_and_linked(section):
 
 
 def test_numbers_are_fitted_on_validation_and_read_on_test(section):
-    result, out, y_val, y_test, val, test = section
+    result, out, y_val, y_test, val, test, *_ = section
     for name in ("teacher", "student", "distilled"):
         m = result.metrics[name]
         t = calibration.fit_temperature(val[name], y_val, "binary-class")
@@ -68,12 +70,37 @@ def test_numbers_are_fitted_on_validation_and_read_on_test(section):
         assert stored["threshold"] == pytest.approx(point["threshold"]) and stored["temperature"] == pytest.approx(t)
     assert "fidelity" not in result.metrics["teacher"]
     assert result.metrics["student"]["fidelity"] == fidelity(test["student"], test["teacher"])
-    assert -1 <= result.metrics["distilled"]["gradcam_agreement"]["pearson"] <= 1
+
+
+def test_gradcam_agreement_covers_the_whole_test_split(section):
+    result, _, _, y_test, _, _, nets, split = section
+    expected = explain.gradcam_agreement(nets["teacher"], {"distilled": nets["distilled"]}, [(split, y_test)])
+    agreement = result.metrics["distilled"]["gradcam_agreement"]
+    assert agreement["images"] == 200 and agreement["n"] == expected["distilled"]["n"]
+    assert agreement["pearson"] == pytest.approx(expected["distilled"]["pearson"], abs=1e-6)
+    assert agreement["interval"]["low"] == pytest.approx(expected["distilled"]["interval"]["low"], abs=1e-6)
+    assert "gradcam_agreement" not in result.metrics["teacher"]
+    row = next(line for line in result.markdown if line.startswith("| distilled |") and "of 200" in line)
+    assert format_interval(agreement["pearson"], agreement["interval"]) in row
+
+
+def test_gradcam_agreement_refuses_a_test_split_that_is_not_the_runs(section, tmp_path):
+    _, _, y_val, y_test, val, test, nets, split = section
+    common = dict(task="binary-class", class_names=CLASSES, y_val=y_val, y_test=y_test, val_logits=val,
+                  test_logits=test, models=nets)
+    with pytest.raises(ValueError, match="differs from the saved test labels at images 0-199"):
+        clinical_section(str(tmp_path), **common, test_data=[(split, 1 - y_test)])
+    with pytest.raises(ValueError, match="has 100 images but the run saved 200 test labels"):
+        clinical_section(str(tmp_path), **common, test_data=[(split[:100], y_test[:100])])
+    without = clinical_section(str(tmp_path), **common)
+    assert "gradcam_agreement" not in without.metrics["distilled"]
+    assert any(line.startswith("Grad-CAM agreement not computed: it needs") for line in without.markdown)
 
 
 def test_markdown_tables_have_one_row_per_model(section):
     result, *_ = section
     text = "\n".join(result.markdown)
+    assert "not computed" not in text
     for heading in ("### Fidelity to the teacher", "### Calibration", "### Operating point", "### Where the models look"):
         assert heading in text
     assert "a sensitivity of 0.95" in text

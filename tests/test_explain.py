@@ -76,11 +76,66 @@ def test_map_agreement_is_the_mean_pearson_correlation():
     a = rng.random((4, 8, 8))
     b = a + rng.normal(0, 0.3, a.shape)
     expected = np.mean([np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1] for i in range(4)])
-    assert explain.map_agreement(a, b) == {"pearson": pytest.approx(expected), "n": 4}
+    agreement = explain.map_agreement(a, b)
+    assert agreement["pearson"] == pytest.approx(expected) and (agreement["n"], agreement["excluded"]) == (4, 0)
+    assert agreement["interval"]["low"] <= agreement["pearson"] <= agreement["interval"]["high"]
     assert explain.map_agreement(a, a)["pearson"] == pytest.approx(1.0)
     flat = np.zeros_like(a)
     flat[:2] = a[:2]
     assert explain.map_agreement(flat, a)["n"] == 2  # constant maps have no correlation
+    assert explain.map_agreement(flat, a)["excluded"] == 2
+
+
+def _swapped_quadrant_model():
+    """As `_quadrant_model`, but channel 1 is the evidence of class 1."""
+    model = _quadrant_model()
+    model.get_layer("logits").set_weights([np.eye(2)])
+    return model
+
+
+def _quadrant_split(n, seed):
+    """Images with the class-1 evidence of both models in opposite corners, in batches of 8."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, SIZE, SIZE, 2), "float32")
+    for i in range(n):
+        row, col = rng.integers(0, 4, 2)
+        images[i, row:row + 4, col:col + 4, 0] = rng.uniform(50, 255)
+        images[i, 12 - row:16 - row, 12 - col:16 - col, 1] = rng.uniform(50, 255)
+    images += rng.uniform(0, 5, images.shape).astype("float32")  # no map is exactly flat
+    labels = np.ones(n, np.int64)
+    return images, labels, [(images[i:i + 8], labels[i:i + 8]) for i in range(0, n, 8)]
+
+
+def test_gradcam_agreement_over_a_split_is_the_mean_of_per_image_correlations():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((SIZE, SIZE, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)
+    student = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    teacher = _quadrant_model()
+    images, labels, batches = _quadrant_split(21, seed=3)  # the last batch is partial
+    result = explain.gradcam_agreement(teacher, {"student": student, "same": teacher}, batches)
+    reference = [
+        np.corrcoef(explain.gradcam(teacher, images[i:i + 1], class_index=1).ravel(),
+                    explain.gradcam(student, images[i:i + 1], class_index=1).ravel())[0, 1]
+        for i in range(len(images))
+    ]
+    reference = np.asarray(reference)
+    assert result["student"]["images"] == 21
+    assert result["student"]["n"] == int(np.isfinite(reference).sum()) > 0
+    assert result["student"]["pearson"] == pytest.approx(np.nanmean(reference), abs=1e-5)
+    interval = result["student"]["interval"]
+    assert interval["low"] <= result["student"]["pearson"] <= interval["high"] and interval["resamples"] == 2000
+    assert result["same"]["pearson"] == pytest.approx(1.0) and result["same"]["n"] == 21
+
+
+def test_models_looking_at_opposite_corners_disagree():
+    _, _, batches = _quadrant_split(16, seed=4)
+    result = explain.gradcam_agreement(_quadrant_model(), {"swapped": _swapped_quadrant_model()}, batches)
+    assert result["swapped"]["n"] == 16
+    assert result["swapped"]["pearson"] < 0.0 and result["swapped"]["interval"]["high"] < 0.2
+    with pytest.raises(ValueError, match="one class index per image"):
+        explain.gradcam_agreement(_quadrant_model(), {"x": _quadrant_model()}, [(batches[0][0], np.ones((8, 3)))])
 
 
 def test_gradcam_grid_and_overlay_are_written(tmp_path):

@@ -7,11 +7,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.special import logsumexp
 
-from kdkeras import cli
-from kdkeras import export
+from kdkeras import calibration, cli, export, profiling
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.models import InputPreprocessing
+
+# The exported files divide the logits by the temperature of the model's calibration file.
+TEMPERATURE = 2.5
 
 TINY = """
 name = "tiny"
@@ -53,20 +56,31 @@ def exported(tmp_path_factory):
     )
     model.fit(train, epochs=4, verbose=0)
     out = tmp_path_factory.mktemp("export")
+    path = str(out.parent / "student.keras")
+    model.save(path)
+    calibration.save_calibration(path, TEMPERATURE, threshold=0.3, operating_point={"sensitivity": 0.95},
+                                 positive_class="pneumonia")
     table = export.export_student(
-        model, out, representative_data=train, test_data=test, task=info.task,
+        path, out, representative_data=train, test_data=test, task=info.task,
         class_names=info.class_names, representative_images=100, latency_repeats=5,
     )
     return model, out, table, test
 
 
+def calibrated(model, images, temperature=TEMPERATURE):
+    """The reference: the Keras model's softmax(logits / T), in float64."""
+    logits = model(images, training=False).numpy().astype(np.float64) / temperature
+    return np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+
+
 def test_every_format_is_written_and_measured(exported):
     _, out, table, _ = exported
     assert [row["format"] for row in table.rows] == ["keras", *export.FORMATS]
-    assert sorted(os.listdir(out)) == sorted([*export.FILENAMES.values(), "export.json", "export.md"])
+    assert sorted(os.listdir(out)) == sorted([*export.FILENAMES.values(), "export.json", "export.md",
+                                              export.CALIBRATION])
     assert os.path.isfile(out / "saved_model" / "saved_model.pb")
     for row in table.rows[1:]:
-        assert row["size_bytes"] == export.profiling.file_size_bytes(out / row["path"]) > 0
+        assert row["size_bytes"] == profiling.file_size_bytes(out / row["path"]) > 0
     assert all(row["ms_per_image"] > 0 for row in table.rows)
     assert table.row("tflite_int8")["size_bytes"] < table.row("tflite_float32")["size_bytes"]
     assert table.test_images == 624 and table.representative_images == 100
@@ -75,6 +89,10 @@ def test_every_format_is_written_and_measured(exported):
     assert markdown == table.to_markdown()
     assert "| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras |" in markdown
     assert "| tflite_int8 | `model_int8.tflite` |" in markdown and "calibrated on 100 train images" in markdown
+    assert ("probabilities = softmax(logits / T) with T = 2.5 (fitted on validation, from "
+            "`student_calibration.json`)") in markdown
+    assert "Decision: `pneumonia` when its probability is >= 0.3000 (operating point: sensitivity 0.95" in markdown
+    assert (table.calibration["temperature"], table.calibration["threshold"]) == (TEMPERATURE, 0.3)
 
 
 def test_float_formats_match_keras_and_int8_is_close(exported):
@@ -91,16 +109,30 @@ def test_float_formats_match_keras_and_int8_is_close(exported):
         assert abs(table.row(fmt)["auc"] - keras_row["auc"]) <= 0.01
 
 
-def test_tflite_model_runs_files_on_float_pixels(exported):
+def test_exported_files_return_the_calibrated_probabilities_of_the_keras_model(exported):
     model, out, _, test = exported
-    images = next(iter(test))[0].numpy()[:8]
-    expected = model(images, training=False).numpy()
+    images = next(iter(test))[0].numpy()[:32]
+    expected = calibrated(model, images)
+    assert np.max(expected) < 0.999 and np.min(np.max(expected, axis=1)) < 0.9  # T = 2.5 moves them
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    assert {"serving_default", export.SERVE, export.PROBABILITIES} <= set(loaded.signatures)
+    served = loaded.serve(tf.constant(images))
+    np.testing.assert_allclose(served["logits"], model(images, training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    np.testing.assert_allclose(loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"],
+                               expected, atol=1e-5)
     lite = export.TFLiteModel(str(out / "model_float32.tflite"))
     assert lite.input_dtype == np.float32 and lite.input_shape == (28, 28, 1)
-    np.testing.assert_allclose(lite(images), expected, atol=1e-4)
+    np.testing.assert_allclose(lite(images), expected, atol=1e-5)
+    np.testing.assert_allclose(export.TFLiteModel(str(out / "model_dynamic_int8.tflite"))(images), expected, atol=0.05)
     integer = export.TFLiteModel(str(out / "model_int8.tflite"), num_threads=1)
     assert integer.input_dtype == np.int8
-    np.testing.assert_allclose(integer(images), expected, atol=0.25)
+    np.testing.assert_allclose(integer(images), expected, atol=0.05)
+
+
+def test_tflite_model_checks_shapes_and_files(exported):
+    _, out, _, _ = exported
+    lite = export.TFLiteModel(str(out / "model_float32.tflite"))
     with pytest.raises(ValueError, match=r"takes images of shape \(28, 28, 1\), got \(32, 32, 1\)"):
         lite(np.zeros((1, 32, 32, 1), np.float32))
     with pytest.raises(FileNotFoundError, match="missing.tflite' not found"):
@@ -110,14 +142,14 @@ def test_tflite_model_runs_files_on_float_pixels(exported):
 def test_a_failed_export_leaves_previous_files_untouched(exported, monkeypatch):
     model, out, _, test = exported
     before = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)}
-    convert = export._convert
+    convert = export.tflite.convert
 
     def fail_on_int8(saved_model, fmt, calibration):
         if fmt == "tflite_int8":
             raise ValueError("TFLite conversion to tflite_int8 failed: simulated")
         return convert(saved_model, fmt, calibration)
 
-    monkeypatch.setattr(export, "_convert", fail_on_int8)
+    monkeypatch.setattr(export.tflite, "convert", fail_on_int8)
     with pytest.raises(ValueError, match="simulated"):
         export.export_student(model, out, representative_data=test, latency_repeats=1)
     assert {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)} == before
@@ -128,7 +160,7 @@ def test_folder_replaces_folder_whole(tmp_path):
     (tmp_path / "new" / "b").write_text("new")
     (tmp_path / "dst").mkdir()
     (tmp_path / "dst" / "a").write_text("old")
-    export._move_into_place(str(tmp_path / "new"), str(tmp_path / "dst"))
+    export.deploy._move_into_place(str(tmp_path / "new"), str(tmp_path / "dst"))
     assert os.listdir(tmp_path / "dst") == ["b"] and sorted(os.listdir(tmp_path)) == ["dst"]
 
 
@@ -165,6 +197,8 @@ def test_cli_exports_a_saved_model(exported, tmp_path, capsys):
     assert cli.main([*common, "--model", str(model_path), "--formats", "tflite_float32", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| tflite_float32 | `model_float32.tflite` |" in printed and "metrics on 128 test images" in printed
+    assert (f"[export] no `{tmp_path}/student_calibration.json` beside the model: the exported probabilities "
+            "use T = 1.0 (uncalibrated)") in printed
     assert sorted(os.listdir(out)) == ["export.json", "export.md", "model_float32.tflite"]
     assert cli.main([*common, "--model", str(model_path), "--formats", "onnx"]) == 2
     assert "kdkeras: export: Unknown export format(s) 'onnx'; use one or more of saved_model" in capsys.readouterr().err
@@ -196,8 +230,8 @@ def test_full_integer_file_takes_and_returns_int8(exported):
     model, out, _, test = exported
     interpreter, given, returned = int8_interpreter(out)
     assert given["dtype"] == np.int8 and returned["dtype"] == np.int8
-    # Fed pixels quantized with its own input parameters, it gives Keras's logits after
-    # dequantizing its int8 output.
+    # Fed pixels quantized with its own input parameters, it gives the calibrated probabilities
+    # after dequantizing its int8 output, whose quantization spans [0, 1].
     images = next(iter(test))[0].numpy()[:4]
     scale, zero_point = given["quantization"]
     quantized = np.clip(np.round(images / scale) + zero_point, -128, 127).astype(np.int8)
@@ -206,8 +240,9 @@ def test_full_integer_file_takes_and_returns_int8(exported):
     interpreter.set_tensor(given["index"], quantized)
     interpreter.invoke()
     out_scale, out_zero = returned["quantization"]
-    logits = (interpreter.get_tensor(returned["index"]).astype(np.float32) - out_zero) * out_scale
-    np.testing.assert_allclose(logits, model(images, training=False).numpy(), atol=0.25)
+    assert out_scale * (-128 - out_zero) == pytest.approx(0.0, abs=1e-6) and out_scale * (127 - out_zero) <= 1.0
+    probabilities = (interpreter.get_tensor(returned["index"]).astype(np.float32) - out_zero) * out_scale
+    np.testing.assert_allclose(probabilities, calibrated(model, images), atol=0.05)
 
 
 def test_full_integer_input_scale_comes_from_the_calibration_images(exported):
@@ -220,17 +255,24 @@ def test_full_integer_input_scale_comes_from_the_calibration_images(exported):
     assert 200 < brightest <= 255 and table.representative_images == 100
 
 
-def test_export_ships_the_calibration_beside_the_files(tmp_path):
-    from kdkeras import calibration
-
-    keras.utils.set_random_seed(1)
-    model = _tiny_student()
-    path = str(tmp_path / "student.keras")
-    model.save(path)
-    calibration.save_calibration(path, 1.7, threshold=0.3, operating_point={"sensitivity": 0.95})
-    out = tmp_path / "export"
-    export.export_student(path, out, formats=("tflite_float32",), latency_repeats=1)
+def test_export_ships_the_calibration_beside_the_files(exported):
+    _, out, _, _ = exported
     shipped = json.loads((out / export.CALIBRATION).read_text())
-    assert (shipped["temperature"], shipped["threshold"]) == (1.7, 0.3)
-    export.export_student(model, tmp_path / "bare", formats=("tflite_float32",), latency_repeats=1)
+    assert (shipped["temperature"], shipped["threshold"]) == (TEMPERATURE, 0.3)
+    assert json.loads((out / export.TABLE_JSON).read_text())["calibration"]["source"] == "student_calibration.json"
+
+
+def test_a_model_without_calibration_exports_uncalibrated_and_says_so(exported, tmp_path):
+    model, _, _, test = exported
+    path = str(tmp_path / "bare.keras")
+    model.save(path)
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / export.CALIBRATION).write_text("{}")  # a previous export's, now stale
+    table = export.export_student(path, tmp_path / "bare", formats=("tflite_float32",), latency_repeats=1)
     assert not (tmp_path / "bare" / export.CALIBRATION).exists()
+    assert table.calibration["temperature"] == 1.0 and table.calibration["source"] is None
+    note = f"no `{tmp_path}/bare_calibration.json` beside the model: the exported probabilities use T = 1.0"
+    assert table.calibration["note"].startswith(note) and note in (tmp_path / "bare" / export.TABLE_MD).read_text()
+    images = next(iter(test))[0].numpy()[:8]
+    lite = export.TFLiteModel(str(tmp_path / "bare" / "model_float32.tflite"))
+    np.testing.assert_allclose(lite(images), calibrated(model, images, temperature=1.0), atol=1e-5)

@@ -25,7 +25,7 @@ _PAIRS = (("distilled", "student"), ("distilled", "teacher"), ("student", "teach
 _AGREEMENT_TOLERANCE = 1e-6
 
 
-def write_report(run_dir, models, experiment_name, config, published=None):
+def write_report(run_dir, models, experiment_name, config, published=None, test_data=None):
     """Writes `report.md` and its figures for the models of one run.
 
     For each name in `models` it reads the metrics, history and predictions
@@ -47,6 +47,10 @@ def write_report(run_dir, models, experiment_name, config, published=None):
         published: Optional published results to place ours beside: a markdown
             string inserted as is, or a list of dicts rendered as a table with
             their keys as columns.
+        test_data: Optional batches of `(images, labels)` of the whole test
+            split the models were evaluated on (in the saved order): the
+            clinical read-out measures the teacher-student Grad-CAM agreement
+            over it. Without it the report says the agreement was not computed.
 
     Returns:
         Path of `report.md`.
@@ -124,7 +128,7 @@ def write_report(run_dir, models, experiment_name, config, published=None):
         for a, b in _PAIRS
         if a in models and b in models and not (a == "student" and "distilled" in models)
     ]
-    clinical = _clinical(run, models, task, class_names, predictions, config)
+    clinical = _clinical(run, models, task, class_names, predictions, config, test_data)
     text = report_markdown(
         experiment_name, task, class_names, rows, predictions, config, published, comparisons,
         clinical.markdown if clinical else None,
@@ -133,7 +137,7 @@ def write_report(run_dir, models, experiment_name, config, published=None):
     return run.report
 
 
-def _clinical(run, models, task, class_names, predictions, config):
+def _clinical(run, models, task, class_names, predictions, config, test_data):
     """The clinical read-out, when every model saved its test and validation logits."""
     from kdkeras.clinical import clinical_section
 
@@ -157,6 +161,7 @@ def _clinical(run, models, task, class_names, predictions, config):
         model_paths={name: paths[name] for name in loaded},
         operating_point=evaluate.get("operating_point") or None,
         gradcam_layers=evaluate.get("gradcam_layers") or None,
+        test_data=test_data,
         report_dir=run.path,
     )
     runs_lib.save_metrics(run.clinical, section.metrics)
