@@ -32,8 +32,6 @@ KNOWN_EXCEPTIONS = {
     "kdkeras/data/transforms.py::finalize": _SPLITTING,
     "kdkeras/distiller.py": _SPLITTING,
     "kdkeras/distiller.py::Distiller.compile": _SPLITTING,
-    "kdkeras/export.py": _SPLITTING,
-    "kdkeras/export.py::export_student": _SPLITTING,
     "kdkeras/files.py::extract_archive": _UNOWNED,
     "kdkeras/reporting/figures.py::plot_prediction_grid": _UNOWNED,
     "kdkeras/reporting/report.py::write_report": _UNOWNED,

@@ -32,6 +32,7 @@ TABLE_MD = "export.md"
 CALIBRATION = "calibration.json"
 
 
+# Long function: its docstring documents every format, option and output file; the body is under 50 lines.
 def export_student(
     model_or_path,
     out_dir,
