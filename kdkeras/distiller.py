@@ -1,21 +1,15 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
-import warnings
-
 import keras
 import tensorflow as tf
 
+from kdkeras import batches
+from kdkeras import distiller_arguments as arguments
 from kdkeras import features as kd_features
 from kdkeras import losses as kd_losses
 from kdkeras import mixup as mixup_lib
 from kdkeras import objective
 from kdkeras.objective import check_teacher_weights
-
-_CROSSENTROPY_NAMES = {
-    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
-    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-    "binary_crossentropy": keras.losses.BinaryCrossentropy,
-}
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -101,26 +95,28 @@ class Distiller(keras.Model):
         self, student, teacher, features=None, teacher_weights=None, augmentation=None, name="distiller", **kwargs
     ):
         # keras.distillation's arguments become compile defaults; keras.Model must not see them.
-        migrated = {key: kwargs.pop(key) for key in _KERAS_DISTILLATION_ARGUMENTS if key in kwargs}
+        migrated = {key: kwargs.pop(key) for key in arguments.KERAS_DISTILLATION_ARGUMENTS if key in kwargs}
         super().__init__(name=name, **kwargs)
         self.augmentation = augmentation
-        _check_model(student, "student")
+        arguments.check_model(student, "student")
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         if not teachers:
             raise ValueError("`teacher` is an empty list: pass at least one trained teacher.")
         for model in teachers:
-            _check_teacher(model)
-        width = _output_width(student)
+            arguments.check_teacher(model)
+        width = arguments.output_width(student)
         for model in teachers:
-            _check_widths(_output_width(model), width)
+            arguments.check_widths(arguments.output_width(model), width)
         self.student = student
         self.teachers = teachers
         self.teacher_weights = check_teacher_weights(teacher_weights, len(teachers))
-        self.features = [_as_feature_match(f) for f in features or ()]
+        self.features = [arguments.as_feature_match(f) for f in features or ()]
         self._student_features = self._teacher_features = None
         self.adapters = []
         if self.features:
-            self._build_feature_models()
+            self._student_features, self._teacher_features, self.adapters = kd_features.matching_models(
+                student, teachers, self.features
+            )
         self.student_loss_fn = None
         self.distillation_loss_fn = None
         self._distillation_terms = ()
@@ -130,7 +126,7 @@ class Distiller(keras.Model):
         self._distillation_weight_argument = None
         self.temperature = None
         self.warmup_steps = 0
-        self._compile_defaults = _from_keras_distillation(migrated, student, teachers) if migrated else {}
+        self._compile_defaults = arguments.from_keras_distillation(migrated, student, teachers) if migrated else {}
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self._feature_loss_tracker = keras.metrics.Mean(name="feature_loss") if self.features else None
@@ -146,24 +142,8 @@ class Distiller(keras.Model):
             )
         return self.teachers[0]
 
-    def _build_feature_models(self):
-        if len(self.teachers) > 1:
-            raise ValueError(
-                "Feature distillation matches layers of one teacher; with several teachers "
-                "distil their logits only (drop `features`)."
-            )
-        self._student_features = kd_features.feature_models(
-            self.student, [f.student_layer for f in self.features], "student"
-        )
-        self._teacher_features = kd_features.feature_models(
-            self.teachers[0], [f.teacher_layer for f in self.features], "teacher"
-        )
-        student_shapes = [t.shape for t in self._student_features.outputs[1:]]
-        teacher_shapes = [t.shape for t in self._teacher_features.outputs[1:]]
-        self.adapters = [
-            match.build_adapter(s, t) for match, s, t in zip(self.features, student_shapes, teacher_shapes)
-        ]
-
+    # Long function: the docstring documents every argument of the keras.io shortcut and of the term
+    # list; the body is under 50 lines.
     def compile(
         self,
         optimizer="adam",
@@ -235,31 +215,24 @@ class Distiller(keras.Model):
             TypeError: for an argument the Distiller would not honour, such as
                 `loss` (write `student_loss_fn`) or `loss_weights` (`alpha`).
         """
-        _check_compile_kwargs(kwargs)
+        arguments.check_compile_kwargs(kwargs)
         if distillation_loss_fn is None:
             distillation_loss_fn = self._compile_defaults.get("distillation_loss_fn")
         if alpha is None:
             alpha = self._compile_defaults.get("alpha", 0.1)
-        alpha = _check_alpha(alpha)
+        alpha = arguments.check_alpha(alpha)
         if distillation_weight is not None:
-            if distillation_terms is not None:
-                raise ValueError(
-                    "`distillation_weight` weighs the keras.io shortcut's one term; with "
-                    "`distillation_terms` give each term its weight in the list instead."
-                )
-            distillation_weight = _check_distillation_weight(distillation_weight)
+            distillation_weight = arguments.check_distillation_weight(distillation_weight, distillation_terms)
         if temperature is not None:
             temperature = kd_losses._check_temperature(temperature)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}.")
-        if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not 0 <= mixup < float("inf"):
-            raise ValueError(f"`mixup` must be a finite number >= 0 (0 disables it), got {mixup!r}.")
+        arguments.check_warmup_steps(warmup_steps)
         weight = 1.0 - alpha if distillation_weight is None else distillation_weight
         terms = objective.resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
+        mixup = arguments.check_mixup(mixup, terms)
         super().compile(
             optimizer=optimizer, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs
         )
-        self.student_loss_fn = _resolve_student_loss(student_loss_fn)
+        self.student_loss_fn = arguments.resolve_student_loss(student_loss_fn)
         # The shortcut's one term is `distillation_loss_fn`; a list has none.
         self.distillation_loss_fn = terms[0][0] if distillation_terms is None else None
         self._distillation_terms = tuple(terms)
@@ -273,13 +246,7 @@ class Distiller(keras.Model):
         else:
             self.temperature = None
         self.warmup_steps = warmup_steps
-        needs_labels = [t.name for t, _ in terms if "labels" in getattr(t, "requires", ())]
-        if mixup and needs_labels:
-            raise ValueError(
-                f"mixup mixes two images' labels, but the term(s) {needs_labels} read one label per image: "
-                "set mixup=0, or use a term that reads teacher logits only (knowledge_distillation, dist)."
-            )
-        self.mixup = float(mixup)
+        self.mixup = mixup
         # Created here, in the strategy scope compile runs in; seeded by keras.utils.set_random_seed.
         self._mixup_seed = keras.random.SeedGenerator() if self.mixup else None
 
@@ -324,7 +291,7 @@ class Distiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs, training=None):
-        inputs, _ = _split_inputs(inputs)
+        inputs, _ = batches.split_inputs(inputs)
         return self.student(inputs, training=training)
 
     def teacher_logits(self, inputs):
@@ -361,7 +328,7 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._check_compiled()
-        x, teacher_logits = _split_inputs(x)
+        x, teacher_logits = batches.split_inputs(x)
         if self.augmentation is not None:
             x = self.augmentation(x, training=True)
         labels = [(y, sample_weight)]
@@ -383,23 +350,23 @@ class Distiller(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)
-        return self.compute_metrics(x, *_labeled(y, student_logits, sample_weight))
+        return self.compute_metrics(x, *batches.labeled(y, student_logits, sample_weight))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._check_compiled()
-        x, teacher_logits = _split_inputs(x)
+        x, teacher_logits = batches.split_inputs(x)
         teacher_logits, teacher_features = self._teacher_outputs(x, teacher_logits)
         student_logits, student_features = self._student_outputs(x, training=False)
         self._compute_losses(
             x, [(y, sample_weight)], student_logits, teacher_logits, student_features, teacher_features,
             sample_weight,
         )
-        return self.compute_metrics(x, *_labeled(y, student_logits, sample_weight))
+        return self.compute_metrics(x, *batches.labeled(y, student_logits, sample_weight))
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, _ = _split_inputs(x)
+        x, _ = batches.split_inputs(x)
         return self.student(x, training=False)
 
     def _teacher_outputs(self, x, cached_logits):
@@ -443,8 +410,8 @@ class Distiller(keras.Model):
         """
         teachers = teacher_logits if isinstance(teacher_logits, list) else [teacher_logits]
         for logits in teachers:
-            _check_widths(logits.shape[-1], student_logits.shape[-1])
-        student_loss = tf.add_n([self.student_loss_fn(*_labeled(y, student_logits, w)) for y, w in labels])
+            arguments.check_widths(logits.shape[-1], student_logits.shape[-1])
+        student_loss = tf.add_n([self.student_loss_fn(*batches.labeled(y, student_logits, w)) for y, w in labels])
         batch = {
             "inputs": x,
             "labels": labels[0][0],
@@ -476,10 +443,10 @@ class Distiller(keras.Model):
         loss = self.alpha * student_loss + self._warmup_factor(distillation.dtype) * distillation
         if self.student.losses:
             regularization = tf.add_n([tf.cast(r, loss.dtype) for r in self.student.losses])
-            loss = loss + regularization / _replicas(loss.dtype)
+            loss = loss + regularization / batches.replicas(loss.dtype)
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         for tracker, value in [(self._loss_tracker, loss), *tracked]:
-            tracker.update_state(value * _replicas(value.dtype), sample_weight=batch_size)
+            tracker.update_state(value * batches.replicas(value.dtype), sample_weight=batch_size)
         return loss
 
     def _fusion(self, term):
@@ -531,210 +498,3 @@ def _without_compile_state(serialized):
     serialized = dict(serialized)
     serialized.pop("compile_config", None)
     return serialized
-
-
-def _split_inputs(inputs):
-    """`(model_inputs, cached_teacher_logits or None)` of a batch's `x`."""
-    if isinstance(inputs, dict) and "teacher_logits" in inputs:
-        if set(inputs) != {"inputs", "teacher_logits"}:
-            raise ValueError(
-                "A batch with cached teacher logits must be ({'inputs': x, 'teacher_logits': z}, y); "
-                f"got the keys {sorted(inputs)}. Build it with kdkeras.teacher_cache.with_teacher_logits."
-            )
-        return inputs["inputs"], inputs["teacher_logits"]
-    return inputs, None
-
-
-def _labeled(y, logits, sample_weight):
-    """`(y, logits, sample_weight)` of the batch's labeled examples.
-
-    Sparse labels < 0 mark unlabeled images; multi-hot labels are always labeled.
-    """
-    if y is None or y.dtype.is_floating:
-        return y, logits, sample_weight
-    labeled = tf.reduce_all(tf.reshape(y >= 0, [tf.shape(y)[0], -1]), axis=1)
-    return (
-        tf.boolean_mask(y, labeled),
-        tf.boolean_mask(logits, labeled),
-        None if sample_weight is None else tf.boolean_mask(sample_weight, labeled),
-    )
-
-
-def _check_teacher(teacher):
-    _check_model(teacher, "teacher")
-    if not teacher.built:
-        raise ValueError(
-            f"The teacher {teacher.name!r} is not built, so it has no weights to distil "
-            "from. Pass a trained teacher (e.g. `keras.models.load_model('teacher.keras')`), "
-            "or build it with `teacher.build(input_shape)` before creating the Distiller."
-        )
-    teacher.trainable = False
-
-
-def _as_feature_match(item):
-    if isinstance(item, dict):
-        item = keras.saving.deserialize_keras_object(item) if "class_name" in item else kd_features.FeatureMatch(**item)
-    if not isinstance(item, kd_features.FeatureMatch):
-        raise TypeError(f"`features` must be a list of kdkeras.features.FeatureMatch, got {item!r}.")
-    return item
-
-
-def _check_model(model, role):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{role}` must be a keras.Model that outputs logits, got {type(model).__name__}. "
-            "Wrap layers in `keras.Model(inputs, outputs)` or use `kdkeras.models.get_model(...)`."
-        )
-
-
-def _output_width(model):
-    """The static number of logits of a single-output model, or None if unknown."""
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):
-        return None
-    if not outputs:
-        return None
-    if len(outputs) != 1:
-        raise ValueError(
-            f"Model {model.name!r} has {len(outputs)} outputs; the Distiller needs one logits "
-            "output per model. Build a model whose only output is the logits tensor."
-        )
-    return outputs[0].shape[-1]
-
-
-def _check_widths(teacher_width, student_width):
-    if teacher_width is not None and student_width is not None and teacher_width != student_width:
-        raise ValueError(
-            f"The teacher outputs {teacher_width} logits but the student outputs "
-            f"{student_width}: both must predict the same classes, in the same order. Build "
-            f"the student with num_classes={teacher_width}."
-        )
-
-
-def _check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            f"`alpha` must be a number in [0, 1], got {alpha!r}. It weighs the student loss; "
-            "the distillation loss gets 1 - alpha (Hinton et al. use a small alpha, e.g. 0.1)."
-        )
-    return float(alpha)
-
-
-def _check_distillation_weight(weight):
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
-        raise ValueError(
-            f"`distillation_weight` must be a finite number >= 0, got {weight!r}; leave it out for "
-            "Hinton's `1 - alpha`."
-        )
-    return float(weight)
-
-
-_KERAS_DISTILLATION_ARGUMENTS = ("distillation_losses", "distillation_loss_weights", "student_loss_weight")
-
-
-def _from_keras_distillation(arguments, student, teachers):
-    """Compile defaults equal to `keras.distillation.Distiller(**arguments)`'s objective.
-
-    keras.distillation minimises `w_s * student_loss + (1 - w_s) * sum_i w_i * term_i`.
-    One `LogitsDistillation` with a `keras.losses.KLDivergence()` instance and
-    weight 1 is `T**2 * KL(softmax(z_t / T) || softmax(z_s / T))`, kdkeras's
-    `KnowledgeDistillation(T)`, with `alpha = w_s`. Everything else raises.
-    """
-    from keras import distillation as keras_distillation
-
-    if teachers[0].count_params() < student.count_params():
-        warnings.warn(
-            f"The teacher has {teachers[0].count_params():,} parameters and the student "
-            f"{student.count_params():,}: kdkeras.Distiller takes (student, teacher), "
-            "keras.distillation.Distiller (teacher, student). Pass them by keyword if they are swapped.",
-            stacklevel=3,
-        )
-    alpha = arguments.get("student_loss_weight", 0.5)  # keras.distillation's default
-    defaults = {"alpha": _check_alpha(alpha)}
-    terms = arguments.get("distillation_losses")
-    if terms is None:
-        raise TypeError(
-            "Got keras.distillation's `student_loss_weight` without `distillation_losses`: "
-            f"write `distiller.compile(alpha={alpha}, ...)`; the soft-target loss is the default."
-        )
-    terms = list(terms) if isinstance(terms, (list, tuple)) else [terms]
-    weights = arguments.get("distillation_loss_weights") or [1.0] * len(terms)
-    logits = keras_distillation.LogitsDistillation
-    kd_hint = (
-        f"For Hinton's soft targets write `Distiller(student=..., teacher=...)` and "
-        f"`compile(distillation_loss_fn=kdkeras.losses.KnowledgeDistillation(temperature=T), alpha={alpha})`"
-    )
-    for term in terms:
-        if isinstance(term, keras_distillation.FeatureDistillation):
-            raise TypeError(
-                "keras.distillation.FeatureDistillation compares raw layer outputs of equal shape; "
-                "kdkeras matches features through a learned adapter: write "
-                "`Distiller(..., features=[kdkeras.features.FeatureMatch(student_layer=..., "
-                f"teacher_layer=..., loss='hint', weight=(1 - {alpha}) * w)])`, and distil the logits "
-                "with `compile(distillation_loss_fn=...)`."
-            )
-        if not isinstance(term, logits):
-            raise TypeError(f"Unrecognised keras.distillation term {term!r}. {kd_hint}.")
-        if not isinstance(term.loss, keras.losses.KLDivergence):
-            raise TypeError(
-                f"LogitsDistillation(loss={term.loss!r}) applies that loss to z / T without a softmax "
-                "(for 'kl_divergence', KL of logits clipped to [1e-7, 1]: not a distillation objective), "
-                f"which kdkeras does not reproduce. {kd_hint}; for another loss `fn(t, s)` of softened "
-                "logits, `compile(distillation_loss_fn=lambda t, s: fn(t / T, s / T))`."
-            )
-    if len(terms) != 1 or list(weights) != [1.0]:
-        raise TypeError(
-            f"distillation_losses with weights {list(weights)}: kdkeras weighs its single logits term "
-            f"with `distillation_weight` (default 1 - alpha). Write `compile(alpha={alpha}, "
-            f"distillation_weight=(1 - {alpha}) * w, distillation_loss_fn=kdkeras.losses."
-            "KnowledgeDistillation(temperature=T))`."
-        )
-    defaults["distillation_loss_fn"] = kd_losses.KnowledgeDistillation(temperature=terms[0].temperature)
-    return defaults
-
-
-# keras.Model.compile's arguments that mean the same for a Distiller.
-_KERAS_COMPILE_ARGUMENTS = ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss")
-# Arguments the Distiller would otherwise drop or misread, with the kdkeras spelling.
-_COMPILE_SPELLINGS = {
-    "loss": "`student_loss_fn=` (the loss of the student's logits against the labels; the "
-    "teacher term is `distillation_loss_fn=`)",
-    "loss_weights": "`alpha=` (the student loss weight) and `distillation_weight=` (the distillation "
-    "term's weight, by default 1 - alpha)",
-    "student_loss_weight": "`alpha=`",
-    "distillation_losses": "`distillation_loss_fn=` in compile, or `features=` in the constructor",
-}
-
-
-def _check_compile_kwargs(kwargs):
-    for key in kwargs:
-        if key in _KERAS_COMPILE_ARGUMENTS:
-            continue
-        fix = _COMPILE_SPELLINGS.get(key)
-        hint = f"kdkeras spells it {fix}." if fix else (
-            "Distiller.compile takes optimizer, metrics, weighted_metrics, student_loss_fn, "
-            "distillation_loss_fn, alpha, temperature, distillation_weight, warmup_steps and "
-            f"keras.Model.compile's {', '.join(_KERAS_COMPILE_ARGUMENTS)}."
-        )
-        raise TypeError(f"Distiller.compile() does not take `{key}=`: {hint}")
-
-
-def _resolve_student_loss(identifier):
-    if identifier is None:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if isinstance(identifier, str) and identifier in _CROSSENTROPY_NAMES:
-        return _CROSSENTROPY_NAMES[identifier](from_logits=True)
-    loss = keras.losses.get(identifier) if not isinstance(identifier, keras.losses.Loss) else identifier
-    if getattr(loss, "_fn_kwargs", {}).get("from_logits") is False:
-        raise ValueError(
-            f"`student_loss_fn` {loss.name!r} has from_logits=False, but the Distiller passes it "
-            f"the student's logits. Use `{type(loss).__name__}(from_logits=True)`."
-        )
-    if not isinstance(loss, keras.losses.Loss):
-        loss = kd_losses.FunctionLoss(loss)
-    return loss
-
-
-def _replicas(dtype):
-    return tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, dtype)

@@ -402,3 +402,34 @@ def feature_models(model, layer_names, role):
             raise ValueError(f"The {role} {model.name!r} has no layer {layer_name!r}. Its layers: {shown}.")
         features.append(model.get_layer(layer_name).output)
     return keras.Model(inputs, [outputs[0], *features], name=f"{model.name}_features")
+
+
+def matching_models(student, teachers, matches):
+    """What a Distiller needs to match `matches`: two feature models and the adapters.
+
+    Args:
+        student: The functional student.
+        teachers: The teachers; feature matching takes exactly one.
+        matches: `FeatureMatch`es naming layers of both.
+
+    Returns:
+        `(student_features, teacher_features, adapters)`: `feature_models` of
+        student and teacher, and one built adapter per match, mapping the
+        student's feature shape to the teacher's.
+
+    Raises:
+        ValueError: for several teachers, a subclassed model or an unknown layer.
+    """
+    if len(teachers) > 1:
+        raise ValueError(
+            "Feature distillation matches layers of one teacher; with several teachers "
+            "distil their logits only (drop `features`)."
+        )
+    student_features = feature_models(student, [m.student_layer for m in matches], "student")
+    teacher_features = feature_models(teachers[0], [m.teacher_layer for m in matches], "teacher")
+    adapters = [
+        match.build_adapter(s.shape, t.shape)
+        for match, s, t in zip(matches, student_features.outputs[1:], teacher_features.outputs[1:])
+    ]
+    return student_features, teacher_features, adapters
+

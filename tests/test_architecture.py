@@ -30,8 +30,6 @@ KNOWN_EXCEPTIONS = {
     "kdkeras/data/medmnist.py::load_medmnist": _SPLITTING,
     "kdkeras/data/tfds.py::load_tfds": _SPLITTING,
     "kdkeras/data/transforms.py::finalize": _SPLITTING,
-    "kdkeras/distiller.py": _SPLITTING,
-    "kdkeras/distiller.py::Distiller.compile": _SPLITTING,
     "kdkeras/files.py::extract_archive": _UNOWNED,
     "kdkeras/reporting/figures.py::plot_prediction_grid": _UNOWNED,
     "kdkeras/reporting/report.py::write_report": _UNOWNED,

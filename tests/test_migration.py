@@ -37,7 +37,7 @@ def teacher_and_student():
         ({"loss_weights": [0.5, 0.5]}, "alpha="),
         ({"student_loss_weight": 0.5}, "alpha="),
         ({"distillation_losses": []}, "distillation_loss_fn="),
-        ({"lossfn": "mse"}, "student_loss_fn, distillation_loss_fn, alpha"),
+        ({"lossfn": "mse"}, "student_loss_fn, distillation_loss_fn, distillation_terms, alpha"),
     ],
 )
 def test_compile_refuses_arguments_it_would_not_honour(kwargs, spelling):
