@@ -266,7 +266,7 @@ def test_report_from_outputs_and_without_them(smoke, tmp_path):
     (runs / "accuracy.json").write_text(json.dumps(result))
     assert report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
     text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert text.count("Not measured yet") == 4  # transfer, reproducibility, input pipeline, export
+    assert text.count("Not measured yet") == 5  # recipes, transfer, reproducibility, input pipeline, export
     assert "scored on the 624 test images" in text and "teacher 100, 110, 120" in text
     assert "distillation alpha 0.1, T 4.0" in text
     assert "- Accuracy: standard deviation of the test ACC over seeds, distilled student 0.020, student alone 0.050." in text

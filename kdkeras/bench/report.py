@@ -53,11 +53,11 @@ def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
 
 def build_markdown(runs_dir="runs/bench"):
     """The text of BENCHMARKS.md from the JSON outputs found under `runs_dir`."""
-    speed, speed_gpu = _read(runs_dir, SPEED), _read(runs_dir, SPEED_GPU)
-    accuracy, export = _read(runs_dir, ACCURACY), _read(runs_dir, EXPORT)
-    transfer, determinism = _read(runs_dir, TRANSFER), _read(runs_dir, DETERMINISM)
-    recipes = _read(runs_dir, RECIPES)
-    seeds = accuracy["seeds"] if accuracy else [0, 1, 2]
+    found = {name: _read(runs_dir, path) for name, path in (
+        ("speed", SPEED), ("speed_gpu", SPEED_GPU), ("accuracy", ACCURACY), ("export", EXPORT),
+        ("transfer", TRANSFER), ("determinism", DETERMINISM), ("recipes", RECIPES))}
+    accuracy = found["accuracy"]
+    seeds = accuracy["seeds"] if accuracy else list(accuracy_bench.DEFAULT_SEEDS)
     experiment = accuracy["experiment"] if accuracy else "quickstart"
     lines = [
         "# kdkeras benchmarks",
@@ -68,82 +68,118 @@ def build_markdown(runs_dir="runs/bench"):
         "",
         "## Summary",
         "",
+        *_summary(found),
+        "",
+        "## Machine",
+        "",
+        *_machine(found["speed"] or accuracy),
     ]
-    lines += summary_lines(accuracy, speed, export)
-    if recipes:
-        lines.append(f"- Recipe, chosen on validation: {recipes['selection']['chosen']}. {recipes['selection']['reason']}")
-    if transfer:
-        lines += [f"- Transfer set: {line}" for line in transfer_bench.verdicts(transfer)]
-    lines += ["", "## Machine", ""]
-    lines += _machine(speed or accuracy)
-    lines += ["", "## Accuracy over seeds: PneumoniaMNIST, official test split", ""]
-    if accuracy:
-        n_test = " or ".join(map(str, accuracy["test_images"]))
-        lines += [
-            f"Experiment `{experiment}` (`{_relative(accuracy['config_path'])}`, distillation alpha "
-            f"{accuracy['config']['distill']['alpha']}, T {accuracy['config']['distill']['temperature']}), "
-            f"{len(seeds)} seeds "
-            f"({', '.join(map(str, seeds))}), each a full `teacher`, `student`, `distill` run "
-            f"(`kdkeras.training.run_phase`) scored on the {n_test} test images; mean ± sample standard "
-            f"deviation over seeds. Ran {_when(accuracy)}.",
-            "",
-            accuracy_bench.to_markdown(accuracy).rstrip(),
-            "",
-            "Training time per phase (s, per seed): "
-            + "; ".join(f"{name} {', '.join(f'{s:.0f}' for s in values)}"
-                        for name, values in accuracy["train_seconds"].items()) + ".",
-        ]
-    else:
-        lines.append("Not measured yet: run `python -m kdkeras.bench.accuracy` (see Reproduce).")
-    lines += ["", "## Which recipe: chosen on the validation split", ""]
-    if recipes:
-        lines += [
+    for section in (_accuracy_section, _recipes_section, _transfer_section, _determinism_section):
+        lines += section(found)
+    lines += _pipeline_section(runs_dir)
+    lines += _speed_section(found) + _export_section(found)
+    lines += ["", "## Reproduce", "", "```sh", *commands("runs/bench", seeds, experiment), "```", ""]
+    lines.append(
+        "Variables of `make bench`: `BENCH_SEEDS` (default `0 1 2 3 4`), `BENCH_EPOCHS` (maximum epochs of "
+        "every phase; default: the experiment's), `BENCH_EXP` (default `quickstart`), `BENCH_RUNS` "
+        "(default `runs/bench`). Finished phases are reused when the benchmark runs again with the same "
+        "config."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _section(title, result, describe, table, command):
+    """A `## title` section: what ran and its table, or how to measure it."""
+    lines = ["", f"## {title}", ""]
+    if result is None:
+        return lines + [f"Not measured yet: run `{command}` (see Reproduce)."]
+    return lines + [describe(result), "", table(result).rstrip()]
+
+
+def _summary(found):
+    lines = summary_lines(found["accuracy"], found["speed"], found["export"])
+    if found["recipes"]:
+        selection = found["recipes"]["selection"]
+        lines.append(f"- Recipe, chosen on validation: {selection['chosen']}. {selection['reason']}")
+    if found["transfer"]:
+        lines += [f"- Transfer set: {line}" for line in transfer_bench.verdicts(found["transfer"])]
+    return lines
+
+
+def _accuracy_section(found):
+    def describe(accuracy):
+        seeds, distill = accuracy["seeds"], accuracy["config"]["distill"]
+        return (
+            f"Experiment `{accuracy['experiment']}` (`{_relative(accuracy['config_path'])}`, distillation alpha "
+            f"{distill['alpha']}, T {distill['temperature']}), {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+            f"each a full `teacher`, `student`, `distill` run (`kdkeras.training.run_phase`) scored on the "
+            f"{' or '.join(map(str, accuracy['test_images']))} test images; mean ± sample standard deviation over "
+            f"seeds. Ran {_when(accuracy)}."
+        )
+
+    def table(accuracy):
+        return accuracy_bench.to_markdown(accuracy).rstrip() + "\n\nTraining time per phase (s, per seed): " + "; ".join(
+            f"{name} {', '.join(f'{s:.0f}' for s in values)}" for name, values in accuracy["train_seconds"].items()
+        ) + "."
+
+    return _section("Accuracy over seeds: PneumoniaMNIST, official test split", found["accuracy"], describe, table,
+                    "python -m kdkeras.bench.accuracy")
+
+
+def _recipes_section(found):
+    def describe(recipes):
+        return (
             "The levers known to help distillation when every label is available, each run for the same seeds "
             "beside the configured recipe (`kdkeras/bench/recipes.py`, whose docstring states the rule, fixed "
             "before any of them ran): a recipe replaces the configured one only when its distilled student's "
             "validation AUC is higher by a paired 95% t-interval over seeds above 0. The test split is scored "
-            f"after the choice, for the record. Ran {_when(recipes)}.",
-            "",
-            recipes_bench.to_markdown(recipes).rstrip(),
-        ]
-    else:
-        lines.append("Not measured yet: run `python -m kdkeras.bench.recipes` (see Reproduce).")
-    lines += ["", "## Few labels: distillation through a transfer set", ""]
-    if transfer:
-        lines += [
+            f"after the choice, for the record. Ran {_when(recipes)}."
+        )
+
+    return _section("Which recipe: chosen on the validation split", found["recipes"], describe,
+                    recipes_bench.to_markdown, "python -m kdkeras.bench.recipes")
+
+
+def _transfer_section(found):
+    def describe(transfer):
+        return (
             "The teacher of each seed (above) trained on every train label. The same student then trains "
             "on 1%, 5% or 20% of the train labels (a seeded, stratified choice), alone, or distilled with the "
             "rest of the train images as an unlabeled transfer set (`labeled_fraction`, `[distill] "
             "transfer_set = \"train\"`; see `kdkeras/transfer.py`). Both arms run the experiment's recipe "
             "with the same epochs of the same number of steps, the same augmentation, class weights and "
             "early stopping on the labeled validation split. No setting here was chosen by looking at a "
-            f"test split: the recipe is the quickstart's, fixed before this benchmark ran. Ran {_when(transfer)}.",
-            "",
-            transfer_bench.to_markdown(transfer).rstrip(),
-        ]
-    else:
-        lines.append("Not measured yet: run `python -m kdkeras.bench.transfer` (see Reproduce).")
-    lines += ["", "## Reproducibility", ""]
-    if determinism:
-        lines += [
-            f"The `{determinism['config']}` {determinism['phase']} phase (seed {determinism['seed']}) trained in fresh "
-            "processes, alternately with `deterministic = true` and `false` (`kdkeras/bench/determinism.py`). "
-            f"Ran {_when(determinism)}.",
-            "",
-            determinism_bench.to_markdown(determinism).rstrip(),
-        ]
-    else:
-        lines.append("Not measured yet: run `python -m kdkeras.bench.determinism` (see Reproduce).")
-    lines += ["", "## Input pipeline: images per second on 2 cores", ""]
-    pipeline_path = os.path.join(runs_dir, PIPELINE)
-    if os.path.exists(pipeline_path):
-        with open(pipeline_path, encoding="utf-8") as f:
-            lines += [f.read().rstrip()]
-    else:
-        lines.append("Not measured yet: run `python -m kdkeras.data.benchmark` (see Reproduce).")
-    lines += ["", "## Training speed: cost of a distillation step", ""]
-    if speed:
-        lines += [
+            f"test split: the recipe is the quickstart's, fixed before this benchmark ran. Ran {_when(transfer)}."
+        )
+
+    return _section("Few labels: distillation through a transfer set", found["transfer"], describe,
+                    transfer_bench.to_markdown, "python -m kdkeras.bench.transfer")
+
+
+def _determinism_section(found):
+    def describe(determinism):
+        return (
+            f"The `{determinism['config']}` {determinism['phase']} phase (seed {determinism['seed']}) trained in "
+            "fresh processes, alternately with `deterministic = true` and `false` (`kdkeras/bench/determinism.py`). "
+            f"Ran {_when(determinism)}."
+        )
+
+    return _section("Reproducibility", found["determinism"], describe, determinism_bench.to_markdown,
+                    "python -m kdkeras.bench.determinism")
+
+
+def _pipeline_section(runs_dir):
+    path = os.path.join(runs_dir, PIPELINE)
+    if not os.path.exists(path):
+        return _section("Input pipeline: images per second on 2 cores", None, None, None,
+                        "python -m kdkeras.data.benchmark")
+    with open(path, encoding="utf-8") as f:
+        return ["", "## Input pipeline: images per second on 2 cores", "", f.read().rstrip()]
+
+
+def _speed_section(found):
+    def describe(speed):
+        return (
             "Steps per second on the same fixed batches in one process (see `kdkeras/bench/speed.py`): "
             "`kdkeras` is `kdkeras.Distiller`; `floor` is the student's own train step plus a separate "
             "teacher forward pass, the least any distiller can cost; `keras` is "
@@ -151,46 +187,38 @@ def build_markdown(runs_dir="runs/bench"):
             "keras.losses.KLDivergence())` (the same loss); `cached` is `kdkeras.Distiller` fed the "
             "teacher's logits precomputed by `kdkeras.teacher_cache.with_teacher_logits`; `student` is the "
             "student trained alone. Ratios are times per step (1.10 = 10% slower). "
-            f"CPU, ran {_when(speed)}{_load_note(speed)}.",
-            "",
-            speed_bench.to_markdown(speed).rstrip(),
-        ]
-    else:
-        lines.append("Not measured yet: run `python -m kdkeras.bench.speed` (see Reproduce).")
+            f"CPU, ran {_when(speed)}{_load_note(speed)}."
+        )
+
+    lines = _section("Training speed: cost of a distillation step", found["speed"], describe,
+                     speed_bench.to_markdown, "python -m kdkeras.bench.speed")
     lines += ["", "### GPU", ""]
+    speed_gpu = found["speed_gpu"]
     if speed_gpu:
         env = speed_gpu["environment"]
-        lines += [f"{', '.join(env['gpus']) or 'GPU'}, ran {_when(speed_gpu)}.", "",
-                  speed_bench.to_markdown(speed_gpu).rstrip()]
-    else:
-        lines += [
-            "| Device | Date | Precision, XLA | Steps/s (kdkeras / floor / keras / cached / student) | Ratios |",
-            "| --- | --- | --- | --- | --- |",
-            "| NVIDIA GPU | not yet measured | mixed_float16, jit_compile on | not yet measured | not yet measured |",
-            "",
-            "No GPU was available to this project so far. On a GPU machine: `python -m kdkeras.bench.speed "
-            "--mixed-precision --jit on --out-dir runs/bench/speed_gpu`, then rerun the report.",
-        ]
-    lines += ["", "## Export: the distilled student as SavedModel and TFLite", ""]
-    if export:
-        lines += [
-            "`kdkeras export` (see `kdkeras/export.py`) on the distilled quickstart student of the first seed: "
+        return lines + [f"{', '.join(env['gpus']) or 'GPU'}, ran {_when(speed_gpu)}.", "",
+                        speed_bench.to_markdown(speed_gpu).rstrip()]
+    return lines + [
+        "| Device | Date | Precision, XLA | Steps/s (kdkeras / floor / keras / cached / student) | Ratios |",
+        "| --- | --- | --- | --- | --- |",
+        "| NVIDIA GPU | not yet measured | mixed_float16, jit_compile on | not yet measured | not yet measured |",
+        "",
+        "No GPU was available to this project so far. On a GPU machine: `python -m kdkeras.bench.speed "
+        "--mixed-precision --jit on --out-dir runs/bench/speed_gpu`, then rerun the report.",
+    ]
+
+
+def _export_section(found):
+    def describe(export):
+        return (
+            "`kdkeras export` (see `kdkeras/export/`) on the distilled quickstart student of the first seed: "
             "size on disk, median CPU latency per image at batch 1 (TensorFlow for Keras and SavedModel, "
             "`tf.lite.Interpreter` for TFLite) and test metrics of every file. `tflite_int8` is full-integer "
-            "with int8 input and output, calibrated on unaugmented train images.",
-            "",
-            _export_markdown(export).rstrip(),
-        ]
-    else:
-        lines.append("Not measured yet: run `kdkeras export` (see Reproduce).")
-    lines += ["", "## Reproduce", "", "```sh", *commands("runs/bench", seeds, experiment), "```", ""]
-    lines.append(
-        "Variables of `make bench`: `BENCH_SEEDS` (default `0 1 2`), `BENCH_EPOCHS` (maximum epochs of "
-        "every phase; default: the experiment's), `BENCH_EXP` (default `quickstart`), `BENCH_RUNS` "
-        "(default `runs/bench`). Finished phases are reused when the benchmark runs again with the same "
-        "config."
-    )
-    return "\n".join(lines) + "\n"
+            "with int8 input and output, calibrated on unaugmented train images."
+        )
+
+    return _section("Export: the distilled student as SavedModel and TFLite", found["export"], describe,
+                    _export_markdown, "kdkeras export")
 
 
 def summary_lines(accuracy, speed, export, int8_tolerance=0.01):
