@@ -5,7 +5,6 @@ saves its model and evaluates it on the test split. Everything lands in the
 run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
-import inspect
 import os
 import time
 
@@ -20,6 +19,7 @@ from kdkeras import metrics as metrics_lib
 from kdkeras import models as models_lib
 from kdkeras import multiworker
 from kdkeras import profiling
+from kdkeras.data import pipeline
 from kdkeras import reporting
 from kdkeras import runs as runs_lib
 from kdkeras import transfer
@@ -311,11 +311,10 @@ def _phase_config_text(config, record):
 def global_batch_size(config):
     """The batch size of every training step, over all replicas together.
 
-    It is `[data] batch_size`, or the loader's default when the config leaves
-    it out (the Keras convention: `fit` splits each batch over the replicas).
+    It is `[data] batch_size`, or the pipeline builder's default when the config
+    leaves it out (the Keras convention: `fit` splits each batch over the replicas).
     """
-    loader = LOADERS.lookup(config.data["loader"])
-    return config.data.get("batch_size", inspect.signature(loader).parameters["batch_size"].default)
+    return pipeline.global_batch_size(config.data)
 
 
 def build_distiller(student, teachers, distill, info, steps_per_epoch):
