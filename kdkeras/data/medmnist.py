@@ -362,15 +362,7 @@ def load_medmnist(flag, size=28, root=None, download=True, url=None, path=None, 
     path = _local_npz(flag, size, root, download, url, path)
     # A broken file raises first: its error, not an MD5 warning, says what is wrong.
     arrays = read_npz(path, flag, size)
-    _, expected_md5 = _url_and_md5(flag, size)
-    actual_md5 = file_md5(path)
-    if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):
-        warnings.warn(
-            f"{path} has MD5 {actual_md5}, not {expected_md5} as listed by medmnist for "
-            f"{npz_filename(flag, size)}. Using it as is (a re-packed copy can hold the same "
-            "images); delete it to download the official file.",
-            stacklevel=3,
-        )
+    _warn_if_unofficial(path, flag, size)
     task = _TASKS.get(info["task"], info["task"])
     multi_label = task == "multi-label"
     native_channels = info["n_channels"]
@@ -385,28 +377,43 @@ def load_medmnist(flag, size=28, root=None, download=True, url=None, path=None, 
         return transforms.to_uint8(images), labels
 
     needs_convert = target_size != (size, size) or n_channels < native_channels
-    splits = {}
-    for split in SPLITS:
-        keep = transforms.subset_indices(len(arrays[f"{split}_labels"]), options.limit, options.seed)
-        x = arrays[f"{split}_images"][keep]
-        if x.ndim == 3:
-            x = x[..., np.newaxis]
-        y = arrays[f"{split}_labels"][keep]
-        y = y.astype(np.float32) if multi_label else y[:, 0].astype(np.int32)
-        splits[split] = pipeline.Examples.from_arrays(x, y)
     return pipeline.Source(
         name=flag if size == 28 else f"{flag}_{size}",
         task=task,
         class_names=[info["label"][str(i)] for i in range(len(info["label"]))],
         n_channels=n_channels,
         image_size=target_size,
-        splits=splits,
+        splits={split: _examples(arrays, split, multi_label, options) for split in SPLITS},
         decode=convert if needs_convert else None,
         source=path,
         label_mode="multi-hot" if multi_label else "sparse",
         # Arrays already in memory gain nothing from a second, cached copy.
         cacheable=needs_convert,
     )
+
+
+def _examples(arrays, split, multi_label, options):
+    """One split's images `(N, H, W, C)` and labels (int32, or float32 multi-hot), sampled by `limit`."""
+    keep = transforms.subset_indices(len(arrays[f"{split}_labels"]), options.limit, options.seed)
+    x = arrays[f"{split}_images"][keep]
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    y = arrays[f"{split}_labels"][keep]
+    y = y.astype(np.float32) if multi_label else y[:, 0].astype(np.int32)
+    return pipeline.Examples.from_arrays(x, y)
+
+
+def _warn_if_unofficial(path, flag, size):
+    # A re-packed copy (the bundled PneumoniaMNIST) holds the same images under another hash.
+    _, expected_md5 = _url_and_md5(flag, size)
+    actual_md5 = file_md5(path)
+    if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):
+        warnings.warn(
+            f"{path} has MD5 {actual_md5}, not {expected_md5} as listed by medmnist for "
+            f"{npz_filename(flag, size)}. Using it as is (a re-packed copy can hold the same "
+            "images); delete it to download the official file.",
+            stacklevel=4,
+        )
 
 
 def _local_npz(flag, size, root, download, url, path):
