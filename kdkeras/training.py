@@ -67,17 +67,13 @@ def fit_datasets(train, val, strategy, batch, cache_from=None, seed=None, verbos
 def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None, unsafe_load=False):
     """Trains, saves and evaluates one phase of an experiment.
 
-    Data, then the phase's compiled model (`PHASE_BUILDERS`), then `fit` with
-    a `RunState`, then save and evaluate. A phase killed mid-way resumes from
-    its last completed epoch when run again with the same config (see
-    `kdkeras.callbacks.RunState`).
-
-    The phase runs under the config's `strategy` (see `kdkeras.distribute`):
-    models are built, loaded and compiled in its scope, and `[data] batch_size`
-    is the global batch, split evenly over the replicas. Under `"multiworker"`
-    every worker runs this function; only the chief writes the run folder, and
-    a restarted job resumes every worker from the chief's last checkpoint
-    (see `kdkeras.multiworker`).
+    Data, then the phase's compiled model (`kdkeras.phases.PHASE_BUILDERS`),
+    then `fit` with a `RunState` (a killed phase resumes from its last
+    completed epoch), then save and evaluate. Models are loaded, built and
+    compiled in the scope of the config's `strategy` (`kdkeras.distribute`),
+    and `[data] batch_size` is the global batch (`distribute.batching`). Under
+    `"multiworker"` every worker runs this; only the chief writes the run
+    folder (see `kdkeras.multiworker`).
 
     Args:
         config: A validated `ExperimentConfig`.
