@@ -15,6 +15,7 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 | `"none"` | the default strategy: one device, TensorFlow's placement |
 """
 
+import dataclasses
 import json
 import os
 
@@ -233,6 +234,54 @@ def replica_batch_size(batch_size, strategy):
     return batch_size // replicas
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How a phase batches under a strategy (see `batching`).
+
+    Attributes:
+        size: The global batch, over all replicas together.
+        per_replica: Each replica's share of it.
+        drop_remainder: Whether `fit` sees only full batches (the last,
+            partial batch of an epoch is dropped).
+    """
+
+    size: int
+    per_replica: int
+    drop_remainder: bool
+
+    def steps(self, num_examples):
+        """Batches, hence training steps, in one pass over `num_examples` examples."""
+        if self.drop_remainder:
+            return num_examples // self.size
+        return -(-num_examples // self.size)
+
+
+def batching(batch_size, strategy):
+    """The one rule of the global batch: its size, its per-replica share and its last batch.
+
+    The config's batch size is global (the Keras convention): each of the
+    strategy's replicas computes on an equal share, and the partial last batch
+    of an epoch is kept unless the strategy needs static shapes
+    (`drops_remainder`).
+
+    Args:
+        batch_size: The global batch size (`[data] batch_size`).
+        strategy: A `tf.distribute.Strategy`.
+
+    Returns:
+        A `Batching`.
+
+    Raises:
+        ConfigError: `batch_size` is not a positive multiple of the replicas.
+    """
+    return Batching(batch_size, replica_batch_size(batch_size, strategy), drops_remainder(strategy))
+
+
+def drops_remainder(strategy):
+    """Whether `fit` under `strategy` needs every batch full: TPUs compile one program per shape."""
+    return is_tpu_strategy(strategy)
+
+
 def prepare_dataset(dataset, strategy, batch_size):
     """Adapts a batched dataset to what a strategy needs before `fit`.
 
@@ -250,7 +299,7 @@ def prepare_dataset(dataset, strategy, batch_size):
     Returns:
         A `tf.data.Dataset`.
     """
-    if is_tpu_strategy(strategy):
+    if drops_remainder(strategy):
         return dataset.rebatch(batch_size, drop_remainder=True)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         options = tf.data.Options()

@@ -1,11 +1,11 @@
 """The three phases of an experiment: teacher, student alone, distillation.
 
-Each phase reads the experiment config, trains with crash-safe checkpoints,
+Each phase reads the experiment config, loads its data and builds its
+compiled model (`kdkeras.phases`), trains with crash-safe checkpoints,
 saves its model and evaluates it on the test split. Everything lands in the
 run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
-import inspect
 import os
 import time
 
@@ -13,23 +13,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import data as data_lib
 from kdkeras import distribute
-from kdkeras import losses as kd_losses
 from kdkeras import metrics as metrics_lib
-from kdkeras import models as models_lib
 from kdkeras import multiworker
 from kdkeras import profiling
 from kdkeras import reporting
 from kdkeras import runs as runs_lib
-from kdkeras import transfer
 from kdkeras.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
-from kdkeras.config import BUNDLED, ConfigError, dump_toml, load_config, save_config
-from kdkeras.distiller import Distiller
-from kdkeras.features import FeatureMatch
+from kdkeras.config import dump_toml, load_config, save_config
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
-from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
-from kdkeras.fit_metrics import fit_metrics
+from kdkeras.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
 from kdkeras.progress import fit_verbosity
 from kdkeras.teacher_cache import with_teacher_logits
 
@@ -46,67 +39,41 @@ def run_dir(config, runs_dir="runs"):
     return runs_lib.RunFolder.of(config, runs_dir).path
 
 
-def load_data(config, raw_train=False):
-    """Loads the experiment's data with its `[data]` table.
+def fit_datasets(train, val, strategy, batch, cache_from=None, seed=None, verbose=True):
+    """The train and validation datasets `fit` reads, prepared once for the strategy.
 
-    `root = "@bundled"` with the medmnist loader points at the PneumoniaMNIST
-    copy shipped inside kdkeras, so the quickstart runs offline.
+    The teacher's logits are cached from every train example before the
+    strategy drops any partial batch, so under a TPU each epoch drops a
+    different, reshuffled remainder instead of the same examples forever.
 
     Args:
-        config: An `ExperimentConfig`.
-        raw_train: Return the train split in a fixed order and without
-            augmentation (`kdkeras.transfer` builds its pipeline from it).
+        train: The batched train set of the phase's `FitPlan`.
+        val: The batched validation split.
+        strategy: The phase's `tf.distribute.Strategy`.
+        batch: Its `kdkeras.distribute.Batching`.
+        cache_from: A compiled `Distiller` (or teacher model) whose logits are
+            cached on the train set (`with_teacher_logits`), or None.
+        seed: Shuffle seed of the cached train set.
+        verbose: Show a progress bar for the one teacher pass.
 
     Returns:
-        `(train, val, test, info)` as returned by the `kdkeras.data` loader.
+        `(train, val)`.
     """
-    kwargs = dict(config.data)
-    if raw_train:
-        kwargs.update(shuffle=False, augment=None)
-    loader = kwargs.pop("loader")
-    if kwargs.pop("augment_on", "pipeline") == "device":
-        kwargs.pop("augment", None)  # the training step augments (see `device_augmentation`)
-    if kwargs.get("root") == BUNDLED:
-        kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
-    kwargs.setdefault("seed", config.seed)
-    return LOADERS.get(loader, **kwargs)
-
-
-def device_augmentation(config):
-    """The augmentation layer of `[data] augment_on = "device"`, else None.
-
-    It runs inside the training step, once per batch, before the teacher and
-    the student; it is seeded like the pipeline (`[data] seed`, else `seed`).
-    """
-    if config.data.get("augment_on", "pipeline") != "device":
-        return None
-    return data_lib.augmentation(config.data["augment"], seed=config.data.get("seed", config.seed))
-
-
-def make_optimizer(train):
-    """Builds the optimizer of a phase from its `TrainConfig` (`kdkeras.registry.OPTIMIZERS`)."""
-    return OPTIMIZERS.get(train.optimizer, learning_rate=train.learning_rate, weight_decay=train.weight_decay)
-
-
-def supervised_loss(task):
-    """The from-logits loss matching a dataset task."""
-    if task == "multi-label":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if cache_from is not None:
+        train = with_teacher_logits(train, cache_from, batch_size=batch.size, seed=seed, verbose=verbose)
+    return tuple(distribute.prepare_dataset(ds, strategy, batch.size) for ds in (train, val))
 
 
 def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None, unsafe_load=False):
     """Trains, saves and evaluates one phase of an experiment.
 
-    A phase killed mid-way resumes from its last completed epoch when run
-    again with the same config (see `kdkeras.callbacks.RunState`).
-
-    The phase runs under the config's `strategy` (see `kdkeras.distribute`):
-    models are built, loaded and compiled in its scope, and `[data] batch_size`
-    is the global batch, split evenly over the replicas. Under `"multiworker"`
-    every worker runs this function; only the chief writes the run folder, and
-    a restarted job resumes every worker from the chief's last checkpoint
-    (see `kdkeras.multiworker`).
+    Data, then the phase's compiled model (`kdkeras.phases.PHASE_BUILDERS`),
+    then `fit` with a `RunState` (a killed phase resumes from its last
+    completed epoch), then save and evaluate. Models are loaded, built and
+    compiled in the scope of the config's `strategy` (`kdkeras.distribute`),
+    and `[data] batch_size` is the global batch (`distribute.batching`). Under
+    `"multiworker"` every worker runs this; only the chief writes the run
+    folder (see `kdkeras.multiworker`).
 
     Args:
         config: A validated `ExperimentConfig`.
@@ -139,116 +106,98 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     verbose = fit_verbosity() if verbose == "auto" else verbose
     run = runs_lib.RunFolder.of(config, runs_dir)
     name = runs_lib.MODEL_NAMES[phase]
+    say = lambda line: log(f"[{name}] {line}")  # noqa: E731
     if os.path.isdir(run.path):
         remove_stale_temp_files(run.path)  # left by a killed run
     strategy = distribute.get_strategy(config.strategy)
     # Only the chief writes the run's files; other workers write to a scratch folder.
     written = runs_lib.RunFolder(multiworker.write_dir(run.path, strategy))
-    batch_size = global_batch_size(config)
-    per_replica = distribute.replica_batch_size(batch_size, strategy)
-    teacher_path = teacher_path or run.model("teacher")
+    batch = distribute.batching(global_batch_size(config), strategy)
+    train_config = config.phase(phase)
     with strategy.scope():
-        teacher_paths = (config.distill.teachers or [teacher_path]) if phase == "distill" else []
-        teachers = [_load_teacher(path, unsafe_load) for path in teacher_paths]
+        # Loading a teacher builds its layers, drawing initial weights: it comes before the
+        # seed, so that the data and the student draw the same numbers with or without teachers.
+        teachers = _load_teachers(config, phase, teacher_path or run.model("teacher"), unsafe_load)
+        _seed(config)
+        data = load_phase_data(config, phase, batch)
+        _log_data(say, data, strategy, batch)
+        fitted, model = PHASE_BUILDERS[phase](config, phase, data, teachers, say)
+        save_config(config, written.config)
+        state = multiworker.WorkerRunState(
+            written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
+            monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
+        )
+        initial_epoch = state.restore(fitted)  # a resumed optimizer builds its variables in the scope
+    cache_from = fitted if teachers and train_config.cache_teacher else None
+    if cache_from is not None:
+        say("caching the teacher's logits on the train split (one pass)")
+    train, val = fit_datasets(data.plan.train, data.val, strategy, batch, cache_from, config.seed, verbose != 0)
+    try:
+        seconds = _fit(fitted, train, val, data, state, train_config, initial_epoch, written.logs(name), say, verbose)
+    except TrainingDivergedError as e:
+        raise TrainingDivergedError(f"[{name}] {e} {_diverged_hint(state, phase)}") from None
+    model_path = written.model(name)
+    save_deployable(model, model_path)
+    say(f"saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
+    result = evaluate(model, data.test, data.info, model_path, written.path, name, val=data.val)
+    _record(config, phase, result, state, data, seconds, written, name)
+    multiworker.remove_write_dir(written.path, run.path)
+    say(f"test: {metrics_lib.summary(result)}")
+    return result
+
+
+def _seed(config):
     if config.deterministic:
         # Process-wide, as TensorFlow offers it: a seeded phase then repeats bit for bit.
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    train_config = config.phase(phase)
-    split_labels = phase != "teacher" and transfer.uses_transfer_split(config)
-    train, val, test, info = load_data(config, raw_train=split_labels)
-    class_weight = _class_weight(train_config, info)
-    if split_labels:
-        plan = transfer.fit_plan(config, phase, train, info, batch_size, class_weight)
-    else:
-        plan = transfer.FitPlan(train, None, info.split_sizes["train"], 0, class_weight)
-    train, val = (distribute.prepare_dataset(ds, strategy, batch_size) for ds in (plan.train, val))
-    input_shape = tuple(train.element_spec[0].shape[1:])
-    log(
-        f"[{name}] data: {info.name}, {info.task}, {info.num_classes} classes, "
-        f"{'x'.join(map(str, input_shape))} px, split sizes {info.split_sizes}"
+
+
+def _log_data(say, data, strategy, batch):
+    info = data.info
+    say(
+        f"data: {info.name}, {info.task}, {info.num_classes} classes, "
+        f"{'x'.join(map(str, data.input_shape))} px, split sizes {info.split_sizes}"
     )
-    log(f"[{name}] {distribute.describe(strategy)}; global batch {batch_size} = {per_replica} per replica")
-    log(f"[{name}] {plan.describe()}")
-    model_name, options = config.student_model() if phase == "distill" else (train_config.model, train_config.options)
-    with strategy.scope():
-        model = models_lib.get_model(
-            model_name,
-            input_shape=input_shape,
-            num_classes=info.num_classes,
-            weights=train_config.weights or None,
-            **options,
-        )
-        log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
-        augment = device_augmentation(config)
-        if augment is not None:
-            log(f"[{name}] {augment.name} runs in the training step, one view per batch for every model")
-        if teachers:
-            for teacher, path in zip(teachers, teacher_paths):
-                _check_teacher(teacher, input_shape, info, path)
-            # Counting the steps can take a pass over the data; only the warm-up needs them.
-            steps = plan.steps_per_epoch or _steps_per_epoch(train) if train_config.warmup_epochs else 0
-            fitted = build_distiller(model, teachers, train_config, info, steps)
-            fitted.augmentation = augment
-            log(f"[{name}] {describe_distiller(fitted)}")
-        else:
-            fitted = data_lib.with_augmentation(model, augment) if augment is not None else model
-            fitted.compile(
-                optimizer=make_optimizer(train_config),
-                loss=supervised_loss(info.task),
-                metrics=fit_metrics(info.num_classes, info.task),
-            )
-    if teachers and train_config.cache_teacher:
-        log(f"[{name}] caching the teacher's logits on the train split (one pass)")
-        train = distribute.prepare_dataset(
-            with_teacher_logits(train, fitted, batch_size=batch_size, seed=config.seed, verbose=verbose != 0),
-            strategy,
-            batch_size,
-        )
-    save_config(config, written.config)
-    state = multiworker.WorkerRunState(
-        written.state(name),
-        written.history(name),
-        restore_dir=run.state(name),
-        strategy=strategy,
-        monitor=train_config.monitor,
-        patience=train_config.early_stopping,
-        weights_of=model,
-    )
-    with strategy.scope():  # a resumed optimizer builds its variables here
-        initial_epoch = state.restore(fitted)
+    say(f"{distribute.describe(strategy)}; global batch {batch.size} = {batch.per_replica} per replica")
+    say(data.plan.describe())
+
+
+def _fit(fitted, train, val, data, state, train_config, initial_epoch, logs_dir, say, verbose):
+    """Fits from `initial_epoch` with checkpoints and early stopping; returns the seconds it took."""
     if initial_epoch:
-        log(f"[{name}] resuming after epoch {initial_epoch} of {train_config.epochs}")
+        say(f"resuming after epoch {initial_epoch} of {train_config.epochs}")
+    class_weight = data.plan.class_weight
     if class_weight:
-        log(f"[{name}] class weights {', '.join(f'{info.class_names[k]} {w:.3f}' for k, w in class_weight.items())}")
+        names = data.info.class_names
+        say(f"class weights {', '.join(f'{names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
-    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(written.logs(name))]
+    callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(logs_dir)]
     if train_config.schedule == "cosine":
         callbacks.insert(1, cosine_schedule(train_config.learning_rate, train_config.epochs))
     if train_config.reduce_lr:
         callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
             monitor=train_config.monitor, mode=state.mode, factor=0.5, patience=train_config.reduce_lr, verbose=1))
     started = time.perf_counter()
-    try:
-        if initial_epoch < train_config.epochs:
-            fitted.fit(
-                train,
-                validation_data=val,
-                epochs=train_config.epochs,
-                steps_per_epoch=plan.steps_per_epoch,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # the train pipeline shuffles, seeded, each epoch
-                class_weight=plan.class_weight,
-                verbose=verbose,
-            )
-    except TrainingDivergedError as e:
-        raise TrainingDivergedError(f"[{name}] {e} {_diverged_hint(state, phase)}") from None
-    seconds = time.perf_counter() - started
-    model_path = written.model(name)
-    save_deployable(model, model_path)
-    log(f"[{name}] saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
-    result = evaluate(model, test, info, model_path, written.path, name, val=val)
+    if initial_epoch < train_config.epochs:
+        fitted.fit(
+            train,
+            validation_data=val,
+            epochs=train_config.epochs,
+            steps_per_epoch=data.plan.steps_per_epoch,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the train pipeline shuffles, seeded, each epoch
+            class_weight=class_weight,
+            verbose=verbose,
+        )
+    return time.perf_counter() - started
+
+
+def _record(config, phase, result, state, data, seconds, written, name):
+    """Completes the metrics with the run's record and writes them with the phase's config."""
+    train_config = config.phase(phase)
+    plan = data.plan
     record = runs_lib.RunRecord(
         phase=phase,
         overrides=config_overrides(config),
@@ -257,11 +206,11 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         epochs_run=len(state.history),
         best_epoch=state.best_epoch,
         stopped_early=len(state.history) < train_config.epochs,
-        steps_per_epoch=plan.steps_per_epoch or _steps_per_epoch(train),
+        steps_per_epoch=data.steps_per_epoch,
         train_images={"labeled": plan.labeled, "unlabeled": plan.unlabeled},
     )
     result.update(
-        architecture=model_name,
+        architecture=phase_model(config, phase)[0],
         train_images=record.train_images,
         steps_per_epoch=record.steps_per_epoch,
         run=record,
@@ -273,9 +222,6 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     )
     written.write_metrics(name, result)
     write_text_atomic(written.phase_config(name), _phase_config_text(config, record))
-    multiworker.remove_write_dir(written.path, run.path)
-    log(f"[{name}] test: {metrics_lib.summary(result)}")
-    return result
 
 
 def config_overrides(config):
@@ -308,94 +254,6 @@ def _phase_config_text(config, record):
         + (" (stopped early)" if record.stopped_early else "") + f", kept epoch {record.best_epoch}.",
     ]
     return "\n".join(header) + "\n" + dump_toml(config)
-
-
-def global_batch_size(config):
-    """The batch size of every training step, over all replicas together.
-
-    It is `[data] batch_size`, or the loader's default when the config leaves
-    it out (the Keras convention: `fit` splits each batch over the replicas).
-    """
-    loader = LOADERS.lookup(config.data["loader"])
-    return config.data.get("batch_size", inspect.signature(loader).parameters["batch_size"].default)
-
-
-def build_distiller(student, teachers, distill, info, steps_per_epoch):
-    """The compiled `Distiller` of a `[distill]` config.
-
-    For multi-label data the default soft-target loss becomes its per-label
-    sigmoid form (`MultiLabelKD`); DKD needs single-label classes.
-
-    Args:
-        student: The fresh student model.
-        teachers: Loaded teacher models (one or more).
-        distill: The `DistillConfig`.
-        info: The data's `DatasetInfo` (task and classes).
-        steps_per_epoch: Training steps per epoch, for `warmup_epochs`.
-
-    Returns:
-        A compiled `kdkeras.Distiller`.
-
-    Raises:
-        ConfigError: a loss that does not fit the task (a softmax loss on
-            multi-label data).
-    """
-    loss = distill.loss
-    if info.task == "multi-label" and DISTILLATION_TERMS.lookup(loss).activation != "sigmoid":
-        raise ConfigError(
-            f"[distill] loss = {loss!r} softens with one softmax across the classes, but {info.name} "
-            "is multi-label. Use loss = 'multilabel_kd' (one sigmoid per label)."
-        )
-    distiller = Distiller(
-        student=student,
-        teacher=teachers if len(teachers) > 1 else teachers[0],
-        features=[FeatureMatch(**row) for row in distill.features] or None,
-        teacher_weights=distill.teacher_weights or None,
-    )
-    distiller.compile(
-        optimizer=make_optimizer(distill),
-        metrics=fit_metrics(info.num_classes, info.task),
-        student_loss_fn=supervised_loss(info.task),
-        distillation_loss_fn=kd_losses.get(loss, temperature=distill.temperature, **distill.loss_options),
-        alpha=distill.alpha,
-        distillation_weight=1.0 if distill.objective == "additive" else None,
-        warmup_steps=round(distill.warmup_epochs * steps_per_epoch),
-        mixup=distill.mixup,
-    )
-    return distiller
-
-
-def describe_distiller(distiller):
-    """One log line: teachers, loss, alpha, temperature, features and warm-up."""
-    teachers = ", ".join(f"{t.name} ({t.count_params():,} parameters)" for t in distiller.teachers)
-    parts = [
-        f"distilling from {teachers}",
-        f"loss {distiller.distillation_loss_fn.name}",
-        f"alpha={distiller.alpha}",
-        f"T={distiller.temperature}",
-    ]
-    if len(distiller.teachers) > 1:
-        parts.append(f"teacher weights {distiller.teacher_weights}")
-    parts.extend(repr(match) for match in distiller.features)
-    if distiller.warmup_steps:
-        parts.append(f"warm-up {distiller.warmup_steps} steps")
-    return ", ".join(parts)
-
-
-def _class_weight(train_config, info):
-    if not train_config.class_weight:
-        return None
-    if info.class_weights is None:
-        raise ConfigError(
-            f"class_weight = {train_config.class_weight!r} weighs sparse class labels, but "
-            f"{info.name} is {info.task}: remove class_weight for this dataset."
-        )
-    return info.class_weights
-
-
-def _steps_per_epoch(dataset):
-    steps = int(dataset.cardinality())
-    return steps if steps > 0 else sum(1 for _ in dataset)
 
 
 def save_deployable(model, path):
@@ -509,6 +367,14 @@ def _diverged_hint(state, phase):
     )
 
 
+def _load_teachers(config, phase, teacher_path, unsafe_load):
+    """`[(teacher, path), ...]` of the distill phase (the config's teachers, else `teacher_path`); else []."""
+    if phase != "distill":
+        return []
+    paths = config.distill.teachers or [teacher_path]
+    return [(_load_teacher(path, unsafe_load), path) for path in paths]
+
+
 def _load_teacher(path, unsafe_load=False):
     if not os.path.exists(path):
         raise MissingArtifactError(
@@ -518,22 +384,3 @@ def _load_teacher(path, unsafe_load=False):
     return load_model(path, unsafe_load)
 
 
-def _check_teacher(teacher, input_shape, info, path):
-    teacher_shape = tuple(teacher.input_shape[1:])
-    if teacher_shape != tuple(input_shape):
-        raise ConfigError(
-            f"{path} takes inputs of shape {teacher_shape} but the data yields "
-            f"{tuple(input_shape)}: retrain the teacher (`make teacher`) with this [data] config."
-        )
-    if teacher.output_shape[-1] != info.num_classes:
-        raise ConfigError(
-            f"{path} predicts {teacher.output_shape[-1]} classes but {info.name} has "
-            f"{info.num_classes}: retrain the teacher (`make teacher`) on this dataset."
-        )
-    trained_on = runs_lib.trained_class_names(path)
-    if trained_on is not None and trained_on != list(info.class_names):
-        raise ConfigError(
-            f"{path} was trained on the classes {trained_on} (see its metrics file) but "
-            f"{info.name} has {list(info.class_names)}: its logits would teach the wrong classes. "
-            "Retrain the teacher (`make teacher`) on this dataset, or fix [data] class_names."
-        )

@@ -148,20 +148,20 @@ def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
 def test_multilabel_data_need_per_label_sigmoid_kd():
     import types
 
-    from kdkeras import losses, training
+    from kdkeras import losses, phases
 
     info = types.SimpleNamespace(task="multi-label", num_classes=4, name="chestmnist")
     student = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
     teacher = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
     distill = config_lib.from_dict(tomllib.loads(TINY)).distill
     distill.loss = "multilabel_kd"
-    distiller = training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
+    distiller = phases.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
     assert type(distiller.distillation_loss_fn) is losses.MultiLabelKD
     assert type(distiller.student_loss_fn).__name__ == "BinaryCrossentropy"
     for loss in ("knowledge_distillation", "decoupled_kd", "dist"):  # no silent swap to sigmoids
         distill.loss = loss
         with pytest.raises(ConfigError, match=f"loss = '{loss}' softens .* chestmnist is multi-label. Use loss = 'multilabel_kd'"):
-            training.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
+            phases.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
 
 
 def test_balanced_class_weights_reach_fit(trained, capsys, fit_calls):

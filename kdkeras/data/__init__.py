@@ -6,12 +6,12 @@ and a `DatasetInfo`. Labels are int32 class indices `(B,)`, or multi-hot
 float32 `(B, L)` for multi-label tasks. Models scale pixels themselves
 (`kdkeras.models.InputPreprocessing`), so a teacher and a student read the same batches.
 
-Loaders share these keyword arguments: `image_size` (None = native, int or
-`(h, w)`), `channels` (None = native, 1 or 3), `batch_size`, `augment`
-(None, `"light"`, `"xray"`, `"dermoscopy"`, a `BatchAugmentation` or a list
-of Keras layers; train only, after the cache, see `kdkeras.data.augment`), `shuffle` (train only, seeded, new order each epoch),
-`seed`, `cache`, `strict` (unreadable images raise instead of being skipped)
-and `limit` (at most that many examples per split, a seeded sample).
+A loader is a source (what is on disk: arrays or file paths, labels, groups,
+class names) plus one builder, `kdkeras.data.pipeline.build`, which owns
+decoding, cache, shuffle, batching and augmentation. Every loader takes the
+builder's options as keyword arguments, declared and documented once in
+`kdkeras.data.pipeline.PipelineOptions`: `image_size`, `channels`,
+`batch_size`, `augment`, `shuffle`, `seed`, `cache`, `strict` and `limit`.
 
 Data a loader cannot use (a truncated or corrupt file, labels out of range,
 non-finite pixels, a bad layout or argument) raises `DataError` before any
@@ -29,6 +29,7 @@ from kdkeras.data.errors import DataError
 from kdkeras.data.folders import load_image_folder
 from kdkeras.data.info import DatasetInfo
 from kdkeras.data.medmnist import ROOT_ENV, bundled_npz, load_medmnist
+from kdkeras.data.pipeline import PipelineOptions
 from kdkeras.data.tfds import load_tfds
 from kdkeras.data.xray import load_xray_folder
 
@@ -36,6 +37,7 @@ __all__ = [
     "BatchAugmentation",
     "DataError",
     "DatasetInfo",
+    "PipelineOptions",
     "ROOT_ENV",
     "RandomIntensityScale",
     "augmentation",

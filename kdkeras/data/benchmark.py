@@ -108,7 +108,7 @@ def decode_limits(headers):
 
 
 def _file_pipeline(headers, labels, image_size, batch_size, scaled, augment=None):
-    """The JPEG folder's train pipeline (`build_file_splits`), with or without DCT scaling."""
+    """The JPEG folder's train pipeline (`folders.file_source`), with or without DCT scaling."""
     paths = [h.path for h in headers]
     ratios = np.array([h.jpeg_ratio if scaled else 1 for h in headers], np.int32)
     ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), ratios, labels))
@@ -261,46 +261,57 @@ def run(
     add(f"{resized}, epoch 1 (fill cache)", _epoch_rate(train), image_size)
     add(f"{resized}, epoch 2 (cached)", _epoch_rate(train), image_size)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        write_jpeg_tree(tmp, jpegs, jpeg_size)
-        paths, labels = xray_splits(tmp)["train"]
-        headers, _ = images.inspect_images(paths, image_size=(image_size, image_size))
-        limits = decode_limits(headers)
-        decoded = f"JPEG {jpeg_size} px, decode only"
-        add(f"{decoded}: TensorFlow, full size, every core", limits["full"], image_size)
-        add(f"{decoded}: TensorFlow, DCT-scaled, every core", limits["scaled"], image_size)
-        add(f"{decoded}: PIL, full size, 1 thread", limits["pil_full"], image_size)
-        loaded = []
-        _, wall, cpu = _measure(
-            lambda: loaded.extend(load_xray_folder(tmp, image_size=image_size, batch_size=batch_size))
-        )
-        train = loaded[0]
-        check = Rate(jpegs / wall, jpegs / cpu)
-        add(f"JPEG folder {jpeg_size} px: load (TF decode check of every file)", check, image_size, limits)
-        resized = f"JPEG folder -> {image_size} px"
-        first = _interleaved(
-            {
-                "before": _first_epochs(headers, labels, image_size, batch_size, scaled=False),
-                "after": _first_epochs(headers, labels, image_size, batch_size, scaled=True),
-            }
-        )
-        add(f"{resized}, epoch 1, before: full-size decode", first["before"], image_size, limits)
-        add(f"{resized}, epoch 1 (DCT-scaled decode, fill cache)", first["after"], image_size, limits)
-        _count(train)
-        # Cached epochs decode nothing: no decode limit beside them.
-        add(f"{resized}, epoch 2 (cached)", _epoch_rate(train), image_size)
-        augmented = {
-            "before: 5 Keras layers in turn": _file_pipeline(
-                headers, labels, image_size, batch_size, True, _keras_layers_xray()
-            ),
-            "one fused warp, batches in parallel": _file_pipeline(
-                headers, labels, image_size, batch_size, True, "xray"
-            ),
+        _add_jpeg_rows(add, tmp, jpegs, jpeg_size, image_size, batch_size)
+    _add_student_rates(rows, image_size, batch_size, steps)
+    return rows
+
+
+def _add_jpeg_rows(add, tmp, jpegs, jpeg_size, image_size, batch_size):
+    """Times the JPEG folder's decode limits, loading, first and cached epochs, augmentations."""
+    write_jpeg_tree(tmp, jpegs, jpeg_size)
+    paths, labels = xray_splits(tmp)["train"]
+    headers, _ = images.inspect_images(paths, image_size=(image_size, image_size))
+    limits = decode_limits(headers)
+    decoded = f"JPEG {jpeg_size} px, decode only"
+    add(f"{decoded}: TensorFlow, full size, every core", limits["full"], image_size)
+    add(f"{decoded}: TensorFlow, DCT-scaled, every core", limits["scaled"], image_size)
+    add(f"{decoded}: PIL, full size, 1 thread", limits["pil_full"], image_size)
+    loaded = []
+    _, wall, cpu = _measure(
+        lambda: loaded.extend(load_xray_folder(tmp, image_size=image_size, batch_size=batch_size))
+    )
+    train = loaded[0]
+    check = Rate(jpegs / wall, jpegs / cpu)
+    add(f"JPEG folder {jpeg_size} px: load (TF decode check of every file)", check, image_size, limits)
+    resized = f"JPEG folder -> {image_size} px"
+    first = _interleaved(
+        {
+            "before": _first_epochs(headers, labels, image_size, batch_size, scaled=False),
+            "after": _first_epochs(headers, labels, image_size, batch_size, scaled=True),
         }
-        for ds in augmented.values():
-            _count(ds)  # fills the cache
-        rates = _interleaved({name: lambda ds=ds: _count(ds) for name, ds in augmented.items()})
-        for name, rate in rates.items():
-            add(f"{resized}, epoch 2, augment=xray, {name}", rate, image_size)
+    )
+    add(f"{resized}, epoch 1, before: full-size decode", first["before"], image_size, limits)
+    add(f"{resized}, epoch 1 (DCT-scaled decode, fill cache)", first["after"], image_size, limits)
+    _count(train)
+    # Cached epochs decode nothing: no decode limit beside them.
+    add(f"{resized}, epoch 2 (cached)", _epoch_rate(train), image_size)
+    augmented = {
+        "before: 5 Keras layers in turn": _file_pipeline(
+            headers, labels, image_size, batch_size, True, _keras_layers_xray()
+        ),
+        "one fused warp, batches in parallel": _file_pipeline(
+            headers, labels, image_size, batch_size, True, "xray"
+        ),
+    }
+    for ds in augmented.values():
+        _count(ds)  # fills the cache
+    rates = _interleaved({name: lambda ds=ds: _count(ds) for name, ds in augmented.items()})
+    for name, rate in rates.items():
+        add(f"{resized}, epoch 2, augment=xray, {name}", rate, image_size)
+
+
+def _add_student_rates(rows, image_size, batch_size, steps):
+    """Adds the student's train rate beside every row, and a row for on-device augmentation."""
     students = {}
     for row in rows:
         size = row["image_size"]
@@ -322,7 +333,6 @@ def run(
             "ratio": on_device.wall / plain.wall,
         }
     )
-    return rows
 
 
 def _number(value):

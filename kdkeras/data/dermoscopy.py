@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 
-from kdkeras.data import images
+from kdkeras.data import images, pipeline
 from kdkeras.data.errors import DataError
-from kdkeras.data.folders import build_file_splits, grouped_split, unpacked
+from kdkeras.data.folders import file_source, grouped_split, unpacked
 from kdkeras.registry import LOADERS
 
 CLASS_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -162,21 +162,8 @@ def ham10000_splits(metadata_csv, image_dirs, val_fraction=0.15, test_fraction=0
 
 
 @LOADERS.register("ham10000")
-def load_ham10000(
-    metadata_csv,
-    image_dirs,
-    val_fraction=0.15,
-    test_fraction=0.15,
-    image_size=None,
-    channels=None,
-    batch_size=64,
-    augment=None,
-    shuffle=True,
-    seed=0,
-    cache=True,
-    strict=False,
-    limit=None,
-):
+@pipeline.loader
+def load_ham10000(metadata_csv, image_dirs, val_fraction=0.15, test_fraction=0.15, *, options):
     """Loads HAM10000 (ISIC 2018 Task 3), 7 classes, split by lesion.
 
     HAM10000 holds several images of many lesions; DermaMNIST splits by image,
@@ -192,18 +179,11 @@ def load_ham10000(
             the `.zip` archives HAM10000 ships as (extracted once, next to them).
         val_fraction: Fraction of images (per class) for validation.
         test_fraction: Fraction of images (per class) for test.
-        image_size: None (native 450x600), int or `(h, w)`.
-        channels: None (native, 3), 1 or 3.
-        batch_size: Batch size.
-        augment: None, a preset name (`"dermoscopy"`) or a list of Keras
-            layers; train only.
-        shuffle: Shuffle the train split each epoch (seeded).
-        seed: Seed of the lesion split, shuffles, augmentation and `limit`.
-        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
-            `-test` appended; see `transforms.split_cache`); 10,015 images at
-            224 px take 1.5 GB in memory.
-        strict: Raise on an unreadable image instead of skipping it.
-        limit: At most this many examples per split (taken after the split).
+        options: The pipeline options, passed as keyword arguments (`image_size`
+            (native 450x600), `augment` (`"dermoscopy"`), `seed` (also of the
+            lesion split), `limit` (taken after the split), ...; see
+            `kdkeras.data.pipeline.PipelineOptions`). A memory cache of the 10,015
+            images at 224 px takes 1.5 GB.
 
     Returns:
         `(train, val, test, info)`: batched datasets of
@@ -218,19 +198,11 @@ def load_ham10000(
         image_size=224, augment="dermoscopy")
     ```
     """
-    splits = ham10000_splits(metadata_csv, image_dirs, val_fraction, test_fraction, seed)
-    return build_file_splits(
+    splits = ham10000_splits(metadata_csv, image_dirs, val_fraction, test_fraction, options.seed)
+    return file_source(
         splits,
         name="ham10000",
         class_names=CLASS_NAMES,
         source=os.fspath(metadata_csv),
-        image_size=image_size,
-        channels=channels,
-        batch_size=batch_size,
-        augment=augment,
-        shuffle=shuffle,
-        seed=seed,
-        cache=cache,
-        strict=strict,
-        limit=limit,
+        options=options,
     )

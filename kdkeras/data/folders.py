@@ -9,13 +9,11 @@ import warnings
 import zipfile
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from kdkeras import files
-from kdkeras.data import images, transforms
+from kdkeras.data import images, pipeline, transforms
 from kdkeras.data.errors import DataError
-from kdkeras.data.info import DatasetInfo, sparse_class_stats
 from kdkeras.registry import LOADERS
 
 SPLITS = ("train", "val", "test")
@@ -126,23 +124,12 @@ def grouped_split(labels, groups, fractions, seed=0):
     return {split: np.array(sorted(idx), dtype=np.int64) for split, idx in out.items()}
 
 
-def build_file_splits(
-    splits,
-    *,
-    name,
-    class_names,
-    source,
-    image_size=None,
-    channels=None,
-    batch_size=64,
-    augment=None,
-    shuffle=True,
-    seed=0,
-    cache=True,
-    strict=False,
-    limit=None,
-):
-    """Builds the three pipelines and their info from lists of image files.
+def file_source(splits, *, name, class_names, source, options):
+    """The `Source` of lists of image files: screened, inspected, ready to decode.
+
+    Files are sampled (`options.limit`), screened and decoded once up front
+    (`screen_image_files`, `images.inspect_images`); unreadable ones are
+    skipped, or raise with `options.strict`.
 
     Args:
         splits: `{"train": (paths, labels), "val": ..., "test": ...}` with
@@ -150,34 +137,24 @@ def build_file_splits(
         name: Dataset name for `DatasetInfo`.
         class_names: Class names in index order.
         source: Root folder or CSV, named in messages and `info.source`.
-        image_size: None (all files must share one size) or int / `(h, w)`.
-        channels: None (1 if every file is gray, else 3), 1 or 3.
-        batch_size: Batch size.
-        augment: None, a preset name or a list of Keras layers (train only).
-        shuffle: Shuffle the train split each epoch (seeded).
-        seed: Seed of shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
-            `-test` appended; see `transforms.split_cache`).
-        strict: Raise on unreadable files instead of skipping them.
-        limit: At most this many examples per split (seeded sample).
+        options: The `PipelineOptions`; `image_size` None needs all files to
+            share one size, `channels` None gives 1 if every file is gray, else 3.
 
     Returns:
-        `(train, val, test, info)`.
+        A `kdkeras.data.pipeline.Source`.
     """
-    if channels not in (None, 1, 3):
-        raise DataError(f"channels must be None, 1 or 3, got {channels!r}")
     picked = {}
     for split in SPLITS:
         paths, labels = splits[split]
-        keep = transforms.subset_indices(len(paths), limit, seed)
+        keep = transforms.subset_indices(len(paths), options.limit, options.seed)
         picked[split] = ([paths[i] for i in keep], np.asarray(labels, dtype=np.int32)[keep])
     all_paths = [path for split in SPLITS for path in picked[split][0]]
-    size = transforms.image_size_tuple(image_size)
-    screened, refused = screen_image_files(all_paths, strict=strict, source=source)
-    headers, skipped = images.inspect_images(screened, strict=strict, source=source, image_size=size)
-    skipped = refused + skipped
+    size = options.size
+    screened, refused = screen_image_files(all_paths, strict=options.strict, source=source)
+    headers, skipped = images.inspect_images(screened, strict=options.strict, source=source, image_size=size)
     readable = {header.path: header for header in headers}
     _check_every_class_readable(picked, readable, class_names, source)
+    examples = {}
     for split in SPLITS:
         paths, labels = picked[split]
         keep = [i for i, path in enumerate(paths) if path in readable]
@@ -186,49 +163,28 @@ def build_file_splits(
                 f"The {split} split of {source} has no readable image; add images to it "
                 "(see the layout in the loader's docstring)."
             )
-        picked[split] = ([paths[i] for i in keep], labels[keep])
+        paths = [paths[i] for i in keep]
+        ratios = np.array([readable[path].jpeg_ratio for path in paths], np.int32)
+        examples[split] = pipeline.Examples.from_arrays(images.tf_paths(paths), ratios, labels[keep])
     native = images.native_channels(headers)
-    n_channels = channels or native
+    n_channels = options.channels or native
     decoded_channels = min(n_channels, native)
     size = size or images.native_size(headers, source)
-    counts, weights = sparse_class_stats(picked["train"][1], len(class_names))
 
     def decode(path, jpeg_ratio, label):
         return images.decode_image_file(path, decoded_channels, size, jpeg_ratio), label
 
-    datasets = []
-    for split in SPLITS:
-        paths, labels = picked[split]
-        ratios = np.array([readable[path].jpeg_ratio for path in paths], np.int32)
-        ds = tf.data.Dataset.from_tensor_slices((images.tf_paths(paths), ratios, labels))
-        datasets.append(
-            transforms.finalize(
-                ds,
-                batch_size=batch_size,
-                training=split == "train",
-                shuffle=shuffle,
-                seed=seed,
-                cache=transforms.split_cache(cache, split),
-                augment=augment,
-                decode=decode,
-                num_examples=len(paths),
-                channels=n_channels,
-            )
-        )
-    info = DatasetInfo(
+    return pipeline.Source(
         name=name,
         task="binary-class" if len(class_names) == 2 else "multi-class",
         class_names=list(class_names),
         n_channels=n_channels,
         image_size=size,
-        split_sizes={split: len(picked[split][0]) for split in SPLITS},
-        class_counts=counts,
-        class_weights=weights,
+        splits=examples,
+        decode=decode,
         source=str(source),
-        skipped=skipped,
-        label_mode="sparse",
+        skipped=refused + skipped,
     )
-    return (*datasets, info)
 
 
 def screen_image_files(paths, strict=False, source=None):
@@ -429,21 +385,8 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
 
 
 @LOADERS.register("image_folder")
-def load_image_folder(
-    root,
-    class_names=None,
-    val_fraction=0.15,
-    test_fraction=0.15,
-    image_size=None,
-    channels=None,
-    batch_size=64,
-    augment=None,
-    shuffle=True,
-    seed=0,
-    cache=True,
-    strict=False,
-    limit=None,
-):
+@pipeline.loader
+def load_image_folder(root, class_names=None, val_fraction=0.15, test_fraction=0.15, *, options):
     """Loads a class-per-folder image tree (e.g. ISIC benign / malignant).
 
     Two layouts are accepted:
@@ -456,6 +399,7 @@ def load_image_folder(
     Classes are the sorted class folder names (of `train/` when present) and
     images are found recursively inside each class folder; JPEG, PNG, GIF and
     24/32-bit BMP, any size and mode, and any file name (non-UTF-8 bytes too).
+    Pass `image_size` unless all images share one size.
 
     Args:
         root: Dataset root folder, or a `.zip` / `.tar(.gz)` archive of it,
@@ -463,17 +407,9 @@ def load_image_folder(
         class_names: Optional class folder names, fixing their order.
         val_fraction: Fraction carved for validation when there is no val folder.
         test_fraction: Fraction carved for test when there is no test folder.
-        image_size: None (native; all images must share one size), int or `(h, w)`.
-        channels: None (native), 1 or 3.
-        batch_size: Batch size.
-        augment: None, a preset name (`"light"`, `"xray"`, `"dermoscopy"`) or
-            a list of Keras layers; train only.
-        shuffle: Shuffle the train split each epoch (seeded).
-        seed: Seed of splits, shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
-            `-test` appended; see `transforms.split_cache`).
-        strict: Raise on an unreadable image instead of skipping it.
-        limit: At most this many examples per split.
+        options: The pipeline options, passed as keyword arguments
+            (`image_size`, `augment`, `seed` (also of the carved splits), ...;
+            see `kdkeras.data.pipeline.PipelineOptions`).
 
     Returns:
         `(train, val, test, info)`: batched datasets of
@@ -486,19 +422,11 @@ def load_image_folder(
     ```
     """
     root = unpacked(root)
-    splits, class_names = image_folder_splits(root, class_names, val_fraction, test_fraction, seed)
-    return build_file_splits(
+    splits, class_names = image_folder_splits(root, class_names, val_fraction, test_fraction, options.seed)
+    return file_source(
         splits,
         name=os.path.basename(os.path.normpath(root)),
         class_names=class_names,
         source=os.fspath(root),
-        image_size=image_size,
-        channels=channels,
-        batch_size=batch_size,
-        augment=augment,
-        shuffle=shuffle,
-        seed=seed,
-        cache=cache,
-        strict=strict,
-        limit=limit,
+        options=options,
     )

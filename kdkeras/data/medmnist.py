@@ -18,12 +18,10 @@ import zlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kdkeras import files
-from kdkeras.data import transforms
+from kdkeras.data import pipeline, transforms
 from kdkeras.data.errors import DataError
-from kdkeras.data.info import DatasetInfo, multi_hot_stats, sparse_class_stats
 from kdkeras.registry import LOADERS
 
 ROOT_ENV = "KDKERAS_MEDMNIST_ROOT"
@@ -320,23 +318,8 @@ def read_npz(path, flag, size=28):
 
 
 @LOADERS.register("medmnist")
-def load_medmnist(
-    flag,
-    size=28,
-    root=None,
-    download=True,
-    url=None,
-    path=None,
-    image_size=None,
-    channels=None,
-    batch_size=64,
-    augment=None,
-    shuffle=True,
-    seed=0,
-    cache=True,
-    strict=False,
-    limit=None,
-):
+@pipeline.loader
+def load_medmnist(flag, size=28, root=None, download=True, url=None, path=None, *, options):
     """Loads a 2D MedMNIST dataset with its official train / val / test split.
 
     The npz is looked up in the root folder (`root`, else `$KDKERAS_MEDMNIST_ROOT`,
@@ -351,7 +334,8 @@ def load_medmnist(
     RetinaMNIST (ordinal-regression, grades 0-4) gives int32 grades `(B,)` to
     train as multi-class, and `info.task` keeps `"ordinal-regression"`.
 
-    The whole split is read into memory (224 px PathMNIST: about 15 GB).
+    The whole split is read into memory (224 px PathMNIST: about 15 GB), so
+    `cache` applies only when images are resized or converted.
 
     Args:
         flag: A 2D flag of `medmnist.INFO`, e.g. `"pneumoniamnist"`.
@@ -360,18 +344,8 @@ def load_medmnist(
         download: Download a missing file (with MD5 check).
         url: Override of INFO's download URL (a mirror, or `file://`).
         path: Explicit npz path, bypassing root and download.
-        image_size: None (native `size`), int or `(h, w)` to resize to.
-        channels: None (native), 1 or 3.
-        batch_size: Batch size.
-        augment: None, a preset name or a list of Keras layers; train only.
-        shuffle: Shuffle the train split each epoch (seeded).
-        seed: Seed of shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
-            `-test` appended; see `transforms.split_cache`); used only when
-            images are resized or converted, the arrays being in memory already.
-        strict: Accepted for a uniform signature; npz arrays have no
-            undecodable images.
-        limit: At most this many examples per split.
+        options: The pipeline options, passed as keyword arguments
+            (`image_size`, `batch_size`, ...; see `kdkeras.data.pipeline.PipelineOptions`).
 
     Returns:
         `(train, val, test, info)`: batched datasets of
@@ -383,11 +357,67 @@ def load_medmnist(
     train, val, test, info = load_medmnist("dermamnist", size=64, batch_size=128)
     ```
     """
-    del strict
     info = _flag_info(flag)
     _check_size(size)
-    if channels not in (None, 1, 3):
-        raise DataError(f"channels must be None, 1 or 3, got {channels!r}")
+    path = _local_npz(flag, size, root, download, url, path)
+    # A broken file raises first: its error, not an MD5 warning, says what is wrong.
+    arrays = read_npz(path, flag, size)
+    _warn_if_unofficial(path, flag, size)
+    task = _TASKS.get(info["task"], info["task"])
+    multi_label = task == "multi-label"
+    native_channels = info["n_channels"]
+    n_channels = options.channels or native_channels
+    target_size = options.size or (size, size)
+
+    def convert(images, labels):
+        if n_channels == 1 and native_channels == 3:
+            images = transforms.to_channels(images, 1)
+        if target_size != (size, size):
+            images = transforms.resize(images, target_size)
+        return transforms.to_uint8(images), labels
+
+    needs_convert = target_size != (size, size) or n_channels < native_channels
+    return pipeline.Source(
+        name=flag if size == 28 else f"{flag}_{size}",
+        task=task,
+        class_names=[info["label"][str(i)] for i in range(len(info["label"]))],
+        n_channels=n_channels,
+        image_size=target_size,
+        splits={split: _examples(arrays, split, multi_label, options) for split in SPLITS},
+        decode=convert if needs_convert else None,
+        source=path,
+        label_mode="multi-hot" if multi_label else "sparse",
+        # Arrays already in memory gain nothing from a second, cached copy.
+        cacheable=needs_convert,
+    )
+
+
+def _examples(arrays, split, multi_label, options):
+    """One split's images `(N, H, W, C)` and labels (int32, or float32 multi-hot), sampled by `limit`."""
+    keep = transforms.subset_indices(len(arrays[f"{split}_labels"]), options.limit, options.seed)
+    x = arrays[f"{split}_images"][keep]
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    y = arrays[f"{split}_labels"][keep]
+    y = y.astype(np.float32) if multi_label else y[:, 0].astype(np.int32)
+    return pipeline.Examples.from_arrays(x, y)
+
+
+def _warn_if_unofficial(path, flag, size):
+    # A re-packed copy (the bundled PneumoniaMNIST) holds the same images under another hash.
+    _, expected_md5 = _url_and_md5(flag, size)
+    actual_md5 = file_md5(path)
+    if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):
+        warnings.warn(
+            f"{path} has MD5 {actual_md5}, not {expected_md5} as listed by medmnist for "
+            f"{npz_filename(flag, size)}. Using it as is (a re-packed copy can hold the same "
+            "images); delete it to download the official file.",
+            stacklevel=4,
+        )
+
+
+def _local_npz(flag, size, root, download, url, path):
+    """The npz to read: `path`, else the root folder's file, downloaded if missing and allowed."""
     if path is None:
         path = os.path.join(default_root(root), npz_filename(flag, size))
         if not os.path.isfile(path):
@@ -404,76 +434,4 @@ def load_medmnist(
             f"MedMNIST file {path} does not exist; fix path=, or leave it out to use the root "
             "folder and download."
         )
-    # A broken file raises first: its error, not an MD5 warning, says what is wrong.
-    arrays = read_npz(path, flag, size)
-    _, expected_md5 = _url_and_md5(flag, size)
-    actual_md5 = file_md5(path)
-    if actual_md5 not in (expected_md5, _KNOWN_GOOD_MD5.get((flag, size))):
-        warnings.warn(
-            f"{path} has MD5 {actual_md5}, not {expected_md5} as listed by medmnist for "
-            f"{npz_filename(flag, size)}. Using it as is (a re-packed copy can hold the same "
-            "images); delete it to download the official file.",
-            stacklevel=2,
-        )
-    task = _TASKS.get(info["task"], info["task"])
-    class_names = [info["label"][str(i)] for i in range(len(info["label"]))]
-    multi_label = task == "multi-label"
-    native_channels = info["n_channels"]
-    n_channels = channels or native_channels
-    target_size = transforms.image_size_tuple(image_size) or (size, size)
-
-    def convert(images, labels):
-        if n_channels == 1 and native_channels == 3:
-            images = transforms.to_channels(images, 1)
-        if target_size != (size, size):
-            images = transforms.resize(images, target_size)
-        return transforms.to_uint8(images), labels
-
-    needs_convert = target_size != (size, size) or n_channels < native_channels
-    datasets, split_sizes = [], {}
-    for split in SPLITS:
-        keep = transforms.subset_indices(len(arrays[f"{split}_labels"]), limit, seed)
-        x = arrays[f"{split}_images"][keep]
-        if x.ndim == 3:
-            x = x[..., np.newaxis]
-        y = arrays[f"{split}_labels"][keep]
-        y = y.astype(np.float32) if multi_label else y[:, 0].astype(np.int32)
-        if split == "train":
-            if multi_label:
-                counts, pos_weights = multi_hot_stats(y)
-                weights = None
-            else:
-                counts, weights = sparse_class_stats(y, len(class_names))
-                pos_weights = None
-        split_sizes[split] = int(len(y))
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        datasets.append(
-            transforms.finalize(
-                ds,
-                batch_size=batch_size,
-                training=split == "train",
-                shuffle=shuffle,
-                seed=seed,
-                # Arrays already in memory gain nothing from a second, cached copy.
-                cache=transforms.split_cache(cache, split) if needs_convert else False,
-                augment=augment,
-                decode=convert if needs_convert else None,
-                num_examples=len(y),
-                channels=n_channels,
-            )
-        )
-    dataset_info = DatasetInfo(
-        name=flag if size == 28 else f"{flag}_{size}",
-        task=task,
-        class_names=class_names,
-        n_channels=n_channels,
-        image_size=target_size,
-        split_sizes=split_sizes,
-        class_counts=counts,
-        class_weights=weights,
-        source=path,
-        skipped=[],
-        label_mode="multi-hot" if multi_label else "sparse",
-        pos_weights=pos_weights,
-    )
-    return (*datasets, dataset_info)
+    return path

@@ -3,9 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from kdkeras.data import transforms
+from kdkeras.data import pipeline, transforms
 from kdkeras.data.errors import DataError
-from kdkeras.data.info import DatasetInfo, sparse_class_stats
 from kdkeras.registry import LOADERS
 
 SPLITS = ("train", "val", "test")
@@ -67,23 +66,8 @@ def _builder(name, data_dir, download):
 
 
 @LOADERS.register("tfds")
-def load_tfds(
-    name,
-    split=None,
-    data_dir=None,
-    download=True,
-    image_key="image",
-    label_key="label",
-    image_size=None,
-    channels=None,
-    batch_size=64,
-    augment=None,
-    shuffle=True,
-    seed=0,
-    cache=True,
-    strict=False,
-    limit=None,
-):
+@pipeline.loader
+def load_tfds(name, split=None, data_dir=None, download=True, image_key="image", label_key="label", *, options):
     """Loads a TFDS image-classification dataset (an image and a class label per example).
 
     Args:
@@ -95,16 +79,9 @@ def load_tfds(
         download: Download and prepare the dataset if it is not prepared yet.
         image_key: Name of the image feature.
         label_key: Name of the `ClassLabel` feature.
-        image_size: None (the feature's fixed size), int or `(h, w)`.
-        channels: None (the feature's channels), 1 or 3.
-        batch_size: Batch size.
-        augment: None, a preset name or a list of Keras layers; train only.
-        shuffle: Shuffle the train split each epoch (seeded).
-        seed: Seed of shuffles, augmentation and `limit` sampling.
-        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
-            `-test` appended; see `transforms.split_cache`).
-        strict: Accepted for a uniform signature; TFDS records are decoded by TFDS.
-        limit: At most this many examples per split.
+        options: The pipeline options, passed as keyword arguments
+            (`image_size`: None takes the feature's fixed size; ...; see
+            `kdkeras.data.pipeline.PipelineOptions`).
 
     Returns:
         `(train, val, test, info)`: batched datasets of
@@ -116,33 +93,13 @@ def load_tfds(
     train, val, test, info = load_tfds("patch_camelyon", image_size=64)
     ```
     """
-    del strict
-    tfds = _tfds()
-    if channels not in (None, 1, 3):
-        raise DataError(f"channels must be None, 1 or 3, got {channels!r}")
     builder = _builder(name, data_dir, download)
-    features = builder.info.features
-    for key in (image_key, label_key):
-        if key not in features:
-            raise DataError(
-                f"TFDS dataset {name!r} has no feature {key!r} (it has {sorted(features)}); "
-                "pass image_key= and label_key=."
-            )
-    label_feature = features[label_key]
-    if not isinstance(label_feature, tfds.features.ClassLabel):
-        raise DataError(
-            f"Feature {label_key!r} of {name!r} is {type(label_feature).__name__}, not a "
-            "ClassLabel; load_tfds handles single-label classification only."
-        )
-    shape = features[image_key].shape
-    if len(shape) != 3 or shape[-1] not in (1, 2, 3, 4):
-        raise DataError(
-            f"Feature {image_key!r} of {name!r} has shape {shape}; expected (h, w, c) images."
-        )
+    image_feature, label_feature = _features(builder, name, image_key, label_key)
+    shape = image_feature.shape
     native_channels = 1 if shape[-1] in (1, 2) else 3
-    n_channels = channels or native_channels
+    n_channels = options.channels or native_channels
     decoded_channels = min(n_channels, native_channels)
-    size = transforms.image_size_tuple(image_size)
+    size = options.size
     if size is None:
         if shape[0] is None or shape[1] is None:
             raise DataError(
@@ -152,7 +109,7 @@ def load_tfds(
     split = tuple(split) if split is not None else default_splits(builder.info.splits.keys())
     if len(split) != 3:
         raise DataError(f"split must name three splits (train, val, test), got {split!r}")
-    scale = 257.0 if features[image_key].dtype == tf.uint16 else 1.0
+    scale = 257.0 if image_feature.dtype == tf.uint16 else 1.0
 
     def convert(example):
         image = tf.cast(example[image_key], tf.float32) / scale
@@ -162,50 +119,62 @@ def load_tfds(
             image = transforms.resize(image, size)
         return transforms.to_uint8(image), tf.cast(example[label_key], tf.int32)
 
-    datasets, split_sizes = [], {}
-    for role, tfds_split in zip(SPLITS, split):
-        n = builder.info.splits[tfds_split].num_examples
-        ds = builder.as_dataset(split=tfds_split, shuffle_files=False)
-        keep = transforms.subset_indices(n, limit, seed)
-        if len(keep) < n:
-            mask = np.zeros(n, dtype=bool)
-            mask[keep] = True
-            mask = tf.constant(mask)
-            ds = ds.enumerate().filter(lambda i, _: mask[i]).map(lambda _, example: example)
-            ds = ds.apply(tf.data.experimental.assert_cardinality(len(keep)))
-        split_sizes[role] = int(len(keep))
-        if role == "train":
-            labels = builder.as_dataset(
-                split=tfds_split,
-                shuffle_files=False,
-                decoders={image_key: tfds.decode.SkipDecoding()},
-            ).map(lambda example: example[label_key])
-            labels = np.concatenate([np.asarray(b) for b in labels.batch(4096)] or [np.zeros(0, np.int64)])
-            counts, weights = sparse_class_stats(labels[keep], label_feature.num_classes)
-        datasets.append(
-            transforms.finalize(
-                ds,
-                batch_size=batch_size,
-                training=role == "train",
-                shuffle=shuffle,
-                seed=seed,
-                cache=transforms.split_cache(cache, role),
-                augment=augment,
-                decode=convert,
-                num_examples=len(keep),
-                channels=n_channels,
-            )
-        )
-    info = DatasetInfo(
+    return pipeline.Source(
         name=name,
         task="binary-class" if label_feature.num_classes == 2 else "multi-class",
         class_names=list(label_feature.names),
         n_channels=n_channels,
         image_size=size,
-        split_sizes=split_sizes,
-        class_counts=counts,
-        class_weights=weights,
+        splits={
+            role: _examples(builder, tfds_split, (image_key, label_key), options, labels=role == "train")
+            for role, tfds_split in zip(SPLITS, split)
+        },
+        decode=convert,
         source=str(builder.data_dir),
-        label_mode="sparse",
     )
-    return (*datasets, info)
+
+
+def _features(builder, name, image_key, label_key):
+    """The image and `ClassLabel` features, checked to describe single-label image classification."""
+    features = builder.info.features
+    for key in (image_key, label_key):
+        if key not in features:
+            raise DataError(
+                f"TFDS dataset {name!r} has no feature {key!r} (it has {sorted(features)}); "
+                "pass image_key= and label_key=."
+            )
+    label_feature = features[label_key]
+    if not isinstance(label_feature, _tfds().features.ClassLabel):
+        raise DataError(
+            f"Feature {label_key!r} of {name!r} is {type(label_feature).__name__}, not a "
+            "ClassLabel; load_tfds handles single-label classification only."
+        )
+    shape = features[image_key].shape
+    if len(shape) != 3 or shape[-1] not in (1, 2, 3, 4):
+        raise DataError(
+            f"Feature {image_key!r} of {name!r} has shape {shape}; expected (h, w, c) images."
+        )
+    return features[image_key], label_feature
+
+
+def _examples(builder, tfds_split, keys, options, labels):
+    """One split's records, sampled by `options.limit`; with `labels`, their labels too (one pass)."""
+    n = builder.info.splits[tfds_split].num_examples
+    ds = builder.as_dataset(split=tfds_split, shuffle_files=False)
+    keep = transforms.subset_indices(n, options.limit, options.seed)
+    if len(keep) < n:
+        mask = np.zeros(n, dtype=bool)
+        mask[keep] = True
+        mask = tf.constant(mask)
+        ds = ds.enumerate().filter(lambda i, _: mask[i]).map(lambda _, example: example)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(keep)))
+    if not labels:
+        return pipeline.Examples(ds, int(len(keep)))
+    image_key, label_key = keys
+    all_labels = builder.as_dataset(
+        split=tfds_split,
+        shuffle_files=False,
+        decoders={image_key: _tfds().decode.SkipDecoding()},
+    ).map(lambda example: example[label_key])
+    all_labels = np.concatenate([np.asarray(b) for b in all_labels.batch(4096)] or [np.zeros(0, np.int64)])
+    return pipeline.Examples(ds, int(len(keep)), all_labels[keep])

@@ -316,6 +316,11 @@ def finalize(
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(int(batch_size))
     aug = augmentation(augment, seed=seed) if (training and augment is not None) else None
+    return _augmented_floats(ds, aug, seed, channels).prefetch(AUTOTUNE)
+
+
+def _augmented_floats(ds, aug, seed, channels):
+    """Batches of uint8 images as float32 in [0, 255], augmented by `aug` (None, a preset or layers)."""
 
     def to_float(images, labels):
         images = tf.cast(images, tf.float32)
@@ -342,7 +347,7 @@ def finalize(
         ds = ds.map(augment_in_turn)
     else:
         ds = ds.map(to_float, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return ds
 
 
 def _print_file_cache(prefix, image_spec, num_examples):

@@ -5,9 +5,9 @@ import re
 
 import numpy as np
 
-from kdkeras.data import images
+from kdkeras.data import images, pipeline
 from kdkeras.data.errors import DataError
-from kdkeras.data.folders import build_file_splits, find_split_folders, grouped_split, unpacked
+from kdkeras.data.folders import file_source, find_split_folders, grouped_split, unpacked
 from kdkeras.registry import LOADERS
 
 CLASS_NAMES = {2: ["normal", "pneumonia"], 3: ["normal", "bacteria", "virus"]}
@@ -111,21 +111,8 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
 
 
 @LOADERS.register("xray_folder")
-def load_xray_folder(
-    root,
-    num_classes=2,
-    val_fraction=0.1,
-    min_val=100,
-    image_size=None,
-    channels=None,
-    batch_size=64,
-    augment=None,
-    shuffle=True,
-    seed=0,
-    cache=True,
-    strict=False,
-    limit=None,
-):
+@pipeline.loader
+def load_xray_folder(root, num_classes=2, val_fraction=0.1, min_val=100, *, options):
     """Loads chest X-rays in the Kermany layout (Kaggle "chest_xray").
 
     Layout: `root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg` (folder names
@@ -149,19 +136,11 @@ def load_xray_folder(
         num_classes: 2 (normal, pneumonia) or 3 (normal, bacteria, virus).
         val_fraction: Fraction of the train pool carved out for validation.
         min_val: Smallest val folder used as is.
-        image_size: None (native; all images must share one size), int or `(h, w)`.
-        channels: None (1 if every image is gray, else 3), 1 or 3. The
-            Kaggle copy stores a few hundred X-rays as RGB JPEGs, so pass
-            `channels=1` to keep its images gray.
-        batch_size: Batch size.
-        augment: None, a preset name (`"xray"` is seed 002's set) or a list
-            of Keras layers; train only.
-        shuffle: Shuffle the train split each epoch (seeded).
-        seed: Seed of the patient split, shuffles, augmentation and `limit`.
-        cache: True (memory), False, or a file path prefix (`-train`, `-val`,
-            `-test` appended; see `transforms.split_cache`).
-        strict: Raise on an unreadable image instead of skipping it.
-        limit: At most this many examples per split.
+        options: The pipeline options, passed as keyword arguments (`image_size`,
+            `channels`, `augment`, `seed` (also of the patient split), ...; see
+            `kdkeras.data.pipeline.PipelineOptions`). The Kaggle copy stores a few
+            hundred X-rays as RGB JPEGs, so pass `channels=1` to keep its images
+            gray; `augment="xray"` is seed 002's set.
 
     Returns:
         `(train, val, test, info)`: batched datasets of
@@ -174,19 +153,11 @@ def load_xray_folder(
         "chest_xray/", num_classes=3, image_size=224, augment="xray")
     ```
     """
-    splits = xray_splits(root, num_classes, val_fraction, min_val, seed)
-    return build_file_splits(
+    splits = xray_splits(root, num_classes, val_fraction, min_val, options.seed)
+    return file_source(
         splits,
         name=f"chest_xray_{num_classes}class",
         class_names=CLASS_NAMES[num_classes],
         source=os.fspath(root),
-        image_size=image_size,
-        channels=channels,
-        batch_size=batch_size,
-        augment=augment,
-        shuffle=shuffle,
-        seed=seed,
-        cache=cache,
-        strict=strict,
-        limit=limit,
+        options=options,
     )
