@@ -23,18 +23,10 @@ _UNOWNED = "to split (issue 14); in no helper's task this session"
 # "path" for a module, "path::qualified.name" for a function.
 KNOWN_EXCEPTIONS = {
     "kdkeras/clinical.py::clinical_section": _SPLITTING,
-    "kdkeras/data/benchmark.py::run": _SPLITTING,
-    "kdkeras/data/folders.py": _SPLITTING,
-    "kdkeras/data/folders.py::build_file_splits": _SPLITTING,
-    "kdkeras/data/medmnist.py::load_medmnist": _SPLITTING,
-    "kdkeras/data/tfds.py::load_tfds": _SPLITTING,
-    "kdkeras/data/transforms.py::finalize": _SPLITTING,
     "kdkeras/files.py::extract_archive": _UNOWNED,
     "kdkeras/reporting/figures.py::plot_prediction_grid": _UNOWNED,
     "kdkeras/reporting/report.py::write_report": _UNOWNED,
     "kdkeras/reporting/tables.py::report_markdown": _UNOWNED,
-    "kdkeras/training.py": _SPLITTING,
-    "kdkeras/training.py::run_phase": _SPLITTING,
 }
 
 
