@@ -186,9 +186,7 @@ def describe(strategy):
         this is worker 0, on GPU:0, GPU:1"`.
     """
     replicas = strategy.num_replicas_in_sync
-    kind = type(strategy).__name__
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        kind = "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+    kind = _kind(strategy)
     try:
         devices = strategy.extended.worker_devices
     except RuntimeError:  # the default strategy has no device list of its own
@@ -228,9 +226,15 @@ def replica_batch_size(batch_size, strategy):
         choices = f"{lower} or {lower + replicas}" if lower else str(replicas)
         raise ConfigError(
             f"data.batch_size = {batch_size} is the global batch, split over the {replicas} "
-            f"replicas of {type(strategy).__name__}: it must be a multiple of {replicas}. Use {choices}."
+            f"replicas of {_kind(strategy)}: it must be a multiple of {replicas}. Use {choices}."
         )
     return batch_size // replicas
+
+
+def _kind(strategy):
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+    return type(strategy).__name__
 
 
 def prepare_dataset(dataset, strategy, batch_size):
