@@ -18,6 +18,7 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from kdkeras import multiworker
@@ -261,6 +262,45 @@ def prepare_dataset(dataset, strategy, batch_size):
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return dataset.with_options(options)
     return dataset
+
+
+def synchronize_batch_norm(model, strategy):
+    """Makes a model's BatchNorm layers use the statistics of the global batch.
+
+    Under `MirroredStrategy` or `MultiWorkerMirroredStrategy` with several
+    replicas, each `BatchNormalization` layer of `model` (nested models
+    included) is set to `synchronized=True`: in training, its batch mean and
+    variance are all-reduced over every replica (3 all-reduces per layer and
+    step, and their gradients), so each replica normalises with the global
+    batch's statistics, as one process on that batch would, and the moving
+    statistics are the same on every replica and every worker. Without it, a
+    replica normalises with the statistics of its own share of the batch
+    (noisy at small shares) and each worker keeps its own moving averages, so
+    the trained model depends on the number of replicas. One replica and other
+    strategies leave `model` unchanged. Call it before the first training step
+    (the flag is read when the step is traced).
+
+    Args:
+        model: A Keras model.
+        strategy: The `tf.distribute.Strategy` that will train it.
+
+    Returns:
+        The number of layers set to synchronise.
+    """
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if not isinstance(strategy, mirrored) or strategy.num_replicas_in_sync == 1:
+        return 0
+    layers = list(_batch_norms(model))
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
+
+
+def _batch_norms(layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for inner in getattr(layer, "layers", ()):  # a model's layers, nested models' included
+        yield from _batch_norms(inner)
 
 
 def is_tpu_strategy(strategy):

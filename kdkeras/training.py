@@ -180,6 +180,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             **options,
         )
         log(f"[{name}] model: {model_name}, {model.count_params():,} parameters")
+        if distribute.synchronize_batch_norm(model, strategy):
+            log(f"[{name}] BatchNorm statistics are synchronised over the {strategy.num_replicas_in_sync} replicas")
         augment = device_augmentation(config)
         if augment is not None:
             log(f"[{name}] {augment.name} runs in the training step, one view per batch for every model")

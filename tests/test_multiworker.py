@@ -24,9 +24,10 @@ TIMEOUT = 300  # seconds any one job may take, start-up included
 # Distiller variants trained across two workers (all of them are checked under
 # MirroredStrategy in test_distribute.py; these cover the logits, the features
 # and the cached path, at the cost of one trace each). Three workers train the
-# logits variant only: a third process on 2 cores costs more than its variants.
-VARIANTS = ("knowledge_distillation", "feature_matches", "cached_teacher_logits")
-THREE_WORKER_VARIANTS = ("knowledge_distillation",)
+# logits variant and synchronised BatchNorm only: a third process on 2 cores
+# costs more than its variants.
+VARIANTS = ("knowledge_distillation", "feature_matches", "cached_teacher_logits", "synchronized_batch_norm")
+THREE_WORKER_VARIANTS = ("knowledge_distillation", "synchronized_batch_norm")
 
 VARIANT_SCRIPT = textwrap.dedent(
     """
@@ -56,15 +57,19 @@ VARIANT_SCRIPT = textwrap.dedent(
             "features": lambda: [FeatureMatch("conv", "conv", kind) for kind in ("hint", "attention", "cosine")]
         },
         "cached_teacher_logits": {"cached": True},
+        "synchronized_batch_norm": {"loss": lambda: kd_losses.KnowledgeDistillation(temperature=2.0), "batch_norm": True},
     }
 
 
-    def net(width, seed, regularizer=None):
-        # No BatchNorm or dropout: a worker's half batch must give the same logits as the whole.
+    def net(width, seed, regularizer=None, batch_norm=False):
+        # No dropout, and BatchNorm only where kdkeras synchronises it: a worker's share of the
+        # batch must give the same logits as the whole.
         keras.utils.set_random_seed(seed)
         inputs = keras.Input((8, 8, 1))
         h = keras.layers.Rescaling(1 / 255)(inputs)
         h = keras.layers.Conv2D(width, 3, activation="relu", kernel_regularizer=regularizer, name="conv")(h)
+        if batch_norm:
+            h = keras.layers.BatchNormalization(momentum=0.5)(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
         return keras.Model(inputs, keras.layers.Dense(3, kernel_regularizer=regularizer)(h))
 
@@ -74,7 +79,8 @@ VARIANT_SCRIPT = textwrap.dedent(
         spec = VARIANTS[variant]
         with strategy.scope():
             teacher = net(8, seed=1)
-            student = net(4, seed=9, regularizer=keras.regularizers.L2(0.01))
+            student = net(4, seed=9, regularizer=keras.regularizers.L2(0.01), batch_norm=spec.get("batch_norm", False))
+            distribute.synchronize_batch_norm(student, strategy)
             distiller = Distiller(student=student, teacher=teacher, features=spec.get("features", list)() or None)
             distiller.compile(
                 optimizer=keras.optimizers.SGD(0.5, momentum=0.5),
@@ -88,7 +94,11 @@ VARIANT_SCRIPT = textwrap.dedent(
             inputs, y, sample_weight=weights, batch_size=12, epochs=2, shuffle=False,
             validation_data=(inputs, y, weights), verbose=0,
         )
-        results[variant] = {"history": history.history, "weights": [w.tolist() for w in student.get_weights()]}
+        results[variant] = {
+            "history": history.history,
+            "weights": [w.tolist() for w in student.get_weights()],  # BatchNorm's moving statistics included
+            "moving_mean": [layer.moving_mean.numpy().tolist() for layer in student.layers if hasattr(layer, "moving_mean")],
+        }
     task = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": ""}}'))["task"]["index"]
     with open(sys.argv[2].replace(".json", f"{task}.json"), "w") as f:
         json.dump(results, f)
@@ -112,8 +122,8 @@ TEACHER_SCRIPT = textwrap.dedent(
 
 
 def _config(epochs, limit=64):
-    # squeezenet1_1 without dropout: the zoo's student without BatchNorm or randomness, so a
-    # worker's half batch computes exactly what the whole batch does in one process.
+    # cnn_small without dropout: no randomness, and BatchNorm that kdkeras synchronises over the
+    # workers, so a worker's half batch computes exactly what the whole batch does in one process.
     return textwrap.dedent(
         f"""
         name = "cluster"
@@ -129,7 +139,7 @@ def _config(epochs, limit=64):
         [student]
         model = "cnn_small"
         [distill]
-        model = "squeezenet1_1"
+        model = "cnn_small"
         options = {{ dropout = 0.0 }}
         epochs = {epochs}
         optimizer = "sgd"
@@ -238,6 +248,16 @@ def test_workers_train_as_one_process(variants, workers, variant):
         np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_batch_norm_statistics_are_the_global_batch_s_on_every_worker(variants, workers):
+    single = variants["single"]["synchronized_batch_norm"]["moving_mean"]
+    # Two epochs moved the moving mean away from its initial zeros...
+    assert len(single) == 1 and np.abs(single[0]).max() > 0.01
+    for worker in variants[workers]:
+        # ...and every worker holds the one process's, not the mean of its own share of each batch.
+        np.testing.assert_allclose(worker["synchronized_batch_norm"]["moving_mean"][0], single[0], rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def phase_runs(tmp_path_factory):
     """`kdkeras launch --workers 2 distill` and a one-process `kdkeras distill` of one config."""
@@ -273,6 +293,7 @@ def _history(path):
 def test_launch_runs_a_distillation_phase_as_one_process_would(phase_runs):
     log = (phase_runs / "launch.log").read_text()
     assert "MultiWorkerMirroredStrategy: 2 replicas on 2 machines; this is worker 0, on CPU:0; global batch 16 = 8" in log
+    assert "[distilled] BatchNorm statistics are synchronised over the 2 replicas" in log
     assert "this is worker 1" in (phase_runs / "runs" / "workers" / "worker1.log").read_text()
     got = _history(phase_runs / "runs" / "cluster" / "distilled_history.csv")
     want = _history(phase_runs / "single" / "cluster" / "distilled_history.csv")
