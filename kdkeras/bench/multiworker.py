@@ -171,7 +171,8 @@ def to_markdown(result):
         "",
         f"2 workers / 1 process: **{ratio['median']:.2f}x** (median over {len(result['rounds'])} interleaved "
         f"rounds, {ratio['min']:.2f}-{ratio['max']:.2f}x). A distillation epoch (teacher {result['teacher']}, "
-        f"student {result['student']}, {result['images']:,} images of {result['dataset']}, global batch "
+        f"student {result['student']} with its BatchNorm synchronised over the workers as `kdkeras distill` does, "
+        f"{result['images']:,} images of {result['dataset']}, global batch "
         f"{result['global_batch']}), median of the last {result['timed_epochs']} of {result['epochs']} epochs "
         f"per run. {env['cpus']} CPU cores, TensorFlow {env['tensorflow']}, Keras {env['keras']}, ran on "
         f"{env['date'][:10]}; 1-min load average {before[0]} before, {after[0]} after (the cores are shared "
