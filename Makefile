@@ -64,8 +64,8 @@ export: install
 		$(if $(FORMATS),--formats $(FORMATS))
 
 # Regenerates BENCHMARKS.md and the README's quickstart result: training speed, accuracy over
-# seeds, few labels through a transfer set, export of the first seed's distilled student
-# (about 2 h on 2 CPU cores; finished phases are reused on a rerun).
+# seeds, few labels through a transfer set, multi-worker overhead, export of the first seed's
+# distilled student (about 2 h on 2 CPU cores; finished phases are reused on a rerun).
 # make bench BENCH_SEEDS="0 1 2 3 4" BENCH_EPOCHS=12
 BENCH_EXP   ?= quickstart
 BENCH_SEEDS ?= 0 1 2 3 4
@@ -78,6 +78,7 @@ bench: install
 	$(PY) -m kdkeras.bench.transfer --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
 	$(PY) -m kdkeras.bench.determinism --config $(BENCH_EXP) --out-dir $(BENCH_RUNS)/determinism
 	$(PY) -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out $(BENCH_RUNS)/pipeline.md
+	$(PY) -m kdkeras.bench.multiworker --out-dir $(BENCH_RUNS)/multiworker
 	$(KDKERAS) report --config $(BENCH_EXP) --runs-dir $(BENCH_RUNS)/seed$(firstword $(BENCH_SEEDS))
 	$(KDKERAS) export --config $(BENCH_EXP) --runs-dir $(BENCH_RUNS)/seed$(firstword $(BENCH_SEEDS)) \
 		--out $(BENCH_RUNS)/export

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from kdkeras import multiworker
@@ -187,9 +188,7 @@ def describe(strategy):
         this is worker 0, on GPU:0, GPU:1"`.
     """
     replicas = strategy.num_replicas_in_sync
-    kind = type(strategy).__name__
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        kind = "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+    kind = _kind(strategy)
     try:
         devices = strategy.extended.worker_devices
     except RuntimeError:  # the default strategy has no device list of its own
@@ -229,7 +228,7 @@ def replica_batch_size(batch_size, strategy):
         choices = f"{lower} or {lower + replicas}" if lower else str(replicas)
         raise ConfigError(
             f"data.batch_size = {batch_size} is the global batch, split over the {replicas} "
-            f"replicas of {type(strategy).__name__}: it must be a multiple of {replicas}. Use {choices}."
+            f"replicas of {_kind(strategy)}: it must be a multiple of {replicas}. Use {choices}."
         )
     return batch_size // replicas
 
@@ -282,6 +281,12 @@ def drops_remainder(strategy):
     return is_tpu_strategy(strategy)
 
 
+def _kind(strategy):
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+    return type(strategy).__name__
+
+
 def prepare_dataset(dataset, strategy, batch_size):
     """Adapts a batched dataset to what a strategy needs before `fit`.
 
@@ -306,6 +311,45 @@ def prepare_dataset(dataset, strategy, batch_size):
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return dataset.with_options(options)
     return dataset
+
+
+def synchronize_batch_norm(model, strategy):
+    """Makes a model's BatchNorm layers use the statistics of the global batch.
+
+    Under `MirroredStrategy` or `MultiWorkerMirroredStrategy` with several
+    replicas, each `BatchNormalization` layer of `model` (nested models
+    included) is set to `synchronized=True`: in training, its batch mean and
+    variance are all-reduced over every replica (3 all-reduces per layer and
+    step, and their gradients), so each replica normalises with the global
+    batch's statistics, as one process on that batch would, and the moving
+    statistics are the same on every replica and every worker. Without it, a
+    replica normalises with the statistics of its own share of the batch
+    (noisy at small shares) and each worker keeps its own moving averages, so
+    the trained model depends on the number of replicas. One replica and other
+    strategies leave `model` unchanged. Call it before the first training step
+    (the flag is read when the step is traced).
+
+    Args:
+        model: A Keras model.
+        strategy: The `tf.distribute.Strategy` that will train it.
+
+    Returns:
+        The number of layers set to synchronise.
+    """
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if not isinstance(strategy, mirrored) or strategy.num_replicas_in_sync == 1:
+        return 0
+    layers = list(_batch_norms(model))
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
+
+
+def _batch_norms(layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for inner in getattr(layer, "layers", ()):  # a model's layers, nested models' included
+        yield from _batch_norms(inner)
 
 
 def is_tpu_strategy(strategy):

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from kdkeras import data as data_lib
+from kdkeras import distribute
 from kdkeras import losses as kd_losses
 from kdkeras import models as models_lib
 from kdkeras import runs as runs_lib
@@ -191,6 +192,9 @@ def _new_model(config, phase, data, log):
         **options,
     )
     log(f"model: {model_name}, {model.count_params():,} parameters")
+    strategy = tf.distribute.get_strategy()  # run_phase builds inside its strategy's scope
+    if distribute.synchronize_batch_norm(model, strategy):
+        log(f"BatchNorm statistics are synchronised over the {strategy.num_replicas_in_sync} replicas")
     return model
 
 

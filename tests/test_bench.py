@@ -266,7 +266,7 @@ def test_report_from_outputs_and_without_them(smoke, tmp_path):
     (runs / "accuracy.json").write_text(json.dumps(result))
     assert report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
     text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert text.count("Not measured yet") == 5  # recipes, transfer, reproducibility, input pipeline, export
+    assert text.count("Not measured yet") == 6  # recipes, transfer, reproducibility, input pipeline, multi-worker, export
     assert "scored on the 624 test images" in text and "teacher 100, 110, 120" in text
     assert "distillation alpha 0.1, T 4.0" in text
     assert "- Accuracy: standard deviation of the test ACC over seeds, distilled student 0.020, student alone 0.050." in text
@@ -274,6 +274,31 @@ def test_report_from_outputs_and_without_them(smoke, tmp_path):
     assert "| off | kdkeras/floor |" in text and "| NVIDIA GPU | not yet measured |" in text
     assert "python -m kdkeras.bench.accuracy --config quickstart --seeds 0 1 2 --runs-dir runs/bench" in text
     assert report.main(["--runs-dir", str(tmp_path / "none")]) == 2
+
+
+def test_report_quotes_the_multiworker_overhead(tmp_path):
+    from kdkeras.bench import multiworker
+
+    result = {
+        "teacher": multiworker.TEACHER, "student": multiworker.STUDENT, "dataset": "pneumoniamnist (bundled, 28 px)",
+        "images": 1024, "global_batch": 128, "epochs": 3, "timed_epochs": 2,
+        "rounds": [
+            {"one_process_s": 2.0, "two_workers_s": 2.5, "ratio": 1.25, "load_average_1min": 3.5},
+            {"one_process_s": 2.0, "two_workers_s": 3.5, "ratio": 1.75, "load_average_1min": None},
+        ],
+        "ratio": {"median": 1.5, "min": 1.25, "max": 1.75},
+        "environment": {"date": "2026-12-03T12:00:00+00:00", "cpus": 2, "tensorflow": "2.21.0", "keras": "3.15.0",
+                        "load_average": [3.0, 2.0, 1.0], "load_average_after": [4.0, 3.0, 2.0]},
+    }
+    multiworker.save(result, str(tmp_path / "multiworker"))
+    assert json.loads((tmp_path / "multiworker" / "multiworker.json").read_text()) == result
+    text = report.build_markdown(str(tmp_path))
+    section = text[text.index("## Multi-worker"):text.index("## Export")]
+    assert (tmp_path / "multiworker" / "multiworker.md").read_text().rstrip() in section
+    assert "| 1 | 2.00 | 2.50 | 1.25 | 3.5 |" in section and "| 2 | 2.00 | 3.50 | 1.75 | n/a |" in section
+    assert "2 workers / 1 process: **1.50x** (median over 2 interleaved rounds, 1.25-1.75x)" in section
+    assert "1-min load average 3.0 before, 4.0 after" in section and "Not measured" not in section
+    assert "python -m kdkeras.bench.multiworker --out-dir runs/bench/multiworker" in text
 
 
 def test_make_bench_passes_seeds_and_epochs():
@@ -288,6 +313,7 @@ def test_make_bench_passes_seeds_and_epochs():
     assert "-m kdkeras.bench.accuracy --config quickstart --seeds 3 4 --runs-dir runs/bench --epochs 2" in text
     assert "-m kdkeras.bench.recipes --config quickstart --seeds 3 4 --runs-dir runs/bench" in text
     assert "export --config quickstart --runs-dir runs/bench/seed3 --out runs/bench/export" in text
+    assert "-m kdkeras.bench.multiworker --out-dir runs/bench/multiworker" in text
     assert "-m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md" in text
 
 

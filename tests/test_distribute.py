@@ -259,6 +259,7 @@ def test_every_kd_loss_is_checked_under_mirrored():
 def test_run_phase_distils_under_mirrored_strategy(mirrored):
     run = mirrored["run_phase"]
     assert "[distilled] MirroredStrategy: 2 replicas on CPU:0, CPU:1; global batch 32 = 16 per replica" in run["log"]
+    assert "[distilled] BatchNorm statistics are synchronised over the 2 replicas" in run["log"]
     assert run["epochs_run"] == 1
     header, row = run["history"].strip().splitlines()
     logged = dict(zip(header.split(","), map(float, row.split(","))))
@@ -395,6 +396,18 @@ def test_global_batch_is_split_over_the_replicas():
 
     assert distribute.replica_batch_size(128, TPUStrategyFake()) == 16
     assert distribute.replica_batch_size(33, tf.distribute.get_strategy()) == 33
+
+
+def test_one_replica_keeps_batch_norm_per_batch():
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((4, 4, 1))
+    inner = keras.Sequential([keras.layers.BatchNormalization()])
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(inner(inputs)))
+    # One replica: nothing to synchronise, and the one-process numerics stay Keras's own.
+    assert distribute.synchronize_batch_norm(model, tf.distribute.get_strategy()) == 0
+    assert [layer.synchronized for layer in distribute._batch_norms(model)] == [False, False]
 
 
 def test_unknown_strategy_is_rejected():

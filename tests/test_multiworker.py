@@ -23,8 +23,11 @@ TIMEOUT = 300  # seconds any one job may take, start-up included
 
 # Distiller variants trained across two workers (all of them are checked under
 # MirroredStrategy in test_distribute.py; these cover the logits, the features
-# and the cached path, at the cost of one trace each).
-VARIANTS = ("knowledge_distillation", "feature_matches", "cached_teacher_logits")
+# and the cached path, at the cost of one trace each). Three workers train the
+# logits variant and synchronised BatchNorm only: a third process on 2 cores
+# costs more than its variants.
+VARIANTS = ("knowledge_distillation", "feature_matches", "cached_teacher_logits", "synchronized_batch_norm")
+THREE_WORKER_VARIANTS = ("knowledge_distillation", "synchronized_batch_norm")
 
 VARIANT_SCRIPT = textwrap.dedent(
     """
@@ -43,25 +46,30 @@ VARIANT_SCRIPT = textwrap.dedent(
     from kdkeras.distiller import Distiller
     from kdkeras.features import FeatureMatch
 
+    # 48 examples in global batches of 12: 4 full batches an epoch, split evenly over 2 or 3 workers.
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (64, 8, 8, 1)).astype("float32")
-    y = rng.integers(0, 3, 64).astype("int32")
-    weights = np.linspace(0.5, 1.5, 64).astype("float32")
+    x = rng.uniform(0, 255, (48, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, 48).astype("int32")
+    weights = np.linspace(0.5, 1.5, 48).astype("float32")
     VARIANTS = {
         "knowledge_distillation": {"loss": lambda: kd_losses.KnowledgeDistillation(temperature=2.0)},
         "feature_matches": {
             "features": lambda: [FeatureMatch("conv", "conv", kind) for kind in ("hint", "attention", "cosine")]
         },
         "cached_teacher_logits": {"cached": True},
+        "synchronized_batch_norm": {"loss": lambda: kd_losses.KnowledgeDistillation(temperature=2.0), "batch_norm": True},
     }
 
 
-    def net(width, seed, regularizer=None):
-        # No BatchNorm or dropout: a worker's half batch must give the same logits as the whole.
+    def net(width, seed, regularizer=None, batch_norm=False):
+        # No dropout, and BatchNorm only where kdkeras synchronises it: a worker's share of the
+        # batch must give the same logits as the whole.
         keras.utils.set_random_seed(seed)
         inputs = keras.Input((8, 8, 1))
         h = keras.layers.Rescaling(1 / 255)(inputs)
         h = keras.layers.Conv2D(width, 3, activation="relu", kernel_regularizer=regularizer, name="conv")(h)
+        if batch_norm:
+            h = keras.layers.BatchNormalization(momentum=0.5)(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
         return keras.Model(inputs, keras.layers.Dense(3, kernel_regularizer=regularizer)(h))
 
@@ -71,7 +79,8 @@ VARIANT_SCRIPT = textwrap.dedent(
         spec = VARIANTS[variant]
         with strategy.scope():
             teacher = net(8, seed=1)
-            student = net(4, seed=9, regularizer=keras.regularizers.L2(0.01))
+            student = net(4, seed=9, regularizer=keras.regularizers.L2(0.01), batch_norm=spec.get("batch_norm", False))
+            distribute.synchronize_batch_norm(student, strategy)
             distiller = Distiller(student=student, teacher=teacher, features=spec.get("features", list)() or None)
             distiller.compile(
                 optimizer=keras.optimizers.SGD(0.5, momentum=0.5),
@@ -82,10 +91,14 @@ VARIANT_SCRIPT = textwrap.dedent(
             )
         inputs = {"inputs": x, "teacher_logits": teacher(x).numpy()} if spec.get("cached") else x
         history = distiller.fit(
-            inputs, y, sample_weight=weights, batch_size=16, epochs=2, shuffle=False,
+            inputs, y, sample_weight=weights, batch_size=12, epochs=2, shuffle=False,
             validation_data=(inputs, y, weights), verbose=0,
         )
-        results[variant] = {"history": history.history, "weights": [w.tolist() for w in student.get_weights()]}
+        results[variant] = {
+            "history": history.history,
+            "weights": [w.tolist() for w in student.get_weights()],  # BatchNorm's moving statistics included
+            "moving_mean": [layer.moving_mean.numpy().tolist() for layer in student.layers if hasattr(layer, "moving_mean")],
+        }
     task = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": ""}}'))["task"]["index"]
     with open(sys.argv[2].replace(".json", f"{task}.json"), "w") as f:
         json.dump(results, f)
@@ -110,7 +123,10 @@ TEACHER_SCRIPT = textwrap.dedent(
 
 def _config(epochs, limit=64):
     # squeezenet1_1 without dropout: the zoo's student without BatchNorm or randomness, so a
-    # worker's half batch computes exactly what the whole batch does in one process.
+    # worker's half batch computes exactly what the whole batch does in one process. (cnn_small,
+    # whose six BatchNorm layers kdkeras synchronises, ended 2 epochs about 2e-3 away from one
+    # process in its history: too far for these tolerances; test_batch_norm_statistics_... checks
+    # synchronised BatchNorm on one layer.)
     return textwrap.dedent(
         f"""
         name = "cluster"
@@ -182,28 +198,46 @@ def _one_process(command, tmp, log_name):
 
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory):
-    """Each worker's and the one process's history and final student weights, per variant."""
+    """Each worker's and the one process's history and final student weights, per variant.
+
+    The one process, the 2-worker and the 3-worker job run at the same time.
+    """
     tmp = tmp_path_factory.mktemp("variants")
     (tmp / "variants.py").write_text(VARIANT_SCRIPT)
-    names = ",".join(VARIANTS)
-    single, log = _one_process([sys.executable, "variants.py", "none", "single.json", names], tmp, "single.log")
-    workers, logs = _start_workers(
-        [sys.executable, "variants.py", "multiworker", "worker.json", names], tmp
-    )
-    _finish(workers, logs)
-    assert single.wait(timeout=TIMEOUT) == 0, (tmp / "single.log").read_text()[-3000:]
-    log.close()
+    single, log = _one_process([sys.executable, "variants.py", "none", "single.json", ",".join(VARIANTS)], tmp, "single.log")
+    jobs = {}
+    try:
+        for count, names in ((2, VARIANTS), (3, THREE_WORKER_VARIANTS)):
+            jobs[count] = _start_workers(
+                [sys.executable, "variants.py", "multiworker", f"workers{count}_.json", ",".join(names)],
+                tmp, count=count, tag=f"workers{count}_",
+            )
+        for processes, logs in jobs.values():
+            _finish(processes, logs)
+        assert single.wait(timeout=TIMEOUT) == 0, (tmp / "single.log").read_text()[-3000:]
+    finally:  # a failed job leaves no process behind
+        for process in [single, *(p for processes, _ in jobs.values() for p in processes)]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        log.close()
     return {
-        "workers": [json.loads((tmp / f"worker{index}.json").read_text()) for index in range(2)],
         "single": json.loads((tmp / "single.json").read_text()),
+        **{
+            count: [json.loads((tmp / f"workers{count}_{index}.json").read_text()) for index in range(count)]
+            for count in jobs
+        },
     }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_two_workers_train_as_one_process(variants, variant):
-    chief, other = (worker[variant] for worker in variants["workers"])
+@pytest.mark.parametrize(
+    "workers, variant", [(2, variant) for variant in VARIANTS] + [(3, variant) for variant in THREE_WORKER_VARIANTS]
+)
+def test_workers_train_as_one_process(variants, workers, variant):
+    chief, *others = (worker[variant] for worker in variants[workers])
     # Every worker ends with the same student and the same logs, bit for bit.
-    assert other == chief
+    for other in others:
+        assert other == chief
     worker, single = chief, variants["single"][variant]
     assert set(worker["history"]) == set(single["history"]) >= {
         "loss", "student_loss", "distillation_loss", "accuracy", "val_loss", "val_accuracy",
@@ -215,6 +249,16 @@ def test_two_workers_train_as_one_process(variants, variant):
     assert single["history"]["loss"][1] != single["history"]["loss"][0]
     for got, want in zip(worker["weights"], single["weights"]):
         np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_batch_norm_statistics_are_the_global_batch_s_on_every_worker(variants, workers):
+    single = variants["single"]["synchronized_batch_norm"]["moving_mean"]
+    # Two epochs moved the moving mean away from its initial zeros...
+    assert len(single) == 1 and np.abs(single[0]).max() > 0.01
+    for worker in variants[workers]:
+        # ...and every worker holds the one process's, not the mean of its own share of each batch.
+        np.testing.assert_allclose(worker["synchronized_batch_norm"]["moving_mean"][0], single[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +351,24 @@ def test_a_killed_worker_resumes_from_the_last_epoch_on_every_worker(tmp_path):
     assert history[:resumed] == history_before
     assert json.loads((tmp_path / "runs" / "cluster" / "distilled_metrics.json").read_text())["epochs_run"] == 4
     assert not (tmp_path / "runs" / "cluster" / "state").exists()
+
+
+def test_a_global_batch_that_does_not_split_over_three_workers_stops_every_worker(tmp_path):
+    # batch_size = 16 over 3 replicas: every worker stops before reading data, naming the fix.
+    (tmp_path / "cluster.toml").write_text(_config(epochs=1))
+    with open(tmp_path / "launch.log", "w") as out:
+        launched = subprocess.run(
+            [sys.executable, "-m", "kdkeras", "launch", "--workers", "3", "--logs", "runs/workers",
+             "student", "--config", "cluster.toml", "--quiet"],
+            cwd=tmp_path, env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT,
+        )
+    message = (
+        "data.batch_size = 16 is the global batch, split over the 3 replicas of "
+        "MultiWorkerMirroredStrategy: it must be a multiple of 3. Use 15 or 18."
+    )
+    assert launched.returncode == 2  # a config error, reported by the chief (worker 0)
+    assert message in (tmp_path / "launch.log").read_text()
+    assert not os.path.exists(tmp_path / "runs" / "cluster" / "student.keras")
 
 
 def test_a_worker_that_never_starts_is_named_within_the_timeout(tmp_path):

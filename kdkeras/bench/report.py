@@ -46,6 +46,7 @@ def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
         f"python -m kdkeras.bench.transfer --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
         f"python -m kdkeras.bench.determinism --config {experiment} --out-dir {runs_dir}/determinism",
         f"python -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out {runs_dir}/pipeline.md",
+        f"python -m kdkeras.bench.multiworker --out-dir {runs_dir}/multiworker",
         f"kdkeras export --config {experiment} --runs-dir {runs_dir}/seed{seeds[0]} --out {runs_dir}/export",
         f"python -m kdkeras.bench.report --runs-dir {runs_dir} --out BENCHMARKS.md --readme README.md",
     ]
@@ -77,7 +78,7 @@ def build_markdown(runs_dir="runs/bench"):
     for section in (_accuracy_section, _recipes_section, _transfer_section, _determinism_section):
         lines += section(found)
     lines += _pipeline_section(runs_dir)
-    lines += _speed_section(found) + _export_section(found)
+    lines += _speed_section(found) + _multiworker_lines(runs_dir) + _export_section(found)
     lines += ["", "## Reproduce", "", "```sh", *commands("runs/bench", seeds, experiment), "```", ""]
     lines.append(
         "Variables of `make bench`: `BENCH_SEEDS` (default `0 1 2 3 4`), `BENCH_EPOCHS` (maximum epochs of "
@@ -417,6 +418,23 @@ def _load_note(result):
     if not before:
         return ""
     return f" (1-min load average {before[0]} before, {after[0] if after else 'n/a'} after, on {env['cpus']} cores)"
+
+
+def _multiworker_lines(runs_dir):
+    from kdkeras.bench import multiworker as multiworker_bench
+
+    lines = ["", "## Multi-worker: the overhead of 2 local workers", ""]
+    result = _read(runs_dir, os.path.join("multiworker", "multiworker.json"))
+    if not result:
+        return lines + ["Not measured yet: run `python -m kdkeras.bench.multiworker` (see Reproduce)."]
+    return lines + [
+        "`strategy = \"multiworker\"` on one machine (see `kdkeras/bench/multiworker.py`): the same distillation "
+        "epoch as one process on both cores and as 2 local workers (127.0.0.1) of one core each, on the same "
+        "global batch; runs alternate. Scaling cannot be measured on 2 cores; this is the price of the "
+        "cross-worker all-reduces and of each step waiting for both workers.",
+        "",
+        multiworker_bench.to_markdown(result).rstrip(),
+    ]
 
 
 def _export_markdown(data):
