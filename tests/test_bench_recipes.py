@@ -128,6 +128,10 @@ def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch):
     benchmarks = report.build_markdown(str(runs))
     assert "## Which recipe: chosen on the validation split" in benchmarks
     assert f"- Recipe, chosen on validation: {result['selection']['chosen']}." in benchmarks
+    line = report._recipes_line(result)  # the README's generated block quotes it
+    assert line.startswith("Levers tried beside the shipped recipe, over 2 seeds (BENCHMARKS.md, \"Which recipe\"): "
+                           "ensemble, function_matching, patient. Chosen on the validation split: ")
+    assert f"{result['selection']['chosen']} distilled minus its student alone: ACC " in line
 
 
 def test_command_line_refuses_an_unknown_recipe(capsys):

@@ -332,6 +332,9 @@ def readme_block(runs_dir="runs/bench"):
                 for m in ("acc", "auc")
             ) + "."
         )
+    recipes = _read(runs_dir, RECIPES)
+    if recipes:
+        lines += ["", _recipes_line(recipes)]
     transfer = _read(runs_dir, TRANSFER)
     if transfer:
         lines += ["", "With few labels, distilling through the unlabeled rest of the train split "
@@ -339,6 +342,25 @@ def readme_block(runs_dir="runs/bench"):
         lines += [f"- {line}" for line in transfer_bench.verdicts(transfer)]
     lines.append(README_END)
     return "\n".join(lines) + "\n"
+
+
+def _recipes_line(recipes):
+    """One sentence: which levers were tried, which split chose, what won, and what that recipe gives on test."""
+    selection, test = recipes["selection"], recipes["test"]
+    tried = ", ".join(name for name in recipes["recipes"] if name != "current")
+    chosen = selection["chosen"]
+    gains = "; ".join(
+        f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(test[chosen][m]['gain']['mean'], m)} "
+        f"(95% t-interval {accuracy_bench._signed(test[chosen][m]['gain']['low'], m)} to "
+        f"{accuracy_bench._signed(test[chosen][m]['gain']['high'], m)}): "
+        f"{accuracy_bench.gain_status(test[chosen][m]['gain'])}"
+        for m in ("acc", "auc")
+    )
+    return (
+        f"Levers tried beside the shipped recipe, over {len(recipes['seeds'])} seeds (BENCHMARKS.md, \"Which "
+        f"recipe\"): {tried}. Chosen on the validation split: {chosen}; {selection['reason']} On the test "
+        f"split, scored after the choice, {chosen} distilled minus its student alone: {gains}."
+    )
 
 
 def update_readme(readme="README.md", runs_dir="runs/bench"):
