@@ -255,7 +255,7 @@ def test_speed_rejects_bad_arguments(capsys):
 def test_report_from_outputs_and_without_them(smoke, tmp_path):
     *_, out = smoke
     empty = report.build_markdown(str(tmp_path))
-    assert empty.count("Not measured yet") == 7 and "| NVIDIA GPU | not yet measured |" in empty
+    assert empty.count("Not measured yet") == 8 and "| NVIDIA GPU | not yet measured |" in empty
     runs = tmp_path / "bench"
     (runs / "speed").mkdir(parents=True)
     (runs / "speed" / "speed.json").write_text((out / "speed.json").read_text())
