@@ -89,47 +89,11 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
     report_dir = report_dir or out_dir
     os.makedirs(out_dir, exist_ok=True)
     metrics = {name: {} for name in names}
-    figures = []
-    calibrated = {}
-    for name in names:
-        temperature = calibration.fit_temperature(val_logits[name], y_val, task)
-        metrics[name]["calibration"] = {
-            "temperature": temperature,
-            "fitted_on_n": int(len(val_logits[name])),
-            "test_before": calibration.calibration_summary(test_logits[name], y_test, task),
-            "test_after": calibration.calibration_summary(test_logits[name], y_test, task, temperature),
-        }
-        raw = logits_to_scores(test_logits[name], task)
-        calibrated[name] = {
-            "val": logits_to_scores(np.asarray(val_logits[name]) / temperature, task),
-            "test": logits_to_scores(np.asarray(test_logits[name]) / temperature, task),
-        }
-        figures.append(calibration.plot_reliability_diagram(
-            {f"{name}, raw": (y_test, raw), f"{name}, T = {temperature:.2f}": (y_test, calibrated[name]["test"])},
-            task, os.path.join(out_dir, f"{name}_reliability.png"),
-            title=f"{name}: reliability, test split",
-        ))
+    calibrated, figures = _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out_dir)
     thresholds = {}
     if binary:
-        for name in names:
-            p_val, p_test = calibrated[name]["val"][:, -1], calibrated[name]["test"][:, -1]
-            threshold = op.choose_threshold(y_val, p_val, **rule) if rule else _DEFAULT_THRESHOLD
-            thresholds[name] = threshold
-            metrics[name]["operating_point"] = {
-                "rule": rule or {"threshold": _DEFAULT_THRESHOLD},
-                "threshold": threshold,
-                "val": op.rates_at_threshold(y_val, p_val, threshold),
-                "test": op.rates_at_threshold(y_test, p_test, threshold),
-            }
-            metrics[name]["average_precision"] = _average_precision(y_test, p_test)
-        figures.append(op.plot_roc_operating_points(
-            {n: (y_test, calibrated[n]["test"][:, -1], thresholds[n]) for n in names},
-            os.path.join(out_dir, "roc_operating_point.png"),
-        ))
-        figures.append(op.plot_precision_recall(
-            {n: (y_test, calibrated[n]["test"][:, -1]) for n in names},
-            os.path.join(out_dir, "precision_recall.png"),
-        ))
+        thresholds, op_figures = _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir)
+        figures.extend(op_figures)
     if teacher in names:
         for name in names:
             if name != teacher:
@@ -149,6 +113,57 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
     markdown = _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures,
                          gradcam_missing, report_dir)
     return ClinicalSection(markdown, metrics, figures)
+
+
+def _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out_dir):
+    """Fits each model's temperature on validation; returns its calibrated scores and reliability figures."""
+    calibrated, figures = {}, []
+    for name in names:
+        temperature = calibration.fit_temperature(val_logits[name], y_val, task)
+        metrics[name]["calibration"] = {
+            "temperature": temperature,
+            "fitted_on_n": int(len(val_logits[name])),
+            "test_before": calibration.calibration_summary(test_logits[name], y_test, task),
+            "test_after": calibration.calibration_summary(test_logits[name], y_test, task, temperature),
+        }
+        raw = logits_to_scores(test_logits[name], task)
+        calibrated[name] = {
+            "val": logits_to_scores(np.asarray(val_logits[name]) / temperature, task),
+            "test": logits_to_scores(np.asarray(test_logits[name]) / temperature, task),
+        }
+        figures.append(calibration.plot_reliability_diagram(
+            {f"{name}, raw": (y_test, raw), f"{name}, T = {temperature:.2f}": (y_test, calibrated[name]["test"])},
+            task, os.path.join(out_dir, f"{name}_reliability.png"),
+            title=f"{name}: reliability, test split",
+        ))
+    return calibrated, figures
+
+
+def _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir):
+    """Each model's threshold, chosen on validation, read on test; returns thresholds and figures."""
+    thresholds = {}
+    for name in names:
+        p_val, p_test = calibrated[name]["val"][:, -1], calibrated[name]["test"][:, -1]
+        threshold = op.choose_threshold(y_val, p_val, **rule) if rule else _DEFAULT_THRESHOLD
+        thresholds[name] = threshold
+        metrics[name]["operating_point"] = {
+            "rule": rule or {"threshold": _DEFAULT_THRESHOLD},
+            "threshold": threshold,
+            "val": op.rates_at_threshold(y_val, p_val, threshold),
+            "test": op.rates_at_threshold(y_test, p_test, threshold),
+        }
+        metrics[name]["average_precision"] = _average_precision(y_test, p_test)
+    figures = [
+        op.plot_roc_operating_points(
+            {n: (y_test, calibrated[n]["test"][:, -1], thresholds[n]) for n in names},
+            os.path.join(out_dir, "roc_operating_point.png"),
+        ),
+        op.plot_precision_recall(
+            {n: (y_test, calibrated[n]["test"][:, -1]) for n in names},
+            os.path.join(out_dir, "precision_recall.png"),
+        ),
+    ]
+    return thresholds, figures
 
 
 def _average_precision(y, p):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kdkeras import runs as runs_lib
-from kdkeras.bench import recipes, report
+from kdkeras.bench import readme, recipes, report
 
 TINY = """
 name = "tiny"
@@ -128,7 +128,7 @@ def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch):
     benchmarks = report.build_markdown(str(runs))
     assert "## Which recipe: chosen on the validation split" in benchmarks
     assert f"- Recipe, chosen on validation: {result['selection']['chosen']}." in benchmarks
-    line = report._recipes_line(result)  # the README's generated block quotes it
+    line = readme._recipes_line(result)  # the README's generated block quotes it
     assert line.startswith("Levers tried beside the shipped recipe, over 2 seeds (BENCHMARKS.md, \"Which recipe\"): "
                            "ensemble, function_matching, patient. Chosen on the validation split: ")
     assert f"{result['selection']['chosen']} distilled minus its student alone: ACC " in line

@@ -34,7 +34,7 @@ def test_readme_example_runs_as_written(tmp_path):
 
 def test_readme_quickstart_result_quotes_the_benchmark_it_came_from():
     """The README's result block and BENCHMARKS.md come from one `make bench`: same numbers."""
-    from kdkeras.bench.report import README_END, README_START
+    from kdkeras.bench.readme import README_END, README_START
 
     text = open(README, encoding="utf-8").read()
     block = text[text.index(README_START):text.index(README_END)]

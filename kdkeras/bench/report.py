@@ -3,11 +3,14 @@
 Reads, under `--runs-dir` (default `runs/bench`): `speed/speed.json`
 (`kdkeras.bench.speed`), `speed_gpu/speed.json` (the same on a GPU, when
 someone ran it there), `accuracy.json` (`kdkeras.bench.accuracy`),
-`variants/<name>/accuracy.json` (the same with `--set` overrides, e.g. other
-distillation settings) and `export/export.json` (`kdkeras export`). A missing part gets a line saying
+`recipes.json` (`kdkeras.bench.recipes`), `transfer.json`
+(`kdkeras.bench.transfer`), `determinism/determinism.json`, `pipeline.md`
+(`kdkeras.data.benchmark`), `multiworker/multiworker.json` and
+`export/export.json` (`kdkeras export`). A missing part gets a line saying
 how to produce it, so the document never shows numbers that were not measured.
+`--readme` also regenerates the README's quickstart block (`kdkeras.bench.readme`).
 
-Run: `python -m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md`.
+Run: `python -m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md --readme README.md`.
 """
 
 import argparse
@@ -20,10 +23,7 @@ from kdkeras.bench import determinism as determinism_bench
 from kdkeras.bench import recipes as recipes_bench
 from kdkeras.bench import speed as speed_bench
 from kdkeras.bench import transfer as transfer_bench
-from kdkeras import runs as runs_lib
-from kdkeras import stats
 from kdkeras.files import write_text_atomic
-from kdkeras.formatting import format_bytes, format_latency
 
 SPEED = os.path.join("speed", "speed.json")
 SPEED_GPU = os.path.join("speed_gpu", "speed.json")
@@ -54,7 +54,7 @@ def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
 
 def build_markdown(runs_dir="runs/bench"):
     """The text of BENCHMARKS.md from the JSON outputs found under `runs_dir`."""
-    found = {name: _read(runs_dir, path) for name, path in (
+    found = {name: read_output(runs_dir, path) for name, path in (
         ("speed", SPEED), ("speed_gpu", SPEED_GPU), ("accuracy", ACCURACY), ("export", EXPORT),
         ("transfer", TRANSFER), ("determinism", DETERMINISM), ("recipes", RECIPES))}
     accuracy = found["accuracy"]
@@ -115,7 +115,7 @@ def _accuracy_section(found):
             f"{distill['alpha']}, T {distill['temperature']}), {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
             f"each a full `teacher`, `student`, `distill` run (`kdkeras.training.run_phase`) scored on the "
             f"{' or '.join(map(str, accuracy['test_images']))} test images; mean ± sample standard deviation over "
-            f"seeds. Ran {_when(accuracy)}."
+            f"seeds. Ran {when(accuracy)}."
         )
 
     def table(accuracy):
@@ -134,7 +134,7 @@ def _recipes_section(found):
             "beside the configured recipe (`kdkeras/bench/recipes.py`, whose docstring states the rule, fixed "
             "before any of them ran): a recipe replaces the configured one only when its distilled student's "
             "validation AUC is higher by a paired 95% t-interval over seeds above 0. The test split is scored "
-            f"after the choice, for the record. Ran {_when(recipes)}."
+            f"after the choice, for the record. Ran {when(recipes)}."
         )
 
     return _section("Which recipe: chosen on the validation split", found["recipes"], describe,
@@ -150,7 +150,7 @@ def _transfer_section(found):
             "transfer_set = \"train\"`; see `kdkeras/transfer.py`). Both arms run the experiment's recipe "
             "with the same epochs of the same number of steps, the same augmentation, class weights and "
             "early stopping on the labeled validation split. No setting here was chosen by looking at a "
-            f"test split: the recipe is the quickstart's, fixed before this benchmark ran. Ran {_when(transfer)}."
+            f"test split: the recipe is the quickstart's, fixed before this benchmark ran. Ran {when(transfer)}."
         )
 
     return _section("Few labels: distillation through a transfer set", found["transfer"], describe,
@@ -162,7 +162,7 @@ def _determinism_section(found):
         return (
             f"The `{determinism['config']}` {determinism['phase']} phase (seed {determinism['seed']}) trained in "
             "fresh processes, alternately with `deterministic = true` and `false` (`kdkeras/bench/determinism.py`). "
-            f"Ran {_when(determinism)}."
+            f"Ran {when(determinism)}."
         )
 
     return _section("Reproducibility", found["determinism"], describe, determinism_bench.to_markdown,
@@ -188,7 +188,7 @@ def _speed_section(found):
             "keras.losses.KLDivergence())` (the same loss); `cached` is `kdkeras.Distiller` fed the "
             "teacher's logits precomputed by `kdkeras.teacher_cache.with_teacher_logits`; `student` is the "
             "student trained alone. Ratios are times per step (1.10 = 10% slower). "
-            f"CPU, ran {_when(speed)}{_load_note(speed)}."
+            f"CPU, ran {when(speed)}{_load_note(speed)}."
         )
 
     lines = _section("Training speed: cost of a distillation step", found["speed"], describe,
@@ -197,7 +197,7 @@ def _speed_section(found):
     speed_gpu = found["speed_gpu"]
     if speed_gpu:
         env = speed_gpu["environment"]
-        return lines + [f"{', '.join(env['gpus']) or 'GPU'}, ran {_when(speed_gpu)}.", "",
+        return lines + [f"{', '.join(env['gpus']) or 'GPU'}, ran {when(speed_gpu)}.", "",
                         speed_bench.to_markdown(speed_gpu).rstrip()]
     return lines + [
         "| Device | Date | Precision, XLA | Steps/s (kdkeras / floor / keras / cached / student) | Ratios |",
@@ -280,128 +280,14 @@ def write_benchmarks(runs_dir="runs/bench", out="BENCHMARKS.md"):
     return out
 
 
-README_START = "<!-- quickstart-result: generated by `make bench` (kdkeras.bench.report); do not edit by hand -->"
-README_END = "<!-- /quickstart-result -->"
-
-
-def readme_block(runs_dir="runs/bench"):
-    """The README's quickstart result: the first seed's run, as `make all` makes it, and the verdicts.
-
-    The first seed of the accuracy benchmark runs exactly what `make all` runs, so its table is the
-    one a new user reproduces; the multi-seed and transfer-set verdicts are quoted from the same
-    results BENCHMARKS.md is generated from.
-    """
-    accuracy = _read(runs_dir, ACCURACY)
-    if not accuracy:
-        raise ValueError(f"{os.path.join(runs_dir, ACCURACY)} is missing: run `make bench` first.")
-    seed = accuracy["seeds"][0]
-    run = runs_lib.RunFolder(os.path.join(runs_dir, f"seed{seed}", accuracy["experiment"]))
-    env = accuracy["environment"]
-    lines = [
-        README_START,
-        f"`make all` (seed {seed}) on {env['cpus']} CPU cores ({_cpu_model(env)}; TensorFlow {env['tensorflow']}, "
-        f"Keras {env['keras']}, CPU only), {_when(accuracy)}; test split of "
-        f"{accuracy['test_images'][0]} images, 95% bootstrap intervals:",
-        "",
-        "| Model | Params | Size | Latency (batch 1) | ACC | AUC | Balanced ACC |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name in accuracy_bench.MODELS:
-        metrics = run.read_metrics(name)
-        intervals = metrics.get("intervals", {})
-        lines.append(
-            f"| {accuracy_bench.MODEL_TITLES[name]}: `{metrics['architecture']}` | {metrics['params']:,} | "
-            f"{format_bytes(metrics.get('size_bytes'))} | {format_latency(metrics.get('latency'))} | "
-            + " | ".join(stats.format_interval(metrics[key], intervals.get(key)) for key in accuracy_bench.METRICS)
-            + " |"
-        )
-    same = accuracy.get("same_images", {}).get(str(seed))
-    lines += ["", f"On these test images: {same['verdict']}" if same else "", ""]
-    if os.path.exists(run.clinical):
-        lines += [_clinical_line(runs_lib.read_clinical(run.clinical)), ""]
-    paired = accuracy.get("paired", {}).get("distilled-student", {})
-    if paired:
-        n = len(accuracy["seeds"])
-        lines.append(
-            f"That is one seed's test images. Over {n} seeds ([BENCHMARKS.md](BENCHMARKS.md)), which is what a "
-            "claim about the recipe needs, distilled minus student alone: "
-            + "; ".join(
-                f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(paired[m]['mean'], m)} "
-                f"(95% t-interval {accuracy_bench._signed(paired[m]['low'], m)} to "
-                f"{accuracy_bench._signed(paired[m]['high'], m)}): {accuracy_bench.gain_status(paired[m])}"
-                for m in ("acc", "auc")
-            ) + "."
-        )
-    recipes = _read(runs_dir, RECIPES)
-    if recipes:
-        lines += ["", _recipes_line(recipes)]
-    transfer = _read(runs_dir, TRANSFER)
-    if transfer:
-        lines += ["", "With few labels, distilling through the unlabeled rest of the train split "
-                  "(BENCHMARKS.md, \"Few labels\"):", ""]
-        lines += [f"- {line}" for line in transfer_bench.verdicts(transfer)]
-    lines.append(README_END)
-    return "\n".join(lines) + "\n"
-
-
-def _recipes_line(recipes):
-    """One sentence: which levers were tried, which split chose, what won, and what that recipe gives on test."""
-    selection, test = recipes["selection"], recipes["test"]
-    tried = ", ".join(name for name in recipes["recipes"] if name != "current")
-    chosen = selection["chosen"]
-    gains = "; ".join(
-        f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(test[chosen][m]['gain']['mean'], m)} "
-        f"(95% t-interval {accuracy_bench._signed(test[chosen][m]['gain']['low'], m)} to "
-        f"{accuracy_bench._signed(test[chosen][m]['gain']['high'], m)}): "
-        f"{accuracy_bench.gain_status(test[chosen][m]['gain'])}"
-        for m in ("acc", "auc")
-    )
-    return (
-        f"Levers tried beside the shipped recipe, over {len(recipes['seeds'])} seeds (BENCHMARKS.md, \"Which "
-        f"recipe\"): {tried}. Chosen on the validation split: {chosen}; {selection['reason']} On the test "
-        f"split, scored after the choice, {chosen} distilled minus its student alone: {gains}."
-    )
-
-
-def update_readme(readme="README.md", runs_dir="runs/bench"):
-    """Replaces the README's quickstart-result block by `readme_block`; returns the path."""
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme} has no quickstart-result block ({README_START} ... {README_END}).")
-    write_text_atomic(readme, text[:start] + readme_block(runs_dir) + text[end + len(README_END) + 1:])
-    return readme
-
-
-def _clinical_line(clinical):
-    """Fidelity to the teacher and the screening operating point, from the run's `clinical.json`."""
-    parts = []
-    for name in ("student", "distilled"):
-        fidelity = clinical.get(name, {}).get("fidelity")
-        if fidelity:
-            parts.append(f"{accuracy_bench.MODEL_TITLES[name]} {fidelity['top1_agreement']:.3f}")
-    text = "Top-1 agreement with the teacher on the test split: " + ", ".join(parts) + "."
-    point = clinical.get("distilled", {}).get("operating_point")
-    if point and point.get("rule"):
-        test = point["test"]
-        rule = ", ".join(f"{k} {v}" for k, v in point["rule"].items())
-        text += (
-            f" The distilled student's threshold chosen on validation for {rule} ({point['threshold']:.3f}) gives "
-            f"test sensitivity {stats.format_interval(test['sensitivity'], test['intervals']['sensitivity'])} and "
-            f"specificity {stats.format_interval(test['specificity'], test['intervals']['specificity'])}."
-        )
-    return text
-
-
-def _cpu_model(env):
+def cpu_model(env):
     for line in (env.get("lscpu") or "").splitlines():
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return "CPU"
 
 
-def _read(runs_dir, name):
+def read_output(runs_dir, name):
     path = os.path.join(runs_dir, name)
     try:
         with open(path, encoding="utf-8") as f:
@@ -430,7 +316,7 @@ def _machine(result):
     return lines
 
 
-def _when(result):
+def when(result):
     return f"on {result['environment']['date'][:10]}"
 
 
@@ -446,7 +332,7 @@ def _multiworker_lines(runs_dir):
     from kdkeras.bench import multiworker as multiworker_bench
 
     lines = ["", "## Multi-worker: the overhead of 2 local workers", ""]
-    result = _read(runs_dir, os.path.join("multiworker", "multiworker.json"))
+    result = read_output(runs_dir, os.path.join("multiworker", "multiworker.json"))
     if not result:
         return lines + ["Not measured yet: run `python -m kdkeras.bench.multiworker` (see Reproduce)."]
     return lines + [
@@ -490,7 +376,9 @@ def main(argv=None):
     try:
         print(f"wrote {write_benchmarks(args.runs_dir, args.out)}")
         if args.readme:
-            print(f"wrote {update_readme(args.readme, args.runs_dir)}")
+            from kdkeras.bench import readme  # imported here: the README block reads this module's helpers
+
+            print(f"wrote {readme.update_readme(args.readme, args.runs_dir)}")
     except ValueError as e:
         print(f"kdkeras.bench.report: {e}", file=sys.stderr)
         return 2

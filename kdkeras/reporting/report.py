@@ -73,44 +73,10 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
     if not models:
         raise ValueError("`models` is empty; name the models to report, e.g. ['teacher'].")
     _check_run_files(run, models)
-    stored = {name: run.read_metrics(name) for name in models}
-    predictions = {name: run.read_predictions(name) for name in models}
-    first = models[0]
-    task = stored[first]["task"]
-    class_names = [entry["name"] for entry in stored[first].get("per_class", [])] or None
-    recomputed = {}
-    for name in models:
-        _check_same_evaluation(run, first, name, stored, predictions)
-        recomputed[name] = classification_metrics(
-            predictions[name]["y_true"], predictions[name]["y_score"], task, class_names
-        )
-        _check_agreement(run.metrics(name), stored[name], recomputed[name])
-    class_names = runs_lib.class_names(recomputed[first])
-
-    for name in models:
-        plot_history(run.history(name), run.figure("curves", name), name.capitalize())
-        plot_confusion_matrix(
-            recomputed[name]["confusion_matrix"],
-            class_names,
-            run.figure("confusion", name),
-            f"{name.capitalize()}: confusion matrix, test split (n = {recomputed[name]['n']})",
-        )
-        if "images" in predictions[name] and task != "multi-label":
-            count = len(predictions[name]["images"])
-            plot_prediction_grid(
-                predictions[name]["images"],
-                predictions[name]["y_true"][:count],
-                predict_labels(predictions[name]["y_score"][:count], task),
-                class_names,
-                run.figure("predictions", name),
-            )
-    plot_validation_overlay({name: run.history(name) for name in models}, run.figure("val_overlay"))
-    plot_roc_curves(
-        {name: (predictions[name]["y_true"], predictions[name]["y_score"]) for name in models},
-        task,
-        run.figure("roc"),
-        class_names,
-    )
+    stored, predictions, recomputed = _recompute(run, models)
+    task = stored[models[0]]["task"]
+    class_names = runs_lib.class_names(recomputed[models[0]])
+    _plot_figures(run, models, task, class_names, recomputed, predictions)
     rows = [
         {
             "name": name,
@@ -166,6 +132,52 @@ def _clinical(run, models, task, class_names, predictions, config, test_data):
     )
     runs_lib.save_metrics(run.clinical, section.metrics)
     return section
+
+
+def _recompute(run, models):
+    """`(stored, predictions, recomputed)` per model: the metrics files, the saved predictions and
+    the metrics recomputed from those, checked to agree with the files."""
+    stored = {name: run.read_metrics(name) for name in models}
+    predictions = {name: run.read_predictions(name) for name in models}
+    first = models[0]
+    task = stored[first]["task"]
+    class_names = [entry["name"] for entry in stored[first].get("per_class", [])] or None
+    recomputed = {}
+    for name in models:
+        _check_same_evaluation(run, first, name, stored, predictions)
+        recomputed[name] = classification_metrics(
+            predictions[name]["y_true"], predictions[name]["y_score"], task, class_names
+        )
+        _check_agreement(run.metrics(name), stored[name], recomputed[name])
+    return stored, predictions, recomputed
+
+
+def _plot_figures(run, models, task, class_names, recomputed, predictions):
+    """Every model's curves, confusion matrix and prediction grid, then the shared overlays."""
+    for name in models:
+        plot_history(run.history(name), run.figure("curves", name), name.capitalize())
+        plot_confusion_matrix(
+            recomputed[name]["confusion_matrix"],
+            class_names,
+            run.figure("confusion", name),
+            f"{name.capitalize()}: confusion matrix, test split (n = {recomputed[name]['n']})",
+        )
+        if "images" in predictions[name] and task != "multi-label":
+            count = len(predictions[name]["images"])
+            plot_prediction_grid(
+                predictions[name]["images"],
+                predictions[name]["y_true"][:count],
+                predict_labels(predictions[name]["y_score"][:count], task),
+                class_names,
+                run.figure("predictions", name),
+            )
+    plot_validation_overlay({name: run.history(name) for name in models}, run.figure("val_overlay"))
+    plot_roc_curves(
+        {name: (predictions[name]["y_true"], predictions[name]["y_score"]) for name in models},
+        task,
+        run.figure("roc"),
+        class_names,
+    )
 
 
 def _check_run_files(run, models):

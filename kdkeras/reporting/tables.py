@@ -104,7 +104,24 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
         title = "## Published results (not comparable with this limited run)" if limits else "## Published results"
         lines += [title, "", _published_markdown(published), ""]
     lines += _latency_lines(rows)
-    lines += ["## Per-class metrics", ""]
+    lines += _per_class_lines(rows)
+    if clinical:
+        lines += [*clinical, ""]
+    lines += _figure_lines(rows, predictions, task)
+    if config is not None:
+        lines += [
+            "## Configuration",
+            "",
+            "```json",
+            json.dumps(jsonable(config), indent=2, default=str),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _per_class_lines(rows):
+    lines = ["## Per-class metrics", ""]
     for row in rows:
         lines += [
             f"**{row['name']}** (expected calibration error, 15 bins: {row['ece']:.3f})",
@@ -118,9 +135,11 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
             for c in row["per_class"]
         ]
         lines.append("")
-    if clinical:
-        lines += [*clinical, ""]
-    lines += ["## Training curves", ""]
+    return lines
+
+
+def _figure_lines(rows, predictions, task):
+    lines = ["## Training curves", ""]
     lines += [f"![{row['name']} training curves]({row['name']}_curves.png)" for row in rows]
     lines += ["", "Validation curves of all models:", "", "![validation curves](val_overlay.png)"]
     lines += ["", "## Confusion matrices (test split)", ""]
@@ -131,16 +150,7 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
         lines += ["## Test predictions", "", "Titles read \"predicted (true)\".", ""]
         lines += [f"![{name} predictions]({name}_predictions.png)" for name in grids]
         lines.append("")
-    if config is not None:
-        lines += [
-            "## Configuration",
-            "",
-            "```json",
-            json.dumps(jsonable(config), indent=2, default=str),
-            "```",
-            "",
-        ]
-    return "\n".join(lines)
+    return lines
 
 
 def _compression_lines(rows):
