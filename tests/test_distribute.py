@@ -58,6 +58,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     from kdkeras import training
     from kdkeras.config import ConfigError, from_dict
     from kdkeras.distiller import Distiller
+    from kdkeras.files import load_model
     from kdkeras.features import FeatureMatch
     from kdkeras.fit_metrics import fit_metrics
 
@@ -169,13 +170,32 @@ MIRRORED_SCRIPT = textwrap.dedent(
     except ConfigError as e:
         results["odd_batch_error"] = str(e)
     config["data"]["batch_size"] = 32
-    os.makedirs(os.path.join(runs_dir, "mirrored"))
-    net(8, seed=1, num_classes=2).save(os.path.join(runs_dir, "mirrored", "teacher.keras"))
-    lines = []
-    metrics = training.run_phase(from_dict(config), "distill", runs_dir, verbose=0, log=lines.append)
-    results["run_phase"] = {"log": lines, "acc": metrics["acc"], "epochs_run": metrics["epochs_run"]}
-    with open(os.path.join(runs_dir, "mirrored", "distilled_history.csv")) as f:
-        results["run_phase"]["history"] = f.read()
+
+
+    def run_phase(strategy, student):
+        # The same phase, teacher and global batch on one device and on two replicas.
+        name = f"{strategy}_{student['model']}"
+        os.makedirs(os.path.join(runs_dir, name))
+        net(8, seed=1, num_classes=2).save(os.path.join(runs_dir, name, "teacher.keras"))
+        lines = []
+        phase = {**config, "name": name, "strategy": strategy, "student": student}
+        metrics = training.run_phase(from_dict(phase), "distill", runs_dir, verbose=0, log=lines.append)
+        with open(os.path.join(runs_dir, name, "distilled_history.csv")) as f:
+            header, *rows = f.read().strip().splitlines()
+        history = {key: [float(row.split(",")[i]) for row in rows] for i, key in enumerate(header.split(","))}
+        weights = load_model(os.path.join(runs_dir, name, "distilled.keras")).get_weights()
+        return {"log": lines, "acc": metrics["acc"], "auc": metrics["auc"], "epochs_run": metrics["epochs_run"],
+                "history": history}, weights
+
+
+    results["run_phase"] = {}
+    for student in ({"model": "dsnet", "options": {"dropout": 0.0}}, config["student"]):
+        (one, one_weights), (two, two_weights) = (run_phase(s, student) for s in ("none", "mirrored"))
+        results["run_phase"][student["model"]] = {
+            "single": one, "mirrored": two,
+            "weight_gap": max(float(np.abs(a - b).max()) for a, b in zip(one_weights, two_weights)),
+            "weight_scale": max(float(np.abs(a).max()) for a in one_weights),
+        }
     with open(out_path, "w") as f:
         json.dump(results, f)
     """
@@ -256,15 +276,34 @@ def test_every_kd_loss_is_checked_under_mirrored():
     assert classes == COVERED_LOSS_CLASSES, "add the new losses to VARIANTS (and the script's VARIANTS)"
 
 
-def test_run_phase_distils_under_mirrored_strategy(mirrored):
-    run = mirrored["run_phase"]
-    assert "[distilled] MirroredStrategy: 2 replicas on CPU:0, CPU:1; global batch 32 = 16 per replica" in run["log"]
-    assert run["epochs_run"] == 1
-    header, row = run["history"].strip().splitlines()
-    logged = dict(zip(header.split(","), map(float, row.split(","))))
-    for key in ("loss", "student_loss", "distillation_loss", "val_loss", "val_auc"):
-        assert np.isfinite(logged[key]), key
-    assert 0.0 <= run["acc"] <= 1.0
+def test_run_phase_distils_under_mirrored_strategy_as_on_one_device(mirrored):
+    # dsnet without dropout has no per-replica state: two replicas of 16 images make the
+    # epoch, the checkpoint and the test metrics of one device on the batch of 32.
+    run = mirrored["run_phase"]["dsnet"]
+    assert "[distilled] MirroredStrategy: 2 replicas on CPU:0, CPU:1; global batch 32 = 16 per replica" in run["mirrored"]["log"]
+    assert "[distilled] default strategy: 1 replica on CPU:0; global batch 32 = 32 per replica" in run["single"]["log"]
+    single, split = run["single"]["history"], run["mirrored"]["history"]
+    assert set(split) == set(single) >= {"loss", "student_loss", "distillation_loss", "val_loss", "val_auc"}
+    assert single["epoch"] == [1.0]
+    for key in single:
+        assert split[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+    assert single["distillation_loss"][0] > 1e-3
+    assert (run["mirrored"]["acc"], run["mirrored"]["auc"]) == pytest.approx((run["single"]["acc"], run["single"]["auc"]), abs=1e-6)
+    assert run["weight_gap"] < 1e-5 * run["weight_scale"]
+
+
+def test_run_phase_batchnorm_statistics_stay_per_replica(mirrored):
+    # The documented difference: cnn_small normalises each replica's 16 images by their own
+    # mean and variance, so its training losses differ from one device's 32 (the teacher's
+    # outputs, which have no BatchNorm, do not).
+    run = mirrored["run_phase"]["cnn_small"]
+    assert run["single"]["epochs_run"] == run["mirrored"]["epochs_run"] == 1
+    single, split = run["single"]["history"], run["mirrored"]["history"]
+    assert set(split) == set(single)
+    assert abs(split["student_loss"][0] - single["student_loss"][0]) > 1e-4
+    assert abs(split["loss"][0] - single["loss"][0]) > 1e-4
+    assert run["weight_gap"] > 1e-4 * run["weight_scale"]
+    assert all(np.isfinite(v[0]) for v in split.values()) and 0.0 <= run["mirrored"]["acc"] <= 1.0
 
 
 def test_run_phase_rejects_a_batch_that_does_not_split(mirrored):

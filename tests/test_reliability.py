@@ -7,9 +7,11 @@ message; then the CLI's answers to them and a real `kill -9` of
 """
 
 import csv
+import errno
 import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -662,6 +664,40 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     assert _epochs(out / "distilled_history.csv") == list(range(1, epochs + 1))
     assert (out / "distilled.keras").exists() and not (out / "state").exists()
     assert [str(p) for p in out.rglob(".tmp-*")] == []
+
+
+
+def _limit_file_size(limit):
+    # A full disk without root: past RLIMIT_FSIZE a write fails with EFBIG (SIGXFSZ,
+    # which would kill the process first, is ignored), as on a full disk with ENOSPC.
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
+    # HDF5 segfaulted (exit 139) closing a checkpoint whose write had failed; 30 kB fit
+    # the config and TensorBoard logs, not the first checkpoint (about 78 kB).
+    config = tiny_config(tmp_path)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "kdkeras", "teacher", "--config", config, "--runs-dir", str(runs), "--quiet"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    full = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size(30_000))
+    assert full.returncode == 1, full.stderr[-3000:]
+    best = runs / "tiny" / "state" / "teacher" / "best.weights.h5"
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"kdkeras: OSError: [Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)} while writing {best}; it was "
+        "left as it was. Free space on that disk (or raise the file size limit, `ulimit -f`) and run the "
+        "command again"
+    )
+    assert "Traceback" not in full.stderr and "h5py" not in full.stderr
+    out = runs / "tiny"
+    assert [str(p) for p in out.rglob(".tmp-*")] == [] and not best.exists()
+    assert not (out / "teacher.keras").exists() and not (out / "teacher_metrics.json").exists()
 
 
 # --- Unlucky inputs that now work, and README claims of the table. ---
