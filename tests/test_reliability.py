@@ -569,6 +569,30 @@ def test_nan_validation_loss_is_never_checkpointed(tmp_path):
     assert not os.path.exists(tmp_path / "state") and not os.path.exists(tmp_path / "history.csv")
 
 
+def test_weights_saved_from_memory_load_with_their_optimizer_state(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = np.random.default_rng(0).normal(size=(8, 3)).astype("float32"), np.arange(8) % 2
+
+    def compiled():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    trained = compiled()
+    trained.fit(x, y, epochs=2, verbose=0)
+    path = tmp_path / "state" / "best.weights.h5"
+    files.save_weights(trained, path)
+    restored = compiled()
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(path)
+    for saved, loaded in zip(trained.weights + trained.optimizer.variables, restored.weights + restored.optimizer.variables):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=saved.path)
+    assert int(restored.optimizer.iterations.numpy()) == 2
+    assert os.listdir(tmp_path / "state") == ["best.weights.h5"]
+    with pytest.raises(ValueError, match="not built yet"):
+        files.save_weights(keras.Sequential([keras.layers.Dense(2)]), tmp_path / "x.weights.h5")
+
+
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
     stale = tmp_path / "sub" / f".tmp-{dead_pid()}-x1-student.keras"
