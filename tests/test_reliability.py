@@ -593,6 +593,33 @@ def test_weights_saved_from_memory_load_with_their_optimizer_state(tmp_path):
         files.save_weights(keras.Sequential([keras.layers.Dense(2)]), tmp_path / "x.weights.h5")
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+@pytest.mark.parametrize("writer", ["save_deployable", "save_weights"])
+def test_model_files_on_a_full_disk_raise_one_clear_error(tmp_path, writer):
+    # In this process, briefly: the soft file size limit can be raised back to the hard one.
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / ("m.keras" if writer == "save_deployable" else "m.weights.h5")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))
+    try:
+        with pytest.raises(OSError) as caught:
+            if writer == "save_deployable":
+                training.save_deployable(model, str(path))
+            else:
+                files.save_weights(model, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert caught.value.errno == errno.EFBIG
+    assert str(caught.value) == (
+        f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)} while writing {path}; it was left as it was. "
+        "Free space on that disk (or raise the file size limit, `ulimit -f`) and run the command again"
+    )
+    assert os.listdir(tmp_path) == []
+
+
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
     stale = tmp_path / "sub" / f".tmp-{dead_pid()}-x1-student.keras"
