@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.kdkeras-installed
 # files, so it is installed outside the resolver (see README, "Installing").
 MEDMNIST ?= medmnist==3.0.2
 
-.PHONY: install test teacher student distill report all models sweep clean
+.PHONY: install test test-shuffled teacher student distill report all models sweep clean
 
 # The workflow: `make all`, or one phase at a time, on experiments/$(EXP).toml.
 # Overrides: make distill EXP=quickstart EPOCHS=3 TEMPERATURE=6 ALPHA=0.5 LIMIT=500
@@ -34,6 +34,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The suite in a random order (pytest-randomly); its header prints the seed, and
+# TEST_SEED=<seed> repeats an order. `make test` (and CI) keep file order: see README, Testing.
+test-shuffled: install
+	$(PY) -m pytest -p randomly $(if $(TEST_SEED),--randomly-seed=$(TEST_SEED)) tests
 
 teacher student distill: install
 	$(KDKERAS) $@ $(PHASE_ARGS)

@@ -11,7 +11,7 @@ import shutil
 
 import keras
 
-from kdkeras.files import atomic_path, remove_stale_temp_files, write_text_atomic
+from kdkeras.files import remove_stale_temp_files, save_weights, write_text_atomic
 
 _CHECKPOINT = re.compile(r"epoch_(\d{4,})\.json$")
 
@@ -106,13 +106,11 @@ class RunState(keras.callbacks.Callback):
             )
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch + 1, 0
-            with atomic_path(self._best_path) as tmp:
-                self._target().save_weights(tmp)
+            save_weights(self._target(), self._best_path)
         else:
             self.wait += 1
         os.makedirs(self.state_dir, exist_ok=True)
-        with atomic_path(self._weights_path(epoch + 1)) as tmp:
-            self.model.save_weights(tmp)
+        save_weights(self.model, self._weights_path(epoch + 1))
         meta = {
             "epoch": epoch + 1,
             "history": self.history,

@@ -6,7 +6,9 @@ folder, and a model file from elsewhere cannot run code when it is loaded.
 """
 
 import contextlib
+import errno
 import importlib
+import io
 import json
 import os
 import re
@@ -23,6 +25,8 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 _ARCHIVE_STAMP = ".kdkeras-archive.json"
 # Importing these registers kdkeras's serializable layers, losses and models.
 _SERIALIZABLES = ("kdkeras.models", "kdkeras.distiller")
+# Write failures that freeing space (or raising the file size limit) fixes.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class UnsafeArchiveError(ValueError):
@@ -44,7 +48,8 @@ def atomic_path(path):
     The temporary file lives in the destination folder, so the final
     `os.replace` is a rename on one file system: atomic on POSIX and Windows.
     If the block raises, `path` keeps its previous content, or stays absent,
-    and the temporary file is removed. A killed process cannot remove it: its
+    and the temporary file is removed; a full disk (or quota, or file size
+    limit) is re-raised as an `OSError` whose one line names `path` and the fix. A killed process cannot remove it: its
     name carries the writer's process id, so that `remove_stale_temp_files`
     can tell it from the file of a writer still at work.
 
@@ -75,6 +80,14 @@ def atomic_path(path):
             # mkstemp creates 0600 files; give the result the usual umask-based mode.
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in _FULL_ERRNOS:
+            raise
+        raise OSError(
+            e.errno,
+            f"{os.strerror(e.errno)} while writing {path}; it was left as it was. Free space on "
+            "that disk (or raise the file size limit, `ulimit -f`) and run the command again",
+        ) from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -96,6 +109,43 @@ def write_text_atomic(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def save_weights(model, path):
+    """Saves `model`'s weights like `model.save_weights(path)`, atomically.
+
+    HDF5 writes a `.weights.h5` file itself, and when one of its writes fails
+    (a full disk, a file size limit) it crashes the process with a segfault
+    while closing the file (h5py 3.14, HDF5 1.14), before any error can be
+    reported. So the file image is built in memory, in Keras's own layout
+    (the one `model.load_weights` reads), and written by Python, whose
+    failure is an ordinary `OSError` raised by `atomic_path`.
+
+    Args:
+        model: A built Keras model (or `Distiller`); its optimizer state is
+            saved too, as `save_weights` does.
+        path: Destination, ending in `.weights.h5`.
+
+    Example:
+
+    ```python
+    save_weights(model, "runs/quickstart/state/teacher/best.weights.h5")
+    model.load_weights("runs/quickstart/state/teacher/best.weights.h5")
+    ```
+    """
+    # Keras's `save_weights_only`, with an in-memory file where it opens a path;
+    # its public API takes paths only.
+    from keras.src.saving import saving_lib
+
+    if not model.built:
+        raise ValueError(f"Cannot save the weights of {model.name} to {path}: the model is not built yet.")
+    image = io.BytesIO()
+    store = saving_lib.H5IOStore(image, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    store.close()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(image.getbuffer())
 
 
 def remove_stale_temp_files(folder, recursive=True):

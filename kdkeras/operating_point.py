@@ -145,6 +145,18 @@ def plot_roc_operating_points(curves, path, title="ROC curves and operating poin
     Returns:
         `path`.
     """
+    save_figure(roc_operating_points_figure(curves, title), path)
+    return path
+
+
+def roc_operating_points_figure(curves, title="ROC curves and operating points, test split"):
+    """`plot_roc_operating_points`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_roc_operating_points`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.0, 5.0), layout="constrained")
         ax = fig.subplots()
@@ -164,8 +176,7 @@ def plot_roc_operating_points(curves, path, title="ROC curves and operating poin
                xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
         ax.legend(loc="lower right", fontsize=8)
         fig.suptitle(title, fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def plot_precision_recall(curves, path, title="Precision-recall curves, test split"):
@@ -181,6 +192,18 @@ def plot_precision_recall(curves, path, title="Precision-recall curves, test spl
 
     Returns:
         `path`.
+    """
+    save_figure(precision_recall_figure(curves, title), path)
+    return path
+
+
+def precision_recall_figure(curves, title="Precision-recall curves, test split"):
+    """`plot_precision_recall`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_precision_recall`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
     """
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.0, 5.0), layout="constrained")
@@ -198,8 +221,7 @@ def plot_precision_recall(curves, path, title="Precision-recall curves, test spl
                xlabel="Recall (sensitivity)", ylabel="Precision (positive predictive value)")
         ax.legend(loc="lower left")
         fig.suptitle(title, fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def _check(y_true, p_positive, need_both=True):

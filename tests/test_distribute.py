@@ -58,6 +58,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     from kdkeras import training
     from kdkeras.config import ConfigError, from_dict
     from kdkeras.distiller import Distiller
+    from kdkeras.files import load_model
     from kdkeras.features import FeatureMatch
     from kdkeras.fit_metrics import fit_metrics
 
@@ -84,15 +85,19 @@ MIRRORED_SCRIPT = textwrap.dedent(
         },
         "two_teachers": {"teachers": 2},
         "cached_teacher_logits": {"cached": True},
+        # Not a way to distil: the student with BatchNorm, whose statistics stay per replica.
+        "batchnorm_student": {"batchnorm": True},
     }
 
 
-    def net(width, seed, num_classes, regularizer=None):
+    def net(width, seed, num_classes, regularizer=None, batchnorm=False):
         # No BatchNorm or dropout: a replica's half batch must give the same logits as the whole.
         keras.utils.set_random_seed(seed)
         inputs = keras.Input((28, 28, 1))
         h = keras.layers.Rescaling(1 / 255)(inputs)
         h = keras.layers.Conv2D(width, 3, activation="relu", kernel_regularizer=regularizer, name="conv")(h)
+        if batchnorm:
+            h = keras.layers.BatchNormalization()(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
         return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_regularizer=regularizer)(h))
 
@@ -102,7 +107,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         labels = multi_hot if spec.get("multi_label") else y
         with strategy.scope():
             teachers = [net(8, seed=1 + i, num_classes=num_classes) for i in range(spec.get("teachers", 1))]
-            student = net(4, seed=9, num_classes=num_classes, regularizer=keras.regularizers.L2(0.01))
+            student = net(4, seed=9, num_classes=num_classes, regularizer=keras.regularizers.L2(0.01),
+                          batchnorm=spec.get("batchnorm", False))
             distiller = Distiller(
                 student=student,
                 teacher=teachers if len(teachers) > 1 else teachers[0],
@@ -154,6 +160,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             else compare(name, num_classes=2, metrics=fit_metrics(2, "binary-class"), evaluate=True)
             for name in variants
         },
+        "batchnorm_student": compare("batchnorm_student"),
     }
 
     config = {
@@ -169,13 +176,32 @@ MIRRORED_SCRIPT = textwrap.dedent(
     except ConfigError as e:
         results["odd_batch_error"] = str(e)
     config["data"]["batch_size"] = 32
-    os.makedirs(os.path.join(runs_dir, "mirrored"))
-    net(8, seed=1, num_classes=2).save(os.path.join(runs_dir, "mirrored", "teacher.keras"))
-    lines = []
-    metrics = training.run_phase(from_dict(config), "distill", runs_dir, verbose=0, log=lines.append)
-    results["run_phase"] = {"log": lines, "acc": metrics["acc"], "epochs_run": metrics["epochs_run"]}
-    with open(os.path.join(runs_dir, "mirrored", "distilled_history.csv")) as f:
-        results["run_phase"]["history"] = f.read()
+
+
+    def run_phase(strategy, student):
+        # The same phase, teacher and global batch on one device and on two replicas.
+        name = f"{strategy}_{student['model']}"
+        os.makedirs(os.path.join(runs_dir, name))
+        net(8, seed=1, num_classes=2).save(os.path.join(runs_dir, name, "teacher.keras"))
+        lines = []
+        phase = {**config, "name": name, "strategy": strategy, "student": student}
+        metrics = training.run_phase(from_dict(phase), "distill", runs_dir, verbose=0, log=lines.append)
+        with open(os.path.join(runs_dir, name, "distilled_history.csv")) as f:
+            header, *rows = f.read().strip().splitlines()
+        history = {key: [float(row.split(",")[i]) for row in rows] for i, key in enumerate(header.split(","))}
+        weights = load_model(os.path.join(runs_dir, name, "distilled.keras")).get_weights()
+        return {"log": lines, "acc": metrics["acc"], "auc": metrics["auc"], "epochs_run": metrics["epochs_run"],
+                "history": history}, weights
+
+
+    (one, one_weights), (two, two_weights) = (
+        run_phase(strategy, {"model": "dsnet", "options": {"dropout": 0.0}}) for strategy in ("none", "mirrored")
+    )
+    results["run_phase"] = {
+        "single": one, "mirrored": two,
+        "weight_gap": max(float(np.abs(a - b).max()) for a, b in zip(one_weights, two_weights)),
+        "weight_scale": max(float(np.abs(a).max()) for a in one_weights),
+    }
     with open(out_path, "w") as f:
         json.dump(results, f)
     """
@@ -195,7 +221,7 @@ def mirrored(tmp_path_factory):
         env.pop(variable, None)
     result = subprocess.run(
         [sys.executable, str(script), NPZ, str(tmp / "runs"), str(out), ",".join(VARIANTS)],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(out.read_text())
@@ -258,14 +284,40 @@ def test_every_kd_loss_is_checked_under_mirrored():
 
 def test_run_phase_distils_under_mirrored_strategy(mirrored):
     run = mirrored["run_phase"]
-    assert "[distilled] MirroredStrategy: 2 replicas on CPU:0, CPU:1; global batch 32 = 16 per replica" in run["log"]
-    assert "[distilled] BatchNorm statistics are synchronised over the 2 replicas" in run["log"]
-    assert run["epochs_run"] == 1
-    header, row = run["history"].strip().splitlines()
-    logged = dict(zip(header.split(","), map(float, row.split(","))))
-    for key in ("loss", "student_loss", "distillation_loss", "val_loss", "val_auc"):
-        assert np.isfinite(logged[key]), key
-    assert 0.0 <= run["acc"] <= 1.0
+    assert "[distilled] MirroredStrategy: 2 replicas on CPU:0, CPU:1; global batch 32 = 16 per replica" in run["mirrored"]["log"]
+    assert "[distilled] default strategy: 1 replica on CPU:0; global batch 32 = 32 per replica" in run["single"]["log"]
+    assert run["single"]["epochs_run"] == run["mirrored"]["epochs_run"] == 1
+    single, split = run["single"]["history"], run["mirrored"]["history"]
+    assert set(split) == set(single) >= {"loss", "student_loss", "distillation_loss", "val_loss", "val_auc"}
+    assert all(np.isfinite(values).all() for values in split.values())
+    assert split["epoch"] == [1.0] and split["distillation_loss"][0] > 1e-4
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Known gap, found by this test: run_phase under MirroredStrategy does not yet repeat the "
+    "one-device epoch (dsnet without dropout, same seed, data order and initial weights; the "
+    "Distiller alone does, see test_mirrored_distillation_matches_one_device). Train accuracy "
+    "0.6875 vs 0.6406 on 64 images, val_student_loss 0.6551 vs 0.6553 with SGD, 0.6301 vs 0.6323 with Adam."))
+def test_run_phase_under_mirrored_strategy_equals_one_device(mirrored):
+    # dsnet without dropout has no per-replica state: two replicas of 16 images should make
+    # the epoch, the saved student and the test metrics of one device on the batch of 32.
+    run = mirrored["run_phase"]
+    single, split = run["single"]["history"], run["mirrored"]["history"]
+    assert split == {key: pytest.approx(values, rel=1e-5, abs=1e-6) for key, values in single.items()}
+    assert (run["mirrored"]["acc"], run["mirrored"]["auc"]) == pytest.approx(
+        (run["single"]["acc"], run["single"]["auc"]), abs=1e-6)
+    assert run["weight_gap"] < 1e-5 * run["weight_scale"]
+
+
+def test_batchnorm_statistics_stay_per_replica(mirrored):
+    # The documented difference: a BatchNorm student normalises each replica's 8 images by
+    # their own mean and variance, so its loss and step differ from one device's 16.
+    run = mirrored["batchnorm_student"]
+    single, split = run["single"]["fit"], run["mirrored"]["fit"]
+    assert set(split) == set(single)
+    assert abs(split["student_loss"] - single["student_loss"]) > 1e-4
+    assert abs(split["distillation_loss"] - single["distillation_loss"]) > 1e-4
+    assert run["weight_gap"] > 1e-4
 
 
 def test_run_phase_rejects_a_batch_that_does_not_split(mirrored):

@@ -2,7 +2,13 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from kdkeras import operating_point as op
 
@@ -82,3 +88,33 @@ def test_figures_are_written(tmp_path):
     op.plot_roc_operating_points({"a": (y, p, t), "b": (y, p ** 2, None)}, str(tmp_path / "roc.png"))
     op.plot_precision_recall({"a": (y, p)}, str(tmp_path / "pr.png"))
     assert (tmp_path / "roc.png").stat().st_size > 10_000 and (tmp_path / "pr.png").stat().st_size > 10_000
+
+
+def test_roc_figure_marks_the_operating_point_at_its_rates():
+    y, p = _scores(seed=4)
+    t = op.choose_threshold(y, p, sensitivity=0.95)
+    (tn, fp), (fn, tp) = confusion_matrix(y, p >= t)
+    sensitivity, specificity = tp / (tp + fn), tn / (tn + fp)
+    (ax,) = op.roc_operating_points_figure({"a": (y, p, t), "b": (y, p ** 2, None)}).get_axes()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    point_label = f"  p >= {t:.3f}: sens {sensitivity:.3f}, spec {specificity:.3f}"
+    assert list(lines) == [f"a (AUC = {roc_auc_score(y, p):.3f})", point_label,
+                           f"b (AUC = {roc_auc_score(y, p):.3f})", "chance"]  # p**2: same ranking
+    point = lines[point_label]
+    assert point.get_marker() == "o"
+    np.testing.assert_allclose(point.get_xydata(), [[1 - specificity, sensitivity]])
+    fpr, tpr, _ = roc_curve(y, p)
+    np.testing.assert_array_equal(lines[f"a (AUC = {roc_auc_score(y, p):.3f})"].get_xydata(), np.c_[fpr, tpr])
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == list(lines)
+
+
+def test_precision_recall_figure_draws_sklearns_curve_over_the_prevalence():
+    y, p = _scores(seed=6)
+    (ax,) = op.precision_recall_figure({"a": (y, p)}).get_axes()
+    curve, prevalence = ax.get_lines()
+    precision, recall, _ = precision_recall_curve(y, p)
+    np.testing.assert_array_equal(curve.get_xdata(), recall)
+    np.testing.assert_array_equal(curve.get_ydata(), precision)
+    assert curve.get_label() == f"a (AP = {average_precision_score(y, p):.3f})"
+    assert prevalence.get_ydata()[0] == y.mean() and prevalence.get_label() == f"prevalence {y.mean():.3f}"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Recall (sensitivity)", "Precision (positive predictive value)")

@@ -7,9 +7,11 @@ message; then the CLI's answers to them and a real `kill -9` of
 """
 
 import csv
+import errno
 import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -567,6 +569,57 @@ def test_nan_validation_loss_is_never_checkpointed(tmp_path):
     assert not os.path.exists(tmp_path / "state") and not os.path.exists(tmp_path / "history.csv")
 
 
+def test_weights_saved_from_memory_load_with_their_optimizer_state(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = np.random.default_rng(0).normal(size=(8, 3)).astype("float32"), np.arange(8) % 2
+
+    def compiled():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    trained = compiled()
+    trained.fit(x, y, epochs=2, verbose=0)
+    path = tmp_path / "state" / "best.weights.h5"
+    files.save_weights(trained, path)
+    restored = compiled()
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(path)
+    for saved, loaded in zip(trained.weights + trained.optimizer.variables, restored.weights + restored.optimizer.variables):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=saved.path)
+    assert int(restored.optimizer.iterations.numpy()) == 2
+    assert os.listdir(tmp_path / "state") == ["best.weights.h5"]
+    with pytest.raises(ValueError, match="not built yet"):
+        files.save_weights(keras.Sequential([keras.layers.Dense(2)]), tmp_path / "x.weights.h5")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+@pytest.mark.parametrize("writer", ["save_deployable", "save_weights"])
+def test_model_files_on_a_full_disk_raise_one_clear_error(tmp_path, writer):
+    # In this process, briefly: the soft file size limit can be raised back to the hard one.
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / ("m.keras" if writer == "save_deployable" else "m.weights.h5")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))
+    try:
+        with pytest.raises(OSError) as caught:
+            if writer == "save_deployable":
+                training.save_deployable(model, str(path))
+            else:
+                files.save_weights(model, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert caught.value.errno == errno.EFBIG
+    assert str(caught.value) == (
+        f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)} while writing {path}; it was left as it was. "
+        "Free space on that disk (or raise the file size limit, `ulimit -f`) and run the command again"
+    )
+    assert os.listdir(tmp_path) == []
+
+
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
     stale = tmp_path / "sub" / f".tmp-{dead_pid()}-x1-student.keras"
@@ -662,6 +715,40 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     assert _epochs(out / "distilled_history.csv") == list(range(1, epochs + 1))
     assert (out / "distilled.keras").exists() and not (out / "state").exists()
     assert [str(p) for p in out.rglob(".tmp-*")] == []
+
+
+
+def _limit_file_size(limit):
+    # A full disk without root: past RLIMIT_FSIZE a write fails with EFBIG (SIGXFSZ,
+    # which would kill the process first, is ignored), as on a full disk with ENOSPC.
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
+    # HDF5 segfaulted (exit 139) closing a checkpoint whose write had failed; 30 kB fit
+    # the config and TensorBoard logs, not the first checkpoint (about 78 kB).
+    config = tiny_config(tmp_path)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "kdkeras", "teacher", "--config", config, "--runs-dir", str(runs), "--quiet"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    full = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size(30_000))
+    assert full.returncode == 1, full.stderr[-3000:]
+    best = runs / "tiny" / "state" / "teacher" / "best.weights.h5"
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"kdkeras: OSError: [Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)} while writing {best}; it was "
+        "left as it was. Free space on that disk (or raise the file size limit, `ulimit -f`) and run the "
+        "command again"
+    )
+    assert "Traceback" not in full.stderr and "h5py" not in full.stderr
+    out = runs / "tiny"
+    assert [str(p) for p in out.rglob(".tmp-*")] == [] and not best.exists()
+    assert not (out / "teacher.keras").exists() and not (out / "teacher_metrics.json").exists()
 
 
 # --- Unlucky inputs that now work, and README claims of the table. ---

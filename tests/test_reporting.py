@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from kdkeras import reporting, runs, stats
+from kdkeras.reporting import figures
 from kdkeras.reporting.history import load_history
 from kdkeras.metrics import classification_metrics, logits_to_scores
 
@@ -384,3 +385,131 @@ def test_a_one_epoch_history_gets_whole_epoch_ticks(tmp_path):
     assert all(float(t).is_integer() for t in ax.get_xticks())
     path = reporting.plot_history({"loss": [0.5], "val_loss": [0.6]}, str(tmp_path / "one.png"), "One epoch")
     assert os.path.getsize(path) > 0
+
+
+# --- What each figure shows: built unsaved, read back from its artists. ---
+
+
+def _lines(ax):
+    """(x, y, label) of each plotted line of `ax`, in drawing order."""
+    return [(np.asarray(l.get_xdata(), float), np.asarray(l.get_ydata(), float), l.get_label()) for l in ax.get_lines()]
+
+
+def _legend(ax):
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def test_history_figure_draws_each_logged_curve_against_its_epoch():
+    history = {
+        "epoch": [0, 1, 2],  # CSVLogger counts from 0; the figure from 1
+        "loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.8, 0.7],
+        "student_loss": [0.7, 0.5, 0.4], "val_student_loss": [0.8, 0.6, 0.55],
+        "accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.4, 0.5, 0.6],
+        "auc_1": [0.6, 0.7, 0.8],
+    }
+    fig = figures.history_figure(history, "Distilled")
+    assert fig.get_suptitle() == "Distilled: training curves"
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["Loss", "Student loss (vs labels)", "Accuracy", "AUC"]
+    for ax, key in zip(axes, ["loss", "student_loss", "accuracy", "auc_1"]):
+        assert ax.get_xlabel() == "Epoch" and ax.get_ylabel() == ax.get_title()
+        lines = _lines(ax)
+        np.testing.assert_array_equal(lines[0][0], [1, 2, 3])
+        np.testing.assert_array_equal(lines[0][1], history[key])
+        if f"val_{key}" in history:
+            np.testing.assert_array_equal(lines[1][1], history[f"val_{key}"])
+            assert _legend(ax) == ["train", "validation"]
+        else:
+            assert len(lines) == 1 and _legend(ax) == ["train"]
+        assert list(ax.get_xticks()) == [1, 2, 3]
+
+
+def test_validation_overlay_compares_the_students_loss_not_the_distillers():
+    plain = {"loss": [0.5, 0.4], "val_loss": [0.6, 0.5], "val_acc": [0.7, 0.8]}
+    # A distiller's val_loss adds the distillation term; its student's own loss is val_student_loss.
+    distilled = {"loss": [2.0, 1.5], "val_loss": [2.2, 1.9], "val_student_loss": [0.55, 0.45],
+                 "val_sparse_categorical_accuracy": [0.75, 0.85]}
+    fig = figures.validation_overlay_figure({"student": plain, "distilled": distilled})
+    loss_ax, accuracy_ax = fig.get_axes()
+    assert loss_ax.get_title() == "Validation loss (cross-entropy)"
+    assert accuracy_ax.get_title() == "Validation accuracy"
+    assert [(y.tolist(), label) for _, y, label in _lines(loss_ax)] == [
+        ([0.6, 0.5], "student"), ([0.55, 0.45], "distilled")]
+    assert [(y.tolist(), label) for _, y, label in _lines(accuracy_ax)] == [
+        ([0.7, 0.8], "student"), ([0.75, 0.85], "distilled")]
+    assert _legend(loss_ax) == _legend(accuracy_ax) == ["student", "distilled"]
+
+
+def test_confusion_matrix_figure_writes_counts_and_row_shares():
+    fig = figures.confusion_matrix_figure([[5, 1], [2, 6]], ["normal", "pneumonia"], "Student")
+    ax = fig.get_axes()[0]
+    assert fig.get_suptitle() == "Student"
+    cells = {(t.get_position()[1], t.get_position()[0]): t.get_text() for t in ax.texts}
+    assert cells == {(0, 0): "5\n83%", (0, 1): "1\n17%", (1, 0): "2\n25%", (1, 1): "6\n75%"}
+    np.testing.assert_allclose(ax.get_images()[0].get_array(), [[5 / 6, 1 / 6], [0.25, 0.75]])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["normal", "pneumonia"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Predicted class", "True class")
+    stacked = figures.confusion_matrix_figure([[[5, 1], [2, 7]], [[8, 0], [3, 4]]], ["a", "b"], "t")
+    assert [ax.get_title() for ax in stacked.get_axes()[:2]] == ["a", "b"]
+    assert "0\n0%" in [t.get_text() for t in stacked.get_axes()[1].texts]
+
+
+def test_roc_figure_draws_sklearns_curve_with_the_reported_auc():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 80)
+    p = np.clip(0.35 * y + 0.65 * rng.random(80), 0, 1)
+    scores = np.stack([1 - p, p], axis=1)
+    fig = figures.roc_curves_figure({"teacher": (y, scores), "student": (y, p**2)}, "binary-class")
+    (ax,) = fig.get_axes()
+    (fpr_t, tpr_t, label_t), (fpr_s, tpr_s, label_s), (chance_x, chance_y, chance) = _lines(ax)
+    fpr, tpr, _ = roc_curve(y, p)
+    np.testing.assert_array_equal(fpr_t, fpr)
+    np.testing.assert_array_equal(tpr_t, tpr)
+    assert label_t == f"teacher (AUC = {roc_auc_score(y, p):.3f})"
+    assert label_s == f"student (AUC = {roc_auc_score(y, p**2):.3f})"  # same ranking, same AUC
+    assert chance == "chance" and chance_x.tolist() == chance_y.tolist() == [0, 1]
+    assert ax.get_xlabel() == "False positive rate (1 - specificity)"
+
+
+def test_roc_figure_of_a_multi_class_model_has_one_vs_rest_curves_and_their_mean():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 90)
+    scores = logits_to_scores(rng.normal(size=(90, 3)) + 1.5 * np.eye(3)[y], "multi-class")
+    fig = figures.roc_curves_figure({"teacher": (y, scores)}, "multi-class", class_names=["a", "b", "c"])
+    (ax,) = fig.get_axes()
+    aucs = [roc_auc_score(y == k, scores[:, k]) for k in range(3)]
+    assert ax.get_title() == f"teacher: mean one-vs-rest AUC = {np.mean(aucs):.3f}"
+    for k, (fpr, tpr, label) in enumerate(_lines(ax)[:3]):
+        np.testing.assert_array_equal(fpr, roc_curve(y == k, scores[:, k])[0])
+        assert label == f"{'abc'[k]} (AUC = {aucs[k]:.3f})"
+
+
+def test_prediction_grid_titles_say_predicted_true_in_green_or_red():
+    from matplotlib.colors import to_hex
+
+    images = np.stack([np.full((4, 4), 40.0 * i) for i in range(5)])
+    fig = figures.prediction_grid_figure(images, [0, 1, 1, 0, 1], [0, 1, 0, 0, 0], ["normal", "pneumonia"], n=4)
+    axes = fig.get_axes()
+    assert len(axes) == 4  # n=4 of 5 images, 2x2
+    assert [ax.get_title() for ax in axes] == [
+        "normal\n(normal)", "pneumonia\n(pneumonia)", "normal\n(pneumonia)", "normal\n(normal)"]
+    colors = [to_hex(ax.title.get_color()) for ax in axes]
+    assert colors == [figures.CORRECT, figures.CORRECT, figures.WRONG, figures.CORRECT]
+    np.testing.assert_array_equal(axes[2].get_images()[0].get_array(), images[2])
+    assert "3 of 4 correct" in fig.get_suptitle()
+
+
+def test_saved_figure_is_the_built_figure_rendered(tmp_path):
+    history = {"loss": [0.9, 0.5], "val_loss": [1.0, 0.7]}
+    path = reporting.plot_history(history, str(tmp_path / "h.png"), "T")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    # Not blank: the ink of axes, curves and text covers a few percent of a white canvas.
+    assert 0.01 < np.mean(pixels < 128) < 0.3
+    fig = figures.history_figure(history, "T")
+    width, height = fig.get_size_inches() * figures.DPI
+    assert pixels.shape == (round(height), round(width))

@@ -71,6 +71,18 @@ def plot_history(history, path, title):
                  "runs/quickstart/student_curves.png", "Student")
     ```
     """
+    save_figure(history_figure(history, title), path)
+    return path
+
+
+def history_figure(history, title):
+    """`plot_history`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_history`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
     curves, epochs, _ = load_history(history)
     panels = [("loss", "Loss")]
     if "student_loss" in curves:
@@ -93,8 +105,7 @@ def plot_history(history, path, title):
                 _widen_fraction_axis(ax)
             ax.legend()
         fig.suptitle(f"{title}: training curves", fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def plot_validation_overlay(histories, path, metric="val_accuracy"):
@@ -126,6 +137,18 @@ def plot_validation_overlay(histories, path, metric="val_accuracy"):
         "val_overlay.png")
     ```
     """
+    save_figure(validation_overlay_figure(histories, metric), path)
+    return path
+
+
+def validation_overlay_figure(histories, metric="val_accuracy"):
+    """`plot_validation_overlay`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_validation_overlay`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
     if not histories:
         raise ValueError("`histories` is empty; give at least one {model_name: history}.")
     loaded = {name: load_history(history) for name, history in histories.items()}
@@ -156,8 +179,7 @@ def plot_validation_overlay(histories, path, metric="val_accuracy"):
                 _widen_fraction_axis(ax)
             ax.legend()
         fig.suptitle("Validation curves", fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def plot_prediction_grid(images, y_true, y_pred, class_names, path, n=16):
@@ -186,6 +208,18 @@ def plot_prediction_grid(images, y_true, y_pred, class_names, path, n=16):
     plot_prediction_grid(x_test, y_test, y_pred, ["normal", "pneumonia"],
                          "student_predictions.png")
     ```
+    """
+    save_figure(prediction_grid_figure(images, y_true, y_pred, class_names, n), path)
+    return path
+
+
+def prediction_grid_figure(images, y_true, y_pred, class_names, n=16):
+    """`plot_prediction_grid`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_prediction_grid`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
@@ -241,8 +275,7 @@ def plot_prediction_grid(images, y_true, y_pred, class_names, path, n=16):
             "(green = correct, red = wrong)",
             fontweight="bold",
         )
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def plot_confusion_matrix(cm, class_names, path, title):
@@ -270,6 +303,18 @@ def plot_confusion_matrix(cm, class_names, path, title):
                           "student_confusion.png", "Student")
     ```
     """
+    save_figure(confusion_matrix_figure(cm, class_names, title), path)
+    return path
+
+
+def confusion_matrix_figure(cm, class_names, title):
+    """`plot_confusion_matrix`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_confusion_matrix`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
     cm = np.asarray(cm)
     names = [str(name) for name in class_names]
     if cm.ndim == 2 and cm.shape[0] == cm.shape[1] == len(names):
@@ -295,8 +340,7 @@ def plot_confusion_matrix(cm, class_names, path, title):
                 ax.set_title(label)
         fig.colorbar(image, ax=list(axes[: len(panels)]), label="Fraction of the true class")
         fig.suptitle(title, fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, test split"):
@@ -328,6 +372,18 @@ def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, tes
                      "distilled": (y_test, distilled_scores)},
                     "binary-class", "roc.png")
     ```
+    """
+    save_figure(roc_curves_figure(curves, task, class_names, title), path)
+    return path
+
+
+def roc_curves_figure(curves, task, class_names=None, title="ROC curves, test split"):
+    """`plot_roc_curves`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_roc_curves`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
     """
     if not curves:
         raise ValueError("`curves` is empty; give at least one {model_name: (y_true, y_score)}.")
@@ -368,8 +424,7 @@ def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, tes
             )
             ax.legend(loc="lower right")
         fig.suptitle(title, fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig
 
 
 def epoch_axis(ax, epochs, max_ticks=12):
