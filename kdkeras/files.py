@@ -246,27 +246,7 @@ def extract_archive(archive, destination=None, max_bytes=None):
     if max_bytes is None:
         max_bytes = shutil.disk_usage(parent).free
     try:
-        if suffix == ".zip":
-            with zipfile.ZipFile(archive) as z:
-                infos = z.infolist()
-                for info in infos:
-                    _check_member(archive, info.filename)
-                # zipfile stops each member at its declared size, so the sum bounds the output.
-                _check_size(archive, sum(info.file_size for info in infos), max_bytes, parent)
-                z.extractall(tmp)
-        else:
-            with tarfile.open(archive) as t:
-                members = t.getmembers()
-                for member in members:
-                    _check_member(archive, member.name)
-                    if not (member.isfile() or member.isdir()):
-                        raise UnsafeArchiveError(
-                            f"{archive}: member {member.name!r} is a link or a device file, which "
-                            "kdkeras does not extract (it could point outside the folder). "
-                            "Extract the archive yourself if you trust it."
-                        )
-                _check_size(archive, sum(member.size for member in members), max_bytes, parent)
-                t.extractall(tmp, members=members, filter="data")
+        _extract_checked(archive, suffix, tmp, max_bytes, parent)
         with open(os.path.join(tmp, _ARCHIVE_STAMP), "w", encoding="utf-8") as f:
             json.dump(stamp, f)
         if os.path.isdir(destination):
@@ -281,6 +261,31 @@ def extract_archive(archive, destination=None, max_bytes=None):
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
     return destination
+
+
+def _extract_checked(archive, suffix, folder, max_bytes, parent):
+    """Checks every member of `archive`, then extracts them all into `folder`."""
+    if suffix == ".zip":
+        with zipfile.ZipFile(archive) as z:
+            infos = z.infolist()
+            for info in infos:
+                _check_member(archive, info.filename)
+            # zipfile stops each member at its declared size, so the sum bounds the output.
+            _check_size(archive, sum(info.file_size for info in infos), max_bytes, parent)
+            z.extractall(folder)
+        return
+    with tarfile.open(archive) as t:
+        members = t.getmembers()
+        for member in members:
+            _check_member(archive, member.name)
+            if not (member.isfile() or member.isdir()):
+                raise UnsafeArchiveError(
+                    f"{archive}: member {member.name!r} is a link or a device file, which "
+                    "kdkeras does not extract (it could point outside the folder). "
+                    "Extract the archive yourself if you trust it."
+                )
+        _check_size(archive, sum(member.size for member in members), max_bytes, parent)
+        t.extractall(folder, members=members, filter="data")
 
 
 def _archive_stamp(archive):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from kdkeras import reporting, runs, stats
-from kdkeras.reporting import figures
+from kdkeras.reporting import figures, roc
 from kdkeras.reporting.history import load_history
 from kdkeras.metrics import classification_metrics, logits_to_scores
 
@@ -461,7 +461,7 @@ def test_roc_figure_draws_sklearns_curve_with_the_reported_auc():
     y = rng.integers(0, 2, 80)
     p = np.clip(0.35 * y + 0.65 * rng.random(80), 0, 1)
     scores = np.stack([1 - p, p], axis=1)
-    fig = figures.roc_curves_figure({"teacher": (y, scores), "student": (y, p**2)}, "binary-class")
+    fig = roc.roc_curves_figure({"teacher": (y, scores), "student": (y, p**2)}, "binary-class")
     (ax,) = fig.get_axes()
     (fpr_t, tpr_t, label_t), (fpr_s, tpr_s, label_s), (chance_x, chance_y, chance) = _lines(ax)
     fpr, tpr, _ = roc_curve(y, p)
@@ -479,7 +479,7 @@ def test_roc_figure_of_a_multi_class_model_has_one_vs_rest_curves_and_their_mean
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 90)
     scores = logits_to_scores(rng.normal(size=(90, 3)) + 1.5 * np.eye(3)[y], "multi-class")
-    fig = figures.roc_curves_figure({"teacher": (y, scores)}, "multi-class", class_names=["a", "b", "c"])
+    fig = roc.roc_curves_figure({"teacher": (y, scores)}, "multi-class", class_names=["a", "b", "c"])
     (ax,) = fig.get_axes()
     aucs = [roc_auc_score(y == k, scores[:, k]) for k in range(3)]
     assert ax.get_title() == f"teacher: mean one-vs-rest AUC = {np.mean(aucs):.3f}"

@@ -10,9 +10,9 @@ from kdkeras.reporting.figures import (
     plot_confusion_matrix,
     plot_history,
     plot_prediction_grid,
-    plot_roc_curves,
     plot_validation_overlay,
 )
+from kdkeras.reporting.roc import plot_roc_curves
 from kdkeras.reporting.tables import report_markdown
 
 # How each model reads in a verdict sentence.
