@@ -80,22 +80,30 @@ def readme_block(runs_dir="runs/bench"):
 
 
 def _recipes_line(recipes):
-    """One sentence: which levers were tried, which split chose, what won, and what that recipe gives on test."""
+    """Which levers were tried, which split chose, what won and, for the winner, its test gain."""
     selection, test = recipes["selection"], recipes["test"]
     tried = ", ".join(name for name in recipes["recipes"] if name != "current")
     chosen = selection["chosen"]
-    gains = "; ".join(
-        f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(test[chosen][m]['gain']['mean'], m)} "
-        f"(95% t-interval {accuracy_bench._signed(test[chosen][m]['gain']['low'], m)} to "
-        f"{accuracy_bench._signed(test[chosen][m]['gain']['high'], m)}): "
-        f"{accuracy_bench.gain_status(test[chosen][m]['gain'])}"
-        for m in ("acc", "auc")
-    )
-    return (
-        f"Levers tried beside the shipped recipe, over {len(recipes['seeds'])} seeds (BENCHMARKS.md, \"Which "
-        f"recipe\"): {tried}. Chosen on the validation split: {chosen}; {selection['reason']} On the test "
-        f"split, scored after the choice, {chosen} distilled minus its student alone: {gains}."
-    )
+    line = (f"Levers tried beside the shipped recipe, over {len(recipes['seeds'])} seeds (BENCHMARKS.md, \"Which "
+            f"recipe\"): {tried}. Chosen on the validation split: {chosen}; {selection['reason']}")
+    if chosen == "current":
+        line += " The 5-seed figures above are that recipe's."
+    else:
+        line += f" On the test split, scored after the choice, {chosen} distilled minus its student alone: " + "; ".join(
+            f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(test[chosen][m]['gain']['mean'], m)} "
+            f"(95% t-interval {accuracy_bench._signed(test[chosen][m]['gain']['low'], m)} to "
+            f"{accuracy_bench._signed(test[chosen][m]['gain']['high'], m)}): "
+            f"{accuracy_bench.gain_status(test[chosen][m]['gain'])}"
+            for m in ("acc", "auc")
+        ) + "."
+    for name, recipe in recipes["recipes"].items():
+        if name != "current" and recipe.get("budget"):
+            alone = test[name]
+            budget = ", ".join(f"{key} = {value}" for key, value in recipe["budget"].items())
+            line += (f" The student alone on {name}'s budget ({budget}) "
+                     f"reaches test ACC {accuracy_bench.format_mean_std(alone['acc']['student'])} and AUC "
+                     f"{accuracy_bench.format_mean_std(alone['auc']['student'])}.")
+    return line
 
 
 def update_readme(readme="README.md", runs_dir="runs/bench"):

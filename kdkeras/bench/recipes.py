@@ -133,8 +133,8 @@ def run_recipe_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEEDS
         "experiment": base.name,
         "config_path": base.path,
         "seeds": seeds,
-        "recipes": {r.name: {"description": r.description, "overrides": r.overrides, "teachers": r.teachers}
-                    for r in recipes},
+        "recipes": {r.name: {"description": r.description, "overrides": r.overrides, "teachers": r.teachers,
+                             "budget": r.budget} for r in recipes},
         "per_seed": per_seed,
         "environment": environment,
     }
