@@ -251,6 +251,18 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
                              "binary-class", "reliability.png")
     ```
     """
+    save_figure(reliability_diagram_figure(curves, task, title), path)
+    return path
+
+
+def reliability_diagram_figure(curves, task, title="Reliability diagram, test split"):
+    """`plot_reliability_diagram`'s figure, unsaved: to show in a notebook, or to inspect.
+
+    Arguments (and errors) as for `plot_reliability_diagram`, without `path`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
     if not curves:
         raise ValueError("`curves` is empty; give at least one {label: (y_true, y_score)}.")
     edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
@@ -273,5 +285,4 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
         top.legend(loc="upper left")
         bottom.set(xlabel="Confidence (probability of the predicted class)", ylabel="Share")
         fig.suptitle(title, fontweight="bold")
-        save_figure(fig, path)
-    return path
+    return fig

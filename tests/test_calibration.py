@@ -98,3 +98,23 @@ def test_reliability_diagram_is_written(tmp_path):
     path = calibration.plot_reliability_diagram(
         {"raw": (y, raw), "T = 4": (y, scaled)}, "binary-class", str(tmp_path / "rel.png"))
     assert (tmp_path / "rel.png").stat().st_size > 10_000 and path.endswith("rel.png")
+
+
+def test_reliability_diagram_draws_the_bins_and_the_ece():
+    logits, y = _overconfident(300, 5, classes=2)
+    raw = logits_to_scores(logits, "binary-class")
+    scaled = logits_to_scores(logits / 4, "binary-class")
+    fig = calibration.reliability_diagram_figure({"raw": (y, raw), "T = 4": (y, scaled)}, "binary-class")
+    top, bottom = fig.axes
+    for line, scores in zip(top.get_lines()[1:], (raw, scaled)):
+        confidence, accuracy, count = calibration.reliability_bins(y, scores, "binary-class")
+        np.testing.assert_allclose(line.get_xdata(), confidence[count > 0])
+        np.testing.assert_allclose(line.get_ydata(), accuracy[count > 0])
+    legend = [text.get_text() for text in top.get_legend().get_texts()]
+    ece = classification_metrics(y, raw, "binary-class")["ece"]
+    assert legend == ["perfect calibration", f"raw (ECE = {ece:.3f})",
+                      f"T = 4 (ECE = {classification_metrics(y, scaled, 'binary-class')['ece']:.3f})"]
+    shares = [patch.get_height() for patch in bottom.patches[:calibration.ECE_BINS]]
+    assert sum(shares) == pytest.approx(1.0)  # the lower panel: each bin's share of the examples
+    assert top.get_ylabel() == "Accuracy in the bin"
+
