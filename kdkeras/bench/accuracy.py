@@ -27,6 +27,7 @@ import tomllib
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
+from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
@@ -381,10 +382,7 @@ def _same_images_cell(test):
 
 def save(result, out_dir):
     """Writes `accuracy.json` and `accuracy.md` into `out_dir`; returns the markdown path."""
-    write_text_atomic(os.path.join(out_dir, "accuracy.json"), json.dumps(result, indent=2) + "\n")
-    path = os.path.join(out_dir, "accuracy.md")
-    write_text_atomic(path, to_markdown(result))
-    return path
+    return outputs.save_result(result, out_dir, "accuracy", to_markdown(result))
 
 
 def _read_record(path, config, phase):

@@ -25,8 +25,8 @@ import tempfile
 import time
 
 from kdkeras import launch
+from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment, load_average
-from kdkeras.files import write_text_atomic
 
 TEACHER = "resnet18 (width 16)"
 STUDENT = "cnn_small"
@@ -184,11 +184,7 @@ def to_markdown(result):
 
 def save(result, out_dir):
     """Writes `multiworker.json` and `multiworker.md` into `out_dir`; returns the markdown path."""
-    os.makedirs(out_dir, exist_ok=True)
-    write_text_atomic(os.path.join(out_dir, "multiworker.json"), json.dumps(result, indent=2) + "\n")
-    path = os.path.join(out_dir, "multiworker.md")
-    write_text_atomic(path, to_markdown(result))
-    return path
+    return outputs.save_result(result, out_dir, "multiworker", to_markdown(result))
 
 
 def main(argv=None):

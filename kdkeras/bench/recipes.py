@@ -33,7 +33,6 @@ Run: `python -m kdkeras.bench.recipes --seeds 0 1 2 3 4 --runs-dir runs/bench`.
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -42,9 +41,9 @@ from kdkeras import metrics as metrics_lib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
-from kdkeras.files import write_text_atomic
 
 SELECTION_METRIC = "auc"
 COMPARED = ("acc", "auc")
@@ -311,10 +310,7 @@ def _pair(scores):
 
 def save(result, out_dir):
     """Writes `recipes.json` and `recipes.md` into `out_dir`; returns the markdown path."""
-    write_text_atomic(os.path.join(out_dir, "recipes.json"), json.dumps(result, indent=2) + "\n")
-    path = os.path.join(out_dir, "recipes.md")
-    write_text_atomic(path, to_markdown(result))
-    return path
+    return outputs.save_result(result, out_dir, "recipes", to_markdown(result))
 
 
 def build_parser():

@@ -25,7 +25,6 @@ minutes on 2 CPU cores); `--smoke` for a seconds-long check.
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,10 +33,10 @@ import keras
 import tensorflow as tf
 
 from kdkeras import models as models_lib
+from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.distiller import Distiller
-from kdkeras.files import write_text_atomic
 
 STEPS = ("kdkeras", "floor", "keras", "cached", "student")
 RATIOS = (("kdkeras", "floor", 1.10), ("kdkeras", "keras", 1.00), ("cached", "student", None))
@@ -284,10 +283,7 @@ def to_markdown(result):
 
 def save(result, out_dir):
     """Writes `speed.json` and `speed.md` into `out_dir`; returns the markdown path."""
-    write_text_atomic(os.path.join(out_dir, "speed.json"), json.dumps(result, indent=2) + "\n")
-    path = os.path.join(out_dir, "speed.md")
-    write_text_atomic(path, to_markdown(result))
-    return path
+    return outputs.save_result(result, out_dir, "speed", to_markdown(result))
 
 
 def _train_steps(teacher, new_student, jit, alpha, temperature, learning_rate):

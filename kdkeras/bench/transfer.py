@@ -20,7 +20,6 @@ Run: `python -m kdkeras.bench.transfer --seeds 0 1 2 3 4 --runs-dir runs/bench`.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -28,9 +27,9 @@ from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
-from kdkeras.files import write_text_atomic
 
 FRACTIONS = (0.01, 0.05, 0.2)
 COMPARED = ("acc", "auc")
@@ -209,10 +208,7 @@ def _pair(metrics):
 
 def save(result, out_dir):
     """Writes `transfer.json` and `transfer.md` into `out_dir`; returns the markdown path."""
-    write_text_atomic(os.path.join(out_dir, "transfer.json"), json.dumps(result, indent=2) + "\n")
-    path = os.path.join(out_dir, "transfer.md")
-    write_text_atomic(path, to_markdown(result))
-    return path
+    return outputs.save_result(result, out_dir, "transfer", to_markdown(result))
 
 
 def build_parser():
