@@ -94,7 +94,7 @@ def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch):
         y = np.arange(40) % 2
         logits = np.stack([-margin * (2 * y - 1) + np.linspace(-1, 1, 40), margin * (2 * y - 1)], axis=1)
         run.write_predictions(name, y, np.full((40, 2), 0.5), logits=logits, val=(y, logits))
-        run.write_metrics(name, {"task": "binary-class", "acc": 0.9, "auc": 0.95})
+        run.write_metrics(name, {"task": "binary-class", "acc": 0.9, "auc": 0.95, "cross_entropy": 0.3})
         return {"acc": 0.9, "auc": 0.95, "balanced_acc": 0.9, "n": 40, "architecture": "cnn_small", "params": 10,
                 "train_seconds": 1.0, "monitor": "val_auc", "best_monitor_value": 0.9,
                 "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
@@ -132,7 +132,7 @@ def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch):
     assert line.startswith("Levers tried beside the shipped recipe, over 2 seeds (BENCHMARKS.md, \"Which recipe\"): "
                            "ensemble, function_matching, patient. Chosen on the validation split: ")
     assert result["selection"]["chosen"] == "current"  # every fake student separates the classes: no AUC gain
-    assert " so current stays. The 5-seed figures above are that recipe's. The student alone on patient's budget " \
+    assert " so current stays. The 2-seed figures above are that recipe's. The student alone on patient's budget " \
            "(epochs = 36, schedule = cosine, reduce_lr = 0, early_stopping = 0) reaches test ACC " in line
 
 

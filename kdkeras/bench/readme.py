@@ -60,12 +60,7 @@ def readme_block(runs_dir="runs/bench"):
         lines.append(
             f"That is one seed's test images. Over {n} seeds ([BENCHMARKS.md](BENCHMARKS.md)), which is what a "
             "claim about the recipe needs, distilled minus student alone: "
-            + "; ".join(
-                f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(paired[m]['mean'], m)} "
-                f"(95% t-interval {accuracy_bench._signed(paired[m]['low'], m)} to "
-                f"{accuracy_bench._signed(paired[m]['high'], m)}): {accuracy_bench.gain_status(paired[m])}"
-                for m in ("acc", "auc")
-            ) + "."
+            + _paired_clauses(paired) + "."
         )
     recipes = report.read_output(runs_dir, report.RECIPES)
     if recipes:
@@ -87,15 +82,11 @@ def _recipes_line(recipes):
     line = (f"Levers tried beside the shipped recipe, over {len(recipes['seeds'])} seeds (BENCHMARKS.md, \"Which "
             f"recipe\"): {tried}. Chosen on the validation split: {chosen}; {selection['reason']}")
     if chosen == "current":
-        line += " The 5-seed figures above are that recipe's."
+        line += f" The {len(recipes['seeds'])}-seed figures above are that recipe's."
     else:
-        line += f" On the test split, scored after the choice, {chosen} distilled minus its student alone: " + "; ".join(
-            f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(test[chosen][m]['gain']['mean'], m)} "
-            f"(95% t-interval {accuracy_bench._signed(test[chosen][m]['gain']['low'], m)} to "
-            f"{accuracy_bench._signed(test[chosen][m]['gain']['high'], m)}): "
-            f"{accuracy_bench.gain_status(test[chosen][m]['gain'])}"
-            for m in ("acc", "auc")
-        ) + "."
+        gains = {m: test[chosen][m]["gain"] for m in ("acc", "auc")}
+        line += (f" On the test split, scored after the choice, {chosen} distilled minus its student alone: "
+                 f"{_paired_clauses(gains)}.")
     for name, recipe in recipes["recipes"].items():
         if name != "current" and recipe.get("budget"):
             alone = test[name]
@@ -104,6 +95,16 @@ def _recipes_line(recipes):
                      f"reaches test ACC {accuracy_bench.format_mean_std(alone['acc']['student'])} and AUC "
                      f"{accuracy_bench.format_mean_std(alone['auc']['student'])}.")
     return line
+
+
+def _paired_clauses(intervals):
+    """`"ACC +1.4 points (95% t-interval -3.0 points to +5.8 points): no significant difference; AUC ..."`."""
+    return "; ".join(
+        f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(intervals[m]['mean'], m)} "
+        f"(95% t-interval {accuracy_bench._signed(intervals[m]['low'], m)} to "
+        f"{accuracy_bench._signed(intervals[m]['high'], m)}): {accuracy_bench.gain_status(intervals[m])}"
+        for m in ("acc", "auc")
+    )
 
 
 def update_readme(readme="README.md", runs_dir="runs/bench"):
