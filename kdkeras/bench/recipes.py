@@ -161,18 +161,17 @@ def _run_recipe(seeded, recipe, seed_runs, fresh, log):
 
 
 def _scores(run, name):
-    """Validation and test ACC, AUC and cross-entropy of one trained model, from its saved logits."""
+    """Validation and test ACC, AUC and cross-entropy of one trained model.
+
+    The test metrics are the phase's own metrics file; the validation ones are
+    computed from the validation logits the phase saved beside its predictions.
+    """
+    keys = ("acc", "auc", "cross_entropy")
+    test = run.read_metrics(name)
     predictions = run.read_predictions(name)
-    task = run.read_metrics(name)["task"]
-    scores = {}
-    for split, (y_true, logits) in {
-        "validation": (predictions["val_true"], predictions["val_logits"]),
-        "test": (predictions["y_true"], predictions["logits"]),
-    }.items():
-        result = metrics_lib.classification_metrics(y_true, metrics_lib.logits_to_scores(logits, task), task,
-                                                    n_resamples=1000)
-        scores[split] = {key: result[key] for key in ("acc", "auc", "cross_entropy")}
-    return scores
+    scores = metrics_lib.logits_to_scores(predictions["val_logits"], test["task"])
+    validation = metrics_lib.classification_metrics(predictions["val_true"], scores, test["task"], n_resamples=1000)
+    return {"validation": {key: validation[key] for key in keys}, "test": {key: test[key] for key in keys}}
 
 
 def select(per_seed, names, metric=SELECTION_METRIC):
