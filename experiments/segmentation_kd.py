@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import kdkeras
-from kdkeras.features import FeatureMatch
+from kdkeras.distillation.features import FeatureMatch
 from kdkeras.files import write_text_atomic
 
 NUM_CLASSES = 3

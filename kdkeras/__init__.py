@@ -16,33 +16,50 @@ distiller.fit(train_ds, validation_data=val_ds, epochs=10)
 """
 
 import importlib
+import warnings
 
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "callbacks",
     "config",
     "data",
+    "distillation",
     "distribute",
+    "evaluation",
     "export",
-    "features",
-    "losses",
-    "metrics",
     "models",
-    "profiling",
     "reporting",
-    "sweep",
-    "teacher_cache",
-    "training",
+    "stats",
+    "workflow",
 )
+# Modules that sat at the top of the package before 0.2; the old names keep working.
+_MOVED = {
+    "callbacks": "kdkeras.workflow.callbacks",
+    "features": "kdkeras.distillation.features",
+    "losses": "kdkeras.distillation.losses",
+    "metrics": "kdkeras.evaluation.metrics",
+    "objective": "kdkeras.distillation.objective",
+    "profiling": "kdkeras.evaluation.profiling",
+    "relations": "kdkeras.distillation.relations",
+    "sweep": "kdkeras.workflow.sweep",
+    "teacher_cache": "kdkeras.distillation.teacher_cache",
+    "training": "kdkeras.workflow.training",
+}
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
 
 
 def __getattr__(name):
     if name == "Distiller":
-        from kdkeras.distiller import Distiller
+        from kdkeras.distillation.distiller import Distiller
 
         return Distiller
     if name in _SUBMODULES:
         return importlib.import_module(f"kdkeras.{name}")
+    if name in _MOVED:
+        warnings.warn(
+            f"kdkeras.{name} moved to {_MOVED[name]} in kdkeras 0.2; the old name will be removed.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'kdkeras' has no attribute {name!r}")

@@ -323,15 +323,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import_tensorflow_quietly()
     from kdkeras import config as config_lib
-    from kdkeras import metrics as metrics_lib
-    from kdkeras import training
-    from kdkeras.callbacks import TrainingDivergedError
+    from kdkeras.evaluation import metrics as metrics_lib
+    from kdkeras.workflow import training
+    from kdkeras.workflow.callbacks import TrainingDivergedError
     from kdkeras.data import DataError
     from kdkeras.files import ModelFileError
-    from kdkeras.progress import fit_verbosity
+    from kdkeras.workflow.progress import fit_verbosity
 
     if args.command == "launch":
-        from kdkeras import launch
+        from kdkeras.distribute import launch
 
         return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
     try:
@@ -361,7 +361,7 @@ def main(argv=None):
         config_lib.check_data_paths(config)
         verbose = 2 if args.quiet else fit_verbosity()
         if args.command == "sweep":
-            from kdkeras import sweep
+            from kdkeras.workflow import sweep
 
             sweep.run_sweep(config, runs_dir=args.runs_dir, verbose=verbose, unsafe_load=args.unsafe_load)
             return 0

@@ -24,7 +24,7 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 # Written into each extraction folder: which archive file (path, size, mtime) it holds.
 _ARCHIVE_STAMP = ".kdkeras-archive.json"
 # Importing these registers kdkeras's serializable layers, losses and models.
-_SERIALIZABLES = ("kdkeras.models", "kdkeras.distiller")
+_SERIALIZABLES = ("kdkeras.models", "kdkeras.distillation.distiller")
 # Write failures that freeing space (or raising the file size limit) fixes.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 

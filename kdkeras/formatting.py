@@ -35,7 +35,7 @@ def format_bytes(value):
 
 
 def format_latency(latency):
-    """The smallest batch of a `kdkeras.profiling.measure_latency` result, per image: `1.33 ms/img`."""
+    """The smallest batch of a `kdkeras.evaluation.profiling.measure_latency` result, per image: `1.33 ms/img`."""
     if not latency:
         return "n/a"
     batch = min(latency, key=int)

@@ -15,7 +15,7 @@ What a run folder knows is read beside the model file (`runs/<exp>/distilled.ker
 | file | gives |
 | --- | --- |
 | `distilled_metrics.json` | class names and task |
-| `distilled_calibration.json` (optional) | temperature and the binary decision threshold (`kdkeras.calibration`) |
+| `distilled_calibration.json` (optional) | temperature and the binary decision threshold (`kdkeras.evaluation.calibration`) |
 | `config.toml` | the `[data] image_size`, only for a model without a fixed input size |
 
 A file that cannot be read is listed with `status = unreadable` and the
@@ -33,13 +33,13 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import calibration
+from kdkeras.evaluation import calibration
 from kdkeras.data import images as images_lib
 from kdkeras.data import transforms
 from kdkeras.data.dicom import DICOM_EXTENSIONS, is_dicom, read_dicom
 from kdkeras.data.errors import DataError
 from kdkeras.files import ARCHIVE_SUFFIXES, atomic_path, extract_archive, load_model
-from kdkeras.metrics import logits_to_scores
+from kdkeras.evaluation.metrics import logits_to_scores
 
 STATUS_OK = "ok"
 STATUS_UNREADABLE = "unreadable"
@@ -51,13 +51,13 @@ class ModelMetadata:
 
     Attributes:
         class_names: One name per output column.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         image_size: `(height, width)` the model reads.
         channels: 1 or 3, the channels the model reads.
         temperature: Divides the logits before softmax / sigmoid (1 = uncalibrated).
         threshold: Binary tasks: positive when the positive class's
             probability is `>= threshold`; None for the default rule
-            (`> 0.5`, as `kdkeras.metrics`).
+            (`> 0.5`, as `kdkeras.evaluation.metrics`).
     """
 
     class_names: list
@@ -174,7 +174,7 @@ def predict_files(model_or_path, paths, *, batch_size=32, gradcam_dir=None, grad
         paths: Files, folders and archives, or one of them.
         batch_size: Images per model call.
         gradcam_dir: If given, a Grad-CAM overlay of the predicted class is
-            written there per image (`kdkeras.explain`), and its path is
+            written there per image (`kdkeras.evaluation.explain`), and its path is
             given in the `gradcam` column.
         gradcam_layer: Feature layer of the Grad-CAM maps; default the last
             spatial one.
@@ -339,7 +339,7 @@ def predicted_classes(scores, metadata):
 
 
 def _write_gradcams(model, batch, targets, kept, folder, layer, class_names):
-    from kdkeras import explain  # matplotlib and the figure style load only when maps are asked for
+    from kdkeras.evaluation import explain  # matplotlib and the figure style load only when maps are asked for
 
     maps = explain.gradcam(model, batch, class_index=targets, layer=layer)
     for (position, row), image, heatmap, target in zip(kept, batch, maps, targets):

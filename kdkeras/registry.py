@@ -5,7 +5,7 @@ torchdistill's registries): a module-level `Registry`, a decorator that
 registers a class or a builder under a name, `get(name, **kwargs)` that builds
 one, `names()` for validation and help. A registry lists the modules that fill
 it, imported on first lookup, so `get("dist")` works without importing
-`kdkeras.losses` first and `kdkeras list` shows everything.
+`kdkeras.distillation.losses` first and `kdkeras list` shows everything.
 
 Example:
 
@@ -14,7 +14,7 @@ from kdkeras.registry import DISTILLATION_TERMS
 
 @DISTILLATION_TERMS.register("my_term")
 @keras.saving.register_keras_serializable(package="kdkeras")
-class MyTerm(kdkeras.objective.DistillationTerm):
+class MyTerm(kdkeras.distillation.objective.DistillationTerm):
     ...
 
 term = DISTILLATION_TERMS.get("my_term", temperature=2.0)
@@ -139,9 +139,9 @@ def summary(entry):
     return (entry.__doc__ or "").strip().split("\n")[0]
 
 
-DISTILLATION_TERMS = Registry("distillation_term", modules=("kdkeras.losses", "kdkeras.relations"))
-FEATURE_LOSSES = Registry("feature_loss", modules=("kdkeras.features",))
-OPTIMIZERS = Registry("optimizer", modules=("kdkeras.optimizers",))
+DISTILLATION_TERMS = Registry("distillation_term", modules=("kdkeras.distillation.losses", "kdkeras.distillation.relations"))
+FEATURE_LOSSES = Registry("feature_loss", modules=("kdkeras.distillation.features",))
+OPTIMIZERS = Registry("optimizer", modules=("kdkeras.workflow.optimizers",))
 # Loaders return `(train, val, test, info)`; `[data]`'s other keys are their arguments.
 LOADERS = Registry("loader", modules=("kdkeras.data",))
 # Model builders `(input_shape, num_classes, **options)`; build them through

@@ -1,6 +1,6 @@
 """Predicted scores of a classifier: its task, the input checks and the decision rule.
 
-`kdkeras.metrics` (point estimates) and `kdkeras.stats` (intervals and paired
+`kdkeras.evaluation.metrics` (point estimates) and `kdkeras.stats` (intervals and paired
 tests) read predictions the same way through this module: the same task names,
 the same validation of labels and probabilities, and the same decision rule
 (binary-class: last column > 0.5; single-label: argmax; multi-label: each
@@ -45,7 +45,7 @@ def check_scores(y_score, task, name="y_score"):
     expanded to the two columns `[1 - p, p]`.
 
     Args:
-        y_score: Predicted probabilities (see `kdkeras.metrics.classification_metrics`).
+        y_score: Predicted probabilities (see `kdkeras.evaluation.metrics.classification_metrics`).
         task: A name returned by `check_task`.
         name: The argument's name, used in error messages.
 
@@ -71,14 +71,14 @@ def check_scores(y_score, task, name="y_score"):
     if not np.all(np.isfinite(y_score)) or y_score.min() < 0.0 or y_score.max() > 1.0:
         raise ValueError(
             f"`{name}` must hold probabilities in [0, 1]; got values outside it (logits?). "
-            "Convert logits with `kdkeras.metrics.logits_to_scores(logits, task)`."
+            "Convert logits with `kdkeras.evaluation.metrics.logits_to_scores(logits, task)`."
         )
     # Row sums are checked loosely: float16 softmax outputs are off by ~1e-3.
     if task != "multi-label" and not np.allclose(y_score.sum(axis=1), 1.0, atol=1e-2):
         raise ValueError(
             f"`{name}` rows must sum to 1 for task {task!r} (softmax outputs); for "
             "independent sigmoid outputs use task 'multi-label'. Convert logits with "
-            "`kdkeras.metrics.logits_to_scores(logits, task)`."
+            "`kdkeras.evaluation.metrics.logits_to_scores(logits, task)`."
         )
     return y_score
 

@@ -170,7 +170,7 @@ def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch
                 "best_epoch": 1,
                 "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
 
-    monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
+    monkeypatch.setattr("kdkeras.workflow.training.run_phase", fake_run_phase)
     result = accuracy.run_accuracy_benchmark(str(changed), [0], str(tmp_path / "bench"), log=lambda line: None)
     assert calls == rerun
     expected = {**PER_SEED["0"], **{("distilled" if p == "distill" else p): {"acc": 0.5, "auc": 0.5, "balanced_acc": 0.5}
@@ -353,7 +353,7 @@ def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys):
                 "best_epoch": 1,
                 "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
 
-    monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
+    monkeypatch.setattr("kdkeras.workflow.training.run_phase", fake_run_phase)
     argv = ["--config", str(config), "--seeds", "0", "2", "--runs-dir", str(runs / "variants" / "alpha0.5"),
             "--set", "distill.alpha=0.5", "--set", "distill.temperature=2"]
     assert accuracy.main(argv) == 0

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kdkeras import runs as runs_lib
+from kdkeras.workflow import runs as runs_lib
 from kdkeras.bench import readme, recipes, report
 
 TINY = """
@@ -100,7 +100,7 @@ def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch):
                 "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
                 "best_epoch": 1, "per_class": [{"name": "normal", "recall": 0.9}, {"name": "pneumonia", "recall": 0.9}]}
 
-    monkeypatch.setattr("kdkeras.training.run_phase", fake_run_phase)
+    monkeypatch.setattr("kdkeras.workflow.training.run_phase", fake_run_phase)
     runs = tmp_path / "bench"
     result = recipes.run_recipe_benchmark(str(config), [0, 1], runs_dir=str(runs), log=lambda line: None)
     first = list(calls)

@@ -7,9 +7,9 @@ import pytest
 from scipy import special
 from sklearn.metrics import log_loss
 
-from kdkeras import calibration
+from kdkeras.evaluation import calibration
 from kdkeras.files import ModelFileError
-from kdkeras.metrics import classification_metrics, logits_to_scores
+from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 
 
 def _overconfident(n, seed, sharpen=4.0, classes=3):

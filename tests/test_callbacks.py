@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras.callbacks import RunState, cosine_schedule, history_to_csv
+from kdkeras.workflow.callbacks import RunState, cosine_schedule, history_to_csv
 
 
 class KillAfter(keras.callbacks.Callback):

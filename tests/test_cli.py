@@ -9,8 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from kdkeras import cli, runs
-from kdkeras.callbacks import RunState
+from kdkeras import cli
+from kdkeras.workflow import runs
+from kdkeras.workflow.callbacks import RunState
 
 TINY = """
 name = "tiny"

@@ -6,9 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from kdkeras import calibration, explain, models
-from kdkeras.clinical import clinical_section
-from kdkeras.fidelity import fidelity
+from kdkeras import models
+from kdkeras.evaluation import calibration
+from kdkeras.evaluation import explain
+from kdkeras.reporting.clinical import clinical_section
+from kdkeras.evaluation.fidelity import fidelity
 from kdkeras.stats import format_interval
 
 CLASSES = ["normal", "pneumonia"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras import distribute
+from kdkeras.distribute import strategy as distribute
 from kdkeras.config import ConfigError
 from kdkeras.data import pipeline
 from kdkeras.data.errors import DataError
 from kdkeras.registry import LOADERS
-from kdkeras.training import fit_datasets
+from kdkeras.workflow.training import fit_datasets
 
 
 class TPUStrategyFake:

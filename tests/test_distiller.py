@@ -85,7 +85,7 @@ def test_class_weight_and_sample_weight_reweight_student_loss():
     distiller = make_distiller(alpha=0.5)
     weighted = distiller.evaluate(X, Y, sample_weight=np.array([2.0, 0.5]), return_dict=True, verbose=0)
     assert weighted["student_loss"] == pytest.approx(student_cross_entropy((2.0, 0.5)), abs=1e-5)
-    kd = kdkeras.losses.knowledge_distillation(Z_TEACHER, Z_STUDENT, 4.0).numpy()
+    kd = kdkeras.distillation.losses.knowledge_distillation(Z_TEACHER, Z_STUDENT, 4.0).numpy()
     assert weighted["distillation_loss"] == pytest.approx((kd * [2.0, 0.5]).sum() / 2, abs=1e-5)
 
     # class_weight is turned into per-example weights by Keras; check it via the first fit step.
@@ -131,7 +131,7 @@ def test_teacher_runs_in_inference_mode_during_fit(with_features):
     s_inputs = keras.Input((6,))
     s_hidden = keras.layers.Dense(4, name="s_hidden")(s_inputs)
     student = keras.Model(s_inputs, keras.layers.Dense(3)(s_hidden), name="student")
-    matches = [kdkeras.features.FeatureMatch("s_hidden", "t_hidden", "hint")] if with_features else None
+    matches = [kdkeras.distillation.features.FeatureMatch("s_hidden", "t_hidden", "hint")] if with_features else None
     distiller = kdkeras.Distiller(student=student, teacher=teacher, features=matches)
     distiller.compile(optimizer=keras.optimizers.SGD(0.0), alpha=0.0, temperature=2.0)
     x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
@@ -215,7 +215,7 @@ def test_validation_errors():
         with pytest.raises(ValueError, match="`temperature` must be > 0"):
             distiller.compile(temperature=temperature)
     with pytest.raises(ValueError, match="disagrees with the temperature 2.0"):
-        distiller.compile(distillation_loss_fn=kdkeras.losses.KnowledgeDistillation(2.0), temperature=4.0)
+        distiller.compile(distillation_loss_fn=kdkeras.distillation.losses.KnowledgeDistillation(2.0), temperature=4.0)
     with pytest.raises(ValueError, match=r"from_logits=False.*SparseCategoricalCrossentropy\(from_logits=True\)"):
         distiller.compile(student_loss_fn=keras.losses.SparseCategoricalCrossentropy())
     wide_teacher = fixed_logits_model(np.zeros((2, 5), "float32"), "wide")

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import kdkeras
-from kdkeras import losses
-from kdkeras.teacher_cache import with_teacher_logits
+from kdkeras.distillation import losses
+from kdkeras.distillation.teacher_cache import with_teacher_logits
 
 Z_STUDENT = np.array([[2, 1, 0.1, -1], [0.5, 2.5, -0.3, 0]], "float32")
 Z_TEACHER = np.array([[3, 0.5, 0.2, -2], [0, 3, 1, -1]], "float32")

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from kdkeras import cli
-from kdkeras import distribute
-from kdkeras import launch
+from kdkeras.distribute import strategy as distribute
+from kdkeras.distribute import launch
 from kdkeras.config import ConfigError, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPZ = os.path.join(REPO, "kdkeras", "data", "bundled", "pneumoniamnist.npz")
 
 # The Distiller's ways to distil, each checked under mirrored against one device
-# (every loss of kdkeras.losses and kdkeras.features, several teachers, cached logits).
+# (every loss of kdkeras.distillation.losses and kdkeras.distillation.features, several teachers, cached logits).
 VARIANTS = (
     "knowledge_distillation",
     "function_loss",
@@ -53,14 +53,14 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
 
-    from kdkeras import distribute
-    from kdkeras import losses as kd_losses
-    from kdkeras import training
+    from kdkeras.distribute import strategy as distribute
+    from kdkeras.distillation import losses as kd_losses
+    from kdkeras.workflow import training
     from kdkeras.config import ConfigError, from_dict
-    from kdkeras.distiller import Distiller
+    from kdkeras.distillation.distiller import Distiller
     from kdkeras.files import load_model
-    from kdkeras.features import FeatureMatch
-    from kdkeras.fit_metrics import fit_metrics
+    from kdkeras.distillation.features import FeatureMatch
+    from kdkeras.workflow.fit_metrics import fit_metrics
 
     npz_path, runs_dir, out_path, variants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
     npz = np.load(npz_path)
@@ -276,7 +276,8 @@ def test_mirrored_distillation_matches_one_device(mirrored, variant):
 def test_every_kd_loss_is_checked_under_mirrored():
     import keras
 
-    from kdkeras import features, losses
+    from kdkeras.distillation import features
+    from kdkeras.distillation import losses
 
     classes = {
         name for module in (losses, features) for name, obj in vars(module).items()
@@ -338,8 +339,8 @@ MULTIWORKER_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
 
-    from kdkeras import distribute
-    from kdkeras import multiworker
+    from kdkeras.distribute import strategy as distribute
+    from kdkeras.distribute import multiworker
 
     result = {"describe": distribute.describe(strategy), "chief": multiworker.is_chief(strategy)}
     dataset = tf.data.Dataset.from_tensor_slices(
@@ -404,7 +405,7 @@ def test_two_local_workers_form_one_cluster(two_workers):
 def test_keras_cannot_fit_across_workers_without_kdkeras_patch(two_workers):
     for worker in two_workers:
         # The canary of keras-team/keras#20585: once Keras's own fit trains here, remove
-        # kdkeras.multiworker.patch_keras (and this test's expectation).
+        # kdkeras.distribute.multiworker.patch_keras (and this test's expectation).
         assert worker["keras_fit"].startswith("ValueError: Attempt to convert a value (PerReplica")
         assert worker["patched_fit"].startswith("trained, loss ")
     assert two_workers[0]["patched_fit"] == two_workers[1]["patched_fit"]

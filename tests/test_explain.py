@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras import explain, models
+from kdkeras import models
+from kdkeras.evaluation import explain
 
 SIZE = 16
 

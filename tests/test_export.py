@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 from scipy.special import logsumexp
 
-from kdkeras import calibration, cli, export, profiling
+from kdkeras import cli, export
+from kdkeras.evaluation import calibration
+from kdkeras.evaluation import profiling
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.models import InputPreprocessing
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kdkeras
-from kdkeras import features
+from kdkeras.distillation import features
 
 RNG = np.random.default_rng(7)
 F_TEACHER = RNG.normal(size=(2, 4, 4, 6)).astype("float32")
@@ -171,7 +171,7 @@ def test_feature_loss_is_logged_and_matches_the_losses():
     hint = features.hint_loss(t_conv2, distiller.adapters[0](s_bn))
     attention = 1000.0 * features.attention_transfer(t_conv1, distiller.adapters[1](s_conv1))
     assert logs["feature_loss"] == pytest.approx(float(0.5 * np.mean(hint) + np.mean(attention)), rel=1e-4)
-    kd = float(np.mean(kdkeras.losses.knowledge_distillation(t_logits, s_logits, 4.0)))
+    kd = float(np.mean(kdkeras.distillation.losses.knowledge_distillation(t_logits, s_logits, 4.0)))
     assert logs["distillation_loss"] == pytest.approx(kd, rel=1e-4)
     expected = 0.5 * logs["student_loss"] + 0.5 * kd + logs["feature_loss"]
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from kdkeras.fidelity import fidelity
+from kdkeras.evaluation.fidelity import fidelity
 
 
 def test_matches_scipy_entropy_and_argmax_agreement():

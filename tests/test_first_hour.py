@@ -11,7 +11,7 @@ import pytest
 
 import kdkeras
 from kdkeras import cli
-from kdkeras.progress import fit_verbosity
+from kdkeras.workflow.progress import fit_verbosity
 
 TINY = """
 name = "tiny"

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras import losses
+from kdkeras.distillation import losses
 
 Z_STUDENT = np.array([[2, 1, 0.1, -1], [0.5, 2.5, -0.3, 0]], "float32")
 Z_TEACHER = np.array([[3, 0.5, 0.2, -2], [0, 3, 1, -1]], "float32")

@@ -1,4 +1,4 @@
-"""Tests of kdkeras.metrics: hand-computed cases and agreement with medmnist."""
+"""Tests of kdkeras.evaluation.metrics: hand-computed cases and agreement with medmnist."""
 
 import importlib.util
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
 
-from kdkeras.metrics import classification_metrics, logits_to_scores, predict_labels
+from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores, predict_labels
 
 
 def _load_module(name, path, monkeypatch):

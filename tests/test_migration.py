@@ -12,7 +12,7 @@ import pytest
 
 import kdkeras
 from kdkeras import config as config_lib
-from kdkeras.losses import KnowledgeDistillation
+from kdkeras.distillation.losses import KnowledgeDistillation
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 6)).astype("float32")

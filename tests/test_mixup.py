@@ -1,4 +1,4 @@
-"""Mixup inside the distillation step (kdkeras.mixup), checked against float64 references."""
+"""Mixup inside the distillation step (kdkeras.distillation.mixup), checked against float64 references."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import kdkeras
-from kdkeras import mixup
+from kdkeras.distillation import mixup
 from kdkeras.config import ConfigError, apply_overrides, load_config
 
 

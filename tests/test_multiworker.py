@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from kdkeras import launch
+from kdkeras.distribute import launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300  # seconds any one job may take, start-up included
@@ -35,16 +35,16 @@ VARIANT_SCRIPT = textwrap.dedent(
     import os
     import sys
 
-    from kdkeras import distribute
+    from kdkeras.distribute import strategy as distribute
 
     strategy = distribute.get_strategy(sys.argv[1])  # first: collectives are set up at start-up
 
     import keras
     import numpy as np
 
-    from kdkeras import losses as kd_losses
-    from kdkeras.distiller import Distiller
-    from kdkeras.features import FeatureMatch
+    from kdkeras.distillation import losses as kd_losses
+    from kdkeras.distillation.distiller import Distiller
+    from kdkeras.distillation.features import FeatureMatch
 
     # 48 examples in global batches of 12: 4 full batches an epoch, split evenly over 2 or 3 workers.
     rng = np.random.default_rng(0)
@@ -387,7 +387,8 @@ def test_a_worker_that_never_starts_is_named_within_the_timeout(tmp_path):
 
 
 def test_a_slurm_job_step_is_a_cluster(monkeypatch):
-    from kdkeras import distribute, multiworker
+    from kdkeras.distribute import strategy as distribute
+    from kdkeras.distribute import multiworker
 
     for name, value in {
         "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[07-08]",

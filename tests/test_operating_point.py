@@ -10,7 +10,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from kdkeras import operating_point as op
+from kdkeras.evaluation import operating_point as op
 
 
 def _scores(n=400, seed=0):

@@ -11,7 +11,8 @@ import tensorflow as tf
 from PIL import Image
 from scipy import special
 
-from kdkeras import calibration, cli, models, predict
+from kdkeras import cli, models, predict
+from kdkeras.evaluation import calibration
 from kdkeras.data.dicom import read_dicom
 
 pydicom = pytest.importorskip("pydicom")

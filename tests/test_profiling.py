@@ -1,11 +1,11 @@
-"""Tests of kdkeras.profiling on a tiny model."""
+"""Tests of kdkeras.evaluation.profiling on a tiny model."""
 
 import os
 
 import keras
 import pytest
 
-from kdkeras.profiling import count_params, describe_model, file_size_bytes, measure_latency
+from kdkeras.evaluation.profiling import count_params, describe_model, file_size_bytes, measure_latency
 
 
 @keras.saving.register_keras_serializable(package="kdkeras_tests")

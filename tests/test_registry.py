@@ -12,7 +12,7 @@ from kdkeras.models import get_spec
 
 @pytest.fixture
 def colours():
-    created = registry.Registry("test_colour", modules=("kdkeras.losses",))
+    created = registry.Registry("test_colour", modules=("kdkeras.distillation.losses",))
     yield created
     registry._REGISTRIES.pop("test_colour")
 

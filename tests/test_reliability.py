@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import cli, config as config_lib, files, models, training
-from kdkeras.callbacks import RunState, StopOnNaN, TrainingDivergedError
+from kdkeras import cli, config as config_lib, files, models
+from kdkeras.workflow import training
+from kdkeras.workflow.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.data import DataError, dermoscopy, load_ham10000, load_image_folder, load_medmnist
 
 TINY = """

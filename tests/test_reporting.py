@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import reporting, runs, stats
+from kdkeras import reporting, stats
+from kdkeras.workflow import runs
 from kdkeras.reporting import figures, roc
 from kdkeras.reporting.history import load_history
-from kdkeras.metrics import classification_metrics, logits_to_scores
+from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 
 # The conftest `pneumonia_npz` fixture is per test; the report is built once.
 PNEUMONIA_NPZ = os.path.join(

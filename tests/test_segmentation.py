@@ -68,13 +68,13 @@ def tiled(array, reps=3):
 
 DENSE_LOSSES = {
     "decoupled_kd": (
-        lambda: kdkeras.losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0),
+        lambda: kdkeras.distillation.losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0),
         lambda z_t, labels: {"teacher_logits": z_t, "labels": labels},
     ),
-    "multilabel_kd": (lambda: kdkeras.losses.MultiLabelKD(temperature=4.0), lambda z_t, labels: z_t),
-    "hint": (lambda: kdkeras.features.HintLoss(), lambda f_t, labels: f_t),
-    "attention": (lambda: kdkeras.features.AttentionTransfer(), lambda f_t, labels: f_t),
-    "cosine": (lambda: kdkeras.features.CosineFeatureLoss(), lambda f_t, labels: f_t),
+    "multilabel_kd": (lambda: kdkeras.distillation.losses.MultiLabelKD(temperature=4.0), lambda z_t, labels: z_t),
+    "hint": (lambda: kdkeras.distillation.features.HintLoss(), lambda f_t, labels: f_t),
+    "attention": (lambda: kdkeras.distillation.features.AttentionTransfer(), lambda f_t, labels: f_t),
+    "cosine": (lambda: kdkeras.distillation.features.CosineFeatureLoss(), lambda f_t, labels: f_t),
 }
 
 
@@ -98,9 +98,9 @@ def test_every_dense_loss_averages_per_pixel(name):
         # Per-pixel values of the per-example function, averaged: the same number.
         per_pixel = {
             "decoupled_kd": lambda: sum(
-                w * t for w, t in zip((1.0, 8.0), kdkeras.losses.decoupled_kd_terms(z_t, z_s, labels, 4.0))
+                w * t for w, t in zip((1.0, 8.0), kdkeras.distillation.losses.decoupled_kd_terms(z_t, z_s, labels, 4.0))
             ),
-            "multilabel_kd": lambda: kdkeras.losses.multilabel_kd(z_t, z_s, 4.0),
+            "multilabel_kd": lambda: kdkeras.distillation.losses.multilabel_kd(z_t, z_s, 4.0),
         }[name]()
         assert small == pytest.approx(float(np.mean(per_pixel)), rel=1e-5)
 

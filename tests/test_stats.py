@@ -9,7 +9,7 @@ from scipy.stats import norm
 from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from kdkeras import stats
-from kdkeras.metrics import classification_metrics, logits_to_scores
+from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 
 # Subarachnoid hemorrhage data (Turck et al. 2010, Intensive Care Medicine 36:107-115),
 # the `aSAH` data set of the R package pROC: outcome (1 = "Poor"), WFNS grade and S100B

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 from matplotlib.figure import Figure
 
-from kdkeras import cli, config as config_lib, models, sweep
+from kdkeras import cli, config as config_lib, models
+from kdkeras.workflow import sweep
 
 TINY = """
 name = "tiny"
@@ -276,7 +277,7 @@ def test_make_sweep_passes_the_grid(tmp_path):
 
 
 def test_interrupted_point_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys):
-    from kdkeras.callbacks import RunState
+    from kdkeras.workflow.callbacks import RunState
 
     path = write_experiment(tmp_path)
     runs = str(tmp_path / "runs")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras import Distiller, cli, config as config_lib, transfer
+from kdkeras import Distiller, cli, config as config_lib
+from kdkeras.workflow import transfer
 from kdkeras.config import ConfigError
 from kdkeras.data.info import DatasetInfo
 

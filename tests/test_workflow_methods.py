@@ -148,7 +148,8 @@ def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
 def test_multilabel_data_need_per_label_sigmoid_kd():
     import types
 
-    from kdkeras import losses, phases
+    from kdkeras.distillation import losses
+    from kdkeras.workflow import phases
 
     info = types.SimpleNamespace(task="multi-label", num_classes=4, name="chestmnist")
     student = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])

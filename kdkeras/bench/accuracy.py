@@ -1,6 +1,6 @@
 """Accuracy over seeds: teacher, student alone and distilled student, beside published rows.
 
-For each seed the experiment's three phases run with `kdkeras.training.run_phase`
+For each seed the experiment's three phases run with `kdkeras.workflow.training.run_phase`
 in their own runs folder (`<runs_dir>/seed<N>/<experiment>/`), exactly as
 `make all SEED=N` would. Test ACC, AUC and balanced accuracy (official test
 split) are then summarised as mean and sample standard deviation over the
@@ -25,7 +25,7 @@ import sys
 import tomllib
 
 from kdkeras import config as config_lib
-from kdkeras import runs as runs_lib
+from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
@@ -70,7 +70,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
         ValueError: for an empty or repeated seed list.
     """
     from kdkeras import config as config_lib
-    from kdkeras import training
+    from kdkeras.workflow import training
 
     seeds = [int(seed) for seed in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -141,7 +141,7 @@ def run_recorded_phase(config, phase, seed_runs, fresh=False, teacher_path=None,
         architecture, parameters, train seconds, best validation value) and
         whether the phase was trained now.
     """
-    from kdkeras import training
+    from kdkeras.workflow import training
 
     name = runs_lib.MODEL_NAMES[phase]
     record_path = runs_lib.RunFolder.of(config, seed_runs).bench_record(name)

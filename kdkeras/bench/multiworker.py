@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from kdkeras import launch
+from kdkeras.distribute import launch
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment, load_average
 
@@ -34,16 +34,16 @@ STUDENT = "cnn_small"
 
 def train_epochs(strategy_name, out, epochs, limit, batch_size):
     """One run: distils for `epochs` epochs under a strategy; writes epoch times (s) to `out`."""
-    from kdkeras import distribute
+    from kdkeras.distribute import strategy as distribute
 
     strategy = distribute.get_strategy(strategy_name)  # first: collectives are set up at start-up
 
     import keras
 
     from kdkeras import models as models_lib
-    from kdkeras import multiworker
+    from kdkeras.distribute import multiworker
     from kdkeras.data import bundled_npz, load_medmnist
-    from kdkeras.distiller import Distiller
+    from kdkeras.distillation.distiller import Distiller
 
     keras.utils.set_random_seed(0)
     root = os.path.dirname(bundled_npz("pneumoniamnist"))

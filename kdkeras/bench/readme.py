@@ -7,7 +7,7 @@ numbers a newcomer reads are the numbers BENCHMARKS.md was built from.
 
 import os
 
-from kdkeras import runs as runs_lib
+from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import report

@@ -113,7 +113,7 @@ def _accuracy_section(found):
         return (
             f"Experiment `{accuracy['experiment']}` (`{_relative(accuracy['config_path'])}`, distillation alpha "
             f"{distill['alpha']}, T {distill['temperature']}), {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
-            f"each a full `teacher`, `student`, `distill` run (`kdkeras.training.run_phase`) scored on the "
+            f"each a full `teacher`, `student`, `distill` run (`kdkeras.workflow.training.run_phase`) scored on the "
             f"{' or '.join(map(str, accuracy['test_images']))} test images; mean ± sample standard deviation over "
             f"seeds. Ran {when(accuracy)}."
         )
@@ -186,7 +186,7 @@ def _speed_section(found):
             "teacher forward pass, the least any distiller can cost; `keras` is "
             "`keras.distillation.Distiller` with `LogitsDistillation(temperature, "
             "keras.losses.KLDivergence())` (the same loss); `cached` is `kdkeras.Distiller` fed the "
-            "teacher's logits precomputed by `kdkeras.teacher_cache.with_teacher_logits`; `student` is the "
+            "teacher's logits precomputed by `kdkeras.distillation.teacher_cache.with_teacher_logits`; `student` is the "
             "student trained alone. Ratios are times per step (1.10 = 10% slower). "
             f"CPU, ran {when(speed)}{_load_note(speed)}."
         )

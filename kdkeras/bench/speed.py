@@ -9,7 +9,7 @@ the same optimizer and the same `accuracy` metric:
 | `kdkeras` | `kdkeras.Distiller.train_on_batch`: teacher forward + student step, one graph |
 | `floor` | the teacher's forward pass, then `student.train_on_batch`: the least any distiller can cost |
 | `keras` | `keras.distillation.Distiller` with `LogitsDistillation(T, keras.losses.KLDivergence())` (the same math) |
-| `cached` | `kdkeras.Distiller` on `({"inputs": x, "teacher_logits": z}, y)` batches from `kdkeras.teacher_cache` |
+| `cached` | `kdkeras.Distiller` on `({"inputs": x, "teacher_logits": z}, y)` batches from `kdkeras.distillation.teacher_cache` |
 | `student` | `student.train_on_batch` alone |
 
 After `warmup` untimed steps of each kind (the first traces the graph), each
@@ -36,7 +36,7 @@ from kdkeras import models as models_lib
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.data import bundled_npz, load_medmnist
-from kdkeras.distiller import Distiller
+from kdkeras.distillation.distiller import Distiller
 
 STEPS = ("kdkeras", "floor", "keras", "cached", "student")
 RATIOS = (("kdkeras", "floor", 1.10), ("kdkeras", "keras", 1.00), ("cached", "student", None))
@@ -330,9 +330,9 @@ def _train_steps(teacher, new_student, jit, alpha, temperature, learning_rate):
 
 def _cached_batches(data, teacher):
     try:
-        from kdkeras.teacher_cache import with_teacher_logits
+        from kdkeras.distillation.teacher_cache import with_teacher_logits
     except ImportError:
-        return None, {"cached": "kdkeras.teacher_cache is not available in this checkout."}
+        return None, {"cached": "kdkeras.distillation.teacher_cache is not available in this checkout."}
     images = tf.concat([x for x, _ in data], axis=0)
     labels = tf.concat([y for _, y in data], axis=0)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(int(data[0][0].shape[0]))

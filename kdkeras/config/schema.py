@@ -94,11 +94,11 @@ class DistillConfig(TrainConfig):
         cache_teacher: Compute the teacher's logits once and stream them with
             the data; needs a train pipeline without augmentation.
         transfer_set: Unlabeled images the student learns from through the
-            teacher only (see `kdkeras.transfer`): "" (none), "train" (the
+            teacher only (see `kdkeras.workflow.transfer`): "" (none), "train" (the
             train images whose labels `labeled_fraction` withholds), or a
             folder of images or an `.npz` with an `images` array.
         mixup: Concentration of mixup inside the distillation step, teacher
-            and student seeing the same mixed images (`kdkeras.mixup`, Beyer
+            and student seeing the same mixed images (`kdkeras.distillation.mixup`, Beyer
             et al. 2022); 0 disables it.
     """
 
@@ -139,7 +139,7 @@ class EvaluateConfig:
         operating_point: Binary tasks: `{}` keeps the 0.5 threshold;
             `{sensitivity = 0.95}`, `{specificity = 0.9}` or `{youden = true}`
             picks the threshold on the validation split (see
-            `kdkeras.operating_point`).
+            `kdkeras.evaluation.operating_point`).
         gradcam_layers: Feature layer of the Grad-CAM maps per model, e.g.
             `{teacher = "stage4_block2_out"}`; a model left out uses its last
             spatial layer.
@@ -163,7 +163,7 @@ class ExperimentConfig:
             phase repeats bit for bit on the same machine and software.
         labeled_fraction: Fraction of the train split whose labels the
             student and distill phases see (a seeded, stratified choice); the
-            teacher trains on every label. See `kdkeras.transfer`.
+            teacher trains on every label. See `kdkeras.workflow.transfer`.
         data: Loader name under `loader` plus that loader's keyword arguments.
         teacher: The teacher phase.
         student: The student-alone phase (the baseline).

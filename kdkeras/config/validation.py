@@ -174,9 +174,9 @@ def check_values(config, source):
 
 
 def _check_distill(distill, data, fail):
-    from kdkeras import features as kd_features
-    from kdkeras import losses as kd_losses
-    from kdkeras.objective import check_teacher_weights
+    from kdkeras.distillation import features as kd_features
+    from kdkeras.distillation import losses as kd_losses
+    from kdkeras.distillation.objective import check_teacher_weights
     from kdkeras.registry import DISTILLATION_TERMS
 
     if distill.loss not in DISTILLATION_TERMS:
@@ -246,7 +246,7 @@ def _check_sweep(sweep, fail):
 
 
 def _check_evaluate(evaluate, fail):
-    from kdkeras.operating_point import check_operating_point
+    from kdkeras.evaluation.operating_point import check_operating_point
 
     try:
         check_operating_point(evaluate.operating_point)

@@ -3,7 +3,7 @@
 `export_student` writes a trained student in the formats a clinic laptop or a
 phone runs, then measures each written file the same way: bytes on disk, CPU
 latency per image at batch 1, and test-split ACC / AUC / balanced accuracy
-computed by `kdkeras.metrics.classification_metrics`, beside the Keras model
+computed by `kdkeras.evaluation.metrics.classification_metrics`, beside the Keras model
 it came from. The table is returned and written as `export.md` and
 `export.json` next to the files.
 
@@ -16,7 +16,7 @@ it came from. The table is returned and written as `export.md` and
 
 The exported files are deployable as calibrated: they return
 `probabilities = softmax(logits / T)` with the temperature `T` fitted on
-validation (`kdkeras.calibration`, read from `<stem>_calibration.json`
+validation (`kdkeras.evaluation.calibration`, read from `<stem>_calibration.json`
 beside the `.keras` file; T = 1 without one, and the table says so), and
 the binary decision threshold of the operating point is written in
 `export.md` / `export.json` (and `calibration.json`) beside them. The

@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import calibration as calibration_lib
-from kdkeras import metrics as metrics_lib
-from kdkeras import profiling
-from kdkeras import runs as runs_lib
+from kdkeras.evaluation import calibration as calibration_lib
+from kdkeras.evaluation import metrics as metrics_lib
+from kdkeras.evaluation import profiling
+from kdkeras.workflow import runs as runs_lib
 from kdkeras import scores as scores_lib
 from kdkeras.export import serving, tflite
 from kdkeras.export.table import METRIC_COLUMNS, ExportTable
@@ -28,7 +28,7 @@ FILENAMES = {
 }
 TABLE_JSON = "export.json"
 TABLE_MD = "export.md"
-# The model's calibration (`kdkeras.calibration`), copied beside the exported files when it has one.
+# The model's calibration (`kdkeras.evaluation.calibration`), copied beside the exported files when it has one.
 CALIBRATION = "calibration.json"
 
 
@@ -70,7 +70,7 @@ def export_student(
         test_data: Batches of `(images, labels)` (a `tf.data.Dataset`, or one
             `(images, labels)` pair of arrays) to score every format on; None
             leaves the metric columns empty.
-        task: Task of the labels, as in `kdkeras.metrics.TASKS`.
+        task: Task of the labels, as in `kdkeras.evaluation.metrics.TASKS`.
         class_names: Names of the classes, for the metrics.
         representative_images: At most this many images of
             `representative_data` are used.
@@ -206,9 +206,9 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS,
         The `ExportTable`.
 
     Raises:
-        kdkeras.training.MissingArtifactError: the model file does not exist.
+        kdkeras.workflow.training.MissingArtifactError: the model file does not exist.
     """
-    from kdkeras import training
+    from kdkeras.workflow import training
 
     formats = _check_formats(formats)
     run = runs_lib.RunFolder.of(config, runs_dir)
@@ -255,7 +255,7 @@ def _check_formats(formats):
 
 
 def _load_model(model_or_path, unsafe_load=False):
-    from kdkeras.distiller import Distiller
+    from kdkeras.distillation.distiller import Distiller
 
     if isinstance(model_or_path, keras.Model):
         model, path = model_or_path, None
@@ -326,7 +326,7 @@ def _keras_size(model, source_path, work):
     if source_path:
         return profiling.file_size_bytes(source_path)
     # An uncompiled copy, as kdkeras saves deployable models: no optimizer state.
-    from kdkeras.training import save_deployable
+    from kdkeras.workflow.training import save_deployable
 
     path = os.path.join(work, "model.keras")
     save_deployable(model, path)

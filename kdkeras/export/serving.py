@@ -11,7 +11,7 @@ signatures around the same weights,
 
 with `probabilities = softmax(logits / T)` (element-wise sigmoid for
 multi-label tasks and one-logit binary models) and `T` the temperature
-fitted on validation (`kdkeras.calibration`), read from
+fitted on validation (`kdkeras.evaluation.calibration`), read from
 `<model stem>_calibration.json` beside the `.keras` file.
 """
 
@@ -20,7 +20,7 @@ import os
 import keras
 import tensorflow as tf
 
-from kdkeras import calibration as calibration_lib
+from kdkeras.evaluation import calibration as calibration_lib
 
 SERVE = "serve"
 PROBABILITIES = "probabilities"

@@ -52,7 +52,7 @@ def plot_history(history, path, title):
     Args:
         history: Path of a history CSV (one row per epoch, one column per
             logged quantity, as written by `keras.callbacks.CSVLogger` or
-            `kdkeras.callbacks.RunState`), a dict of per-epoch lists
+            `kdkeras.workflow.callbacks.RunState`), a dict of per-epoch lists
             (`History.history`) or a `keras.callbacks.History`. An `epoch`
             column that starts at 0 (CSVLogger) is shifted to count from 1.
         path: Destination `.png`.
@@ -201,7 +201,7 @@ def plot_prediction_grid(images, y_true, y_pred, class_names, path, n=16):
     Example:
 
     ```python
-    y_pred = kdkeras.metrics.predict_labels(y_score, "binary-class")
+    y_pred = kdkeras.evaluation.metrics.predict_labels(y_score, "binary-class")
     plot_prediction_grid(x_test, y_test, y_pred, ["normal", "pneumonia"],
                          "student_predictions.png")
     ```

@@ -1,4 +1,4 @@
-"""Training histories: the per-epoch CSV that `kdkeras.callbacks.RunState` writes, read back."""
+"""Training histories: the per-epoch CSV that `kdkeras.workflow.callbacks.RunState` writes, read back."""
 
 import csv
 import math

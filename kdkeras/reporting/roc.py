@@ -6,12 +6,12 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from kdkeras.formatting import format_metric
-from kdkeras.metrics import classification_metrics
+from kdkeras.evaluation.metrics import classification_metrics
 from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 
 def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, test split"):
-    """Draws ROC curves, with the AUC of `kdkeras.metrics` in the legends.
+    """Draws ROC curves, with the AUC of `kdkeras.evaluation.metrics` in the legends.
 
     - binary-class: one panel, one curve per model (the positive class's
       probability, i.e. the last column, as scored by MedMNIST).
@@ -24,7 +24,7 @@ def plot_roc_curves(curves, task, path, class_names=None, title="ROC curves, tes
     Args:
         curves: `{model_name: (y_true, y_score)}` with probabilities, as for
             `classification_metrics`.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         path: Destination `.png`.
         class_names: Names of the classes (labels); default "0", "1", ...
         title: Figure title.

@@ -18,7 +18,7 @@ on the same images differ partly by chance. This package puts numbers on both
   (`verdict`).
 - `seeds`: over training seeds, `mean_std` and `paired_t_interval`.
 
-Metric definitions and the decision rule are those of `kdkeras.metrics`
+Metric definitions and the decision rule are those of `kdkeras.evaluation.metrics`
 (MedMNIST's `Evaluator`). Everything returned is plain Python (float, int,
 str, dict, None), ready for `json.dump`.
 """

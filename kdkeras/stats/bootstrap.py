@@ -76,9 +76,9 @@ def resampled_metrics(y_true, y_score, task, counts, class_names=None):
     `sklearn.metrics.roc_auc_score`).
 
     Args:
-        y_true: Labels, as for `kdkeras.metrics.classification_metrics`.
+        y_true: Labels, as for `kdkeras.evaluation.metrics.classification_metrics`.
         y_score: Probabilities, as for `classification_metrics`.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         counts: int array `(B, N)`; a row of ones is the original sample.
         class_names: Optional class (label) names, used in metric keys.
 
@@ -127,9 +127,9 @@ def bootstrap_intervals(
     The same predictions and seed always give the same intervals.
 
     Args:
-        y_true: Labels, as for `kdkeras.metrics.classification_metrics`.
+        y_true: Labels, as for `kdkeras.evaluation.metrics.classification_metrics`.
         y_score: Probabilities, as for `classification_metrics`.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         class_names: Optional class (label) names, used in the `recall[...]` keys.
         n_resamples: Number of bootstrap resamples.
         confidence: Coverage of the intervals, e.g. 0.95.
@@ -280,7 +280,7 @@ def _multi_label_samples(y_true, y_score, task, names, weights):
     with np.errstate(invalid="ignore", divide="ignore"):
         sensitivity = (weights @ (hit * positive)) / (weights @ positive)
         specificity = (weights @ (hit * (1.0 - positive))) / (weights @ (1.0 - positive))
-        # As kdkeras.metrics: a rate whose class is absent is left out of its label's mean.
+        # As kdkeras.evaluation.metrics: a rate whose class is absent is left out of its label's mean.
         balanced = np.nanmean(np.stack([sensitivity, specificity]), axis=0).mean(axis=1)
     return {
         "acc": (weights @ hit.mean(axis=1)) / weights.sum(axis=1),

@@ -158,12 +158,12 @@ def paired_bootstrap_difference(
     examples, so the interval accounts for their correlation.
 
     Args:
-        y_true: Labels, as for `kdkeras.metrics.classification_metrics`.
+        y_true: Labels, as for `kdkeras.evaluation.metrics.classification_metrics`.
         score_a: Probabilities of model A, as `y_score` there.
         score_b: Probabilities of model B, same examples in the same order.
         metric: A metric name of `resampled_metrics` (`"acc"`, `"auc"`,
             `"balanced_acc"`, `"sensitivity"`, ...).
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         class_names: Optional class names (for `recall[...]` metrics).
         n_resamples: Number of bootstrap resamples.
         confidence: Coverage of the interval.
@@ -207,10 +207,10 @@ def compare_models(
     where the metric has a test, the test's p-value is below `alpha`.
 
     Args:
-        y_true: Labels, as for `kdkeras.metrics.classification_metrics`.
+        y_true: Labels, as for `kdkeras.evaluation.metrics.classification_metrics`.
         score_a: Probabilities of model A, as `y_score` there.
         score_b: Probabilities of model B, same examples in the same order.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         name_a: Model A's name in the verdict, e.g. `"the distilled student"`.
         name_b: Model B's name, e.g. `"the student alone"`.
         class_names: Optional class names.

@@ -1,8 +1,8 @@
 """The batch conventions a `Distiller` step reads.
 
 - Cached teacher logits: `x` is `{"inputs": images, "teacher_logits": z}`
-  (`kdkeras.teacher_cache.with_teacher_logits`), and the teacher does not run.
-- Unlabeled images of a transfer set (`kdkeras.transfer`) carry the sparse
+  (`kdkeras.distillation.teacher_cache.with_teacher_logits`), and the teacher does not run.
+- Unlabeled images of a transfer set (`kdkeras.workflow.transfer`) carry the sparse
   label -1: the student loss and the metrics skip them.
 - Under a distribution strategy each replica sees its share of the global batch.
 """
@@ -16,7 +16,7 @@ def split_inputs(inputs):
         if set(inputs) != {"inputs", "teacher_logits"}:
             raise ValueError(
                 "A batch with cached teacher logits must be ({'inputs': x, 'teacher_logits': z}, y); "
-                f"got the keys {sorted(inputs)}. Build it with kdkeras.teacher_cache.with_teacher_logits."
+                f"got the keys {sorted(inputs)}. Build it with kdkeras.distillation.teacher_cache.with_teacher_logits."
             )
         return inputs["inputs"], inputs["teacher_logits"]
     return inputs, None

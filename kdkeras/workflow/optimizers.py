@@ -1,7 +1,7 @@
 """The optimizers a config names (`[phase] optimizer`), registered in `kdkeras.registry.OPTIMIZERS`.
 
 Each builder takes the phase's learning rate and decoupled weight decay (0
-disables it); `kdkeras.phases.make_optimizer` calls the one a config names.
+disables it); `kdkeras.workflow.phases.make_optimizer` calls the one a config names.
 """
 
 import keras

@@ -20,7 +20,7 @@ class LogitsAUC(keras.metrics.AUC):
         task: One of "binary-class", "multi-class", "ordinal-regression",
             "multi-label".
         num_thresholds: Thresholds of the streaming approximation; the exact
-            test-split AUC comes from `kdkeras.metrics`.
+            test-split AUC comes from `kdkeras.evaluation.metrics`.
         name: Name logged by `fit` (so `val_auc` can be monitored).
 
     Example:

@@ -8,9 +8,9 @@ much stronger teacher's exact probabilities are out of its reach.
 import keras
 from keras import ops
 
-from kdkeras.losses import _check_temperature
-from kdkeras.losses import _check_weight
-from kdkeras.objective import DistillationTerm
+from kdkeras.distillation.losses import _check_temperature
+from kdkeras.distillation.losses import _check_weight
+from kdkeras.distillation.objective import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
 # The official code's guard against a zero standard deviation.
@@ -88,7 +88,7 @@ class DIST(DistillationTerm):
     Example:
 
     ```python
-    distiller.compile(optimizer="adam", distillation_loss_fn=kdkeras.relations.DIST(), alpha=0.5)
+    distiller.compile(optimizer="adam", distillation_loss_fn=kdkeras.distillation.relations.DIST(), alpha=0.5)
     ```
     """
 

@@ -1,7 +1,7 @@
 """Grid sweeps of the distillation temperature and alpha.
 
 A sweep distils the experiment's trained teacher once per (temperature, alpha)
-grid point, each point a full `distill` phase (see `kdkeras.training`) in its
+grid point, each point a full `distill` phase (see `kdkeras.workflow.training`) in its
 own run folder, and then tabulates and plots the distilled students:
 
 ```
@@ -34,9 +34,9 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
-from kdkeras import runs as runs_lib
-from kdkeras import metrics as metrics_lib
-from kdkeras import training
+from kdkeras.workflow import runs as runs_lib
+from kdkeras.evaluation import metrics as metrics_lib
+from kdkeras.workflow import training
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE, save_figure
 from kdkeras.reporting.history import value_at_epoch

@@ -228,7 +228,7 @@ def gradcam_agreement(reference, models, batches, layers=None, n_resamples=stats
     Example:
 
     ```python
-    _, _, test, _ = kdkeras.training.load_data(config)
+    _, _, test, _ = kdkeras.workflow.training.load_data(config)
     gradcam_agreement(teacher, {"distilled": distilled}, test)["distilled"]["pearson"]
     ```
     """

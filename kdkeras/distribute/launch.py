@@ -183,7 +183,7 @@ def wait_listening(ports, processes, timeout=120, host="127.0.0.1"):
 
 
 def watch_start(worker_pid, tf_config, timeout):
-    """The watchdog of a worker's start (`kdkeras.multiworker.watch_cluster_start`).
+    """The watchdog of a worker's start (`kdkeras.distribute.multiworker.watch_cluster_start`).
 
     Runs in its own process and waits for the worker to close this process's
     standard input, which it does once the strategy has started (or failed).

@@ -10,7 +10,7 @@ Distiller's loss terms and metrics are reduced over the whole global batch.
 | --- | --- |
 | `"auto"` | TPU when one is attached, else mirrored over the GPUs when there are several, else the default |
 | `"mirrored"` | `MirroredStrategy` over all local GPUs (all logical CPUs when there is no GPU) |
-| `"multiworker"` | `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG` (see `kdkeras.multiworker`) |
+| `"multiworker"` | `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG` (see `kdkeras.distribute.multiworker`) |
 | `"tpu"` | `TPUStrategy` on the attached TPU (Colab, Kaggle, Cloud TPU VM or node) |
 | `"none"` | the default strategy: one device, TensorFlow's placement |
 """
@@ -22,7 +22,7 @@ import os
 import keras
 import tensorflow as tf
 
-from kdkeras import multiworker
+from kdkeras.distribute import multiworker
 from kdkeras.config import STRATEGIES, ConfigError
 
 # One strategy of each kind per process: re-initialising a TPU drops the

@@ -26,7 +26,7 @@ wait for the other workers (`watch_cluster_start`), which worker writes the
 run's files (`is_chief`, `write_dir`), a `RunState` whose checkpoints the chief
 writes and every worker resumes from (`WorkerRunState`), the cluster of a
 Slurm job step (`tf_config_from_slurm`), and loopback ports for trying a
-cluster on one machine (`kdkeras.launch`).
+cluster on one machine (`kdkeras.distribute.launch`).
 """
 
 import contextlib
@@ -42,10 +42,10 @@ import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as keras_trainer
 
-from kdkeras.callbacks import RunState
+from kdkeras.workflow.callbacks import RunState
 from kdkeras.config import ConfigError
 
-from kdkeras.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
+from kdkeras.distribute.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
 
 DEFAULT_SLURM_PORT = 12345  # the first port of each node of a Slurm job step
 
@@ -231,7 +231,7 @@ def watch_cluster_start(tf_config, timeout=None):
     to SIGTERM and holding Python's lock, until every worker of `TF_CONFIG`
     has joined: a mistyped address or a machine that never started would hang
     the job forever. Inside this block a small watchdog process
-    (`kdkeras.launch.watch_start`) gives the cluster `timeout` seconds; then
+    (`kdkeras.distribute.launch.watch_start`) gives the cluster `timeout` seconds; then
     it prints which workers never answered on their port and kills this
     process, the only way to end the blocked call.
 
@@ -252,7 +252,7 @@ def watch_cluster_start(tf_config, timeout=None):
     path = os.pathsep.join(filter(None, (package_parent, os.environ.get("PYTHONPATH"))))
     watchdog = subprocess.Popen(
         [
-            sys.executable, "-c", "import sys; from kdkeras.launch import watch_start; watch_start(*sys.argv[1:])",
+            sys.executable, "-c", "import sys; from kdkeras.distribute.launch import watch_start; watch_start(*sys.argv[1:])",
             str(os.getpid()), json.dumps(tf_config), str(timeout),
         ],
         stdin=subprocess.PIPE,

@@ -14,9 +14,11 @@ import os
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from kdkeras import calibration, explain, operating_point as op
-from kdkeras.fidelity import fidelity
-from kdkeras.metrics import logits_to_scores, predict_labels
+from kdkeras.evaluation import calibration
+from kdkeras.evaluation import explain
+from kdkeras.evaluation import operating_point as op
+from kdkeras.evaluation.fidelity import fidelity
+from kdkeras.evaluation.metrics import logits_to_scores, predict_labels
 from kdkeras.stats import format_interval
 
 _DEFAULT_THRESHOLD = 0.5
@@ -47,7 +49,7 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
 
     Args:
         out_dir: Folder of the figures (created if needed).
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         class_names: Names of the classes (binary: the last is the positive one).
         y_val: Validation labels: class indices `(N_val,)`, multi-hot for multi-label.
         y_test: Test labels `(N_test,)`.
@@ -65,7 +67,7 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
             agreement is measured over the whole test split.
         model_paths: Optional `{model name: .keras path}`; each model's
             temperature and threshold are saved beside it
-            (`kdkeras.calibration.save_calibration`), for `kdkeras predict`.
+            (`kdkeras.evaluation.calibration.save_calibration`), for `kdkeras predict`.
         operating_point: The `[evaluate] operating_point` table: `{}` keeps
             the 0.5 threshold; `{"sensitivity": 0.95}`, `{"specificity": s}`
             or `{"youden": True}` choose one on validation (binary tasks).
@@ -74,8 +76,8 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
         gradcam_images: Images whose maps are drawn, at most.
         test_data: Optional batches of `(images, labels)` of the whole test
             split, in the order of `y_test` (e.g. the test `tf.data.Dataset`
-            of `kdkeras.training.load_data`): the teacher-student Grad-CAM
-            agreement is computed over it (`kdkeras.explain.gradcam_agreement`).
+            of `kdkeras.workflow.training.load_data`): the teacher-student Grad-CAM
+            agreement is computed over it (`kdkeras.evaluation.explain.gradcam_agreement`).
             Without it the agreement is not computed, and the markdown says so.
         report_dir: Folder of the markdown file, for relative figure links;
             default `out_dir`.
@@ -222,14 +224,14 @@ def _in_order_of(batches, y_test):
             raise ValueError(
                 f"The test data given for Grad-CAM differs from the saved test labels at images "
                 f"{seen}-{seen + len(labels) - 1}: pass the run's own test split, unshuffled "
-                "(kdkeras.training.load_data(config)[2])."
+                "(kdkeras.workflow.training.load_data(config)[2])."
             )
         seen += len(labels)
         yield images, labels
     if seen != len(y_test):
         raise ValueError(
             f"The test data given for Grad-CAM has {seen} images but the run saved {len(y_test)} "
-            "test labels: pass the run's whole test split (kdkeras.training.load_data(config)[2])."
+            "test labels: pass the run's whole test split (kdkeras.workflow.training.load_data(config)[2])."
         )
 
 

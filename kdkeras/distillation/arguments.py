@@ -11,8 +11,8 @@ import warnings
 
 import keras
 
-from kdkeras import features as kd_features
-from kdkeras import losses as kd_losses
+from kdkeras.distillation import features as kd_features
+from kdkeras.distillation import losses as kd_losses
 
 CROSSENTROPY_NAMES = {
     "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -36,7 +36,7 @@ def as_feature_match(item):
     if isinstance(item, dict):
         item = keras.saving.deserialize_keras_object(item) if "class_name" in item else kd_features.FeatureMatch(**item)
     if not isinstance(item, kd_features.FeatureMatch):
-        raise TypeError(f"`features` must be a list of kdkeras.features.FeatureMatch, got {item!r}.")
+        raise TypeError(f"`features` must be a list of kdkeras.distillation.features.FeatureMatch, got {item!r}.")
     return item
 
 
@@ -147,14 +147,14 @@ def from_keras_distillation(arguments, student, teachers):
     logits = keras_distillation.LogitsDistillation
     kd_hint = (
         f"For Hinton's soft targets write `Distiller(student=..., teacher=...)` and "
-        f"`compile(distillation_loss_fn=kdkeras.losses.KnowledgeDistillation(temperature=T), alpha={alpha})`"
+        f"`compile(distillation_loss_fn=kdkeras.distillation.losses.KnowledgeDistillation(temperature=T), alpha={alpha})`"
     )
     for term in terms:
         if isinstance(term, keras_distillation.FeatureDistillation):
             raise TypeError(
                 "keras.distillation.FeatureDistillation compares raw layer outputs of equal shape; "
                 "kdkeras matches features through a learned adapter: write "
-                "`Distiller(..., features=[kdkeras.features.FeatureMatch(student_layer=..., "
+                "`Distiller(..., features=[kdkeras.distillation.features.FeatureMatch(student_layer=..., "
                 f"teacher_layer=..., loss='hint', weight=(1 - {alpha}) * w)])`, and distil the logits "
                 "with `compile(distillation_loss_fn=...)`."
             )
@@ -171,7 +171,7 @@ def from_keras_distillation(arguments, student, teachers):
         raise TypeError(
             f"distillation_losses with weights {list(weights)}: kdkeras weighs its single logits term "
             f"with `distillation_weight` (default 1 - alpha). Write `compile(alpha={alpha}, "
-            f"distillation_weight=(1 - {alpha}) * w, distillation_loss_fn=kdkeras.losses."
+            f"distillation_weight=(1 - {alpha}) * w, distillation_loss_fn=kdkeras.distillation.losses."
             "KnowledgeDistillation(temperature=T))`."
         )
     defaults["distillation_loss_fn"] = kd_losses.KnowledgeDistillation(temperature=terms[0].temperature)

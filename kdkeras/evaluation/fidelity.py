@@ -17,7 +17,7 @@ def fidelity(student_logits, teacher_logits, task="multi-class"):
     Args:
         student_logits: float array `(N, C)`.
         teacher_logits: float array `(N, C)`, the same examples in the same order.
-        task: One of `kdkeras.metrics.TASKS`. Multi-label (and one-logit
+        task: One of `kdkeras.evaluation.metrics.TASKS`. Multi-label (and one-logit
             binary) models are compared label by label: agreement of the
             `p > 0.5` decisions and the Bernoulli KL, both averaged over labels.
 

@@ -18,7 +18,7 @@ depends on the whole batch, not on each example alone (DIST's correlations
 across the batch), set `batch_level = True`: under `tf.distribute` they are
 computed on each replica's share of the batch.
 
-Feature terms (`kdkeras.features.FeatureMatch`) hold layer names and adapter
+Feature terms (`kdkeras.distillation.features.FeatureMatch`) hold layer names and adapter
 weights, so they are fixed when the Distiller is built; they follow the same
 protocol through `compute(batch, sample_weight)`.
 
@@ -182,7 +182,7 @@ def resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
         distillation_terms: `compile`'s list of `(term, weight)` pairs or bare
             terms, or None for the shortcut.
         distillation_loss_fn: The shortcut's one term (any form
-            `kdkeras.losses.get` takes).
+            `kdkeras.distillation.losses.get` takes).
         temperature: The shortcut's temperature, or None.
         weight: The shortcut term's weight (`1 - alpha` unless `compile`
             was given `distillation_weight`).
@@ -193,8 +193,8 @@ def resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
     Raises:
         ValueError: for both forms at once, an empty list, or a bad term.
     """
-    # kdkeras.losses subclasses DistillationTerm from this module: import it late.
-    from kdkeras import losses as kd_losses
+    # kdkeras.distillation.losses subclasses DistillationTerm from this module: import it late.
+    from kdkeras.distillation import losses as kd_losses
 
     if distillation_terms is not None:
         if distillation_loss_fn is not None or temperature is not None:

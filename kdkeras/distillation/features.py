@@ -107,7 +107,7 @@ class HintLoss(keras.losses.Loss):
     Example:
 
     ```python
-    value = kdkeras.features.HintLoss()(teacher_features, adapted_student_features)
+    value = kdkeras.distillation.features.HintLoss()(teacher_features, adapted_student_features)
     ```
     """
 
@@ -147,7 +147,7 @@ class AttentionTransfer(keras.losses.Loss):
     Example:
 
     ```python
-    value = kdkeras.features.AttentionTransfer()(teacher_features, student_features)
+    value = kdkeras.distillation.features.AttentionTransfer()(teacher_features, student_features)
     ```
     """
 
@@ -185,7 +185,7 @@ class CosineFeatureLoss(keras.losses.Loss):
     Example:
 
     ```python
-    value = kdkeras.features.CosineFeatureLoss()(teacher_features, student_features)
+    value = kdkeras.distillation.features.CosineFeatureLoss()(teacher_features, student_features)
     ```
     """
 
@@ -272,7 +272,7 @@ class FeatureMatch:
     ```python
     distiller = kdkeras.Distiller(
         student, teacher,
-        features=[kdkeras.features.FeatureMatch("block2_out", "conv4_block6_out", "hint")],
+        features=[kdkeras.distillation.features.FeatureMatch("block2_out", "conv4_block6_out", "hint")],
     )
     ```
     """
@@ -293,7 +293,7 @@ class FeatureMatch:
         self.weight = float(weight)
 
     def compute(self, batch, sample_weight=None):
-        """This term's loss on a batch dict (the `kdkeras.objective` protocol), before `weight`."""
+        """This term's loss on a batch dict (the `kdkeras.distillation.objective` protocol), before `weight`."""
         teacher, student = batch["features"][self]
         return self.loss(teacher, student, sample_weight=sample_weight)
 

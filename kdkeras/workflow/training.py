@@ -1,9 +1,9 @@
 """The three phases of an experiment: teacher, student alone, distillation.
 
 Each phase reads the experiment config, loads its data and builds its
-compiled model (`kdkeras.phases`), trains with crash-safe checkpoints,
+compiled model (`kdkeras.workflow.phases`), trains with crash-safe checkpoints,
 saves its model and evaluates it on the test split. Everything lands in the
-run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
+run folder `runs/<experiment>/`, whose files `kdkeras.workflow.runs` names.
 """
 
 import os
@@ -13,18 +13,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import distribute
-from kdkeras import metrics as metrics_lib
-from kdkeras import multiworker
-from kdkeras import profiling
+from kdkeras.distribute import strategy as distribute
+from kdkeras.evaluation import metrics as metrics_lib
+from kdkeras.distribute import multiworker
+from kdkeras.evaluation import profiling
 from kdkeras import reporting
-from kdkeras import runs as runs_lib
-from kdkeras.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
+from kdkeras.workflow import runs as runs_lib
+from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
 from kdkeras.config import dump_toml, load_config, save_config
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
-from kdkeras.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
-from kdkeras.progress import fit_verbosity
-from kdkeras.teacher_cache import with_teacher_logits
+from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
+from kdkeras.workflow.progress import fit_verbosity
+from kdkeras.distillation.teacher_cache import with_teacher_logits
 
 PHASES = runs_lib.PHASES
 GRID_IMAGES = 16
@@ -67,13 +67,13 @@ def fit_datasets(train, val, strategy, batch, cache_from=None, seed=None, verbos
 def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None, unsafe_load=False):
     """Trains, saves and evaluates one phase of an experiment.
 
-    Data, then the phase's compiled model (`kdkeras.phases.PHASE_BUILDERS`),
+    Data, then the phase's compiled model (`kdkeras.workflow.phases.PHASE_BUILDERS`),
     then `fit` with a `RunState` (a killed phase resumes from its last
     completed epoch), then save and evaluate. Models are loaded, built and
     compiled in the scope of the config's `strategy` (`kdkeras.distribute`),
     and `[data] batch_size` is the global batch (`distribute.batching`). Under
     `"multiworker"` every worker runs this; only the chief writes the run
-    folder (see `kdkeras.multiworker`).
+    folder (see `kdkeras.distribute.multiworker`).
 
     Args:
         config: A validated `ExperimentConfig`.
@@ -81,7 +81,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         runs_dir: Parent folder of run folders.
         verbose: Keras progress-bar verbosity for `fit`; "auto" draws bars in a
             terminal or notebook and one line per epoch elsewhere
-            (`kdkeras.progress.fit_verbosity`).
+            (`kdkeras.workflow.progress.fit_verbosity`).
         log: Callable receiving one line per step of the phase.
         teacher_path: The `.keras` teacher that `distill` reads; defaults to
             the run folder's `teacher.keras`. A sweep points every grid run
@@ -98,7 +98,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             that does not split over its replicas.
         ValueError: a model that cannot take the data (size, classes).
         kdkeras.files.UnsafeModelError: a teacher file holding code, without `unsafe_load`.
-        kdkeras.callbacks.TrainingDivergedError: a NaN or infinite loss; no
+        kdkeras.workflow.callbacks.TrainingDivergedError: a NaN or infinite loss; no
             model is saved and the last complete checkpoint is kept.
     """
     if phase not in PHASES:
@@ -283,8 +283,8 @@ def evaluate(model, test, info, model_path, out, name, val=None):
             report fits calibration and operating points on them, never on test.
 
     Returns:
-        Metrics dict: `kdkeras.metrics.classification_metrics` plus
-        `kdkeras.profiling.describe_model`.
+        Metrics dict: `kdkeras.evaluation.metrics.classification_metrics` plus
+        `kdkeras.evaluation.profiling.describe_model`.
     """
     y_true, logits, grid = _logits(model, test, keep_images=GRID_IMAGES)
     y_score = metrics_lib.logits_to_scores(logits, info.task)

@@ -1,6 +1,6 @@
 """Knowledge-distillation losses on logits: the Distiller's logits terms.
 
-Every loss here is a `kdkeras.objective.DistillationTerm`: a Keras `Loss` with
+Every loss here is a `kdkeras.distillation.objective.DistillationTerm`: a Keras `Loss` with
 the teacher in the place of the target, `loss(teacher_logits, student_logits,
 sample_weight)`. Both arguments are logits (pre-softmax), which is what the
 kdkeras model zoo emits, so a loss can soften them with its own temperature.
@@ -9,7 +9,7 @@ A term that needs more than the teacher's logits says so in `requires`
 
 Each class is registered by name in `kdkeras.registry.DISTILLATION_TERMS`, the
 names `[distill] loss` accepts. Adding a method is one class (here, or in
-`kdkeras.relations` for batch-level relations) plus its
+`kdkeras.distillation.relations` for batch-level relations) plus its
 `@DISTILLATION_TERMS.register(name)` line.
 """
 
@@ -18,7 +18,7 @@ import warnings
 import keras
 from keras import ops
 
-from kdkeras.objective import DistillationTerm
+from kdkeras.distillation.objective import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
 _KERAS_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence", "KLDivergence")
@@ -102,7 +102,7 @@ class KnowledgeDistillation(DistillationTerm):
     Example:
 
     ```python
-    kd = kdkeras.losses.KnowledgeDistillation(temperature=4.0)
+    kd = kdkeras.distillation.losses.KnowledgeDistillation(temperature=4.0)
     value = kd(teacher_logits, student_logits)  # teacher first, like y_true
     ```
     """
@@ -224,7 +224,7 @@ class DecoupledKD(DistillationTerm):
     ```python
     distiller.compile(
         optimizer="adam",
-        distillation_loss_fn=kdkeras.losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0),
+        distillation_loss_fn=kdkeras.distillation.losses.DecoupledKD(tckd_weight=1.0, nckd_weight=8.0, temperature=4.0),
         alpha=0.5,
         warmup_steps=20 * steps_per_epoch,
     )
@@ -318,7 +318,7 @@ class MultiLabelKD(KnowledgeDistillation):
     ```python
     distiller.compile(
         student_loss_fn=keras.losses.BinaryCrossentropy(from_logits=True),
-        distillation_loss_fn=kdkeras.losses.MultiLabelKD(temperature=2.0),
+        distillation_loss_fn=kdkeras.distillation.losses.MultiLabelKD(temperature=2.0),
     )
     ```
     """
@@ -427,7 +427,7 @@ def get(identifier, temperature=4.0, **options):
         if identifier not in names:
             raise ValueError(
                 f"Unknown distillation loss {identifier!r}. Use one of {', '.join(names)}, a "
-                "kdkeras.losses object, or any callable fn(teacher_logits, student_logits)."
+                "kdkeras.distillation.losses object, or any callable fn(teacher_logits, student_logits)."
             )
         try:
             return DISTILLATION_TERMS.get(identifier, temperature=temperature, **options)

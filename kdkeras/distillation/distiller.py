@@ -3,13 +3,13 @@
 import keras
 import tensorflow as tf
 
-from kdkeras import batches
-from kdkeras import distiller_arguments as arguments
-from kdkeras import features as kd_features
-from kdkeras import losses as kd_losses
-from kdkeras import mixup as mixup_lib
-from kdkeras import objective
-from kdkeras.objective import check_teacher_weights
+from kdkeras.distillation import batches
+from kdkeras.distillation import arguments
+from kdkeras.distillation import features as kd_features
+from kdkeras.distillation import losses as kd_losses
+from kdkeras.distillation import mixup as mixup_lib
+from kdkeras.distillation import objective
+from kdkeras.distillation.objective import check_teacher_weights
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -24,7 +24,7 @@ class Distiller(keras.Model):
 
     with gradients for the student's trainable variables (and the feature
     adapters) only; `w` ramps linearly from 0 to 1 over `warmup_steps`. The
-    terms are `kdkeras.objective.DistillationTerm`s given to `compile`
+    terms are `kdkeras.distillation.objective.DistillationTerm`s given to `compile`
     (`distillation_terms`, or the keras.io shortcut `distillation_loss_fn`
     with weight `1 - alpha`); by default one term,
     `T**2 * KL(softmax(z_t / T) || softmax(z_s / T))` (Hinton et al., 2015).
@@ -35,7 +35,7 @@ class Distiller(keras.Model):
     `sample_weight` and `class_weight` weight every loss term per example.
     Calling the Distiller (and `predict`) returns the student's logits.
 
-    Unlabeled images (a transfer set, see `kdkeras.transfer`) carry the sparse
+    Unlabeled images (a transfer set, see `kdkeras.workflow.transfer`) carry the sparse
     label -1: the student loss and the metrics skip them (the student loss
     is the mean over the batch's labeled images), the distillation terms use
     them like any other image.
@@ -49,7 +49,7 @@ class Distiller(keras.Model):
       `teacher_weights`, in each term's space (its `activation` and
       `temperature`), and the term sees the logits of that average.
     - cached teacher logits: batches `({"inputs": x, "teacher_logits": z}, y)`
-      (see `kdkeras.teacher_cache.with_teacher_logits`) skip the teacher's
+      (see `kdkeras.distillation.teacher_cache.with_teacher_logits`) skip the teacher's
       forward pass entirely.
 
     Teachers are set to `trainable = False` in place: the model objects you
@@ -59,7 +59,7 @@ class Distiller(keras.Model):
         student: The `keras.Model` to train. It must output logits.
         teacher: A trained, built `keras.Model` with logits of the same width,
             or a list of them.
-        features: Optional list of `kdkeras.features.FeatureMatch`; needs
+        features: Optional list of `kdkeras.distillation.features.FeatureMatch`; needs
             functional models and a single teacher.
         teacher_weights: Weights of several teachers' soft targets (normalised
             to sum to 1). Defaults to equal weights.
@@ -172,10 +172,10 @@ class Distiller(keras.Model):
                 Distiller always passes logits.
             distillation_loss_fn: Loss of `(teacher_logits, student_logits)`,
                 the one term of the keras.io shortcut, weighted `1 - alpha`: a
-                `kdkeras.objective.DistillationTerm` or its registered name
+                `kdkeras.distillation.objective.DistillationTerm` or its registered name
                 ("knowledge_distillation", "decoupled_kd", "dist", ...: see
                 `kdkeras list`), or any Keras loss or callable.
-                Defaults to `kdkeras.losses.KnowledgeDistillation(temperature)`.
+                Defaults to `kdkeras.distillation.losses.KnowledgeDistillation(temperature)`.
                 Keras's `KLDivergence` (instance or name) is understood as in
                 the keras.io example, on `softmax(z / T)` and scaled by `T**2`,
                 so it is replaced by `KnowledgeDistillation(temperature)`.
@@ -190,7 +190,7 @@ class Distiller(keras.Model):
             weighted_metrics: Metrics weighted by `sample_weight`/`class_weight`.
             distillation_terms: The objective as a list of `(term, weight)`
                 pairs (a bare term weighs 1), each term a
-                `kdkeras.objective.DistillationTerm`, a registered name
+                `kdkeras.distillation.objective.DistillationTerm`, a registered name
                 ("dist", built with its defaults) or any form
                 `distillation_loss_fn` takes, e.g.
                 `[(KnowledgeDistillation(4.0), 0.9), (DIST(), 2.0)]`.
@@ -202,7 +202,7 @@ class Distiller(keras.Model):
                 seed 002's article optimises `alpha * CE + KL`: weight 1.0,
                 with `KnowledgeDistillation(T, t_squared=False)`.
             mixup: Concentration `a` of mixup inside each training step
-                (`kdkeras.mixup`, the function matching of Beyer et al. 2022):
+                (`kdkeras.distillation.mixup`, the function matching of Beyer et al. 2022):
                 every image is mixed with another of the batch, weight
                 `lam ~ Beta(a, a)`, and teacher and student see the mixture;
                 the student loss becomes the mixup loss. 0 (the default)
@@ -300,7 +300,7 @@ class Distiller(keras.Model):
         Several teachers are combined as `T * log(sum_k w_k * softmax(z_k / T))`
         (sigmoid terms: the same in logit space), whose softmax at `T` is the
         weighted average of the teachers' softened probabilities, in the
-        space of the compiled terms (see `kdkeras.objective.fuse_teachers`).
+        space of the compiled terms (see `kdkeras.distillation.objective.fuse_teachers`).
 
         Args:
             inputs: A batch of images, as the teachers take them.
@@ -398,9 +398,9 @@ class Distiller(keras.Model):
         """Returns the total loss of this replica and updates the loss trackers.
 
         `labels` is a list of `(y, sample_weight)` whose student losses add up:
-        one pair, or mixup's two halves (`kdkeras.mixup.mixed_labels`).
+        one pair, or mixup's two halves (`kdkeras.distillation.mixup.mixed_labels`).
 
-        Every term sees the same batch dict (`kdkeras.objective.compute`) and
+        Every term sees the same batch dict (`kdkeras.distillation.objective.compute`) and
         takes what its `requires` asks for; `teacher_logits` is a list when
         there are several teachers, fused here once per softening space.
 

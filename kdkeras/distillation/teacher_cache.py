@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras.distiller import Distiller
+from kdkeras.distillation.distiller import Distiller
 
 
 def with_teacher_logits(
@@ -54,7 +54,7 @@ def with_teacher_logits(
 
     ```python
     train, val, test, info = kdkeras.data.load_medmnist("pneumoniamnist", augment=None)
-    cached = kdkeras.teacher_cache.with_teacher_logits(train, teacher, seed=0)
+    cached = kdkeras.distillation.teacher_cache.with_teacher_logits(train, teacher, seed=0)
     distiller.fit(cached, validation_data=val, epochs=10)
     ```
     """

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from kdkeras import scores
 from kdkeras import stats
-from kdkeras.scores import TASKS  # noqa: F401 (public: `kdkeras.metrics.TASKS`)
+from kdkeras.scores import TASKS  # noqa: F401 (public: `kdkeras.evaluation.metrics.TASKS`)
 
 ECE_BINS = 15
 # Fixed, so that a model's metrics file is a function of its predictions alone.

@@ -19,7 +19,7 @@ beside it as `<model stem>_calibration.json` (`distilled.keras` ->
 
 `threshold` (binary tasks only, else null) applies to the calibrated
 probability of the positive class (the last class): positive when
-`p >= threshold` (see `kdkeras.operating_point`).
+`p >= threshold` (see `kdkeras.evaluation.operating_point`).
 """
 
 import json
@@ -33,7 +33,7 @@ from scipy import optimize, special
 
 from kdkeras import __version__
 from kdkeras.files import ModelFileError, write_text_atomic
-from kdkeras.metrics import ECE_BINS, classification_metrics, logits_to_scores
+from kdkeras.evaluation.metrics import ECE_BINS, classification_metrics, logits_to_scores
 from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 FORMAT = 1
@@ -52,7 +52,7 @@ def nll(logits, y_true, task="multi-class", temperature=1.0):
     Args:
         logits: float array `(N, C)`.
         y_true: Class indices `(N,)` (multi-hot `(N, L)` for multi-label).
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         temperature: The divisor, > 0.
 
     Returns:
@@ -78,7 +78,7 @@ def fit_temperature(logits, y_true, task="multi-class"):
     Args:
         logits: Validation logits `(N, C)`.
         y_true: Validation labels.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
 
     Returns:
         The temperature, a float > 0.
@@ -90,7 +90,7 @@ def fit_temperature(logits, y_true, task="multi-class"):
 
     ```python
     t = fit_temperature(val_logits, y_val)
-    probabilities = kdkeras.metrics.logits_to_scores(test_logits / t, "binary-class")
+    probabilities = kdkeras.evaluation.metrics.logits_to_scores(test_logits / t, "binary-class")
     ```
     """
     logits = np.asarray(logits, dtype=np.float64)
@@ -109,7 +109,7 @@ def fit_temperature(logits, y_true, task="multi-class"):
 
 
 def calibration_summary(logits, y_true, task, temperature=1.0):
-    """ECE (15 bins, as in `kdkeras.metrics`) and NLL of `logits / temperature`.
+    """ECE (15 bins, as in `kdkeras.evaluation.metrics`) and NLL of `logits / temperature`.
 
     Returns:
         `{"ece": float, "nll": float}`.
@@ -181,7 +181,7 @@ def load_calibration(model_path):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelFileError(
             f"{path} is not a valid calibration file ({type(e).__name__}: {e}); delete it to "
-            "predict uncalibrated, or rewrite it with kdkeras.calibration.save_calibration."
+            "predict uncalibrated, or rewrite it with kdkeras.evaluation.calibration.save_calibration."
         ) from e
     if not (math.isfinite(temperature) and temperature > 0):
         raise ModelFileError(f"{path}: temperature = {temperature!r} must be a finite number > 0.")
@@ -194,9 +194,9 @@ def reliability_bins(y_true, y_score, task, bins=ECE_BINS):
     """Accuracy and mean confidence per confidence bin, the bins of the ECE.
 
     Args:
-        y_true: Labels, as for `kdkeras.metrics.classification_metrics`.
+        y_true: Labels, as for `kdkeras.evaluation.metrics.classification_metrics`.
         y_score: Probabilities `(N, C)`.
-        task: One of `kdkeras.metrics.TASKS` (multi-label pools the label
+        task: One of `kdkeras.evaluation.metrics.TASKS` (multi-label pools the label
             decisions, confidence `max(p, 1 - p)`).
         bins: Number of equal-width bins on (0, 1].
 
@@ -214,7 +214,7 @@ def reliability_bins(y_true, y_score, task, bins=ECE_BINS):
         if scores.shape[1] == 1:
             scores = np.concatenate([1.0 - scores, scores], axis=1)
         predicted = np.argmax(scores, axis=1)
-        if task == "binary-class":  # the MedMNIST rule of kdkeras.metrics: last column > 0.5
+        if task == "binary-class":  # the MedMNIST rule of kdkeras.evaluation.metrics: last column > 0.5
             predicted = (scores[:, -1] > 0.5).astype(np.int64)
         confidence = scores[np.arange(len(scores)), predicted]
         correct = predicted == np.asarray(y_true).reshape(-1)
@@ -235,9 +235,9 @@ def plot_reliability_diagram(curves, task, path, title="Reliability diagram, tes
 
     Args:
         curves: `{label: (y_true, y_score)}`, probabilities as for
-            `kdkeras.metrics.classification_metrics`; e.g. a model before and
+            `kdkeras.evaluation.metrics.classification_metrics`; e.g. a model before and
             after temperature scaling.
-        task: One of `kdkeras.metrics.TASKS`.
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
         path: Destination `.png`.
         title: Figure title.
 

@@ -3,7 +3,7 @@
 `load_phase_data` loads a phase's data after the seed; `PHASE_BUILDERS`
 maps each phase to the builder of the model `fit` trains: the teacher and
 the student alone are compiled supervised models, distill a compiled
-`Distiller`. `kdkeras.training.run_phase` runs them in that order.
+`Distiller`. `kdkeras.workflow.training.run_phase` runs them in that order.
 """
 
 import dataclasses
@@ -13,16 +13,16 @@ import keras
 import tensorflow as tf
 
 from kdkeras import data as data_lib
-from kdkeras import distribute
-from kdkeras import losses as kd_losses
+from kdkeras.distribute import strategy as distribute
+from kdkeras.distillation import losses as kd_losses
 from kdkeras import models as models_lib
-from kdkeras import runs as runs_lib
-from kdkeras import transfer
+from kdkeras.workflow import runs as runs_lib
+from kdkeras.workflow import transfer
 from kdkeras.config import BUNDLED, ConfigError
 from kdkeras.data import pipeline
-from kdkeras.distiller import Distiller
-from kdkeras.features import FeatureMatch
-from kdkeras.fit_metrics import fit_metrics
+from kdkeras.distillation.distiller import Distiller
+from kdkeras.distillation.features import FeatureMatch
+from kdkeras.workflow.fit_metrics import fit_metrics
 from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 
 
@@ -35,7 +35,7 @@ def load_data(config, raw_train=False):
     Args:
         config: An `ExperimentConfig`.
         raw_train: Return the train split in a fixed order and without
-            augmentation (`kdkeras.transfer` builds its pipeline from it).
+            augmentation (`kdkeras.workflow.transfer` builds its pipeline from it).
 
     Returns:
         `(train, val, test, info)` as returned by the `kdkeras.data` loader.
@@ -80,7 +80,7 @@ class PhaseData:
     """The data of one phase, loaded after the seed.
 
     Attributes:
-        plan: The train set and its budget (`kdkeras.transfer.FitPlan`).
+        plan: The train set and its budget (`kdkeras.workflow.transfer.FitPlan`).
         val: The batched validation split.
         test: The batched test split.
         info: The `DatasetInfo`.
@@ -100,7 +100,7 @@ def load_phase_data(config, phase, batch):
     """Loads the data of a phase and plans its train set.
 
     The student and distill phases of a config with a transfer split build
-    their train set from the raw train split (`kdkeras.transfer.fit_plan`).
+    their train set from the raw train split (`kdkeras.workflow.transfer.fit_plan`).
 
     Args:
         config: The `ExperimentConfig`.
