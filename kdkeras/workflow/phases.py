@@ -20,6 +20,7 @@ from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow import transfer
 from kdkeras.config import BUNDLED, ConfigError
 from kdkeras.data import pipeline
+from kdkeras.data import transforms
 from kdkeras.distillation.distiller import Distiller
 from kdkeras.distillation.features import FeatureMatch
 from kdkeras.workflow.fit_metrics import fit_metrics
@@ -49,7 +50,42 @@ def load_data(config, raw_train=False):
     if kwargs.get("root") == BUNDLED:
         kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
     kwargs.setdefault("seed", config.seed)
+    decode = decode_size(config)
+    if decode is not None:
+        kwargs["image_size"] = decode
     return LOADERS.get(loader, **kwargs)
+
+
+def decode_size(config):
+    """The size the data is decoded at: the largest any model of the experiment reads.
+
+    Returns:
+        `[height, width]`, or None when no `[teacher]`/`[student]`/`[distill]`
+        sets `image_size` (the loader's own `image_size` then rules).
+    """
+    sizes = [_pair(config.phase(p).image_size) for p in ("teacher", "student", "distill") if config.phase(p).image_size]
+    if not sizes:
+        return None
+    if config.data.get("image_size"):
+        sizes.append(_pair(config.data["image_size"]))
+    return [max(h for h, _ in sizes), max(w for _, w in sizes)]
+
+
+def model_input_shape(config, phase, data_shape):
+    """`(height, width, channels)` the model of `phase` reads: its `image_size`/`channels`, else the data's.
+
+    Args:
+        config: The `ExperimentConfig`.
+        phase: "teacher", "student" or "distill" (the distilled student).
+        data_shape: `(height, width, channels)` of the decoded batches.
+    """
+    train = config.phase(phase)
+    height, width = _pair(train.image_size) if train.image_size else data_shape[:2]
+    return (height, width, train.channels or data_shape[2])
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def device_augmentation(config):
@@ -138,7 +174,10 @@ def build_supervised(config, phase, data, teachers, log):
     del teachers
     model = _new_model(config, phase, data, log)
     augment = _device_augmentation(config, log)
-    fitted = data_lib.with_augmentation(model, augment) if augment is not None else model
+    if tuple(model.input_shape[1:]) != tuple(data.input_shape):
+        fitted = transforms.with_view(model, data.input_shape, augment)
+    else:
+        fitted = data_lib.with_augmentation(model, augment) if augment is not None else model
     fitted.compile(
         optimizer=make_optimizer(config.phase(phase)),
         loss=supervised_loss(data.info.task),
@@ -184,14 +223,16 @@ def phase_model(config, phase):
 
 def _new_model(config, phase, data, log):
     model_name, options = phase_model(config, phase)
+    input_shape = model_input_shape(config, phase, data.input_shape)
     model = models_lib.get_model(
         model_name,
-        input_shape=data.input_shape,
+        input_shape=input_shape,
         num_classes=data.info.num_classes,
         weights=config.phase(phase).weights or None,
         **options,
     )
-    log(f"model: {model_name}, {model.count_params():,} parameters")
+    view = "" if input_shape == tuple(data.input_shape) else f", reading a {'x'.join(map(str, input_shape))} view"
+    log(f"model: {model_name}, {model.count_params():,} parameters{view}")
     strategy = tf.distribute.get_strategy()  # run_phase builds inside its strategy's scope
     if distribute.synchronize_batch_norm(model, strategy):
         log(f"BatchNorm statistics are synchronised over the {strategy.num_replicas_in_sync} replicas")
@@ -288,11 +329,13 @@ def _class_weight(train_config, info):
 
 
 def _check_teacher(teacher, input_shape, info, path):
+    # A teacher may read another size than the data's (the Distiller resizes each view), not
+    # another kind of image: its channels must be gray or RGB and its input one image.
     teacher_shape = tuple(teacher.input_shape[1:])
-    if teacher_shape != tuple(input_shape):
+    if len(teacher_shape) != len(input_shape) or teacher_shape[-1] not in (1, 3):
         raise ConfigError(
-            f"{path} takes inputs of shape {teacher_shape} but the data yields "
-            f"{tuple(input_shape)}: retrain the teacher (`make teacher`) with this [data] config."
+            f"{path} takes inputs of shape {teacher_shape}, not (height, width, 1 or 3) images "
+            f"like the data's {tuple(input_shape)}: distil from an image classifier."
         )
     if teacher.output_shape[-1] != info.num_classes:
         raise ConfigError(
