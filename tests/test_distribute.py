@@ -33,10 +33,12 @@ VARIANTS = (
     "feature_matches",
     "two_teachers",
     "cached_teacher_logits",
+    "different_views",
+    "logit_standardized",
 )
 COVERED_LOSS_CLASSES = {
     "KnowledgeDistillation", "FunctionLoss", "DecoupledKD", "MultiLabelKD",
-    "HintLoss", "AttentionTransfer", "CosineFeatureLoss",
+    "HintLoss", "AttentionTransfer", "CosineFeatureLoss", "LogitStandardizedKD",
 }
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -85,15 +87,18 @@ MIRRORED_SCRIPT = textwrap.dedent(
         },
         "two_teachers": {"teachers": 2},
         "cached_teacher_logits": {"cached": True},
+        # A 28-px teacher and a 16-px RGB student, each reading its own view of the batch.
+        "different_views": {"student_shape": (16, 16, 3)},
+        "logit_standardized": {"loss": lambda: kd_losses.LogitStandardizedKD()},
         # Not a way to distil: the student with BatchNorm, whose statistics stay per replica.
         "batchnorm_student": {"batchnorm": True},
     }
 
 
-    def net(width, seed, num_classes, regularizer=None, batchnorm=False):
+    def net(width, seed, num_classes, regularizer=None, batchnorm=False, shape=(28, 28, 1)):
         # No BatchNorm or dropout: a replica's half batch must give the same logits as the whole.
         keras.utils.set_random_seed(seed)
-        inputs = keras.Input((28, 28, 1))
+        inputs = keras.Input(shape)
         h = keras.layers.Rescaling(1 / 255)(inputs)
         h = keras.layers.Conv2D(width, 3, activation="relu", kernel_regularizer=regularizer, name="conv")(h)
         if batchnorm:
@@ -108,7 +113,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         with strategy.scope():
             teachers = [net(8, seed=1 + i, num_classes=num_classes) for i in range(spec.get("teachers", 1))]
             student = net(4, seed=9, num_classes=num_classes, regularizer=keras.regularizers.L2(0.01),
-                          batchnorm=spec.get("batchnorm", False))
+                          batchnorm=spec.get("batchnorm", False), shape=spec.get("student_shape", (28, 28, 1)))
             distiller = Distiller(
                 student=student,
                 teacher=teachers if len(teachers) > 1 else teachers[0],

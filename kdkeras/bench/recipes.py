@@ -121,12 +121,12 @@ def run_recipe_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEEDS
         seed_runs = os.path.join(runs_dir, f"seed{seed}")
         for phase in ("teacher", "student"):
             accuracy_bench.run_recorded_phase(seeded, phase, seed_runs, fresh=fresh, log=log)
-        row = {"student": _scores(runs_lib.RunFolder.of(seeded, seed_runs), "student")}
+        row = {"student": model_scores(runs_lib.RunFolder.of(seeded, seed_runs), "student")}
         for recipe in recipes:
             run = _run_recipe(seeded, recipe, seed_runs, fresh, log)
-            row[recipe.name] = _scores(run, "distilled")
+            row[recipe.name] = model_scores(run, "distilled")
             if recipe.budget:
-                row[recipe.name]["baseline"] = _scores(run, "student")
+                row[recipe.name]["baseline"] = model_scores(run, "student")
         per_seed[str(seed)] = row
     result = {
         "experiment": base.name,
@@ -160,7 +160,7 @@ def _run_recipe(seeded, recipe, seed_runs, fresh, log):
     return runs_lib.RunFolder.of(configured, seed_runs)
 
 
-def _scores(run, name):
+def model_scores(run, name):
     """Validation and test ACC, AUC and cross-entropy of one trained model.
 
     The test metrics are the phase's own metrics file; the validation ones are

@@ -52,7 +52,9 @@ def build(cls, values, where, nested=()):
 
 
 def _check_union(value, allowed, where):
-    """`value` if it has one of the `allowed` types (TOML has no None: that one is the default only)."""
+    """`value` if it has one of the `allowed` types (None, the unset default, comes from Python only)."""
+    if value is None and type(None) in allowed:
+        return None
     for expected in allowed:
         if expected is not type(None) and not isinstance(value, bool):
             try:
@@ -197,11 +199,12 @@ def check_values(config, source):
 
 def _check_view(train, phase, fail):
     size = train.image_size
-    sizes = size if isinstance(size, list) else [size]
+    pair = isinstance(size, list)
+    sizes = size if pair else [size]
     if (
-        len(sizes) not in (1, 2)
+        (pair and len(sizes) != 2)
         or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes)
-        or (isinstance(size, list) and 0 in sizes)
+        or (pair and 0 in sizes)
     ):
         fail(f"[{phase}] image_size", f"= {size!r} must be a pixel count like 64 or [height, width], or 0 for the data's.")
     if train.channels not in (0, 1, 3):
