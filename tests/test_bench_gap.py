@@ -36,7 +36,7 @@ def result(rows):
         "seeds": [int(s) for s in rows], "arms": [vars(a) for a in ARMS], "methods": [], "per_seed": rows,
         "models": {"teacher": {"architecture": "resnet18", "params": 702546}},
         "choice": choice, "comparisons": gap.compare(rows, ARMS, NAMES, choice),
-        "environment": {"cpu_count": 2, "tensorflow": "2.21.0", "date": "2026-12-07"},
+        "environment": {"cpus": 2, "tensorflow": "2.21.0", "date": "2026-12-07T04:00:00+00:00"},
     }
 
 
@@ -83,6 +83,7 @@ def test_markdown_states_choice_test_numbers_and_the_teacher_target():
     assert "| `cnn_micro`, 28 px | 13,178 | 53 | kd |" in text
     assert "kd (chosen)" in text and "Holm" in text
     assert "python -m kdkeras.bench.gap --seeds 0 1 2 3 4" in text
+    assert "2 CPU core(s), TensorFlow 2.21.0, ran on 2026-12-07." in text
     assert "![Test AUC against student parameters](docs/figures/g.png)" in text
     # Mean distilled AUC ~0.972 against the teacher's 0.970: within the mission's 0.005.
     assert "yes (teacher - distilled" in text

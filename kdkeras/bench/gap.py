@@ -294,7 +294,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.benchmarks and not os.path.isfile(args.benchmarks):
+        parser.error(f"--benchmarks {args.benchmarks}: no such file; pass the repository's BENCHMARKS.md.")
     arms = [a for a in ARMS if a.name in args.arms]
     methods = [m for m in METHODS if m.name in args.methods]
     try:

@@ -3,6 +3,7 @@
 import math
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
@@ -28,8 +29,8 @@ def to_markdown(result, figure=None):
         f"The quickstart teacher (`{teacher.get('architecture', '?')}`, {teacher.get('params', 0):,} parameters, "
         f"28 px) of each seed distilled into students at the mission's ratio, each with the quickstart's recipe "
         f"and budget (`kdkeras/bench/gap.py`, whose docstring fixed the rule before anything ran). "
-        f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); {env.get('cpu_count', '?')} CPU core(s), "
-        f"TensorFlow {env.get('tensorflow', '?')}, ran on {env.get('date', '?')}. Reproduce: "
+        f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); {env.get('cpus', '?')} CPU core(s), "
+        f"TensorFlow {env.get('tensorflow', '?')}, ran on {str(env.get('date', '?'))[:10]}. Reproduce: "
         f"`{COMMAND.format(seeds=' '.join(map(str, seeds)))}`.",
         "",
         "**Choice, on validation only.** Per student, the method of lowest mean validation cross-entropy "
@@ -118,17 +119,18 @@ def figure(result):
             x = entry["params"] * (1.06 if offset else 1 / 1.06)
             filled = arms[name]["image_size"] == 0
             ax.errorbar(x, stat["mean"], yerr=half, fmt=marker, color=f"C{offset}", capsize=3,
-                        markerfacecolor=None if filled else "white",
+                        markerfacecolor=f"C{offset}" if filled else "white", markeredgecolor=f"C{offset}",
                         label=label if name == next(iter(result["comparisons"])) else None)
             ax.annotate(name, (x, stat["mean"]), textcoords="offset points", xytext=(6, -3), fontsize=7)
             teacher_auc = entry["teacher"]["auc"]["mean"]
     if teacher_auc is not None:
         ax.axhline(teacher_auc, color="0.3", linestyle="--", label=f"teacher ({teacher_auc:.3f})")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("student parameters (log scale; hollow: 16 px student)")
     ax.set_ylabel("test AUC (mean, 95% t-interval over seeds)")
     ax.set_title(f"PneumoniaMNIST, {len(result['seeds'])} seed(s)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return fig
 
 
