@@ -1,0 +1,71 @@
+"""Hostile inputs, round three (issue 26): transfer sets, report run files, predict.
+
+Each test names the defect of issue 26 it covers; each failed on the code before its fix.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kdkeras.config import ConfigError
+from kdkeras.data.info import DatasetInfo
+from kdkeras.workflow import transfer
+
+
+def _info(size=8):
+    return DatasetInfo(
+        name="toy", task="binary-class", class_names=["a", "b"], n_channels=1,
+        image_size=(size, size), split_sizes={"train": 40}, class_counts=[30, 10],
+        class_weights={0: 0.5, 1: 2.0}, source="", skipped=[], label_mode="sparse",
+    )
+
+
+# Defect 1: a folder as transfer set crashed on the (headers, skipped) pair.
+def test_folder_transfer_set_of_pngs_is_read_at_the_data_size(tmp_path):
+    folder = tmp_path / "unlabeled"
+    (folder / "sub").mkdir(parents=True)
+    for k in range(16):
+        Image.fromarray(np.full((28, 28), 10 * k, np.uint8)).save(folder / ("sub" if k % 2 else "") / f"{k:02d}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+        images = transfer.load_transfer_images(str(folder), _info(28))
+    assert images.shape == (16, 28, 28, 1) and images.dtype == np.float32
+    assert sorted(np.unique(images).tolist()) == [10.0 * k for k in range(16)]
+
+
+def test_folder_transfer_set_of_only_unreadable_files_is_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match="none of its 1 image files is readable"):
+        transfer.load_transfer_images(str(tmp_path), _info())
+
+
+# Defect 10: npz faults gave tracebacks; 0 images were accepted.
+def _npz_faults(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, images=np.zeros((4, 8, 8), np.uint8))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:100])
+    text = tmp_path / "text.npz"
+    text.write_text("images = 1, 2, 3\n")
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, images=np.array([np.zeros((8, 8)), None], dtype=object))
+    zero_channels = tmp_path / "zero_channels.npz"
+    np.savez(zero_channels, images=np.zeros((4, 8, 8, 0), np.uint8))
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, images=np.zeros((0, 8, 8), np.uint8))
+    return {
+        truncated: "is not a readable npz file",
+        text: "is not a readable npz file",
+        objects: "is not a readable npz file .*allow_pickle",
+        zero_channels: r"must be uint8 \(n, H, W\[, C\]\) with C = 1 to 4, got uint8 \(4, 8, 8, 0\)",
+        empty: "holds 0 images",
+    }
+
+
+def test_damaged_npz_transfer_sets_are_refused_naming_the_file(tmp_path):
+    for path, message in _npz_faults(tmp_path).items():
+        with pytest.raises(ConfigError, match=f"transfer_set = '{path}'.*{message}"):
+            transfer.load_transfer_images(str(path), _info())
