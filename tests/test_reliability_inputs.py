@@ -69,3 +69,29 @@ def test_damaged_npz_transfer_sets_are_refused_naming_the_file(tmp_path):
     for path, message in _npz_faults(tmp_path).items():
         with pytest.raises(ConfigError, match=f"transfer_set = '{path}'.*{message}"):
             transfer.load_transfer_images(str(path), _info())
+
+
+# Defect 7: an operating point on a one-class validation split crashed the report.
+@pytest.mark.parametrize("val_class, missing", [(0, "sensitivity"), (1, "specificity")])
+def test_operating_point_on_a_one_class_validation_split_falls_back_and_says_so(tmp_path, val_class, missing):
+    from kdkeras.reporting.clinical import clinical_section
+
+    rng = np.random.default_rng(0)
+    y_test = np.array([0, 1] * 20)
+    logits = {name: rng.normal(size=(40, 2)) for name in ("teacher", "student")}
+    val = {name: rng.normal(size=(12, 2)) for name in ("teacher", "student")}
+    result = clinical_section(
+        str(tmp_path), task="binary-class", class_names=["normal", "pneumonia"],
+        y_val=np.full(12, val_class), y_test=y_test, val_logits=val, test_logits=logits,
+        operating_point={"sensitivity": 0.95},
+    )
+    point = result.metrics["student"]["operating_point"]
+    assert point["threshold"] == 0.5 and point["rule"] == {"threshold": 0.5}
+    assert point["not_applied"]["rule"] == {"sensitivity": 0.95}
+    p = 1 / (1 + np.exp(-(np.diff(logits["student"], axis=1)[:, 0]
+                           / result.metrics["student"]["calibration"]["temperature"])))
+    assert point["test"]["tp"] == int(np.sum((p >= 0.5) & (y_test == 1)))
+    text = "\n".join(result.markdown)
+    assert (f"was not applied**, because the validation split holds only class {val_class} (12 images), "
+            f"so it has no {missing}") in text
+    assert os.path.exists(tmp_path / "roc_operating_point.png")
