@@ -95,3 +95,41 @@ def test_operating_point_on_a_one_class_validation_split_falls_back_and_says_so(
     assert (f"was not applied**, because the validation split holds only class {val_class} (12 images), "
             f"so it has no {missing}") in text
     assert os.path.exists(tmp_path / "roc_operating_point.png")
+
+
+def _student_run(folder):
+    from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
+    from kdkeras.workflow import runs
+
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 20)
+    logits = rng.normal(size=(40, 2)) + np.eye(2)[labels]
+    scores = logits_to_scores(logits, "binary-class")
+    runs.save_metrics(folder / "student_metrics.json",
+                      classification_metrics(labels, scores, "binary-class", ["normal", "pneumonia"]))
+    runs.save_predictions(folder / "student_predictions.npz", labels, scores)
+    (folder / "student_history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.6,0.7,0.6,0.69\n1,0.7,0.6,0.65,0.65\n")
+
+
+# Defect 9: damaged run files gave tracebacks (BadZipFile without the file's name).
+@pytest.mark.parametrize("file, content, message", [
+    ("student_metrics.json", b'{"task": "binary-cl', "is not valid JSON"),
+    ("student_metrics.json", b"", "is not valid JSON"),
+    ("student_metrics.json", b"{}", "has no 'task' field"),
+    ("student_metrics.json", b"[]", "has no 'task' field"),
+    ("student_history.csv", b"", "holds no epoch"),
+    ("student_history.csv", b"epoch,loss,val_loss\n", "holds no epoch"),
+    ("student_predictions.npz", None, "BadZipFile"),
+])
+def test_report_on_damaged_run_files_names_the_file_and_the_phase(tmp_path, file, content, message):
+    from kdkeras import reporting
+    from kdkeras.data.errors import DataError
+
+    _student_run(tmp_path)
+    target = tmp_path / file
+    target.write_bytes(content if content is not None else target.read_bytes()[:200])
+    with pytest.raises(DataError, match=rf"{target}.*{message}.*Re-run `kdkeras student`"):
+        reporting.write_report(str(tmp_path), ["student"], "x", None)
+    assert not os.path.exists(tmp_path / "report.md")
+    _student_run(tmp_path)
+    assert os.path.exists(reporting.write_report(str(tmp_path), ["student"], "x", None))

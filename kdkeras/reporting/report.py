@@ -1,7 +1,9 @@
 """`write_report`: the figures and `report.md` of a run folder, recomputed from its predictions."""
 
+import csv
 import os
 
+from kdkeras.data.errors import DataError
 from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.files import load_model, write_text_atomic
@@ -137,8 +139,10 @@ def _clinical(run, models, task, class_names, predictions, config, test_data):
 def _recompute(run, models):
     """`(stored, predictions, recomputed)` per model: the metrics files, the saved predictions and
     the metrics recomputed from those, checked to agree with the files."""
-    stored = {name: run.read_metrics(name) for name in models}
-    predictions = {name: run.read_predictions(name) for name in models}
+    stored = {name: _read_run_file(run, name, run.metrics, run.read_metrics) for name in models}
+    predictions = {name: _read_run_file(run, name, run.predictions, run.read_predictions) for name in models}
+    for name in models:
+        _read_run_file(run, name, run.history, lambda n: _read_history(run.history(n)))
     first = models[0]
     task = stored[first]["task"]
     class_names = [entry["name"] for entry in stored[first].get("per_class", [])] or None
@@ -178,6 +182,28 @@ def _plot_figures(run, models, task, class_names, recomputed, predictions):
         run.figure("roc"),
         class_names,
     )
+
+
+def _read_run_file(run, name, path_of, read):
+    """`read(name)`; any fault of the file becomes one line naming it and the phase that rewrites it."""
+    path = path_of(name)
+    try:
+        return read(name)
+    except Exception as e:  # json, zipfile, numpy and csv raise many types on damaged files
+        reason = str(e) if isinstance(e, ValueError) and path in str(e) else f"{path}: {type(e).__name__}: {e}"
+        phase = runs_lib.PHASE_OF.get(name, "evaluate")
+        raise DataError(
+            f"{reason} [damaged run file of {name!r}]. Re-run `kdkeras {phase}` for this experiment "
+            "to write it again."
+        ) from e
+
+
+def _read_history(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} holds no epoch (empty or header only)")
+    return rows
 
 
 def _check_run_files(run, models):
