@@ -224,6 +224,25 @@ def _predict(args):
     return 0 if result.readable else 1
 
 
+def _recorded_config(config, runs_dir):
+    """`config` with the `[data]` table its run recorded, so that `report` reloads the evaluated test split."""
+    from kdkeras import config as config_lib
+    from kdkeras.reporting.report import recorded_data
+    from kdkeras.workflow import runs
+
+    run = runs.RunFolder.of(config, runs_dir)
+    path, data = recorded_data(run.path, run.finished())
+    if data is None or data == config.to_dict().get("data"):
+        return config
+    raw = config.to_dict()
+    changed = sorted(k for k in set(data) | set(raw.get("data", {})) if data.get(k) != raw["data"].get(k))
+    raw["data"] = data
+    updated = config_lib.from_dict(raw, source=path)
+    updated.path = config.path
+    print(f"report: [data] as the run recorded it in {path} ({', '.join(f'{k} = {data.get(k)!r}' for k in changed)})")
+    return updated
+
+
 def _export(args, config):
     from kdkeras import config as config_lib
     from kdkeras import export
@@ -347,6 +366,7 @@ def main(argv=None):
             return _predict(args)
         config = config_lib.load_config(args.config)
         if args.command == "report":
+            config = _recorded_config(config, args.runs_dir)
             print(f"wrote {training.write_report(config, args.runs_dir)}")
             return 0
         if args.command == "evaluate":

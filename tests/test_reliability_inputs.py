@@ -133,3 +133,44 @@ def test_report_on_damaged_run_files_names_the_file_and_the_phase(tmp_path, file
     assert not os.path.exists(tmp_path / "report.md")
     _student_run(tmp_path)
     assert os.path.exists(reporting.write_report(str(tmp_path), ["student"], "x", None))
+
+
+CONFIG = """
+name = "recorded"
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 32
+
+[teacher]
+model = "cnn_small"
+epochs = 1
+
+[student]
+model = "cnn_small"
+epochs = 1
+"""
+
+
+# Defect 22: `make all LIMIT=600` ended in a traceback: `report` reloaded the full test split.
+def test_report_reloads_the_data_the_run_recorded_not_todays_command_line(tmp_path, monkeypatch, capsys):
+    from kdkeras import cli, config as config_lib
+    from kdkeras.workflow import training
+
+    experiment = tmp_path / "recorded.toml"
+    experiment.write_text(CONFIG)
+    run = tmp_path / "runs" / "recorded"
+    run.mkdir(parents=True)
+    _student_run(run)
+    ran = config_lib.apply_overrides(config_lib.load_config(str(experiment)), {"data.limit": 600})
+    (run / "student_config.toml").write_text("# what ran\n" + config_lib.dump_toml(ran))
+    seen = []
+    monkeypatch.setattr(training, "write_report", lambda config, runs_dir: seen.append(config) or "report.md")
+    assert cli.main(["report", "--config", str(experiment), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert seen[0].data["limit"] == 600 and seen[0].name == "recorded"
+    assert f"[data] as the run recorded it in {run / 'student_config.toml'} (limit = 600)" in capsys.readouterr().out
+    (run / "student_config.toml").write_text("[data\nlimit = ")
+    assert cli.main(["report", "--config", str(experiment), "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "student_config.toml is not readable TOML" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import tomllib
 
 from kdkeras.data.errors import DataError
 from kdkeras.workflow import runs as runs_lib
@@ -103,6 +104,39 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
     )
     write_text_atomic(run.report, text)
     return run.report
+
+
+def recorded_data(run_dir, models):
+    """The `[data]` table the first of `models` ran with, as its `{name}_config.toml` records it.
+
+    A report reloads the test split its models were evaluated on: the
+    settings of that run (`limit`, `image_size`...), not today's command line.
+
+    Args:
+        run_dir: The run folder.
+        models: Model names in report order; the first with a recorded config is read.
+
+    Returns:
+        `(path, data)`: the file read and its `[data]` table, or `(None, None)`
+        when no phase recorded its config (a folder written by hand).
+
+    Raises:
+        DataError: A recorded config that is not readable TOML.
+    """
+    run = runs_lib.RunFolder(run_dir)
+    for name in models:
+        path = run.phase_config(name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as f:
+                return path, tomllib.load(f).get("data", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise DataError(
+                f"{path} is not readable TOML ({e}) [damaged run file of {name!r}]. Re-run "
+                f"`kdkeras {runs_lib.PHASE_OF.get(name, 'evaluate')}` for this experiment to write it again."
+            ) from e
+    return None, None
 
 
 def _clinical(run, models, task, class_names, predictions, config, test_data):
