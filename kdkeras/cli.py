@@ -19,6 +19,7 @@ kdkeras launch --workers 2 distill --config quickstart
 
 import argparse
 import os
+import signal
 import sys
 import tomllib
 
@@ -210,18 +211,36 @@ def _predict(args):
 
     if args.batch_size < 1:
         raise SystemExit(f"kdkeras: predict: --batch-size must be >= 1, got {args.batch_size}")
-    result = predict.predict_files(
-        args.model, args.paths, batch_size=args.batch_size, gradcam_dir=args.gradcam,
-        gradcam_layer=args.gradcam_layer, unsafe_load=args.unsafe_load,
-    )
-    result.to_csv(args.out)
+    # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: the rows done so far are kept in --out
+    # and the folder of extracted archives is removed.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = predict.predict_files(
+            args.model, args.paths, batch_size=args.batch_size, gradcam_dir=args.gradcam,
+            gradcam_layer=args.gradcam_layer, unsafe_load=args.unsafe_load, out=args.out,
+        )
+    except predict.PredictionStopped as e:
+        print(f"kdkeras: predict {e}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     meta = result.metadata
     rule = f", threshold {meta.threshold:.4f}" if meta.threshold is not None else ""
-    print(f"wrote {args.out}: {len(result.readable)} image(s) classified (temperature {meta.temperature:.3f}{rule})")
     for path, reason in result.unreadable:
-        print(f"kdkeras: unreadable: {path}: {reason}", file=sys.stderr)
+        print(f"kdkeras: unreadable, not classified: {path}: {reason}", file=sys.stderr)
+    for path, reason in result.skipped:
+        print(f"kdkeras: skipped: {path}: {reason}", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {len(result.rows)} file(s) seen, {len(result.readable)} image(s) classified "
+        f"(temperature {meta.temperature:.3f}{rule}), {len(result.unreadable)} unreadable, "
+        f"{len(result.skipped)} skipped; each has a row with its status and reason"
+    )
     # Some images read is a result; none at all is a failure a script should see.
     return 0 if result.readable else 1
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _recorded_config(config, runs_dir):

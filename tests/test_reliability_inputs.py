@@ -3,7 +3,6 @@
 Each test names the defect of issue 26 it covers; each failed on the code before its fix.
 """
 
-import json
 import os
 
 import numpy as np
