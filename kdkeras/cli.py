@@ -222,6 +222,10 @@ def _predict(args):
     except predict.PredictionStopped as e:
         print(f"kdkeras: predict {e}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print(f"kdkeras: predict stopped before any row was written; {args.out} was not created "
+              "or left as it was", file=sys.stderr)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     meta = result.metadata

@@ -348,7 +348,8 @@ class _Run:
     def stream(self, batch_size):
         """Yields lists of finished rows, in input order, one list per batch."""
         pending = {index: (path, is_dicom) for index, path, is_dicom, _ in self.candidates}
-        for indices, pixels in _pipeline(self.candidates, self.metadata, batch_size):
+        batches = _pipeline(self.candidates, self.metadata, batch_size) if self.candidates else []
+        for indices, pixels in batches:
             indices = indices.numpy()
             self._classify(indices, pixels.numpy())
             for index in indices:
