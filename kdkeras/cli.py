@@ -199,7 +199,11 @@ def _add_predict_arguments(sub):
         "names and, from <stem>_calibration.json, the temperature and decision threshold",
     )
     sub.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, zip/tar archives, DICOM files")
-    sub.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    sub.add_argument(
+        "--out", default="predictions.csv",
+        help="CSV to write, checked before any image is read and written batch by batch; a stopped run "
+        "keeps the rows done so far (default: predictions.csv)",
+    )
     sub.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
     sub.add_argument("--gradcam-layer", help="feature layer of the Grad-CAM maps (default: the last spatial one)")
     sub.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")

@@ -8,7 +8,10 @@ LUT (the window, or an explicit lookup table), displayed bright for high
 values unless the photometric interpretation is `MONOCHROME1` (X-ray film
 convention: high values dark). `read_dicom` applies the three, in that order,
 with `pydicom.pixels.apply_modality_lut` and `apply_voi_lut`, and maps the
-displayed range to [0, 255].
+displayed range to [0, 255]. Before anything is decoded the header's pixel
+count is held to the limit PNG and JPEG files get (`check_pixel_count`), and
+a file without the 128-byte preamble of DICOM Part 10 is read if its
+elements parse.
 """
 
 import numpy as np
@@ -47,8 +50,10 @@ def read_dicom(path):
 
     Raises:
         ImportError: pydicom is not installed (the message says how).
-        DataError: A file without pixel data, a multi-frame file, or a
-            photometric interpretation kdkeras does not read.
+        DataError: A file without pixel data, a header declaring more
+            pixels than `PIL.Image.MAX_IMAGE_PIXELS` (checked before
+            decoding), a multi-frame file, or a photometric interpretation
+            kdkeras does not read.
     """
     ds = _read_dataset(path)
     check_pixel_count(path, ds)
