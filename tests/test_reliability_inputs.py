@@ -360,7 +360,7 @@ def test_predict_checks_out_before_reading_any_image(model_file, tmp_path, monke
     (tmp_path / "afile").write_text("x")
     screened = []
     monkeypatch.setattr(predict_inputs, "screen_file", lambda *a: screened.append(a))
-    monkeypatch.chdir(tmp_path / "afile" if False else tmp_path)
+    monkeypatch.chdir(tmp_path)  # `--out ""` once wrote a temporary file into the parent folder
     cases = {
         "": "--out is empty: give the CSV to write",
         str(tmp_path): f"--out {tmp_path} is a folder: give a file in it",
