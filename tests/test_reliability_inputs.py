@@ -261,8 +261,12 @@ def test_dicom_pixel_count_is_checked_from_the_header_before_decoding(model_file
     from kdkeras.data.errors import DataError
 
     bomb = _dicom(str(tmp_path / "bomb.dcm"), rows=10000, columns=10000, pixels=np.zeros(8))
+    import pydicom
+
     decoded = []
-    monkeypatch.setattr(dicom, "_scale_rgb", lambda *a: decoded.append(a))
+    pixel_array = pydicom.dataset.Dataset.pixel_array
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array",
+                        property(lambda ds: decoded.append(ds) or pixel_array.fget(ds)))
     with pytest.raises(DataError, match=r"bomb\.dcm: its header declares 10000x10000 pixels .* over PIL\.Image\.MAX_IMAGE_PIXELS"):
         dicom.read_dicom(bomb)
     row, = predict.predict_files(model_file, bomb).rows
