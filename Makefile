@@ -43,6 +43,8 @@ test-shuffled: install
 teacher student distill: install
 	$(KDKERAS) $@ $(PHASE_ARGS)
 
+# The report reloads the test split with the [data] settings each run recorded in
+# runs/$(EXP)/<model>_config.toml (LIMIT included), so it takes no overrides.
 report: install
 	$(KDKERAS) report --config $(EXP) --runs-dir $(RUNS)
 

@@ -19,6 +19,7 @@ kdkeras launch --workers 2 distill --config quickstart
 
 import argparse
 import os
+import signal
 import sys
 import tomllib
 
@@ -198,7 +199,11 @@ def _add_predict_arguments(sub):
         "names and, from <stem>_calibration.json, the temperature and decision threshold",
     )
     sub.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, zip/tar archives, DICOM files")
-    sub.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    sub.add_argument(
+        "--out", default="predictions.csv",
+        help="CSV to write, checked before any image is read and written batch by batch; a stopped run "
+        "keeps the rows done so far (default: predictions.csv)",
+    )
     sub.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
     sub.add_argument("--gradcam-layer", help="feature layer of the Grad-CAM maps (default: the last spatial one)")
     sub.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
@@ -210,18 +215,59 @@ def _predict(args):
 
     if args.batch_size < 1:
         raise SystemExit(f"kdkeras: predict: --batch-size must be >= 1, got {args.batch_size}")
-    result = predict.predict_files(
-        args.model, args.paths, batch_size=args.batch_size, gradcam_dir=args.gradcam,
-        gradcam_layer=args.gradcam_layer, unsafe_load=args.unsafe_load,
-    )
-    result.to_csv(args.out)
+    # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: the rows done so far are kept in --out
+    # and the folder of extracted archives is removed.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = predict.predict_files(
+            args.model, args.paths, batch_size=args.batch_size, gradcam_dir=args.gradcam,
+            gradcam_layer=args.gradcam_layer, unsafe_load=args.unsafe_load, out=args.out,
+        )
+    except predict.PredictionStopped as e:
+        print(f"kdkeras: predict {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"kdkeras: predict stopped before any row was written; {args.out} was not created "
+              "or left as it was", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     meta = result.metadata
     rule = f", threshold {meta.threshold:.4f}" if meta.threshold is not None else ""
-    print(f"wrote {args.out}: {len(result.readable)} image(s) classified (temperature {meta.temperature:.3f}{rule})")
     for path, reason in result.unreadable:
-        print(f"kdkeras: unreadable: {path}: {reason}", file=sys.stderr)
+        print(f"kdkeras: unreadable, not classified: {path}: {reason}", file=sys.stderr)
+    for path, reason in result.skipped:
+        print(f"kdkeras: skipped: {path}: {reason}", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {len(result.rows)} file(s) seen, {len(result.readable)} image(s) classified "
+        f"(temperature {meta.temperature:.3f}{rule}), {len(result.unreadable)} unreadable, "
+        f"{len(result.skipped)} skipped; each has a row with its status and reason"
+    )
     # Some images read is a result; none at all is a failure a script should see.
     return 0 if result.readable else 1
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _recorded_config(config, runs_dir):
+    """`config` with the `[data]` table its run recorded, so that `report` reloads the evaluated test split."""
+    from kdkeras import config as config_lib
+    from kdkeras.reporting.report import recorded_data
+    from kdkeras.workflow import runs
+
+    run = runs.RunFolder.of(config, runs_dir)
+    path, data = recorded_data(run.path, run.finished())
+    if data is None or data == config.to_dict().get("data"):
+        return config
+    raw = config.to_dict()
+    changed = sorted(k for k in set(data) | set(raw.get("data", {})) if data.get(k) != raw["data"].get(k))
+    raw["data"] = data
+    updated = config_lib.from_dict(raw, source=path)
+    updated.path = config.path
+    print(f"report: [data] as the run recorded it in {path} ({', '.join(f'{k} = {data.get(k)!r}' for k in changed)})")
+    return updated
 
 
 def _export(args, config):
@@ -347,6 +393,7 @@ def main(argv=None):
             return _predict(args)
         config = config_lib.load_config(args.config)
         if args.command == "report":
+            config = _recorded_config(config, args.runs_dir)
             print(f"wrote {training.write_report(config, args.runs_dir)}")
             return 0
         if args.command == "evaluate":

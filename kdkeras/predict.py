@@ -18,31 +18,42 @@ What a run folder knows is read beside the model file (`runs/<exp>/distilled.ker
 | `distilled_calibration.json` (optional) | temperature and the binary decision threshold (`kdkeras.evaluation.calibration`) |
 | `config.toml` | the `[data] image_size`, only for a model without a fixed input size |
 
-A file that cannot be read is listed with `status = unreadable` and the
-reason, and the batch goes on.
+Every file seen gets a row: `ok`, `unreadable` (with the reason: damaged,
+over the pixel limit, a format TensorFlow cannot decode) or `skipped` (not
+an image, DICOM file or archive, such as a text file). Folders are walked
+whole (hidden files and `__MACOSX` folders excluded) and archives inside folders or archives are extracted (to a
+temporary folder removed at the end, also when the run is stopped).
+Headers are checked first (size within `PIL.Image.MAX_IMAGE_PIXELS`, DICOM
+included); then one tf.data pipeline decodes, batches and classifies the
+images, and with `out` each batch's rows are written as they come: a stopped
+run leaves a CSV of the rows done so far.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import tempfile
 import tomllib
-import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from kdkeras.evaluation import calibration
+from kdkeras.data import dicom as dicom_lib
 from kdkeras.data import images as images_lib
 from kdkeras.data import transforms
-from kdkeras.data.dicom import DICOM_EXTENSIONS, is_dicom, read_dicom
 from kdkeras.data.errors import DataError
-from kdkeras.files import ARCHIVE_SUFFIXES, atomic_path, extract_archive, load_model
+from kdkeras.files import ARCHIVE_SUFFIXES, atomic_path, load_model
 from kdkeras.evaluation.metrics import logits_to_scores
 
-STATUS_OK = "ok"
-STATUS_UNREADABLE = "unreadable"
+from kdkeras.predict_inputs import (  # noqa: F401  (expand_inputs and the statuses are part of this API)
+    STATUS_OK, STATUS_PENDING, STATUS_SKIPPED, STATUS_UNREADABLE, expand_inputs, screen_file)
+
+
+class PredictionStopped(Exception):
+    """A run stopped by SIGINT or SIGTERM; `out` holds the rows written before it."""
 
 
 @dataclasses.dataclass
@@ -58,6 +69,8 @@ class ModelMetadata:
         threshold: Binary tasks: positive when the positive class's
             probability is `>= threshold`; None for the default rule
             (`> 0.5`, as `kdkeras.evaluation.metrics`).
+        outputs: `"logits"` (kdkeras models), or `"probabilities"` for a
+            model ending in softmax, whose outputs are not softmaxed again.
     """
 
     class_names: list
@@ -66,6 +79,7 @@ class ModelMetadata:
     channels: int
     temperature: float = 1.0
     threshold: float = None
+    outputs: str = "logits"
 
 
 @dataclasses.dataclass
@@ -73,10 +87,10 @@ class Predictions:
     """The result of `predict_files`.
 
     Attributes:
-        rows: One dict per input image, in input order: `path`, `status`
-            (`"ok"` or `"unreadable"`), `predicted`, `p_<class>` per class,
-            `gradcam` (overlay path, when asked) and `error` (the reason a
-            file could not be read).
+        rows: One dict per input file, in input order: `path`, `status`
+            (`"ok"`, `"unreadable"` or `"skipped"`), `predicted`,
+            `p_<class>` per class, `gradcam` (overlay path, when asked) and
+            `error` (why a file was not classified).
         metadata: The `ModelMetadata` used.
     """
 
@@ -85,8 +99,13 @@ class Predictions:
 
     @property
     def unreadable(self):
-        """`[(path, reason)]` of the files that could not be read."""
-        return [(row["path"], row["error"]) for row in self.rows if row["status"] != STATUS_OK]
+        """`[(path, reason)]` of the files that could not be read (skipped ones excluded)."""
+        return [(row["path"], row["error"]) for row in self.rows if row["status"] == STATUS_UNREADABLE]
+
+    @property
+    def skipped(self):
+        """`[(path, reason)]` of the files that are not images."""
+        return [(row["path"], row["error"]) for row in self.rows if row["status"] == STATUS_SKIPPED]
 
     @property
     def readable(self):
@@ -95,21 +114,45 @@ class Predictions:
 
     def to_csv(self, path):
         """Writes the rows as CSV, atomically; returns `path`."""
-        columns = ["path", "status", "predicted", *probability_columns(self.metadata.class_names)]
-        if any("gradcam" in row for row in self.rows):
-            columns.append("gradcam")
-        columns.append("error")
         with atomic_path(path) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=columns, restval="")
-                writer.writeheader()
+                writer = _csv_writer(f, self.metadata, any("gradcam" in row for row in self.rows))
                 writer.writerows(self.rows)
         return path
+
+
+def _csv_writer(f, metadata, gradcam):
+    columns = ["path", "status", "predicted", *probability_columns(metadata.class_names)]
+    columns += ["gradcam", "error"] if gradcam else ["error"]
+    writer = csv.DictWriter(f, fieldnames=columns, restval="")
+    writer.writeheader()
+    return writer
 
 
 def probability_columns(class_names):
     """CSV column names of the class probabilities: `p_<class name>`."""
     return [f"p_{name}" for name in class_names]
+
+
+def check_output(path):
+    """Refuses a CSV destination that cannot be written, before any image is read.
+
+    Raises:
+        DataError: An empty path, a folder, a path under a file, or a folder
+            that is not writable.
+    """
+    path = os.fspath(path)
+    if not path.strip():
+        raise DataError("--out is empty: give the CSV to write, e.g. --out predictions.csv.")
+    if os.path.isdir(path):
+        raise DataError(f"--out {path} is a folder: give a file in it, e.g. --out {os.path.join(path, 'predictions.csv')}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise DataError(f"--out {path}: {folder} is a file, not a folder; choose another path for the CSV.")
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"--out {path}: the folder {folder} is not writable; choose another path for the CSV.")
 
 
 def model_metadata(model, model_path=None):
@@ -125,11 +168,14 @@ def model_metadata(model, model_path=None):
         A `ModelMetadata`.
 
     Raises:
-        DataError: A model whose input size is unknown (neither fixed in the
-            model nor in the run's `config.toml`), or a metrics file whose
+        DataError: A model that is not an image classifier with one output
+            per class, a model whose input size is unknown (neither fixed in
+            the model nor in the run's `config.toml`), or a metrics file whose
             class count differs from the model's outputs.
     """
-    num_outputs = int(model.output_shape[-1])
+    name = model_path or model.name
+    _check_classifier(model, name)
+    num_outputs = int(model.outputs[0].shape[-1])
     class_names = [str(k) for k in range(num_outputs)]
     task = "binary-class" if num_outputs == 2 else "multi-class"
     temperature, threshold = 1.0, None
@@ -149,23 +195,52 @@ def model_metadata(model, model_path=None):
         stored = calibration.load_calibration(model_path)
         if stored:
             temperature, threshold = stored["temperature"], stored["threshold"]
-    height, width, channels = model.input_shape[1:]
+    height, width, channels = model.inputs[0].shape[1:]
     if height is None or width is None:
         size = _configured_size(model_path)
         if size is None:
             raise DataError(
-                f"{model_path or model.name} takes images of any size and its run folder has no "
+                f"{name} takes images of any size and its run folder has no "
                 "[data] image_size in config.toml: resize the images yourself, or save the model "
                 "with a fixed input size."
             )
         height, width = size
     if channels not in (1, 3):
-        raise DataError(f"{model_path or model.name} reads {channels}-channel images; kdkeras predicts on 1 or 3.")
-    return ModelMetadata(class_names, task, (int(height), int(width)), int(channels), temperature, threshold)
+        raise DataError(f"{name} reads {channels}-channel images; kdkeras predicts on 1 or 3.")
+    outputs = "probabilities" if _ends_in_softmax(model) else "logits"
+    return ModelMetadata(class_names, task, (int(height), int(width)), int(channels), temperature, threshold,
+                         outputs)
+
+
+def _check_classifier(model, name):
+    """Refuses models that do not map one image to one score per class."""
+    shapes = [tuple(t.shape) for t in model.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4:
+        raise DataError(
+            f"{name} takes inputs of shape {', '.join(map(str, shapes))}; kdkeras predict runs image "
+            "classifiers with one input of shape (batch, height, width, channels)."
+        )
+    outputs = [tuple(t.shape) for t in model.outputs]
+    if len(outputs) != 1 or len(outputs[0]) != 2:
+        raise DataError(
+            f"{name} outputs {', '.join(map(str, outputs))}; kdkeras predict runs classifiers with one "
+            "output of shape (batch, classes), not segmentation, detection or multi-output models."
+        )
+    if outputs[0][-1] is None or outputs[0][-1] < 2:
+        raise DataError(
+            f"{name} outputs {outputs[0][-1]} value per image; kdkeras predict needs one logit per "
+            "class (2 for a binary classifier, as kdkeras models have): give it a 2-unit output layer."
+        )
+
+
+def _ends_in_softmax(model):
+    layer = model.layers[-1]
+    activation = getattr(layer, "activation", None)
+    return type(layer).__name__ == "Softmax" or getattr(activation, "__name__", None) == "softmax"
 
 
 def predict_files(model_or_path, paths, *, batch_size=32, gradcam_dir=None, gradcam_layer=None,
-                  unsafe_load=False):
+                  unsafe_load=False, out=None, on_batch=None):
     """Classifies image files, folders and archives with a trained model.
 
     Args:
@@ -180,21 +255,28 @@ def predict_files(model_or_path, paths, *, batch_size=32, gradcam_dir=None, grad
             spatial one.
         unsafe_load: Load a model file that stores Python code (see
             `kdkeras.files.load_model`); only for files you trust.
+        out: If given, the CSV the rows are written to as each batch is
+            done (checked before any image is read). Interrupted
+            (`KeyboardInterrupt`), it keeps the rows done so far and
+            `PredictionStopped` is raised.
+        on_batch: Called with the number of rows done after each batch.
 
     Returns:
-        A `Predictions`: one row per image, unreadable files included.
+        A `Predictions`: one row per file seen, unreadable and skipped ones included.
 
     Raises:
-        DataError: When the inputs hold no image file at all.
+        DataError: When the inputs hold no file at all, or `out` cannot be written.
+        PredictionStopped: `out` was given and the run was interrupted.
 
     Example:
 
     ```python
-    result = predict_files("runs/quickstart/distilled.keras", ["new_xrays/"])
-    result.to_csv("predictions.csv")
-    result.unreadable  # [("new_xrays/broken.png", "OSError: ...")]
+    result = predict_files("runs/quickstart/distilled.keras", ["new_xrays/"], out="predictions.csv")
+    result.unreadable  # [("new_xrays/broken.png", "TensorFlow cannot decode it: ...")]
     ```
     """
+    if out is not None:
+        check_output(out)
     if isinstance(model_or_path, (str, os.PathLike)):
         model_path = os.fspath(model_or_path)
         model = load_model(model_path, unsafe_load)
@@ -206,62 +288,141 @@ def predict_files(model_or_path, paths, *, batch_size=32, gradcam_dir=None, grad
         inputs = expand_inputs(paths, workdir)
         if not inputs:
             raise DataError(
-                f"No image files in {', '.join(map(str, paths))}: give PNG, JPEG, BMP, GIF or DICOM "
+                f"No files in {', '.join(map(str, paths))}: give PNG, JPEG, BMP, GIF or DICOM "
                 f"files, folders of them, or archives ({', '.join(ARCHIVE_SUFFIXES)})."
             )
-        rows = []
-        for start in range(0, len(inputs), batch_size):
-            rows.extend(_predict_batch(model, metadata, inputs[start:start + batch_size], start,
-                                       gradcam_dir, gradcam_layer))
-    return Predictions(rows, metadata)
+        run = _Run(model, metadata, inputs, gradcam_dir, gradcam_layer)
+        with _row_sink(out, metadata, gradcam_dir is not None) as write:
+            for done in run.stream(batch_size):
+                write(done)
+                if on_batch:
+                    on_batch(len(run.written))
+    return Predictions(run.rows, metadata)
 
 
-def expand_inputs(paths, workdir):
-    """Lists the files behind files, folders and archives.
+@contextlib.contextmanager
+def _row_sink(out, metadata, gradcam):
+    """Yields `write(rows)`; with `out`, rows reach a temporary CSV renamed to `out` at the end,
+    also when interrupted (then holding the rows done so far, and `PredictionStopped` is raised)."""
+    if out is None:
+        yield lambda rows: None
+        return
+    stopped = None
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = _csv_writer(f, metadata, gradcam)
+            count = [0]
 
-    Args:
-        paths: Input paths.
-        workdir: Folder where archives are extracted (removed by the caller).
+            def write(rows):
+                writer.writerows(rows)  # one write per row: an interrupt never splits a row
+                f.flush()
+                count[0] += len(rows)
 
-    Returns:
-        `[(shown_path, file_path, reason)]` in order: `shown_path` is what the
-        user recognises (`scans.zip/a/1.png` for an archive member),
-        `file_path` where it can be read, `reason` a string when the input is
-        already known to be unusable (missing, or a damaged archive), else None.
-    """
-    found = []
-    for index, path in enumerate(paths):
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            found.extend((p, p, None) for p in _image_files(path))
-        elif path.lower().endswith(ARCHIVE_SUFFIXES) and os.path.isfile(path):
             try:
-                folder = extract_archive(path, os.path.join(workdir, str(index)))
-            except Exception as e:  # zipfile, tarfile and the unsafe-member check raise many types
-                found.append((path, path, f"archive not extracted: {type(e).__name__}: {e}"))
-                continue
-            found.extend(
-                (os.path.join(path, os.path.relpath(p, folder)), p, None) for p in _image_files(folder)
+                yield write
+            except KeyboardInterrupt:
+                stopped = PredictionStopped(f"stopped: {out} holds the first {count[0]} row(s)")
+    if stopped:
+        raise stopped
+
+
+class _Run:
+    """The rows of one run, filled as the pipeline's batches come; `stream` yields them in input order."""
+
+    def __init__(self, model, metadata, inputs, gradcam_dir, gradcam_layer):
+        self.model, self.metadata = model, metadata
+        self.gradcam = (gradcam_dir, gradcam_layer)
+        self.rows, self.candidates = [], []
+        for shown, path, reason in inputs:
+            row = {"path": shown, "status": STATUS_UNREADABLE, "error": reason}
+            self.rows.append(row)
+            if reason is None:
+                status, kind, detail = screen_file(path, metadata.image_size)
+                if status != STATUS_PENDING:
+                    row.update(status=status, error=detail)
+                else:
+                    row["error"] = None  # decided by the pipeline
+                    self.candidates.append((len(self.rows) - 1, path, kind == "dicom", detail))
+        self.written = []
+
+    def stream(self, batch_size):
+        """Yields lists of finished rows, in input order, one list per batch."""
+        pending = {index: (path, is_dicom) for index, path, is_dicom, _ in self.candidates}
+        batches = _pipeline(self.candidates, self.metadata, batch_size) if self.candidates else []
+        for indices, pixels in batches:
+            indices = indices.numpy()
+            self._classify(indices, pixels.numpy())
+            for index in indices:
+                pending.pop(int(index))
+            yield self._flush(int(indices.max()), pending)
+        yield self._flush(len(self.rows), pending)
+
+    def _flush(self, upto, pending):
+        # A candidate before the batch's last index that is not in it failed to decode.
+        for index in [i for i in pending if i < upto]:
+            path, is_dicom = pending.pop(index)
+            self.rows[index]["error"] = _decode_reason(path, is_dicom, self.metadata)
+        done = self.rows[len(self.written):upto + 1]
+        self.written.extend(done)
+        return done
+
+    def _classify(self, indices, batch):
+        kept = [(int(i), self.rows[int(i)]) for i in indices]
+        outputs = np.asarray(self.model(batch.astype(np.float32), training=False), dtype=np.float64)
+        logits = np.log(np.clip(outputs, 1e-300, None)) if self.metadata.outputs == "probabilities" else outputs
+        scores = logits_to_scores(logits / self.metadata.temperature, self.metadata.task)
+        predicted = predicted_classes(scores, self.metadata)
+        for (_, row), score, label in zip(kept, scores, predicted):
+            row.update(status=STATUS_OK, error="", predicted=label)
+            row.update({c: f"{p:.6f}" for c, p in zip(probability_columns(self.metadata.class_names), score)})
+        folder, layer = self.gradcam
+        if folder is not None:
+            # The map of the class the row reports (binary: at the operating point).
+            targets = (
+                [self.metadata.class_names.index(row["predicted"]) for _, row in kept]
+                if self.metadata.task == "binary-class" else np.argmax(logits, axis=1)
             )
-        elif os.path.isfile(path):
-            found.append((path, path, None))
+            _write_gradcams(self.model, batch.astype(np.float32), targets, kept, folder, layer,
+                            self.metadata.class_names)
+
+
+def _pipeline(candidates, metadata, batch_size):
+    """One tf.data pipeline over every candidate: `(indices, uint8 pixels)` batches; files whose
+    decoding fails are dropped (their index is missing) and named by `_decode_reason`."""
+    size, channels = tuple(metadata.image_size), metadata.channels
+
+    def dicom(path):
+        return read_image(os.fsdecode(path), metadata)
+
+    def load(index, path, is_dicom, ratio):
+        def from_dicom():
+            return tf.ensure_shape(tf.numpy_function(dicom, [path], tf.uint8, stateful=False),
+                                   [*size, channels])
+
+        image = tf.cond(is_dicom, from_dicom,
+                        lambda: images_lib.decode_image_file(path, channels, size, ratio))
+        return index, image
+
+    ds = tf.data.Dataset.from_tensor_slices((
+        np.array([c[0] for c in candidates], np.int64),
+        images_lib.tf_paths(c[1] for c in candidates),
+        np.array([c[2] for c in candidates], bool),
+        np.array([c[3] for c in candidates], np.int32),
+    ))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    return ds.batch(batch_size).prefetch(1)
+
+
+def _decode_reason(path, is_dicom, metadata):
+    try:
+        if is_dicom:
+            read_image(path, metadata)
         else:
-            found.append((path, path, "file not found"))
-    return found
-
-
-def _image_files(folder):
-    # list_image_files lists the formats the training loaders read; DICOM files
-    # are added with the same rules (hidden files and folders skipped).
-    dicom = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith((".", "__MACOSX"))]
-        dicom.extend(
-            os.path.join(dirpath, name)
-            for name in filenames
-            if not name.startswith(".") and name.lower().endswith(DICOM_EXTENSIONS)
-        )
-    return sorted(images_lib.list_image_files(folder) + dicom)
+            header, reason = images_lib.read_header(path, tuple(metadata.image_size))
+            return reason or images_lib.decode_error(header)
+    except (DataError, ImportError) as e:
+        return str(e)
+    return "the pipeline failed to decode it once"
 
 
 def read_image(path, metadata):
@@ -271,9 +432,9 @@ def read_image(path, metadata):
         DataError: With the reason the file cannot be read.
     """
     size, channels = metadata.image_size, metadata.channels
-    if path.lower().endswith(DICOM_EXTENSIONS) or is_dicom(path):
+    if path.lower().endswith(dicom_lib.DICOM_EXTENSIONS) or dicom_lib.is_dicom(path):
         try:
-            pixels = read_dicom(path)
+            pixels = dicom_lib.read_dicom(path)
         except (DataError, ImportError):
             raise
         except Exception as e:  # pydicom raises many types on damaged files
@@ -282,46 +443,13 @@ def read_image(path, metadata):
         if tuple(image.shape[:2]) != tuple(size):
             image = transforms.resize(image, size)
         return transforms.to_uint8(image).numpy()
-    # The loaders' own check: the pipeline's decoder, at the JPEG scale it will use.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        (header,), _ = images_lib.inspect_images([path], strict=True, image_size=tuple(size))
+    header, reason = images_lib.read_header(path, tuple(size))
+    if header is None:
+        raise DataError(reason)
     try:
         return images_lib.decode_image_file(images_lib.tf_paths([path])[0], channels, size, header.jpeg_ratio).numpy()
     except tf.errors.OpError as e:
-        raise DataError(f"TensorFlow could not decode it: {e.message}") from e
-
-
-def _predict_batch(model, metadata, inputs, offset, gradcam_dir, gradcam_layer):
-    rows, pixels, kept = [], [], []
-    for position, (shown, path, reason) in enumerate(inputs, start=offset):
-        row = {"path": shown, "status": STATUS_UNREADABLE, "error": reason}
-        rows.append(row)
-        if reason:
-            continue
-        try:
-            pixels.append(read_image(path, metadata))
-        except (DataError, ImportError) as e:
-            row["error"] = str(e)
-            continue
-        kept.append((position, row))
-    if not kept:
-        return rows
-    batch = np.stack(pixels).astype(np.float32)
-    logits = np.asarray(model(batch, training=False), dtype=np.float64)
-    scores = logits_to_scores(logits / metadata.temperature, metadata.task)
-    predicted = predicted_classes(scores, metadata)
-    for (_, row), score, label in zip(kept, scores, predicted):
-        row.update(status=STATUS_OK, error="", predicted=label)
-        row.update({column: f"{p:.6f}" for column, p in zip(probability_columns(metadata.class_names), score)})
-    if gradcam_dir is not None:
-        # The map of the class the row reports (binary: at the operating point).
-        targets = (
-            [metadata.class_names.index(row["predicted"]) for _, row in kept]
-            if metadata.task == "binary-class" else np.argmax(logits, axis=1)
-        )
-        _write_gradcams(model, batch, targets, kept, gradcam_dir, gradcam_layer, metadata.class_names)
-    return rows
+        raise DataError(images_lib.decode_error(header)) from e
 
 
 def predicted_classes(scores, metadata):

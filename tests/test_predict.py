@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 from scipy import special
 
-from kdkeras import cli, models, predict
+from kdkeras import cli, models, predict, predict_inputs
 from kdkeras.evaluation import calibration
 from kdkeras.data.dicom import read_dicom
 
@@ -58,7 +58,7 @@ def mixed_folder(tmp_path):
     gray = rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
     Image.fromarray(gray, "L").save(folder / "d_gray.jpg", quality=95)
     (folder / "a_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    (folder / "notes.txt").write_text("not an image: ignored in a folder")
+    (folder / "notes.txt").write_text("not an image: a skipped row")
     expected = {
         "b_16bit.png": np.round(gray16 / 257.0),
         # BT.601 luminance of the RGB channels, the alpha channel dropped.
@@ -80,9 +80,10 @@ def test_folder_with_unreadable_and_odd_files_gives_rows_for_the_readable_ones(m
     folder, expected = mixed_folder
     result = predict.predict_files(model_path, [str(folder)])
     by_name = {os.path.basename(row["path"]): row for row in result.rows}
-    assert sorted(by_name) == ["a_corrupt.png", "b_16bit.png", "c_rgba.png", "d_gray.jpg"]
+    assert sorted(by_name) == ["a_corrupt.png", "b_16bit.png", "c_rgba.png", "d_gray.jpg", "notes.txt"]
     assert by_name["a_corrupt.png"]["status"] == "unreadable" and by_name["a_corrupt.png"]["error"]
     assert [os.path.basename(p) for p, _ in result.unreadable] == ["a_corrupt.png"]
+    assert [(os.path.basename(p), r) for p, r in result.skipped] == [("notes.txt", predict_inputs._NOT_AN_IMAGE)]
     for name, pixels in expected.items():
         row = by_name[name]
         assert row["status"] == "ok" and row["error"] == ""
@@ -129,7 +130,7 @@ def test_archives_missing_paths_and_empty_inputs(model_path, mixed_folder, tmp_p
     assert not os.path.exists(tmp_path / "scans")  # extracted in a temporary folder only
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="No image files"):
+    with pytest.raises(ValueError, match="No files in"):
         predict.predict_files(model_path, [str(empty)])
 
 
@@ -212,10 +213,12 @@ def test_cli_predict_end_to_end(model_path, mixed_folder, tmp_path, capsys):
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["path", "status", "predicted", "p_normal", "p_pneumonia", "gradcam", "error"]
-    assert [r["status"] for r in rows] == ["unreadable", "ok", "ok", "ok"]
+    assert [r["status"] for r in rows] == ["unreadable", "ok", "ok", "ok", "skipped"]
     overlays = [r["gradcam"] for r in rows if r["status"] == "ok"]
     assert all(os.path.getsize(p) > 5_000 for p in overlays) and len(set(overlays)) == 3
     captured = capsys.readouterr()
-    assert "3 image(s) classified" in captured.out and "a_corrupt.png" in captured.err
+    assert "5 file(s) seen, 3 image(s) classified" in captured.out and "1 unreadable, 1 skipped" in captured.out
+    assert "a_corrupt.png" in captured.err and "notes.txt" in captured.err
+    assert "strict=False" not in captured.err  # issue 25: predict names its own behaviour
     assert cli.main(["predict", "--model", model_path, str(folder / "a_corrupt.png"),
                      "--out", str(tmp_path / "none.csv")]) == 1

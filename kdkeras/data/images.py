@@ -146,7 +146,7 @@ def _decode_failures(headers):
     failures = []
     for i, header in enumerate(headers):
         if i not in decoded:
-            failures.append((header.path, _decode_error(header)))
+            failures.append((header.path, decode_error(header)))
         elif decoded[i] != expected[i]:
             failures.append(
                 (header.path, f"TensorFlow decodes it at {decoded[i]}, its header says {expected[i]}")
@@ -154,7 +154,31 @@ def _decode_failures(headers):
     return failures
 
 
-def _decode_error(header):
+def read_header(path, image_size=None):
+    """One file's header, checked before any decoding: `(ImageHeader, None)` or `(None, reason)`.
+
+    The checks of `inspect_images` that need no decoding (format, BMP
+    pixels), plus the decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS`
+    on the declared size, for callers that decode files one stream at a time.
+
+    Args:
+        path: An image file.
+        image_size: The `(height, width)` it will be resized to (sets `jpeg_ratio`), or None.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        header, reason = _read_header(path, image_size)
+    limit = Image.MAX_IMAGE_PIXELS
+    if header is not None and limit and header.width * header.height > limit:
+        return None, (
+            f"{header.width}x{header.height} pixels is over PIL.Image.MAX_IMAGE_PIXELS = {limit:,}; "
+            "resize it, or raise that limit if you trust the file"
+        )
+    return header, reason
+
+
+def decode_error(header):
+    """Why TensorFlow's decoder fails on a file whose header was read, as one line."""
     try:
         with open(header.path, "rb") as f:
             decode_contents(tf.constant(f.read()), tf.constant(header.jpeg_ratio))

@@ -103,6 +103,23 @@ def choose_threshold(y_true, p_positive, *, sensitivity=None, specificity=None, 
     return float(thresholds[index])
 
 
+def one_class_reason(y_true, split="validation"):
+    """Why no threshold can be chosen on (or ROC curve drawn from) `y_true`, or None.
+
+    A split whose labels hold one class has no sensitivity or no
+    specificity: `choose_threshold` and the ROC figures refuse it.
+
+    Returns:
+        A sentence naming the split and its one class, or None when both
+        classes are present.
+    """
+    y = np.asarray(y_true).reshape(-1)
+    if len(y) and y.min() != y.max():
+        return None
+    which = "no images" if not len(y) else f"only class {int(y[0])} ({len(y)} images)"
+    return f"the {split} split holds {which}, so it has no {'sensitivity' if not len(y) or y[0] == 0 else 'specificity'}"
+
+
 def rates_at_threshold(y_true, p_positive, threshold):
     """Confusion counts and rates of the rule `p >= threshold`.
 

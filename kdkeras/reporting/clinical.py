@@ -92,10 +92,13 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
     os.makedirs(out_dir, exist_ok=True)
     metrics = {name: {} for name in names}
     calibrated, figures = _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out_dir)
-    thresholds = {}
+    thresholds, not_applied = {}, None
     if binary:
-        thresholds, op_figures = _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir)
+        thresholds, op_figures, not_applied = _operating_points(
+            metrics, names, rule, y_val, y_test, calibrated, out_dir)
         figures.extend(op_figures)
+        if not_applied:
+            rule = {}  # the default threshold was used, and is what the calibration file records
     if teacher in names:
         for name in names:
             if name != teacher:
@@ -113,7 +116,7 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
                 n=len(val_logits[name]),
             )
     markdown = _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures,
-                         gradcam_missing, report_dir)
+                         gradcam_missing, report_dir, not_applied)
     return ClinicalSection(markdown, metrics, figures)
 
 
@@ -142,19 +145,25 @@ def _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out
 
 
 def _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir):
-    """Each model's threshold, chosen on validation, read on test; returns thresholds and figures."""
+    """Each model's threshold, chosen on validation, read on test; returns thresholds, figures and
+    the reason the rule was not applied (a one-class validation split), or None."""
+    not_applied = op.one_class_reason(y_val) if rule else None
     thresholds = {}
     for name in names:
         p_val, p_test = calibrated[name]["val"][:, -1], calibrated[name]["test"][:, -1]
-        threshold = op.choose_threshold(y_val, p_val, **rule) if rule else _DEFAULT_THRESHOLD
+        threshold = op.choose_threshold(y_val, p_val, **rule) if rule and not not_applied else _DEFAULT_THRESHOLD
         thresholds[name] = threshold
         metrics[name]["operating_point"] = {
-            "rule": rule or {"threshold": _DEFAULT_THRESHOLD},
+            "rule": rule if rule and not not_applied else {"threshold": _DEFAULT_THRESHOLD},
             "threshold": threshold,
             "val": op.rates_at_threshold(y_val, p_val, threshold),
             "test": op.rates_at_threshold(y_test, p_test, threshold),
         }
+        if not_applied:
+            metrics[name]["operating_point"]["not_applied"] = {"rule": rule, "reason": not_applied}
         metrics[name]["average_precision"] = _average_precision(y_test, p_test)
+    if op.one_class_reason(y_test, "test"):
+        return thresholds, [], not_applied  # ROC and precision-recall curves need both classes
     figures = [
         op.plot_roc_operating_points(
             {n: (y_test, calibrated[n]["test"][:, -1], thresholds[n]) for n in names},
@@ -165,7 +174,7 @@ def _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir):
             os.path.join(out_dir, "precision_recall.png"),
         ),
     ]
-    return thresholds, figures
+    return thresholds, figures, not_applied
 
 
 def _average_precision(y, p):
@@ -236,7 +245,7 @@ def _in_order_of(batches, y_test):
 
 
 def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures, gradcam_missing,
-              report_dir):
+              report_dir, not_applied=None):
     def link(path, alt):
         return f"![{alt}]({os.path.relpath(path, report_dir)})"
 
@@ -266,6 +275,9 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
     if binary:
         chosen = (f"chosen on the validation split for {_describe(rule)}" if rule
                   else "the default threshold 0.5 (set `[evaluate] operating_point` to choose one)")
+        if not_applied:
+            chosen = (f"the default threshold 0.5: **the `[evaluate] operating_point` was not applied**, "
+                      f"because {not_applied} (evaluate on a validation split with both classes)")
         lines += [
             "### Operating point",
             "",

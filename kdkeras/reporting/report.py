@@ -1,7 +1,10 @@
 """`write_report`: the figures and `report.md` of a run folder, recomputed from its predictions."""
 
+import csv
 import os
+import tomllib
 
+from kdkeras.data.errors import DataError
 from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.files import load_model, write_text_atomic
@@ -103,6 +106,39 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
     return run.report
 
 
+def recorded_data(run_dir, models):
+    """The `[data]` table the first of `models` ran with, as its `{name}_config.toml` records it.
+
+    A report reloads the test split its models were evaluated on: the
+    settings of that run (`limit`, `image_size`...), not today's command line.
+
+    Args:
+        run_dir: The run folder.
+        models: Model names in report order; the first with a recorded config is read.
+
+    Returns:
+        `(path, data)`: the file read and its `[data]` table, or `(None, None)`
+        when no phase recorded its config (a folder written by hand).
+
+    Raises:
+        DataError: A recorded config that is not readable TOML.
+    """
+    run = runs_lib.RunFolder(run_dir)
+    for name in models:
+        path = run.phase_config(name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as f:
+                return path, tomllib.load(f).get("data", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise DataError(
+                f"{path} is not readable TOML ({e}) [damaged run file of {name!r}]. Re-run "
+                f"`kdkeras {runs_lib.PHASE_OF.get(name, 'evaluate')}` for this experiment to write it again."
+            ) from e
+    return None, None
+
+
 def _clinical(run, models, task, class_names, predictions, config, test_data):
     """The clinical read-out, when every model saved its test and validation logits."""
     from kdkeras.reporting.clinical import clinical_section
@@ -137,8 +173,10 @@ def _clinical(run, models, task, class_names, predictions, config, test_data):
 def _recompute(run, models):
     """`(stored, predictions, recomputed)` per model: the metrics files, the saved predictions and
     the metrics recomputed from those, checked to agree with the files."""
-    stored = {name: run.read_metrics(name) for name in models}
-    predictions = {name: run.read_predictions(name) for name in models}
+    stored = {name: _read_run_file(run, name, run.metrics, run.read_metrics) for name in models}
+    predictions = {name: _read_run_file(run, name, run.predictions, run.read_predictions) for name in models}
+    for name in models:
+        _read_run_file(run, name, run.history, lambda n: _read_history(run.history(n)))
     first = models[0]
     task = stored[first]["task"]
     class_names = [entry["name"] for entry in stored[first].get("per_class", [])] or None
@@ -178,6 +216,28 @@ def _plot_figures(run, models, task, class_names, recomputed, predictions):
         run.figure("roc"),
         class_names,
     )
+
+
+def _read_run_file(run, name, path_of, read):
+    """`read(name)`; any fault of the file becomes one line naming it and the phase that rewrites it."""
+    path = path_of(name)
+    try:
+        return read(name)
+    except Exception as e:  # json, zipfile, numpy and csv raise many types on damaged files
+        reason = str(e) if isinstance(e, ValueError) and path in str(e) else f"{path}: {type(e).__name__}: {e}"
+        phase = runs_lib.PHASE_OF.get(name, "evaluate")
+        raise DataError(
+            f"{reason} [damaged run file of {name!r}]. Re-run `kdkeras {phase}` for this experiment "
+            "to write it again."
+        ) from e
+
+
+def _read_history(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} holds no epoch (empty or header only)")
+    return rows
 
 
 def _check_run_files(run, models):

@@ -141,40 +141,63 @@ def load_transfer_images(path, info):
     Returns:
         float32 array `(n, H, W, C)` in [0, 255] at the data's image size.
     """
-    height, width = info.image_size
     if os.path.isdir(path):
-        files = images_lib.list_image_files(path)
-        if not files:
-            raise ConfigError(f"[distill] transfer_set = {path!r} holds no image files ({', '.join(images_lib.IMAGE_EXTENSIONS)}).")
-        headers = images_lib.inspect_images(files, source=f"[distill] transfer_set {path}")
-        ds = tf.data.Dataset.from_tensor_slices([h.path for h in headers]).map(
-            lambda p: images_lib.decode_image_file(p, info.n_channels, (height, width)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        return np.stack(list(ds.as_numpy_iterator())).astype("float32")
+        return _folder_images(path, info)
     if path.endswith(".npz") and os.path.isfile(path):
-        with np.load(path, allow_pickle=False) as npz:
-            if "images" not in npz.files:
-                raise ConfigError(
-                    f"[distill] transfer_set = {path!r} has the arrays {npz.files}, not `images`: "
-                    "save the unlabeled images with np.savez(path, images=...)."
-                )
-            x = npz["images"]
-        if x.ndim == 3:
-            x = x[..., np.newaxis]
-        if x.ndim != 4 or x.dtype != np.uint8:
-            raise ConfigError(
-                f"[distill] transfer_set = {path!r}: `images` must be uint8 (n, H, W[, C]), "
-                f"got {x.dtype} {x.shape}."
-            )
-        x = transforms.to_channels(tf.constant(x, tf.float32), info.n_channels)
-        if tuple(x.shape[1:3]) != (height, width):
-            x = transforms.resize(x, (height, width))
-        return transforms.to_uint8(x).numpy().astype("float32")
+        return _npz_images(path, info)
     raise ConfigError(
         f"[distill] transfer_set = {path!r} is neither \"\", \"train\", a folder of images "
         "nor an .npz file: fix the path."
     )
+
+
+def _folder_images(path, info):
+    files = images_lib.list_image_files(path)
+    if not files:
+        raise ConfigError(f"[distill] transfer_set = {path!r} holds no image files ({', '.join(images_lib.IMAGE_EXTENSIONS)}).")
+    source = f"[distill] transfer_set {path}"
+    headers, _ = images_lib.inspect_images(files, source=source, image_size=info.image_size)
+    if not headers:
+        raise ConfigError(f"{source}: none of its {len(files)} image files is readable (see the warning above).")
+    ds = tf.data.Dataset.from_tensor_slices(
+        (images_lib.tf_paths(h.path for h in headers), np.array([h.jpeg_ratio for h in headers], np.int32))
+    ).map(
+        lambda p, ratio: images_lib.decode_image_file(p, info.n_channels, tuple(info.image_size), ratio),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return np.stack(list(ds.as_numpy_iterator())).astype("float32")
+
+
+def _npz_images(path, info):
+    where = f"[distill] transfer_set = {path!r}"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "images" not in npz.files:
+                raise ConfigError(
+                    f"{where} has the arrays {npz.files}, not `images`: "
+                    "save the unlabeled images with np.savez(path, images=...)."
+                )
+            x = npz["images"]
+    except ConfigError:
+        raise
+    except Exception as e:  # zipfile, pickle refusal and format errors raise many types
+        raise ConfigError(
+            f"{where} is not a readable npz file ({type(e).__name__}: {e}): save the unlabeled "
+            "images again with np.savez(path, images=uint8_array)."
+        ) from e
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4 or x.dtype != np.uint8 or x.shape[-1] not in (1, 2, 3, 4) or 0 in x.shape[1:3]:
+        raise ConfigError(
+            f"{where}: `images` must be uint8 (n, H, W[, C]) with C = 1 to 4, "
+            f"got {x.dtype} {x.shape}."
+        )
+    if not len(x):
+        raise ConfigError(f"{where}: `images` holds 0 images; give at least one, or set transfer_set = \"\".")
+    x = transforms.to_channels(tf.constant(x, tf.float32), info.n_channels)
+    if tuple(x.shape[1:3]) != tuple(info.image_size):
+        x = transforms.resize(x, tuple(info.image_size))
+    return transforms.to_uint8(x).numpy().astype("float32")
 
 
 def _transfer_images(transfer_set, withheld, info):
