@@ -9,7 +9,7 @@ a model's arguments before building it.
 import dataclasses
 import inspect
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
