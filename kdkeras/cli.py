@@ -323,11 +323,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import_tensorflow_quietly()
     from kdkeras import config as config_lib
-    from kdkeras.data import DataError
     from kdkeras.evaluation import metrics as metrics_lib
-    from kdkeras.files import ModelFileError
     from kdkeras.workflow import training
     from kdkeras.workflow.callbacks import TrainingDivergedError
+    from kdkeras.data import DataError
+    from kdkeras.files import ModelFileError
     from kdkeras.workflow.progress import fit_verbosity
 
     if args.command == "launch":

@@ -33,13 +33,13 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from kdkeras.evaluation import calibration
 from kdkeras.data import images as images_lib
 from kdkeras.data import transforms
 from kdkeras.data.dicom import DICOM_EXTENSIONS, is_dicom, read_dicom
 from kdkeras.data.errors import DataError
-from kdkeras.evaluation import calibration
-from kdkeras.evaluation.metrics import logits_to_scores
 from kdkeras.files import ARCHIVE_SUFFIXES, atomic_path, extract_archive, load_model
+from kdkeras.evaluation.metrics import logits_to_scores
 
 STATUS_OK = "ok"
 STATUS_UNREADABLE = "unreadable"

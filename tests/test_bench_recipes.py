@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from kdkeras.bench import readme, recipes, report
 from kdkeras.workflow import runs as runs_lib
+from kdkeras.bench import readme, recipes, report
 
 TINY = """
 name = "tiny"

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from kdkeras import models
-from kdkeras.evaluation import calibration, explain
-from kdkeras.evaluation.fidelity import fidelity
+from kdkeras.evaluation import calibration
+from kdkeras.evaluation import explain
 from kdkeras.reporting.clinical import clinical_section
+from kdkeras.evaluation.fidelity import fidelity
 from kdkeras.stats import format_interval
 
 CLASSES = ["normal", "pneumonia"]

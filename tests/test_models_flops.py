@@ -3,7 +3,8 @@
 import keras
 import pytest
 
-from kdkeras.models import count_flops, get_model
+from kdkeras.models import count_flops
+from kdkeras.models import get_model
 
 
 def test_conv_and_dense_by_hand():

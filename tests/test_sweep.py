@@ -10,8 +10,7 @@ import subprocess
 import pytest
 from matplotlib.figure import Figure
 
-from kdkeras import cli, models
-from kdkeras import config as config_lib
+from kdkeras import cli, config as config_lib, models
 from kdkeras.workflow import sweep
 
 TINY = """

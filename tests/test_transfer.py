@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras import Distiller, cli
-from kdkeras import config as config_lib
+from kdkeras import Distiller, cli, config as config_lib
+from kdkeras.workflow import transfer
 from kdkeras.config import ConfigError
 from kdkeras.data.info import DatasetInfo
-from kdkeras.workflow import transfer
 
 TINY = """
 name = "transfer"

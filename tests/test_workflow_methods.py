@@ -1,17 +1,16 @@
 """DKD, feature distillation, several teachers and cached logits from experiment configs."""
 
 import json
-import os
 import re
+import os
 import tomllib
 
 import keras
 import pytest
 
-from kdkeras import cli
-from kdkeras import config as config_lib
-from kdkeras.config import ConfigError
+from kdkeras import cli, config as config_lib
 from kdkeras.models import get_model
+from kdkeras.config import ConfigError
 
 TINY = """
 name = "methods"

@@ -25,12 +25,12 @@ import sys
 import tomllib
 
 from kdkeras import config as config_lib
+from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
-from kdkeras.workflow import runs as runs_lib
 
 METRICS = ("acc", "auc", "balanced_acc")
 METRIC_TITLES = {"acc": "ACC", "auc": "AUC", "balanced_acc": "Balanced ACC"}

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 
+from kdkeras.workflow import runs as runs_lib
 from kdkeras.bench.environment import describe_environment
 from kdkeras.files import write_text_atomic
-from kdkeras.workflow import runs as runs_lib
 
 
 def run_once(config, phase, deterministic, runs_dir, seed=0):

@@ -24,12 +24,12 @@ import os
 import sys
 
 from kdkeras import config as config_lib
+from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
-from kdkeras.workflow import runs as runs_lib
 
 FRACTIONS = (0.01, 0.05, 0.2)
 COMPARED = ("acc", "auc")

@@ -4,16 +4,16 @@ import copy
 import os
 import tomllib
 
-from kdkeras.config.schema import (
-    INHERITED_BY_DISTILL,
-    ConfigError,
-    DistillConfig,
-    EvaluateConfig,
-    ExperimentConfig,
-    SweepConfig,
-    TrainConfig,
-)
-from kdkeras.config.validation import build, check_data, check_values
+from kdkeras.config.schema import INHERITED_BY_DISTILL
+from kdkeras.config.schema import ConfigError
+from kdkeras.config.schema import DistillConfig
+from kdkeras.config.schema import EvaluateConfig
+from kdkeras.config.schema import ExperimentConfig
+from kdkeras.config.schema import SweepConfig
+from kdkeras.config.schema import TrainConfig
+from kdkeras.config.validation import build
+from kdkeras.config.validation import check_data
+from kdkeras.config.validation import check_values
 from kdkeras.files import write_text_atomic
 
 

@@ -10,17 +10,15 @@ import inspect
 import math
 import os
 
-from kdkeras.config.schema import (
-    AUGMENT_ON,
-    CLASS_WEIGHTS,
-    LOCAL_DATA_KEYS,
-    MAX_TEMPERATURE,
-    MONITORS,
-    OBJECTIVES,
-    SCHEDULES,
-    STRATEGIES,
-    ConfigError,
-)
+from kdkeras.config.schema import AUGMENT_ON
+from kdkeras.config.schema import CLASS_WEIGHTS
+from kdkeras.config.schema import LOCAL_DATA_KEYS
+from kdkeras.config.schema import MAX_TEMPERATURE
+from kdkeras.config.schema import MONITORS
+from kdkeras.config.schema import OBJECTIVES
+from kdkeras.config.schema import SCHEDULES
+from kdkeras.config.schema import STRATEGIES
+from kdkeras.config.schema import ConfigError
 from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
 
 

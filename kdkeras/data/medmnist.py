@@ -36,7 +36,7 @@ _TASKS = {"multi-label, binary-class": "multi-label"}
 _INSTALL_HINT = "pip install --no-deps medmnist"
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def medmnist_info():
     """The `medmnist.INFO` table, read without importing `medmnist` (nor torch).
 

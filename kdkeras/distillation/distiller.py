@@ -3,10 +3,12 @@
 import keras
 import tensorflow as tf
 
-from kdkeras.distillation import arguments, batches, objective
+from kdkeras.distillation import batches
+from kdkeras.distillation import arguments
 from kdkeras.distillation import features as kd_features
 from kdkeras.distillation import losses as kd_losses
 from kdkeras.distillation import mixup as mixup_lib
+from kdkeras.distillation import objective
 from kdkeras.distillation.objective import check_teacher_weights
 
 

@@ -8,7 +8,8 @@ much stronger teacher's exact probabilities are out of its reach.
 import keras
 from keras import ops
 
-from kdkeras.distillation.losses import _check_temperature, _check_weight
+from kdkeras.distillation.losses import _check_temperature
+from kdkeras.distillation.losses import _check_weight
 from kdkeras.distillation.objective import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 

@@ -42,9 +42,10 @@ import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as keras_trainer
 
-from kdkeras.config import ConfigError
-from kdkeras.distribute.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
 from kdkeras.workflow.callbacks import RunState
+from kdkeras.config import ConfigError
+
+from kdkeras.distribute.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
 
 DEFAULT_SLURM_PORT = 12345  # the first port of each node of a Slurm job step
 

@@ -32,8 +32,8 @@ from matplotlib.figure import Figure
 from scipy import optimize, special
 
 from kdkeras import __version__
-from kdkeras.evaluation.metrics import ECE_BINS, classification_metrics, logits_to_scores
 from kdkeras.files import ModelFileError, write_text_atomic
+from kdkeras.evaluation.metrics import ECE_BINS, classification_metrics, logits_to_scores
 from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 FORMAT = 1

@@ -10,14 +10,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import scores as scores_lib
 from kdkeras.evaluation import calibration as calibration_lib
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.evaluation import profiling
+from kdkeras.workflow import runs as runs_lib
+from kdkeras import scores as scores_lib
 from kdkeras.export import serving, tflite
 from kdkeras.export.table import METRIC_COLUMNS, ExportTable
 from kdkeras.files import load_model, write_text_atomic
-from kdkeras.workflow import runs as runs_lib
 
 FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
 FILENAMES = {

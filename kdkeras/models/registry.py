@@ -9,7 +9,7 @@ a model's arguments before building it.
 import dataclasses
 import inspect
 import operator
-from collections.abc import Callable
+from typing import Callable
 
 import keras
 

@@ -2,9 +2,10 @@
 
 import os
 
+from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
-from kdkeras.evaluation.metrics import classification_metrics, predict_labels
 from kdkeras.files import load_model, write_text_atomic
+from kdkeras.evaluation.metrics import classification_metrics, predict_labels
 from kdkeras.reporting.figures import (
     plot_confusion_matrix,
     plot_history,
@@ -13,7 +14,6 @@ from kdkeras.reporting.figures import (
 )
 from kdkeras.reporting.roc import plot_roc_curves
 from kdkeras.reporting.tables import report_markdown
-from kdkeras.workflow import runs as runs_lib
 
 # How each model reads in a verdict sentence.
 _SPOKEN = {"teacher": "the teacher", "student": "the student alone", "distilled": "the distilled student"}

@@ -10,7 +10,8 @@ counts, so no resampled copy of the data is built.
 import numpy as np
 
 from kdkeras import scores
-from kdkeras.stats.checks import check_confidence, check_resamples
+from kdkeras.stats.checks import check_confidence
+from kdkeras.stats.checks import check_resamples
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95

@@ -13,17 +13,17 @@ import keras
 import tensorflow as tf
 
 from kdkeras import data as data_lib
-from kdkeras import models as models_lib
-from kdkeras.config import BUNDLED, ConfigError
-from kdkeras.data import pipeline
-from kdkeras.distillation import losses as kd_losses
-from kdkeras.distillation.distiller import Distiller
-from kdkeras.distillation.features import FeatureMatch
 from kdkeras.distribute import strategy as distribute
-from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
+from kdkeras.distillation import losses as kd_losses
+from kdkeras import models as models_lib
 from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow import transfer
+from kdkeras.config import BUNDLED, ConfigError
+from kdkeras.data import pipeline
+from kdkeras.distillation.distiller import Distiller
+from kdkeras.distillation.features import FeatureMatch
 from kdkeras.workflow.fit_metrics import fit_metrics
+from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 
 
 def load_data(config, raw_train=False):

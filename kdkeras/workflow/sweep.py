@@ -34,12 +34,12 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
+from kdkeras.workflow import runs as runs_lib
 from kdkeras.evaluation import metrics as metrics_lib
+from kdkeras.workflow import training
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE, save_figure
 from kdkeras.reporting.history import value_at_epoch
-from kdkeras.workflow import runs as runs_lib
-from kdkeras.workflow import training
 
 SWEEP_DIR = "sweep"
 CSV_COLUMNS = (

@@ -13,25 +13,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import reporting
-from kdkeras.config import dump_toml, load_config, save_config
-from kdkeras.distillation.teacher_cache import with_teacher_logits
-from kdkeras.distribute import multiworker
 from kdkeras.distribute import strategy as distribute
 from kdkeras.evaluation import metrics as metrics_lib
+from kdkeras.distribute import multiworker
 from kdkeras.evaluation import profiling
-from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
+from kdkeras import reporting
 from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
-from kdkeras.workflow.phases import (
-    PHASE_BUILDERS,
-    global_batch_size,
-    load_data,
-    load_phase_data,
-    phase_model,
-    supervised_loss,
-)
+from kdkeras.config import dump_toml, load_config, save_config
+from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
+from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
 from kdkeras.workflow.progress import fit_verbosity
+from kdkeras.distillation.teacher_cache import with_teacher_logits
 
 PHASES = runs_lib.PHASES
 GRID_IMAGES = 16
