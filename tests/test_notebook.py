@@ -9,14 +9,16 @@ import sys
 import nbformat
 from nbclient import NotebookClient
 
-NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "colab_quickstart.ipynb")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK = os.path.join(ROOT, "experiments", "colab_quickstart.ipynb")
 
 
 def test_colab_quickstart_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("KDKERAS_NOTEBOOK_LIMIT", "128")
     monkeypatch.setenv("KDKERAS_NOTEBOOK_EPOCHS", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    resources = {"metadata": {"path": str(tmp_path)}}
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources=resources).execute()
     cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     outputs = [o for cell in cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
@@ -25,6 +27,10 @@ def test_colab_quickstart_executes(tmp_path, monkeypatch):
         return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
     assert re.search(r"Accelerator: |No GPU or TPU: .*Runtime > Change runtime type", printed(cells[0]), re.S)
+    # Off Colab the install cell installs nothing, and says so.
+    assert re.fullmatch(r"kdkeras \S+ is importable here: nothing to install.\n", printed(cells[1]))
+    # The strategy the phases train under (on a CPU-only machine: "default strategy: 1 replica on CPU:0").
+    assert re.search(r"^Strategy \(strategy = 'auto'\): [\w ]+: \d+ replicas? on [A-Z]+:\d", printed(cells[2]), re.M)
     # The quickstart recipe, shortened only where the test asked.
     assert 'class_weight = "balanced"' in printed(cells[2]) and "limit = 128" in printed(cells[2])
     out = tmp_path / "runs" / "quickstart"
