@@ -140,3 +140,16 @@ def test_a_phase_trains_a_student_at_half_the_teachers_resolution(tmp_path):
     for name in ("student", "distilled"):
         assert keras.models.load_model(tmp_path / "lowres" / f"{name}.keras").input_shape == (None, 16, 16, 1)
     assert keras.models.load_model(tmp_path / "lowres" / "teacher.keras").input_shape == (None, 28, 28, 1)
+
+
+def test_capacity_gap_page_config_loads(tmp_path):
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "capacity-gap.md"
+    (block,) = re.findall(r"```toml\n(.*?)```", page.read_text(), re.S)
+    path = tmp_path / "my_lowres.toml"
+    path.write_text(block)
+    config = config_lib.load_config(str(path))
+    assert (config.student.image_size, config.distill.image_size, config.teacher.image_size) == (16, 16, 0)
+    assert phases.decode_size(config) == [28, 28]
