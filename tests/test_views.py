@@ -107,6 +107,9 @@ def test_decode_size_is_the_largest_any_model_reads():
     assert phases.model_input_shape(config, "teacher", (64, 64, 1)) == (64, 64, 1)
     assert phases.model_input_shape(config, "distill", (64, 64, 1)) == (32, 32, 1)
     assert phases.decode_size(configured()) is None
+    sized = configured(**{"data.image_size": 32, "student.image_size": 16, "distill.image_size": 16})
+    assert phases.decode_size(sized) == [32, 32]
+    assert phases.model_input_shape(sized, "teacher", (32, 32, 1)) == (32, 32, 1)
     rgb = configured(**{"teacher.channels": 3, "teacher.image_size": [32, 48]})
     assert phases.model_input_shape(rgb, "teacher", (32, 48, 1)) == (32, 48, 3)
     assert phases.model_input_shape(rgb, "student", (32, 48, 1)) == (32, 48, 1)
@@ -152,4 +155,7 @@ def test_capacity_gap_page_config_loads(tmp_path):
     path.write_text(block)
     config = config_lib.load_config(str(path))
     assert (config.student.image_size, config.distill.image_size, config.teacher.image_size) == (16, 16, 0)
-    assert phases.decode_size(config) == [28, 28]
+    # The teacher reads the data's own 28 px: decoded at that native size, the student resizes from it.
+    assert phases.decode_size(config) is None
+    assert phases.model_input_shape(config, "teacher", (28, 28, 1)) == (28, 28, 1)
+    assert phases.model_input_shape(config, "distill", (28, 28, 1)) == (16, 16, 1)

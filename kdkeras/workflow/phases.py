@@ -59,15 +59,21 @@ def load_data(config, raw_train=False):
 def decode_size(config):
     """The size the data is decoded at: the largest any model of the experiment reads.
 
+    A model without `image_size` reads the data's own size (`[data] image_size`,
+    else the images' native size); when one does and `[data]` sets no size, the
+    data is decoded at its native size and the other models resize from it.
+
     Returns:
-        `[height, width]`, or None when no `[teacher]`/`[student]`/`[distill]`
-        sets `image_size` (the loader's own `image_size` then rules).
+        `[height, width]`, or None for the loader's own size.
     """
-    sizes = [_pair(config.phase(p).image_size) for p in ("teacher", "student", "distill") if config.phase(p).image_size]
+    phases = [config.phase(p) for p in ("teacher", "student", "distill")]
+    sizes = [_pair(train.image_size) for train in phases if train.image_size]
     if not sizes:
         return None
     if config.data.get("image_size"):
         sizes.append(_pair(config.data["image_size"]))
+    elif len(sizes) < len(phases):
+        return None
     return [max(h for h, _ in sizes), max(w for _, w in sizes)]
 
 
@@ -80,7 +86,12 @@ def model_input_shape(config, phase, data_shape):
         data_shape: `(height, width, channels)` of the decoded batches.
     """
     train = config.phase(phase)
-    height, width = _pair(train.image_size) if train.image_size else data_shape[:2]
+    if train.image_size:
+        height, width = _pair(train.image_size)
+    elif config.data.get("image_size"):
+        height, width = _pair(config.data["image_size"])
+    else:
+        height, width = data_shape[:2]
     return (height, width, train.channels or data_shape[2])
 
 
