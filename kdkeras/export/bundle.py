@@ -88,7 +88,7 @@ METADATA_SCHEMA = {
 }
 
 
-def write_bundle(out_dir, table, source_path, model, dataset_info=None):
+def write_bundle(out_dir, table, source_path, model, dataset_info=None, class_names=None):
     """Writes `metadata.json`, the model card and the checklists of an export into `out_dir`.
 
     Args:
@@ -97,13 +97,14 @@ def write_bundle(out_dir, table, source_path, model, dataset_info=None):
         source_path: The exported `.keras` file (its run folder is read), or None.
         model: The exported Keras model (its preprocessing layer is described).
         dataset_info: Optional `kdkeras.data.DatasetInfo` of the training data.
+        class_names: The output classes' names, when no run file gives them.
 
     Returns:
         The metadata dict.
     """
     facts = (card_lib.RunFacts.read(source_path, dataset_info, table.to_dict()) if source_path else
              card_lib.RunFacts(name=model.name, model_file="(in memory)", export=table.to_dict()))
-    metadata = bundle_metadata(out_dir, table, facts, model, source_path)
+    metadata = bundle_metadata(out_dir, table, facts, model, source_path, class_names)
     card = card_lib.model_card(facts)
     items = checklist_lib.checklist(facts)
     write_text_atomic(os.path.join(out_dir, METADATA), json.dumps(runs_lib.jsonable(metadata), indent=2) + "\n")
@@ -114,10 +115,10 @@ def write_bundle(out_dir, table, source_path, model, dataset_info=None):
     return metadata
 
 
-def bundle_metadata(out_dir, table, facts, model, source_path):
+def bundle_metadata(out_dir, table, facts, model, source_path, class_names=None):
     """The `metadata.json` dict (see `METADATA_SCHEMA`)."""
     calibration = table.calibration or {}
-    names = _class_names(facts, table)
+    names = _class_names(facts, model, class_names)
     height, width, channels = table.input_shape
     provenance = facts.provenance()
     files = _files(out_dir, table)
@@ -236,13 +237,15 @@ def _files(out_dir, table):
     return files
 
 
-def _class_names(facts, table):
+def _class_names(facts, model, given):
     if facts.metrics and facts.metrics.get("per_class"):
         return runs_lib.class_names(facts.metrics)
     if facts.dataset and facts.dataset.get("class_names"):
         return list(facts.dataset["class_names"])
-    classes = 2 if table.task == "binary-class" else 0
-    return [f"class_{i}" for i in range(classes)]
+    if given:
+        return list(given)
+    # Unnamed: one per output column of the exported files.
+    return [f"class_{i}" for i in range(int(model.output_shape[-1]))]
 
 
 def _optional_versions():

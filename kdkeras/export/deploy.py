@@ -157,7 +157,7 @@ def export_student(
         interpreter=tflite.INTERPRETER,
     )
     _write_tables(out_dir, table, source_path)
-    bundle.write_bundle(out_dir, table, source_path, model, dataset_info)
+    bundle.write_bundle(out_dir, table, source_path, model, dataset_info, class_names)
     return table
 
 

@@ -82,8 +82,8 @@ def intended_use(facts):
 
 def factors(facts):
     metrics = facts.metrics or {}
-    per_class = {row["name"]: {"recall": row["recall"], "support": row["support"]}
-                 for row in metrics.get("per_class") or []}
+    per_class = "; ".join(f"{row['name']}: recall {row['recall']:.4f} (n = {row['support']})"
+                          for row in metrics.get("per_class") or [])
     return [
         field("Relevant factors (patient groups, sites, devices)", None),
         field("Evaluation factors: per-class recall on test", per_class or None, facts.metrics_file),
@@ -96,7 +96,9 @@ def metrics(facts):
     threshold = calibration.get("threshold")
     decision = None
     if calibration:
-        decision = ("argmax of the calibrated probabilities" if threshold is None else
+        default = ("the last class when its calibrated probability > 0.5 (no operating point configured)"
+                   if (facts.metrics or {}).get("task") == "binary-class" else "argmax of the calibrated probabilities")
+        decision = (default if threshold is None else
                     f"{calibration.get('positive_class')} when its calibrated probability >= {threshold:.4f} "
                     f"(operating point {rule or 'default'}, chosen on {calibration.get('fitted_on')})")
     intervals = (facts.metrics or {}).get("intervals") or {}
@@ -134,7 +136,7 @@ def evaluation_data(facts):
         field("Test split", None if metrics.get("n") is None else f"{metrics['n']} images", facts.metrics_file),
         field("Test class counts", _support(metrics), facts.metrics_file),
         field("Source", dataset.get("source") or None, "dataset loader"),
-        field("Preprocessing", _preprocessing(facts), "metadata.json"),
+        field("Preprocessing", _preprocessing(facts), "dataset loader"),
         field("Motivation for this evaluation set", None),
     ]
 
@@ -172,8 +174,7 @@ def training_data(facts):
               f"{images.get('unlabeled')} unlabeled", facts.metrics_file),
         field("Splits (train / validation / test)", splits, "dataset loader"),
         field("Per-split limit", data.get("limit"), facts.config_file),
-        field("Augmentation", data.get("augment") or "none", facts.config_file) if facts.config else
-        field("Augmentation", None),
+        field("Augmentation", (data.get("augment") or "none") if facts.config else None, facts.config_file),
         field("Data licence", facts.provenance()["licence"], "kdkeras.reporting.model_card.PROVENANCE"),
         field("Data citation", facts.provenance()["citation"], "kdkeras.reporting.model_card.PROVENANCE"),
     ]

@@ -141,9 +141,12 @@ def _answers(facts):
     """`{answer key: (answer, source)}` of everything the run knows; a None answer is left to the author."""
     card = {item["name"]: item for section in _card_sections(facts) for item in section}
 
-    def from_card(name):
+    def from_card(name, labelled=False):
         item = card.get(name)
-        return None if item is None or item["value"] == TODO else (item["value"], item["source"])
+        if item is None or item["value"] == TODO:
+            return None
+        value = f"{name.lower()}: {_flat(item['value'])}" if labelled else item["value"]
+        return value, item["source"]
 
     metrics = facts.metrics or {}
     distill = ((facts.config or {}).get("distill") or {}) if facts.phase() == "distill" else {}
@@ -153,20 +156,21 @@ def _answers(facts):
         "outcome": _outcome(facts),
         "inputs": _inputs(facts),
         "sample_size": from_card("Splits (train / validation / test)") or from_card("Train images"),
-        "analysis": _join(from_card("Training"), from_card("Distillation"), from_card("Performance measures")),
+        "analysis": _join(from_card("Training", True), from_card("Distillation", True),
+                          from_card("Performance measures", True)),
         "class_imbalance": _class_imbalance(facts),
-        "output": _join(from_card("Decision threshold"), from_card("Calibration")),
-        "splits": _join(from_card("Splits (train / validation / test)"), from_card("Per-split limit")),
+        "output": _join(from_card("Decision threshold", True), from_card("Calibration", True)),
+        "splits": _join(from_card("Splits (train / validation / test)", True), from_card("Per-split limit", True)),
         "data_licence": _join(from_card("Data licence"), from_card("Data citation")),
         "code": (f"trained with kdkeras; the effective config is {facts.config_file}", facts.config_file)
         if facts.config else None,
         "events": from_card("Test class counts"),
-        "model": _join(from_card("Architecture"), from_card("Parameters"), from_card("Teacher")),
+        "model": _join(from_card("Architecture", True), from_card("Parameters", True), from_card("Teacher", True)),
         "performance": _performance(facts),
         "diagnostic": _performance(facts),
         "limitations": from_card("Validation/test shift at the operating point"),
         "usability": from_card("Decision threshold"),
-        "subset": from_card("Per-split limit"),
+        "subset": from_card("Per-split limit", True),
         "software": from_card("Software"),
         "initialization": _initialization(facts),
         "training": from_card("Training"),
@@ -263,9 +267,9 @@ def checklist_markdown(result):
     lines = ["# Reporting checklists", "",
              f"Filled by kdkeras from the run's files; `{TODO}` items are the author's. Titles are paraphrased; "
              "use the published checklists when submitting.", ""]
-    for key, title, total in (("tripod_ai", "TRIPOD+AI", len(TRIPOD_AI)), ("claim", "CLAIM", len(CLAIM))):
+    for key, title, note in (("tripod_ai", "TRIPOD+AI", " (27 items; item 18 has parts a-f)"), ("claim", "CLAIM", "")):
         part = result[key]
-        lines += [f"## {title}: {part['answered']} of {total} items answered from the run", "",
+        lines += [f"## {title}: {part['answered']} of {len(part['items'])} entries answered from the run{note}", "",
                   f"{part['citation']}", "", "| Item | Topic | Answer | Source |", "| --- | --- | --- | --- |"]
         for row in part["items"]:
             source = f"`{row['source']}`" if row["source"] else ""
