@@ -140,6 +140,7 @@ def test_model_card_has_every_section_and_the_run_numbers(run):
             assert f"| {model} | {dict(model_card.CARD_METRICS)[key]} | {metrics[key]:.4f} | " \
                    f"{interval['low']:.4f} to {interval['high']:.4f} |" in markdown
     fields = {f["name"]: f for s in card["sections"] for f in s["fields"]}
+    assert all(f["source"] for f in fields.values() if f["value"] != model_card.TODO)  # every answer says whence
     assert fields["Primary intended uses"]["value"] == model_card.TODO
     assert fields["Risks and harms, mitigations"]["value"] == model_card.TODO
     temperature = _json(folder / "distilled_calibration.json")["temperature"]

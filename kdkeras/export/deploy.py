@@ -257,7 +257,7 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=DEFAULT_
         unsafe_load=unsafe_load,
         dataset_info=info,
     )
-    log(f"[export] wrote {os.path.join(out_dir, TABLE_MD)}")
+    log(f"[export] wrote {os.path.join(out_dir, TABLE_MD)} and the bundle: {', '.join(bundle.BUNDLE_FILES)}")
     return table
 
 

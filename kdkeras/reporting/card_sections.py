@@ -23,7 +23,7 @@ def model_details(facts):
     run = metrics.get("run") or {}
     phase = facts.phase()
     fields = [
-        field("Name", facts.model_file),
+        field("Name", facts.model_file, facts.model_file),
         field("Date", run.get("date"), facts.metrics_file),
         field("Architecture", _architecture(facts), facts.metrics_file),
         field("Parameters", metrics.get("params"), facts.metrics_file),
@@ -34,8 +34,9 @@ def model_details(facts):
         fields.append(field("Distillation", _distillation(config.get("distill") or {}), facts.config_file))
         fields.append(field("Teacher", _teacher(facts), "teacher_metrics.json"))
     fields += [
+        # kdkeras's version is the one that trained (metrics file); the rest are this environment's.
         field("Software", f"kdkeras {run.get('kdkeras_version') or __version__}, TensorFlow {tf.__version__}, "
-              f"Keras {keras.__version__}, Python {platform.python_version()}"),
+              f"Keras {keras.__version__}, Python {platform.python_version()}", f"{facts.metrics_file}, environment"),
         field("Authors and organisation", None),
         field("Licence of the model", None),
         field("Citation", None),
@@ -76,7 +77,7 @@ def intended_use(facts):
     return [
         field("Primary intended uses", None),
         field("Primary intended users", None),
-        field("Out-of-scope uses", f"{RESEARCH_USE} Other: {TODO}"),
+        field("Out-of-scope uses", f"{RESEARCH_USE} Other: {TODO}", "kdkeras"),
     ]
 
 
@@ -109,7 +110,7 @@ def metrics(facts):
                      f"{first['resamples']} resamples")
     return [
         field("Performance measures", "accuracy, ROC AUC, balanced accuracy, sensitivity, specificity, "
-              "expected calibration error (ECE, 15 bins)"),
+              "expected calibration error (ECE, 15 bins)", "kdkeras.evaluation.metrics"),
         field("Decision threshold", decision, facts.calibration_file),
         field("Calibration", _calibration(facts), facts.calibration_file),
         field("Variation approaches", variation, facts.metrics_file),
@@ -211,7 +212,7 @@ def caveats(facts):
     if metrics.get("n") is not None and metrics["n"] < 500:
         fields.append(field("Small test split", f"{metrics['n']} test images: the intervals above are wide",
                             facts.metrics_file))
-    fields += [field("Known limitations", RESEARCH_USE), field("Recommendations", None)]
+    fields += [field("Known limitations", RESEARCH_USE, "kdkeras"), field("Recommendations", None)]
     return fields
 
 
