@@ -122,7 +122,8 @@ def test_the_model_uid_is_stable_and_names_the_file(model_path, tmp_path):
     assert bundle.stable_uid(model_path) == bundle.stable_uid(model_path)
     assert bundle.stable_uid(model_path).startswith("2.25.") and len(bundle.stable_uid(model_path)) <= 64
     other = tmp_path / "other.keras"
-    other.write_bytes(open(model_path, "rb").read() + b"\0")
+    with open(model_path, "rb") as f:
+        other.write_bytes(f.read() + b"\0")
     assert bundle.stable_uid(str(other)) != bundle.stable_uid(model_path)
 
 

@@ -59,9 +59,9 @@ from kdkeras.export.deploy import (
     export_experiment,
     export_student,
 )
+from kdkeras.export.onnx import ONNXModel
 from kdkeras.export.serving import PROBABILITIES, SERVE
 from kdkeras.export.table import ExportTable
-from kdkeras.export.onnx import ONNXModel
 from kdkeras.export.tflite import TFLiteModel
 
 __all__ = [
@@ -72,12 +72,12 @@ __all__ = [
     "FORMATS",
     "METADATA",
     "METADATA_SCHEMA",
-    "ONNXModel",
     "PROBABILITIES",
     "SERVE",
     "TABLE_JSON",
     "TABLE_MD",
     "ExportTable",
+    "ONNXModel",
     "TFLiteModel",
     "export_experiment",
     "export_student",

@@ -170,11 +170,11 @@ def bundle_metadata(out_dir, table, facts, model, source_path, class_names=None)
 def preprocessing_steps(model, channels, size):
     """What a caller does to an image before the model, and what the model does itself, in order."""
     steps = [
-        "decode the image (PNG/JPEG/BMP/GIF via kdkeras.data.images.decode_image_file; DICOM via "
-        "kdkeras.data.dicom.read_dicom: modality LUT, VOI window, MONOCHROME1 inverted)",
+        ("decode the image (PNG/JPEG/BMP/GIF via kdkeras.data.images.decode_image_file; DICOM via "
+         "kdkeras.data.dicom.read_dicom: modality LUT, VOI window, MONOCHROME1 inverted)"),
         "16-bit PNG: divide by 257; drop alpha",
-        "gray to RGB by repetition, or RGB to gray by ITU-R BT.601 luminance"
-        f" (0.299 R + 0.587 G + 0.114 B), to {channels} channel(s)",
+        ("gray to RGB by repetition, or RGB to gray by ITU-R BT.601 luminance"
+         f" (0.299 R + 0.587 G + 0.114 B), to {channels} channel(s)"),
         f"resize to {size[0]}x{size[1]} (height x width) with antialiasing (bilinear), round to uint8",
         f"feed float32 pixels in [0, 255], shape (batch, {size[0]}, {size[1]}, {channels}); no scaling by the caller",
     ]

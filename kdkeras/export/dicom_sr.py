@@ -102,7 +102,7 @@ def _report(hd, items, metadata, identity):
         purpose_of_reference=_concept(hd, "109102", "Processing Equipment", "DCM"),
         manufacturer_model_name=identity["name"],
         software_versions=[identity["version"], f"kdkeras {identity['kdkeras_version']}"],
-        contribution_datetime=datetime.datetime.now(datetime.timezone.utc),
+        contribution_datetime=datetime.datetime.now(datetime.UTC),
         contribution_description=CAUTION[:64],
     )
     equipment.DeviceUID = identity["uid"]

@@ -45,8 +45,8 @@ TRIPOD_AI = (
     ("9", "Predictors: the inputs of the model and how they were measured", "inputs"),
     ("10", "Sample size: how it was arrived at, justification", "sample_size"),
     ("11", "Missing data: how it was handled", None),
-    ("12", "Analytical methods: data splits, model type and building, hyperparameters, performance measures, "
-           "model updating", "analysis"),
+    ("12", "Analytical methods: data splits, model type, hyperparameters, performance measures, updating",
+     "analysis"),
     ("13", "Class imbalance: methods used to handle it and why", "class_imbalance"),
     ("14", "Fairness: approaches to address model fairness and their rationale", None),
     ("15", "Model output: form of the output and the threshold, with how it was chosen", "output"),
@@ -258,15 +258,16 @@ def _gradcam(facts):
     agreement = (facts.clinical or {}).get("gradcam_agreement")
     if not agreement or agreement.get("pearson") is None:
         return None
-    return (f"Grad-CAM; teacher-student map agreement Pearson r {agreement['pearson']:.4f} over "
-            f"{agreement.get('n')} test images (not validated against annotations)", "clinical.json")
+    text = (f"Grad-CAM; teacher-student map agreement Pearson r {agreement['pearson']:.4f} over "
+            f"{agreement.get('n')} test images (not validated against annotations)")
+    return text, "clinical.json"
 
 
 def checklist_markdown(result):
     """Both checklists in markdown: one table each, answered items with their source, the rest marked."""
-    lines = ["# Reporting checklists", "",
-             f"Filled by kdkeras from the run's files; `{TODO}` items are the author's. Titles are paraphrased; "
-             "use the published checklists when submitting.", ""]
+    intro = (f"Filled by kdkeras from the run's files; `{TODO}` items are the author's. Titles are paraphrased; "
+             "use the published checklists when submitting.")
+    lines = ["# Reporting checklists", "", intro, ""]
     for key, title, note in (("tripod_ai", "TRIPOD+AI", " (27 items; item 18 has parts a-f)"), ("claim", "CLAIM", "")):
         part = result[key]
         lines += [f"## {title}: {part['answered']} of {len(part['items'])} entries answered from the run{note}", "",

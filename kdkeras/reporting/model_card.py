@@ -215,8 +215,9 @@ def model_card(facts):
 
 def model_card_markdown(card):
     """The card in markdown: one heading per section, one bullet per field with its source."""
-    lines = [f"# {card['title']}", "", f"Sections of {card['citation']}. Each answer names the run file it "
-             f"came from; `{TODO}` marks what only the author can say.", ""]
+    intro = (f"Sections of {card['citation']}. Each answer names the run file it came from; `{TODO}` marks "
+             "what only the author can say.")
+    lines = [f"# {card['title']}", "", intro, ""]
     for section in card["sections"]:
         lines += [f"## {section['title']}", ""]
         for item in section["fields"]:
