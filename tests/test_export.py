@@ -314,3 +314,12 @@ def test_onnx_without_its_extra_says_what_to_install(exported, tmp_path, monkeyp
     with pytest.raises(ImportError, match=r"Format 'onnx' needs the tf2onnx package: pip install 'kdkeras\[onnx\]'"):
         export.export_student(model, tmp_path, formats=("tflite_float32", "onnx"))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_damaged_run_file_fails_the_export_before_anything_is_written(exported, tmp_path):
+    model, _, _, _ = exported
+    model.save(tmp_path / "student.keras")
+    (tmp_path / "student_metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"student_metrics.json cannot be read .*; re-run the phase that writes it"):
+        export.export_student(tmp_path / "student.keras", tmp_path / "export", formats=("tflite_float32",))
+    assert not (tmp_path / "export").exists()

@@ -14,6 +14,7 @@ cannot know is `TODO (author)`. `METADATA_SCHEMA` is the JSON Schema
 `metadata.json` follows.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -88,22 +89,32 @@ METADATA_SCHEMA = {
 }
 
 
-def write_bundle(out_dir, table, source_path, model, dataset_info=None, class_names=None):
+def run_facts(source_path, model, dataset_info=None):
+    """What the run folder of `source_path` says about the model (`RunFacts`); little for an in-memory model.
+
+    Raises:
+        ValueError: A run file exists but cannot be parsed; the message names it.
+    """
+    if source_path:
+        return card_lib.RunFacts.read(source_path, dataset_info)
+    return card_lib.RunFacts(name=model.name, model_file="(in memory)")
+
+
+def write_bundle(out_dir, table, facts, model, source_path, class_names=None):
     """Writes `metadata.json`, the model card and the checklists of an export into `out_dir`.
 
     Args:
         out_dir: The export folder, holding the files of `table`.
         table: The `ExportTable` of the export.
-        source_path: The exported `.keras` file (its run folder is read), or None.
+        facts: The `run_facts` of the exported model.
         model: The exported Keras model (its preprocessing layer is described).
-        dataset_info: Optional `kdkeras.data.DatasetInfo` of the training data.
+        source_path: The exported `.keras` file, or None for an in-memory model.
         class_names: The output classes' names, when no run file gives them.
 
     Returns:
         The metadata dict.
     """
-    facts = (card_lib.RunFacts.read(source_path, dataset_info, table.to_dict()) if source_path else
-             card_lib.RunFacts(name=model.name, model_file="(in memory)", export=table.to_dict()))
+    facts = dataclasses.replace(facts, export=table.to_dict())
     metadata = bundle_metadata(out_dir, table, facts, model, source_path, class_names)
     card = card_lib.model_card(facts)
     items = checklist_lib.checklist(facts)

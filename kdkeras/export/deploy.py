@@ -132,6 +132,8 @@ def export_student(
                                          "representative_data")
     test = None if test_data is None else _collect_test(test_data, input_shape)
     num_threads = num_threads or tflite.cpu_count()
+    # Read before anything is written: a damaged run file fails the export with nothing replaced.
+    facts = bundle.run_facts(source_path, model, dataset_info)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir)
@@ -157,7 +159,7 @@ def export_student(
         interpreter=tflite.INTERPRETER,
     )
     _write_tables(out_dir, table, source_path)
-    bundle.write_bundle(out_dir, table, source_path, model, dataset_info, class_names)
+    bundle.write_bundle(out_dir, table, facts, model, source_path, class_names)
     return table
 
 

@@ -66,7 +66,7 @@ def _distillation(distill):
 
 def _teacher(facts):
     teacher = facts.teacher
-    if not teacher:
+    if not teacher or teacher.get("acc") is None or teacher.get("auc") is None:
         return None
     return (f"{teacher.get('architecture')} ({teacher.get('params')} parameters), test accuracy "
             f"{teacher.get('acc'):.4f}, ROC AUC {teacher.get('auc'):.4f}")
