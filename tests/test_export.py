@@ -323,3 +323,12 @@ def test_a_damaged_run_file_fails_the_export_before_anything_is_written(exported
     with pytest.raises(ValueError, match=r"student_metrics.json cannot be read .*; re-run the phase that writes it"):
         export.export_student(tmp_path / "student.keras", tmp_path / "export", formats=("tflite_float32",))
     assert not (tmp_path / "export").exists()
+
+
+def test_cli_checklist_without_a_run_says_what_to_run(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert cli.main(["checklist", "--config", str(config), "--runs-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/tiny/distilled_metrics.json not found: the checklist reads the model's test metrics" in err
+    assert "Run `kdkeras distill --config" in err and os.listdir(tmp_path) == ["tiny.toml"]

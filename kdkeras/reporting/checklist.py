@@ -299,12 +299,13 @@ def write_checklist(config, runs_dir="runs", model_path=None):
 
     run = runs_lib.RunFolder.of(config, runs_dir)
     model_path = os.fspath(model_path or run.model("distilled"))
-    facts = RunFacts.read(model_path, training.load_data(config)[3])
-    if facts.metrics is None:
+    metrics_path = os.path.splitext(model_path)[0] + "_metrics.json"
+    if not os.path.isfile(metrics_path):  # checked before the data loads
         raise training.MissingArtifactError(
-            f"{facts.metrics_file} not found beside {model_path}: the checklist reads the model's test metrics. "
-            f"Run `kdkeras distill --config {config.path or config.name}` (or the phase that writes the model) first."
+            f"{metrics_path} not found: the checklist reads the model's test metrics. Run `kdkeras distill "
+            f"--config {config.path or config.name}` (or the phase that writes the model) first."
         )
+    facts = RunFacts.read(model_path, training.load_data(config)[3])
     result = checklist(facts)
     folder = os.path.dirname(model_path) or "."
     write_text_atomic(os.path.join(folder, "checklist.json"), json.dumps(runs_lib.jsonable(result), indent=2) + "\n")
