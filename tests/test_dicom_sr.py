@@ -148,3 +148,18 @@ def test_missing_highdicom_says_what_to_install(model_path, studies, tmp_path, m
     with pytest.raises(ImportError, match=r"--dicom-sr needs highdicom and pydicom: pip install 'kdkeras\[dicom\]'"):
         dicom_sr.write_reports(result, model_path, tmp_path / "sr")
     assert not (tmp_path / "sr").exists()
+
+
+def test_dicom_inside_an_archive_is_named_not_reported(model_path, studies, tmp_path):
+    import zipfile
+
+    folder, _, _ = studies
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(folder / "b1.dcm", "inner/b1.dcm")
+    result = predict.predict_files(model_path, [str(archive), str(folder / "a1.dcm")])
+    assert [row["status"] for row in result.rows] == ["ok", "ok"]
+    lines = []
+    written = dicom_sr.write_reports(result, model_path, tmp_path / "sr", log=lines.append)
+    assert len(written) == 1 and len(lines) == 1
+    assert lines[0].startswith("[dicom-sr] no SR for ") and "b1.dcm: it was read from an archive" in lines[0]

@@ -42,7 +42,7 @@ def _libraries():
     return highdicom, pydicom
 
 
-def write_reports(result, model_path, out_dir, model_name=None):
+def write_reports(result, model_path, out_dir, model_name=None, log=print):
     """Writes one Comprehensive SR per DICOM study of `result` into `out_dir`.
 
     Args:
@@ -50,6 +50,7 @@ def write_reports(result, model_path, out_dir, model_name=None):
         model_path: The `.keras` file that made them (its name, version and UID go into the SR).
         out_dir: Output folder, created if needed; files are `sr_<StudyInstanceUID>.dcm`.
         model_name: Name written in the SR; default the file's stem and its run folder.
+        log: Callable receiving a line per DICOM input that gets no SR (one inside an archive).
 
     Returns:
         Paths of the written SR files, in study order of first appearance.
@@ -64,7 +65,11 @@ def write_reports(result, model_path, out_dir, model_name=None):
     studies = collections.OrderedDict()
     for row in result.readable:
         path = row["path"]
-        if not (os.path.isfile(path) and (path.lower().endswith(DICOM_EXTENSIONS) or is_dicom(path))):
+        if not os.path.isfile(path):
+            if path.lower().endswith(DICOM_EXTENSIONS):
+                log(f"[dicom-sr] no SR for {path}: it was read from an archive; pass DICOM files or folders")
+            continue
+        if not (path.lower().endswith(DICOM_EXTENSIONS) or is_dicom(path)):
             continue
         source = pydicom.dcmread(path, stop_before_pixels=True)
         studies.setdefault(str(source.StudyInstanceUID), []).append((source, row))
