@@ -332,3 +332,17 @@ def test_cli_checklist_without_a_run_says_what_to_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path}/tiny/distilled_metrics.json not found: the checklist reads the model's test metrics" in err
     assert "Run `kdkeras distill --config" in err and os.listdir(tmp_path) == ["tiny.toml"]
+
+
+@pytest.mark.parametrize("litert", [True, False])
+def test_tflite_files_run_on_litert_and_on_tf_lite_alike(exported, monkeypatch, litert):
+    if litert:
+        pytest.importorskip("ai_edge_litert")
+    else:  # without the extra, TensorFlow's own interpreter runs the same file
+        monkeypatch.setattr(export.tflite, "_LiteRTInterpreter", None)
+    model, out, _, test = exported
+    images = next(iter(test))[0].numpy()[:16]
+    lite = export.TFLiteModel(str(out / "model_float32.tflite"))
+    expected_type = "ai_edge_litert" if litert else "tensorflow"
+    assert type(lite._interpreter).__module__.startswith(expected_type)
+    np.testing.assert_allclose(lite(images), calibrated(model, images), atol=1e-5)
