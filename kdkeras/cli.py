@@ -8,10 +8,12 @@ kdkeras student --config quickstart --epochs 3
 kdkeras distill --config experiments/seed002_xray_vgg16.toml --temperature 6
 kdkeras report --config quickstart
 kdkeras evaluate --config quickstart --model runs/quickstart/distilled.keras --limit 200
-kdkeras export --config quickstart --formats tflite_float32 tflite_int8
+kdkeras export --config quickstart --formats tflite_float32 tflite_int8 onnx
+kdkeras checklist --config quickstart
 kdkeras sweep --config quickstart --temperatures 2,4,8 --alphas 0.1,0.5 --epochs 3
 kdkeras models
 kdkeras predict --model runs/quickstart/distilled.keras new_xrays/ --out predictions.csv --gradcam gradcam/
+kdkeras predict --model runs/quickstart/distilled.keras study/*.dcm --dicom-sr sr/
 kdkeras list
 kdkeras launch --workers 2 distill --config quickstart
 ```
@@ -31,8 +33,9 @@ COMMANDS = {
     "report": "Write report.md and its figures from the phases that have run.",
     "sweep": "Distil the saved teacher at every temperature x alpha of a grid; write sweep.{csv,md,png}.",
     "models": "List the model zoo: role, parameters, input size and FLOPs.",
-    "export": "Write a saved student as SavedModel and TFLite (float32, int8) with a size, "
-    "latency and accuracy table.",
+    "export": "Write a saved student as SavedModel, TFLite (float32, int8) and ONNX with a size, "
+    "latency and accuracy table, metadata.json, a model card and the reporting checklists.",
+    "checklist": "Fill the TRIPOD+AI and CLAIM checklists from a run; write checklist.{md,json} beside the model.",
     "predict": "Classify image files, folders, zip/tar archives and DICOM files with a saved model; "
     "write one CSV row per image.",
     "list": "List every registry by name: distillation terms, feature losses, models.",
@@ -133,6 +136,9 @@ def build_parser():
             continue
         if command == "report":
             continue
+        if command == "checklist":
+            sub.add_argument("--model", help="the .keras model (default: <runs-dir>/<experiment>/distilled.keras)")
+            continue
         if command == "export":
             _add_export_arguments(sub)
             continue
@@ -183,7 +189,8 @@ def _add_export_arguments(sub):
     )
     sub.add_argument(
         "--formats", nargs="+", metavar="FORMAT",
-        help="formats to write, any of saved_model tflite_float32 tflite_dynamic_int8 tflite_int8 (default: all)",
+        help="formats to write, any of saved_model tflite_float32 tflite_dynamic_int8 tflite_int8 onnx "
+        "(default: all but onnx, which needs `pip install kdkeras[onnx]`)",
     )
     sub.add_argument("--out", help="output folder (default: <runs-dir>/<experiment>/export)")
     sub.add_argument(
@@ -207,6 +214,10 @@ def _add_predict_arguments(sub):
     sub.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
     sub.add_argument("--gradcam-layer", help="feature layer of the Grad-CAM maps (default: the last spatial one)")
     sub.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    sub.add_argument(
+        "--dicom-sr", metavar="DIR",
+        help="also write one DICOM Comprehensive SR per input DICOM study into DIR (pip install kdkeras[dicom])",
+    )
     sub.add_argument("--unsafe-load", action="store_true", help=UNSAFE_LOAD_HELP)
 
 
@@ -232,6 +243,11 @@ def _predict(args):
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if args.dicom_sr:
+        from kdkeras.export import dicom_sr  # highdicom loads only when structured reports are asked for
+
+        for path in dicom_sr.write_reports(result, args.model, args.dicom_sr):
+            print(f"wrote {path}")
     meta = result.metadata
     rule = f", threshold {meta.threshold:.4f}" if meta.threshold is not None else ""
     for path, reason in result.unreadable:
@@ -277,11 +293,11 @@ def _export(args, config):
     config_lib.check_data_paths(config)
     try:
         table = export.export_experiment(
-            config, args.model, args.runs_dir, formats=args.formats or export.FORMATS,
+            config, args.model, args.runs_dir, formats=args.formats or export.DEFAULT_FORMATS,
             out_dir=args.out, representative_images=args.representative_images,
             unsafe_load=args.unsafe_load,
         )
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         print(f"kdkeras: export: {e}", file=sys.stderr)
         return 2
     print(table.to_markdown())
@@ -404,6 +420,11 @@ def main(argv=None):
             return 0
         if args.command == "export":
             return _export(args, config)
+        if args.command == "checklist":
+            from kdkeras.reporting import checklist
+
+            print(f"wrote {checklist.write_checklist(config, args.runs_dir, args.model)}")
+            return 0
         config = config_lib.apply_overrides(config, overrides_from_args(args))
         config_lib.check_data_paths(config)
         verbose = 2 if args.quiet else fit_verbosity()

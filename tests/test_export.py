@@ -1,5 +1,6 @@
 """kdkeras.export: SavedModel and TFLite files of a tiny trained student, and their table."""
 
+import importlib.util
 import json
 import os
 
@@ -77,9 +78,9 @@ def calibrated(model, images, temperature=TEMPERATURE):
 
 def test_every_format_is_written_and_measured(exported):
     _, out, table, _ = exported
-    assert [row["format"] for row in table.rows] == ["keras", *export.FORMATS]
-    assert sorted(os.listdir(out)) == sorted([*export.FILENAMES.values(), "export.json", "export.md",
-                                              export.CALIBRATION])
+    assert [row["format"] for row in table.rows] == ["keras", *export.DEFAULT_FORMATS]
+    assert sorted(os.listdir(out)) == sorted([*(export.FILENAMES[f] for f in export.DEFAULT_FORMATS), "export.json",
+                                              "export.md", export.CALIBRATION, *export.BUNDLE_FILES])
     assert os.path.isfile(out / "saved_model" / "saved_model.pb")
     for row in table.rows[1:]:
         assert row["size_bytes"] == profiling.file_size_bytes(out / row["path"]) > 0
@@ -89,7 +90,9 @@ def test_every_format_is_written_and_measured(exported):
     assert json.loads((out / "export.json").read_text()) == json.loads(json.dumps(table.to_dict()))
     markdown = (out / "export.md").read_text()
     assert markdown == table.to_markdown()
-    assert "| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras |" in markdown
+    assert ("| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras "
+            "| Max abs. diff. from Keras |") in markdown
+    assert f"TFLite interpreter {export.tflite.INTERPRETER} with" in markdown
     assert "| tflite_int8 | `model_int8.tflite` |" in markdown and "calibrated on 100 train images" in markdown
     assert ("probabilities = softmax(logits / T) with T = 2.5 (fitted on validation, from "
             "`student_calibration.json`)") in markdown
@@ -101,12 +104,13 @@ def test_float_formats_match_keras_and_int8_is_close(exported):
     _, _, table, _ = exported
     keras_row = table.row("keras")
     assert keras_row["auc"] > 0.85 and keras_row["balanced_acc"] > 0.6  # it tells both classes apart
+    assert keras_row["max_abs_diff"] == 0.0
     for fmt in ("saved_model", "tflite_float32"):
-        assert table.row(fmt)["agreement"] == 1.0
+        assert table.row(fmt)["agreement"] == 1.0 and table.row(fmt)["max_abs_diff"] < 1e-5
         assert table.row(fmt)["acc"] == keras_row["acc"]
         assert table.row(fmt)["auc"] == pytest.approx(keras_row["auc"], abs=1e-4)
     for fmt in ("tflite_dynamic_int8", "tflite_int8"):
-        assert table.row(fmt)["agreement"] >= 0.97
+        assert table.row(fmt)["agreement"] >= 0.97 and 0 < table.row(fmt)["max_abs_diff"] <= 0.05
         assert abs(table.row(fmt)["acc"] - keras_row["acc"]) <= 0.01
         assert abs(table.row(fmt)["auc"] - keras_row["auc"]) <= 0.01
 
@@ -168,8 +172,8 @@ def test_folder_replaces_folder_whole(tmp_path):
 
 def test_bad_arguments_name_the_fix(exported, tmp_path):
     model, _, _, _ = exported
-    with pytest.raises(ValueError, match=r"Unknown export format\(s\) 'onnx', 'tf'; use one or more of saved_model"):
-        export.export_student(model, tmp_path, formats=("onnx", "tflite_int8", "tf"))
+    with pytest.raises(ValueError, match=r"Unknown export format\(s\) 'coreml', 'tf'; use one or more of saved_model"):
+        export.export_student(model, tmp_path, formats=("coreml", "tflite_int8", "tf"))
     with pytest.raises(ValueError, match="No export format given"):
         export.export_student(model, tmp_path, formats=())
     with pytest.raises(ValueError, match="representative_images must be >= 1, got 0"):
@@ -201,9 +205,9 @@ def test_cli_exports_a_saved_model(exported, tmp_path, capsys):
     assert "| tflite_float32 | `model_float32.tflite` |" in printed and "metrics on 128 test images" in printed
     assert (f"[export] no `{tmp_path}/student_calibration.json` beside the model: the exported probabilities "
             "use T = 1.0 (uncalibrated)") in printed
-    assert sorted(os.listdir(out)) == ["export.json", "export.md", "model_float32.tflite"]
-    assert cli.main([*common, "--model", str(model_path), "--formats", "onnx"]) == 2
-    assert "kdkeras: export: Unknown export format(s) 'onnx'; use one or more of saved_model" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == sorted(["export.json", "export.md", "model_float32.tflite", *export.BUNDLE_FILES])
+    assert cli.main([*common, "--model", str(model_path), "--formats", "coreml"]) == 2
+    assert "kdkeras: export: Unknown export format(s) 'coreml'; use one or more of saved_model" in capsys.readouterr().err
 
 
 def test_cli_missing_model_says_what_to_run(tmp_path, capsys):
@@ -278,3 +282,67 @@ def test_a_model_without_calibration_exports_uncalibrated_and_says_so(exported, 
     images = next(iter(test))[0].numpy()[:8]
     lite = export.TFLiteModel(str(tmp_path / "bare" / "model_float32.tflite"))
     np.testing.assert_allclose(lite(images), calibrated(model, images, temperature=1.0), atol=1e-5)
+
+
+def test_onnx_returns_the_calibrated_probabilities_and_metadata_follows_its_schema(exported, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    model, out, _, test = exported
+    table = export.export_student(out.parent / "student.keras", tmp_path, formats=("onnx",), test_data=test,
+                                  task="binary-class", latency_repeats=1)
+    images = next(iter(test))[0].numpy()[:32]
+    onnx_model = export.ONNXModel(str(tmp_path / "model.onnx"))
+    np.testing.assert_allclose(onnx_model(images), calibrated(model, images), atol=1e-5)
+    assert table.row("onnx")["agreement"] == 1.0 and table.row("onnx")["max_abs_diff"] < 1e-5
+    metadata = json.loads((tmp_path / export.METADATA).read_text())
+    if importlib.util.find_spec("jsonschema"):
+        import jsonschema
+
+        jsonschema.validate(metadata, export.METADATA_SCHEMA)
+    else:  # the schema's top-level contract, checked by hand
+        assert set(export.METADATA_SCHEMA["required"]) <= set(metadata)
+    assert metadata["calibration"]["temperature"] == TEMPERATURE and metadata["calibration"]["threshold"] == 0.3
+    assert list(metadata["files"]) == ["model.onnx"]
+    assert metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == [28, 28]
+
+
+def test_onnx_without_its_extra_says_what_to_install(exported, tmp_path, monkeypatch):
+    import sys
+
+    model, _, _, _ = exported
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    with pytest.raises(ImportError, match=r"Format 'onnx' needs the tf2onnx package: pip install 'kdkeras\[onnx\]'"):
+        export.export_student(model, tmp_path, formats=("tflite_float32", "onnx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_damaged_run_file_fails_the_export_before_anything_is_written(exported, tmp_path):
+    model, _, _, _ = exported
+    model.save(tmp_path / "student.keras")
+    (tmp_path / "student_metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"student_metrics.json cannot be read .*; re-run the phase that writes it"):
+        export.export_student(tmp_path / "student.keras", tmp_path / "export", formats=("tflite_float32",))
+    assert not (tmp_path / "export").exists()
+
+
+def test_cli_checklist_without_a_run_says_what_to_run(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert cli.main(["checklist", "--config", str(config), "--runs-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/tiny/distilled_metrics.json not found: the checklist reads the model's test metrics" in err
+    assert "Run `kdkeras distill --config" in err and os.listdir(tmp_path) == ["tiny.toml"]
+
+
+@pytest.mark.parametrize("litert", [True, False])
+def test_tflite_files_run_on_litert_and_on_tf_lite_alike(exported, monkeypatch, litert):
+    if litert:
+        pytest.importorskip("ai_edge_litert")
+    else:  # without the extra, TensorFlow's own interpreter runs the same file
+        monkeypatch.setattr(export.tflite, "_LiteRTInterpreter", None)
+    model, out, _, test = exported
+    images = next(iter(test))[0].numpy()[:16]
+    lite = export.TFLiteModel(str(out / "model_float32.tflite"))
+    expected_type = "ai_edge_litert" if litert else "tensorflow"
+    assert type(lite._interpreter).__module__.startswith(expected_type)
+    np.testing.assert_allclose(lite(images), calibrated(model, images), atol=1e-5)

@@ -1,4 +1,4 @@
-"""Deployable students: SavedModel and TFLite files, calibrated, measured against the Keras model.
+"""Deployable students: SavedModel, TFLite and ONNX files, calibrated, measured, described.
 
 `export_student` writes a trained student in the formats a clinic laptop or a
 phone runs, then measures each written file the same way: bytes on disk, CPU
@@ -13,6 +13,13 @@ it came from. The table is returned and written as `export.md` and
 | `tflite_float32` | `model_float32.tflite` | TFLite, float32 weights and activations |
 | `tflite_dynamic_int8` | `model_dynamic_int8.tflite` | int8 weights, float activations (no calibration data) |
 | `tflite_int8` | `model_int8.tflite` | full-integer: int8 weights, activations, input and output |
+| `onnx` | `model.onnx` | ONNX opset 17 for ONNX Runtime / Triton (`pip install kdkeras[onnx]`; not written by default) |
+
+Beside them, every export writes the bundle (`kdkeras.export.bundle`):
+`metadata.json` (MONAI-bundle-style input/output format, preprocessing,
+calibration, software versions, data source and licence, file hashes),
+`model_card.md` / `.json` (Mitchell et al. 2019) and `checklist.md` / `.json`
+(TRIPOD+AI and CLAIM), filled from the run folder of the exported model.
 
 The exported files are deployable as calibrated: they return
 `probabilities = softmax(logits / T)` with the temperature `T` fitted on
@@ -35,12 +42,16 @@ zoo starts with `kdkeras.models.InputPreprocessing` (scaling, grayscale-to-RGB
 repeat), which is part of every exported graph.
 
 Modules: `deploy` (`export_student`, `export_experiment`), `serving` (the
-calibrated SavedModel), `tflite` (conversion, `TFLiteModel`), `table`
-(`ExportTable`).
+calibrated SavedModel), `tflite` (conversion, `TFLiteModel` on LiteRT or
+tf.lite), `onnx` (conversion, `ONNXModel`), `bundle` (metadata, model card,
+checklists), `table` (`ExportTable`), `dicom_sr` (DICOM Structured Reports
+of `kdkeras predict`).
 """
 
+from kdkeras.export.bundle import BUNDLE_FILES, METADATA, METADATA_SCHEMA
 from kdkeras.export.deploy import (
     CALIBRATION,
+    DEFAULT_FORMATS,
     FILENAMES,
     FORMATS,
     TABLE_JSON,
@@ -48,19 +59,25 @@ from kdkeras.export.deploy import (
     export_experiment,
     export_student,
 )
+from kdkeras.export.onnx import ONNXModel
 from kdkeras.export.serving import PROBABILITIES, SERVE
 from kdkeras.export.table import ExportTable
 from kdkeras.export.tflite import TFLiteModel
 
 __all__ = [
+    "BUNDLE_FILES",
     "CALIBRATION",
+    "DEFAULT_FORMATS",
     "FILENAMES",
     "FORMATS",
+    "METADATA",
+    "METADATA_SCHEMA",
     "PROBABILITIES",
     "SERVE",
     "TABLE_JSON",
     "TABLE_MD",
     "ExportTable",
+    "ONNXModel",
     "TFLiteModel",
     "export_experiment",
     "export_student",

@@ -15,16 +15,20 @@ from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.evaluation import profiling
 from kdkeras.workflow import runs as runs_lib
 from kdkeras import scores as scores_lib
-from kdkeras.export import serving, tflite
+from kdkeras.export import bundle, serving, tflite
+from kdkeras.export import onnx as onnx_lib
 from kdkeras.export.table import METRIC_COLUMNS, ExportTable
 from kdkeras.files import load_model, write_text_atomic
 
-FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
+FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8", "onnx")
+# ONNX needs the optional extra `kdkeras[onnx]`: it is written when asked for.
+DEFAULT_FORMATS = FORMATS[:4]
 FILENAMES = {
     "saved_model": "saved_model",
     "tflite_float32": "model_float32.tflite",
     "tflite_dynamic_int8": "model_dynamic_int8.tflite",
     "tflite_int8": "model_int8.tflite",
+    "onnx": "model.onnx",
 }
 TABLE_JSON = "export.json"
 TABLE_MD = "export.md"
@@ -36,7 +40,7 @@ CALIBRATION = "calibration.json"
 def export_student(
     model_or_path,
     out_dir,
-    formats=FORMATS,
+    formats=DEFAULT_FORMATS,
     representative_data=None,
     test_data=None,
     task="binary-class",
@@ -46,8 +50,9 @@ def export_student(
     latency_warmup=5,
     latency_repeats=50,
     unsafe_load=False,
+    dataset_info=None,
 ):
-    """Exports a student to SavedModel and TFLite and measures every file.
+    """Exports a student to SavedModel, TFLite and ONNX and measures every file.
 
     The exported files return calibrated probabilities, `softmax(logits / T)`
     (see `kdkeras.export.serving`), with `T` read from the model's calibration
@@ -80,15 +85,21 @@ def export_student(
         latency_repeats: Timed batch-1 calls per format (the median is kept).
         unsafe_load: Load a model file that stores Python code (Lambda
             layers); only for files you trust (see `kdkeras.files.load_model`).
+        dataset_info: The `kdkeras.data.DatasetInfo` of the data the model
+            was trained on, for the bundle's metadata and model card.
 
     Returns:
         An `ExportTable`, also written to `out_dir/export.json` and
         `out_dir/export.md` (with the temperature and, for a binary task with
         an operating point, the decision threshold). A model with a
-        calibration file gets it copied as `out_dir/calibration.json`.
+        calibration file gets it copied as `out_dir/calibration.json`. The
+        bundle's `metadata.json`, `model_card.md`, `model_card.json` and
+        `checklist.md` (`kdkeras.export.bundle`) describe the files from the
+        run folder the model was saved in.
 
     Raises:
         FileNotFoundError: `model_or_path` is a path that does not exist.
+        ImportError: 'onnx' without the `kdkeras[onnx]` extra installed.
         ValueError: unknown formats, a model that is not a single-input
             image classifier, `tflite_int8` without representative data, or
             data whose image shape differs from the model's input.
@@ -108,6 +119,8 @@ def export_student(
     model, source_path = _load_model(model_or_path, unsafe_load)
     input_shape = _input_shape(model)
     calibration = serving.resolve_calibration(source_path)
+    if "onnx" in formats:
+        onnx_lib.check_installed()  # before any conversion: the message says what to install
     representative = None
     if "tflite_int8" in formats:
         if representative_data is None:
@@ -119,6 +132,8 @@ def export_student(
                                          "representative_data")
     test = None if test_data is None else _collect_test(test_data, input_shape)
     num_threads = num_threads or tflite.cpu_count()
+    # Read before anything is written: a damaged run file fails the export with nothing replaced.
+    facts = bundle.run_facts(source_path, model, dataset_info)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir)
@@ -141,8 +156,10 @@ def export_student(
         representative_images=0 if representative is None else int(len(representative)),
         num_threads=int(num_threads),
         calibration=calibration,
+        interpreter=tflite.INTERPRETER,
     )
     _write_tables(out_dir, table, source_path)
+    bundle.write_bundle(out_dir, table, facts, model, source_path, class_names)
     return table
 
 
@@ -163,11 +180,16 @@ def _write_files(model, work, formats, input_shape, temperature, task, represent
     serving.write_saved_model(model, saved_model, input_shape, temperature, task)
     written = {"saved_model": saved_model} if "saved_model" in formats else {}
     for fmt in formats:
-        if fmt.startswith("tflite_"):
-            path = os.path.join(work, FILENAMES[fmt])
-            with open(path, "wb") as f:
-                f.write(tflite.convert(saved_model, fmt, representative))
-            written[fmt] = path
+        if fmt == "saved_model":
+            continue
+        path = os.path.join(work, FILENAMES[fmt])
+        if fmt == "onnx":
+            content = onnx_lib.convert(model, input_shape, temperature, task)
+        else:
+            content = tflite.convert(saved_model, fmt, representative)
+        with open(path, "wb") as f:
+            f.write(content)
+        written[fmt] = path
     return written
 
 
@@ -183,7 +205,7 @@ def _write_tables(out_dir, table, source_path):
         os.remove(path)  # a previous export's temperature would not be the one these files apply
 
 
-def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS, out_dir=None,
+def export_experiment(config, model_path=None, runs_dir="runs", formats=DEFAULT_FORMATS, out_dir=None,
                       representative_images=200, log=print, unsafe_load=False):
     """`export_student` on an experiment's model, with its own data splits.
 
@@ -235,8 +257,9 @@ def export_experiment(config, model_path=None, runs_dir="runs", formats=FORMATS,
         class_names=info.class_names,
         representative_images=representative_images,
         unsafe_load=unsafe_load,
+        dataset_info=info,
     )
-    log(f"[export] wrote {os.path.join(out_dir, TABLE_MD)}")
+    log(f"[export] wrote {os.path.join(out_dir, TABLE_MD)} and the bundle: {', '.join(bundle.BUNDLE_FILES)}")
     return table
 
 
@@ -355,7 +378,10 @@ class _Measure:
             runner = serving.SavedModelRunner(path)
             ms = profiling.measure_latency(runner, self.input_shape, (1,), self.warmup, self.repeats)[1]["ms_per_image"]
         else:
-            runner = tflite.TFLiteModel(path, num_threads=self.num_threads)
+            if fmt == "onnx":
+                runner = onnx_lib.ONNXModel(path, num_threads=self.num_threads)
+            else:
+                runner = tflite.TFLiteModel(path, num_threads=self.num_threads)
             image = np.random.default_rng(0).uniform(0.0, 255.0, size=(1, *self.input_shape)).astype(np.float32)
             ms = 1000.0 * profiling.median_seconds(lambda: runner(image), self.warmup, self.repeats)
         probabilities = self._forward(runner)
@@ -372,10 +398,12 @@ class _Measure:
     def _row(self, fmt, path, size, ms, scores):
         row = {"format": fmt, "path": path, "size_bytes": int(size), "ms_per_image": float(ms)}
         if self.test is None:
-            return {**row, **dict.fromkeys((*METRIC_COLUMNS, "agreement"))}
+            return {**row, **dict.fromkeys((*METRIC_COLUMNS, "agreement", "max_abs_diff"))}
         result = metrics_lib.classification_metrics(self.test[1], scores, self.task, self.class_names)
         row.update({key: result[key] for key in METRIC_COLUMNS})
         row["agreement"] = float(np.mean(_decisions(scores, self.task) == _decisions(self.reference, self.task)))
+        # The largest probability difference from the Keras model over the whole test split.
+        row["max_abs_diff"] = float(np.max(np.abs(scores - self.reference)))
         return row
 
 

@@ -18,8 +18,10 @@ class ExportTable:
             `path` (relative to the output folder; None for an in-memory
             Keras model), `size_bytes`, `ms_per_image` (median CPU latency at
             batch 1), `acc`, `auc`, `balanced_acc` (None without test data)
-            and `agreement` (share of test images whose prediction equals the
-            Keras model's; None without test data). Every row is scored on
+            `agreement` (share of test images whose prediction equals the
+            Keras model's; None without test data) and `max_abs_diff` (the
+            largest absolute difference of a test probability from the Keras
+            model's; None without test data). Every row is scored on
             calibrated probabilities: the Keras model's `softmax(logits / T)`,
             the exported files' own output.
         task: Task used for the metrics.
@@ -32,6 +34,8 @@ class ExportTable:
             None), `threshold`, `operating_point`, `positive_class` and
             `note` (why T = 1, without a file). None in tables written
             before exported files carried it.
+        interpreter: What ran the TFLite files ("LiteRT (ai_edge_litert)"
+            or "tf.lite"; None in tables written before it was recorded).
     """
 
     model: str
@@ -42,6 +46,7 @@ class ExportTable:
     representative_images: int
     num_threads: int
     calibration: dict = None
+    interpreter: str = None
 
     def row(self, fmt):
         """The row of format `fmt` ("keras" or one of `FORMATS`)."""
@@ -59,20 +64,23 @@ class ExportTable:
     def to_markdown(self):
         """The table in GitHub markdown, with the measuring conditions under it."""
         lines = [
-            "| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| Format | File | Size | Latency (batch 1) | ACC | AUC | Balanced ACC | Agreement with Keras "
+            "| Max abs. diff. from Keras |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in self.rows:
             path = f"`{row['path']}`" if row["path"] else "(in memory)"
             cells = [row["format"], path, format_bytes(row["size_bytes"]), f"{row['ms_per_image']:.3f} ms/img"]
             cells += [_number(row[key]) for key in (*METRIC_COLUMNS, "agreement")]
+            cells.append("" if row.get("max_abs_diff") is None else f"{row['max_abs_diff']:.2e}")
             lines.append("| " + " | ".join(cells) + " |")
         scored = f"{self.test_images} test images" if self.test_images else "no test data"
         lines.append("")
         lines.append(
             f"Model `{self.model}`, input {'x'.join(map(str, self.input_shape))}, task {self.task}; "
             f"metrics on {scored}; `tflite_int8` calibrated on {self.representative_images} train "
-            f"images; TFLite interpreter with {self.num_threads} thread(s); latency is the median "
+            f"images; TFLite interpreter {self.interpreter or 'tf.lite'} with {self.num_threads} thread(s) "
+            "(ONNX Runtime with as many); latency is the median "
             "after warm-up calls, fed float pixels (int8 files include the input quantization)."
         )
         if self.calibration is not None:

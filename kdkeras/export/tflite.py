@@ -1,4 +1,9 @@
-"""TFLite files: conversion from the exported SavedModel, and `TFLiteModel` to run them."""
+"""TFLite files: conversion from the exported SavedModel, and `TFLiteModel` to run them.
+
+The files run on LiteRT (`ai_edge_litert`, `pip install kdkeras[litert]`), the
+successor of `tf.lite.Interpreter` (deprecated in TF 2.21), when it is
+installed, and on TensorFlow's own interpreter otherwise; `INTERPRETER` says which.
+"""
 
 import os
 import warnings
@@ -7,6 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.export.serving import PROBABILITIES
+
+try:
+    from ai_edge_litert.interpreter import Interpreter as _LiteRTInterpreter
+except ImportError:  # the optional extra is not installed: TensorFlow's interpreter runs the same files
+    _LiteRTInterpreter = None
+
+# Which interpreter runs the files, as the export table states it.
+INTERPRETER = "LiteRT (ai_edge_litert)" if _LiteRTInterpreter is not None else "tf.lite"
 
 
 class TFLiteModel:
@@ -42,11 +55,7 @@ class TFLiteModel:
                     "`kdkeras.export.export_student` or `kdkeras export` first."
                 )
             source = {"model_path": os.fspath(path_or_content)}
-        with warnings.catch_warnings():
-            # TF 2.21 warns that tf.lite.Interpreter moves to ai_edge_litert;
-            # it is the interpreter that ships with TensorFlow.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            self._interpreter = tf.lite.Interpreter(**source, num_threads=self.num_threads)
+        self._interpreter = interpreter(**source, num_threads=self.num_threads)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -79,6 +88,16 @@ class TFLiteModel:
             self._interpreter.resize_tensor_input(self._input["index"], [batch, *self.input_shape])
             self._interpreter.allocate_tensors()
             self._batch = batch
+
+
+def interpreter(**kwargs):
+    """A TFLite interpreter: LiteRT's when installed, else `tf.lite.Interpreter` (same arguments)."""
+    if _LiteRTInterpreter is not None:
+        return _LiteRTInterpreter(**kwargs)
+    with warnings.catch_warnings():
+        # TF 2.21 warns that tf.lite.Interpreter moves to ai_edge_litert, which is not installed here.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        return tf.lite.Interpreter(**kwargs)
 
 
 def convert(saved_model, fmt, calibration):
