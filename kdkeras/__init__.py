@@ -18,6 +18,8 @@ distiller.fit(train_ds, validation_data=val_ds, epochs=10)
 import importlib
 import warnings
 
+from kdkeras import serializable
+
 __version__ = "0.1.0"
 
 _SUBMODULES = (
@@ -46,6 +48,9 @@ _MOVED = {
     "training": "kdkeras.workflow.training",
 }
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
+
+# Saved kdkeras files load after `import kdkeras` alone, without importing TensorFlow now.
+serializable.install()
 
 
 def __getattr__(name):
