@@ -191,3 +191,34 @@ def test_a_run_records_the_overrides_it_was_given():
     # distill.epochs follows by inheritance: it was not given, so it is not recorded.
     assert config_overrides(config) == {"data.limit": 9, "student.epochs": 3}
     assert config_overrides(config_lib.load_config("quickstart")) == {}
+    # Given, though equal to the file's value: a record of what was asked, not a diff against the file.
+    assert config_overrides(config_lib.apply_overrides(config, {"seed": 0})) == {
+        "data.limit": 9, "seed": 0, "student.epochs": 3,
+    }
+
+
+def test_the_committed_references_match_the_schema_and_the_parser():
+    reference = pytest.importorskip("kdkeras.config.reference")  # needs docstring_parser (the dev extra)
+    for name, text in (("config.md", reference.config_markdown()), ("cli.md", reference.cli_markdown())):
+        with open(os.path.join(REPO, "docs", "reference", name), encoding="utf-8") as f:
+            assert f.read() == text, f"docs/reference/{name} is stale: run `python -m kdkeras.config.reference`"
+
+
+def test_the_references_name_every_key_loader_argument_and_flag():
+    from kdkeras import cli
+    from kdkeras.config import reference
+    from kdkeras.registry import LOADERS
+
+    config_text, cli_text = reference.config_markdown(), reference.cli_markdown()
+    for table in ("teacher", "distill", "sweep", "evaluate"):
+        for key in config_lib.ExperimentConfig().to_dict()[table]:
+            assert f"| `{key}` |" in config_text
+    assert "| `val_fraction` | `0.1` |" in config_text.split('loader = "xray_folder"')[1]
+    assert all(f'### `loader = "{name}"`' in config_text for name in LOADERS.names())
+    assert "| `image_size` | unset |" in config_text and "| `min_val` | `100` |" in config_text
+    distill = cli_text.split("## `kdkeras distill`")[1].split("## ")[0]
+    teacher = cli_text.split("## `kdkeras teacher`")[1].split("## ")[0]
+    assert "`--temperature`" in distill and "`--temperature`" not in teacher and "`--version`" in cli_text
+    parser = cli.build_parser()
+    parser.add_argument("--brand-new")
+    assert "`--brand-new`" in reference.cli_markdown(parser)

@@ -118,16 +118,16 @@ def dump_toml(config):
     lines = []
     for key, value in data.items():
         if not isinstance(value, (dict, list)) or (isinstance(value, list) and not _is_table_list(value)):
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in value.items())
     for key, value in data.items():
         if isinstance(value, list) and _is_table_list(value):
             for row in value:
                 lines.append(f"\n[[{key}]]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items())
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in row.items())
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +140,8 @@ def _is_table_list(value):
     return bool(value) and all(isinstance(v, dict) for v in value)
 
 
-def _toml_value(value):
+def toml_value(value):
+    """`value` written as a TOML value (`true`, `3`, `"text"`, `[1, 2]`, `{a = 1}`)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -149,7 +150,7 @@ def _toml_value(value):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"Cannot write {value!r} ({type(value).__name__}) to TOML.")
