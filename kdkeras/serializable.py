@@ -11,14 +11,15 @@ Keras looks every registered name up in one dict,
 `name in GLOBAL_CUSTOM_OBJECTS` (`get_registered_object`). `install()` puts a
 dict there that, asked for a `"kdkeras>..."` name it lacks, first imports the
 modules of `MODULES`, whose import registers every kdkeras class. It is
-installed when Keras's registry module is imported (a post-import hook of
-wrapt, already a TensorFlow dependency), or at once if Keras is already loaded,
-so `import kdkeras` imports neither Keras nor TensorFlow.
+installed right after Keras's registry module is imported
+(`kdkeras.import_hooks`), or at once if Keras is already loaded, so
+`import kdkeras` imports neither Keras nor TensorFlow.
 """
 
 import importlib
+import sys
 
-import wrapt
+from kdkeras import import_hooks
 
 # The modules that define every class registered under package "kdkeras"
 # (tests/test_loading.py checks the list against the source).
@@ -59,6 +60,14 @@ def _install(registry_module):
         registry_module.GLOBAL_CUSTOM_OBJECTS = _RegisteringDict(current)
 
 
+def _exec_then_install(exec_module, module):
+    exec_module(module)
+    _install(module)
+
+
 def install():
     """Makes `kdkeras>` names loadable: now if Keras is loaded, else when it is."""
-    wrapt.register_post_import_hook(_install, _KERAS_REGISTRY)
+    if _KERAS_REGISTRY in sys.modules:
+        _install(sys.modules[_KERAS_REGISTRY])
+    else:
+        import_hooks.around_import(_KERAS_REGISTRY, _exec_then_install)
