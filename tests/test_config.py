@@ -118,10 +118,13 @@ def _write(folder, name, text):
 
 
 def test_extends_with_another_loader_replaces_the_data_table_and_the_name_is_the_file_stem(tmp_path):
-    # The user's own chest X-ray folder on top of the quickstart: its medmnist keys must not leak in.
-    path = _write(tmp_path, "my_xrays.toml", f'extends = "quickstart"\n[data]\nloader = "xray_folder"\nroot = "{tmp_path}"\n')
+    # The user's own chest X-ray folder on top of the quickstart (docs/workflow.md's example):
+    # its medmnist keys must not leak in.
+    with open(os.path.join(REPO, "docs", "workflow.md"), encoding="utf-8") as f:
+        example = f.read().split("## Configs that compose")[1].split("```toml\n")[1].split("```")[0]
+    path = _write(tmp_path, "my_xrays.toml", example)
     config = config_lib.load_config(path)
-    assert config.data == {"loader": "xray_folder", "root": str(tmp_path)}
+    assert config.data == {"loader": "xray_folder", "root": "data/chest_xray"}
     assert config.name == "my_xrays"  # not "quickstart": its runs would land in runs/quickstart/
     assert config.teacher.model == "resnet18"
 
