@@ -17,11 +17,13 @@ MEDMNIST ?= medmnist==3.0.2
 EXP     ?= quickstart
 RUNS    ?= runs
 KDKERAS := $(VENV)/bin/kdkeras
+# ALPHA, TEMPERATURE and LOSS reach only the phases that distil (`kdkeras teacher` has no --alpha).
 PHASE_ARGS = --config $(EXP) --runs-dir $(RUNS) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LR),--learning-rate $(LR)) \
 	$(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(LIMIT),--limit $(LIMIT)) \
-	$(if $(ALPHA),--alpha $(ALPHA)) $(if $(TEMPERATURE),--temperature $(TEMPERATURE)) \
-	$(if $(SEED),--seed $(SEED)) $(if $(LOSS),--loss $(LOSS)) $(if $(STRATEGY),--strategy $(STRATEGY))
+	$(if $(SEED),--seed $(SEED)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
+	$(if $(filter distill sweep,$@),$(if $(ALPHA),--alpha $(ALPHA)) $(if $(TEMPERATURE),--temperature \
+	$(TEMPERATURE)) $(if $(LOSS),--loss $(LOSS)))
 
 install: $(STAMP)
 

@@ -1,7 +1,10 @@
 """kdkeras: knowledge distillation of medical-image classifiers in Keras 3.
 
 Submodules load on first use, so `import kdkeras` stays cheap until TensorFlow
-is needed (and the `kdkeras` command can configure TensorFlow's logging first).
+is needed; Keras still finds kdkeras's classes when it loads a saved file
+(`kdkeras.serializable`). TensorFlow's C++ start-up lines are hidden when
+kdkeras imports it first; set `TF_CPP_MIN_LOG_LEVEL=0` to see them
+(`kdkeras.quiet`).
 
 Example:
 
@@ -17,6 +20,9 @@ distiller.fit(train_ds, validation_data=val_ds, epochs=10)
 
 import importlib
 import warnings
+
+from kdkeras import quiet
+from kdkeras import serializable
 
 __version__ = "0.1.0"
 
@@ -46,6 +52,11 @@ _MOVED = {
     "training": "kdkeras.workflow.training",
 }
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
+
+# Saved kdkeras files load after `import kdkeras` alone, without importing TensorFlow now.
+serializable.install()
+# TensorFlow's C++ start-up lines stay hidden unless TF_CPP_MIN_LOG_LEVEL=0 (see kdkeras.quiet).
+quiet.hide_tensorflow_startup_lines()
 
 
 def __getattr__(name):

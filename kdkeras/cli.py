@@ -25,6 +25,9 @@ import signal
 import sys
 import tomllib
 
+from kdkeras import __version__
+from kdkeras import config as config_lib
+
 COMMANDS = {
     "teacher": "Train the teacher alone and save runs/<experiment>/teacher.keras.",
     "student": "Train the student alone (the baseline) and save student.keras.",
@@ -95,6 +98,7 @@ UNSAFE_LOAD_HELP = (
 )
 LOADS_MODELS = ("distill", "evaluate", "export", "sweep")  # the commands that read .keras files
 DATA_FLAGS = ("--batch-size", "--image-size", "--limit")  # the overrides that `evaluate` takes too
+DISTILL_FLAGS = ("--alpha", "--temperature", "--loss")  # only the commands that distil take these
 
 
 def build_parser():
@@ -104,6 +108,7 @@ def build_parser():
         description="Knowledge distillation of medical-image classifiers (Keras 3 / TensorFlow).",
         epilog="Run `kdkeras <command> --help` for the options of one command.",
     )
+    parser.add_argument("--version", action="version", version=f"kdkeras {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     for command, text in COMMANDS.items():
         sub = commands.add_parser(command, help=text, description=text)
@@ -143,7 +148,8 @@ def build_parser():
             _add_export_arguments(sub)
             continue
         for flag, _, kind, text in OVERRIDES:
-            sub.add_argument(flag, type=kind, help=text)
+            if flag not in DISTILL_FLAGS or command in ("distill", "sweep"):
+                sub.add_argument(flag, type=kind, help=text)
         if command == "sweep":
             for flag, _, text in SWEEP_AXES:
                 sub.add_argument(flag, type=number_list, help=text)
@@ -383,8 +389,14 @@ def main(argv=None):
         model file, a diverged training (NaN loss) or a file system error.
     """
     args = build_parser().parse_args(argv)
+    if hasattr(args, "config"):
+        try:
+            # Keys, types and ranges first, without TensorFlow: a typo is reported in a second, not 15.
+            config_lib.load_config(args.config, overrides_from_args(args), registries=False)
+        except config_lib.ConfigError as e:
+            print(f"kdkeras: config error: {e}", file=sys.stderr)
+            return 2
     import_tensorflow_quietly()
-    from kdkeras import config as config_lib
     from kdkeras.evaluation import metrics as metrics_lib
     from kdkeras.workflow import training
     from kdkeras.workflow.callbacks import TrainingDivergedError

@@ -5,10 +5,12 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import kdkeras
 from kdkeras import cli
 from kdkeras.workflow import runs
 from kdkeras.workflow.callbacks import RunState
@@ -114,7 +116,7 @@ def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys):
     workdir = tmp_path / "cwd"  # where the default --runs-dir would write
     workdir.mkdir()
     monkeypatch.chdir(workdir)
-    assert cli.main(["student", "--config", str(config), "--runs-dir", str(runs), "--temperature", "-1"]) == 2
+    assert cli.main(["distill", "--config", str(config), "--runs-dir", str(runs), "--temperature", "-1"]) == 2
     assert "[distill] temperature = -1.0 must be > 0" in capsys.readouterr().err
     assert cli.main(["student", "--config", str(config), "--set", "student.epochz=3"]) == 2
     assert "unknown key(s) 'epochz'" in capsys.readouterr().err
@@ -178,3 +180,35 @@ def test_seeded_runs_repeat(tmp_path):
         with open(tmp_path / run / "tiny" / "student_history.csv", newline="") as f:
             results.append([row["val_loss"] for row in csv.DictReader(f)])
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("command", ["teacher", "student"])
+def test_distillation_flags_only_on_the_commands_that_distil(command, capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["distill", "--alpha", "0.5", "--loss", "dist"]).alpha == 0.5
+    assert parser.parse_args(["sweep", "--temperature", "2"]).temperature == 2.0
+    for flag in ("--alpha", "--temperature", "--loss"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([command, flag, "1"])
+        assert exit_info.value.code == 2 and f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kdkeras {kdkeras.__version__}"
+
+
+@pytest.mark.slow
+def test_a_config_error_is_reported_before_tensorflow_is_imported(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(TINY.replace("epochs = 2\nalpha", "epochs = 0\nalpha"))
+    code = (
+        "import sys\nfrom kdkeras import cli\n"
+        f"status = cli.main(['distill', '--config', {str(config)!r}, '--runs-dir', {str(tmp_path)!r}])\n"
+        "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "2 []"
+    assert "bad.toml: [distill] epochs = 0 must be >= 1." in done.stderr

@@ -60,8 +60,8 @@ class Recipe:
         description: One line for the tables.
         overrides: `[distill]` overrides, dotted (`{"distill.alpha": 0.0}`).
         teachers: Number of teachers whose soft targets are averaged.
-        budget: Training-budget keys (`epochs`, `schedule`, ...) set in both
-            `[student]` and `[distill]`, so the baseline trains alike.
+        budget: Training-budget keys (`epochs`, `schedule`, ...) set in
+            `[student]`, which `[distill]` inherits, so the baseline trains alike.
     """
 
     name: str
@@ -75,8 +75,8 @@ class Recipe:
         if self.name == "current":
             return seeded
         overrides = {"name": f"{seeded.name}-{self.name}", **self.overrides}
-        for key, value in self.budget.items():
-            overrides[f"student.{key}"] = overrides[f"distill.{key}"] = value
+        # [distill] inherits [student]'s budget after overrides, so the two arms train alike.
+        overrides.update({f"student.{key}": value for key, value in self.budget.items()})
         if len(teachers) > 1:
             overrides["distill.teachers"] = list(teachers)
         return config_lib.apply_overrides(seeded, overrides)

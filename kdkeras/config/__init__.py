@@ -10,20 +10,24 @@ See `experiments/quickstart.toml`; `search_path()` says where a name is looked u
 
 Configs share instead of repeating: `extends = "quickstart"` (a name or a
 path, relative to the file) starts from another config and lays this file's
-keys over it, table by table; and `[distill]` takes `[student]`'s training
-budget (`INHERITED_BY_DISTILL`: epochs, optimizer, learning rate, schedule,
-early stopping, class weights) unless it sets a key itself, so the student
-alone and the distilled student train alike by default.
+keys over it, table by table; a table that names another `loader`, or says
+`replace = true`, replaces the parent's table instead, and `name` defaults to
+the file's stem, never the parent's. Then overrides (`--set`, `apply_overrides`)
+apply, and `[distill]` takes `[student]`'s training budget
+(`INHERITED_BY_DISTILL`: epochs, optimizer, learning rate, schedule, early
+stopping, class weights) unless it sets a key itself, so the student alone and
+the distilled student train alike by default (`kdkeras.config.resolution`).
 """
 
 from kdkeras.config.loading import apply_overrides
 from kdkeras.config.loading import dump_toml
 from kdkeras.config.loading import from_dict
 from kdkeras.config.loading import load_config
-from kdkeras.config.loading import resolve_path
 from kdkeras.config.loading import save_config
-from kdkeras.config.loading import search_path
-from kdkeras.config.loading import shipped_experiments_dir
+from kdkeras.config.paths import resolve_path
+from kdkeras.config.paths import search_path
+from kdkeras.config.paths import shipped_experiments_dir
+from kdkeras.config.resolution import MAX_EXTENDS_DEPTH
 from kdkeras.config.schema import AUGMENT_ON
 from kdkeras.config.schema import BUNDLED
 from kdkeras.config.schema import CLASS_WEIGHTS
@@ -52,6 +56,7 @@ __all__ = [
     "ExperimentConfig",
     "INHERITED_BY_DISTILL",
     "LOCAL_DATA_KEYS",
+    "MAX_EXTENDS_DEPTH",
     "MAX_TEMPERATURE",
     "MONITORS",
     "OBJECTIVES",

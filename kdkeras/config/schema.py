@@ -22,7 +22,8 @@ INHERITED_BY_DISTILL = (
 )
 # The loaders that read local files, and their [data] keys naming those files.
 LOCAL_DATA_KEYS = {"xray_folder": ("root",), "image_folder": ("root",), "ham10000": ("metadata_csv", "image_dirs")}
-
+# Fields of `ExperimentConfig` that record where it came from; no TOML file sets them.
+NOT_KEYS = ("path", "tables", "overrides", "origins")
 
 
 class ConfigError(ValueError):
@@ -185,6 +186,11 @@ class ExperimentConfig:
         data_source: Where to get the dataset of a loader that reads local
             files (shown when `[data]` points at a missing path).
         path: The file it was read from (not a TOML key).
+        tables: The raw tables it was resolved from, after `extends` and
+            before overrides and inheritance (not a TOML key).
+        overrides: The dotted-key overrides it was resolved with, e.g.
+            `{"student.epochs": 3}` (not a TOML key; runs record them).
+        origins: Which file or override each key came from (not a TOML key).
     """
 
     name: str = "experiment"
@@ -202,11 +208,15 @@ class ExperimentConfig:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     published: list = dataclasses.field(default_factory=list)
     path: str = ""
+    tables: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    overrides: dict = dataclasses.field(default_factory=dict, compare=False)
+    origins: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self):
-        """The config as plain TOML-compatible data (without `path`)."""
+        """The config as plain TOML-compatible data (without the fields of `NOT_KEYS`)."""
         data = dataclasses.asdict(self)
-        data.pop("path")
+        for key in NOT_KEYS:
+            data.pop(key)
         return data
 
     def phase(self, name):

@@ -11,12 +11,14 @@ import typing
 import inspect
 import math
 import os
+import re
 
 from kdkeras.config.schema import AUGMENT_ON
 from kdkeras.config.schema import CLASS_WEIGHTS
 from kdkeras.config.schema import LOCAL_DATA_KEYS
 from kdkeras.config.schema import MAX_TEMPERATURE
 from kdkeras.config.schema import MONITORS
+from kdkeras.config.schema import NOT_KEYS
 from kdkeras.config.schema import OBJECTIVES
 from kdkeras.config.schema import SCHEDULES
 from kdkeras.config.schema import STRATEGIES
@@ -24,18 +26,21 @@ from kdkeras.config.schema import ConfigError
 from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
 
 
-def build(cls, values, where, nested=()):
+def build(cls, values, where, nested=(), locate=None):
     """An instance of dataclass `cls` from a TOML table, its keys and value types checked.
 
     Keys in `nested` (sub-tables already built) are passed through as given.
+    `locate(key)`, if given, names where `key` was set (the file it came
+    from), in place of `where`.
     """
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a table, got {values!r}.")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    locate = locate or (lambda key: where)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}. "
+            f"{locate(unknown[0])}: unknown key(s) {', '.join(map(repr, unknown))}. "
             f"Allowed keys: {', '.join(sorted(fields))}."
         )
     for key, value in values.items():
@@ -47,7 +52,7 @@ def build(cls, values, where, nested=()):
         default = fields[key].default
         if default is dataclasses.MISSING:
             default = fields[key].default_factory()
-        values[key] = check_type(value, default, f"{where}: {key}")
+        values[key] = check_type(value, default, f"{locate(key)}: {key}")
     return cls(**values)
 
 
@@ -77,69 +82,99 @@ def check_type(value, default, where):
     return value
 
 
-def check_data(data, source):
-    """The `[data]` table checked against its loader's signature and the augmentation registry."""
+def check_data(data, source, origins=None, registries=True):
+    """The `[data]` table checked against its loader's signature and the augmentation registry.
+
+    Args:
+        data: The `[data]` table.
+        source: The config file, for messages.
+        origins: `Origins` of the keys; a key set in another file is named with it.
+        registries: Also check the loader's arguments and the augmentation
+            name, which imports the loaders (and TensorFlow).
+    """
+    def where(key):
+        return origins.where(source, "data", key) if origins else source
+
     if not isinstance(data, dict) or "loader" not in data:
         raise ConfigError(
-            f"{source}: [data] needs a `loader` key, one of: {', '.join(LOADERS.names())}."
+            f"{source}: [data] needs a `loader` key, e.g. loader = \"medmnist\" (`kdkeras list` shows all)."
         )
+    augment_on = data.get("augment_on", "pipeline")
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(
+            f"{where('augment_on')}: [data] augment_on = {augment_on!r} is unknown. Allowed: {', '.join(AUGMENT_ON)}."
+        )
+    if augment_on == "device" and not data.get("augment"):
+        raise ConfigError(
+            f"{where('augment_on')}: [data] augment_on = 'device' has no augmentation to run: set [data] augment "
+            "(e.g. augment = \"xray\"), or remove augment_on."
+        )
+    for key in ("limit", "batch_size"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{where(key)}: [data] {key} = {value!r} must be a whole number >= 1.")
+    if registries:
+        _check_loader(data, source, where)
+    return data
+
+
+def _check_loader(data, source, where):
     loader = data["loader"]
     if loader not in LOADERS:
-        raise ConfigError(f"{source}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS.names())}.")
+        raise ConfigError(
+            f"{where('loader')}: [data] loader = {loader!r} is unknown. Allowed: {', '.join(LOADERS.names())}."
+        )
     parameters = inspect.signature(LOADERS.lookup(loader)).parameters
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     unknown = sorted(k for k in data if k not in ("loader", "augment_on") and k not in parameters)
     if unknown and not accepts_kwargs:
         allowed = ", ".join(sorted(k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD))
         raise ConfigError(
-            f"{source}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
+            f"{where(unknown[0])}: [data] key(s) {', '.join(map(repr, unknown))} are not arguments of "
             f"the {loader!r} loader ({LOADERS.lookup(loader).__qualname__}). Allowed: loader, augment_on, {allowed}."
-        )
-    augment_on = data.get("augment_on", "pipeline")
-    if augment_on not in AUGMENT_ON:
-        raise ConfigError(
-            f"{source}: [data] augment_on = {augment_on!r} is unknown. Allowed: {', '.join(AUGMENT_ON)}."
         )
     augment = data.get("augment")
     if augment is not None and augment not in AUGMENTATIONS:
         raise ConfigError(
-            f"{source}: [data] augment = {augment!r} is unknown. Allowed: {', '.join(AUGMENTATIONS.names())}."
-        )
-    if augment_on == "device" and not data.get("augment"):
-        raise ConfigError(
-            f"{source}: [data] augment_on = 'device' has no augmentation to run: set [data] augment "
-            "(e.g. augment = \"xray\"), or remove augment_on."
+            f"{where('augment')}: [data] augment = {augment!r} is unknown. "
+            f"Allowed: {', '.join(AUGMENTATIONS.names())}."
         )
     for key, value in data.items():
         parameter = parameters.get(key)
         default = None if parameter is None else parameter.default
         if isinstance(default, (bool, int, float, str)):
             # Typed by the loader's default (`batch_size = 64`, `seed = 0`, `augment = None` is not).
-            data[key] = check_type(value, default, f"{source}: [data] {key}")
-    _check_data_values(data, source)
-    return data
+            data[key] = check_type(value, default, f"{where(key)}: [data] {key}")
+    _check_data_values(data, where)
 
 
-def _check_data_values(data, source):
+def _check_data_values(data, where):
     from kdkeras.data import DataError, transforms
 
     if "image_size" in data:
         try:
             transforms.image_size_tuple(data["image_size"])
         except DataError as error:
-            raise ConfigError(f"{source}: [data] {error}") from None
-    for key in ("limit", "batch_size"):
-        value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{source}: [data] {key} = {value!r} must be a whole number >= 1.")
+            raise ConfigError(f"{where('image_size')}: [data] {error}") from None
     if "seed" in data and data["seed"] < 0:
-        raise ConfigError(f"{source}: [data] seed = {data['seed']} must be >= 0.")
+        raise ConfigError(f"{where('seed')}: [data] seed = {data['seed']} must be >= 0.")
 
 
-def check_values(config, source):
-    """Checks the values of a built `ExperimentConfig`: ranges, and names against the registries."""
+def check_values(config, source, origins=None, registries=True):
+    """Checks the values of a built `ExperimentConfig`: ranges, and names against the registries.
+
+    Args:
+        config: The `ExperimentConfig`.
+        source: The config file, for messages.
+        origins: `Origins` of the keys; a key set in another file is named with it.
+        registries: Also check names against the registries and build the
+            loss and feature terms, which imports TensorFlow.
+    """
     def fail(key, message):
-        raise ConfigError(f"{source}: {key} {message}")
+        # "[distill] temperature" or "seed": the file to edit is the one that set the key.
+        match = re.match(r"(?:\[(\w+)\] )?(\w+)", key)
+        where = origins.where(source, match[1], match[2]) if origins and match else source
+        raise ConfigError(f"{where}: {key} {message}")
 
     if config.seed < 0:
         fail("seed", f"= {config.seed} must be >= 0 (NumPy and TensorFlow take seeds >= 0).")
@@ -157,8 +192,6 @@ def check_values(config, source):
             fail(f"[{phase}] learning_rate", f"= {train.learning_rate} must be > 0 and finite.")
         if not 0 <= train.weight_decay < math.inf:
             fail(f"[{phase}] weight_decay", f"= {train.weight_decay} must be >= 0 and finite.")
-        if train.optimizer not in OPTIMIZERS:
-            fail(f"[{phase}] optimizer", f"= {train.optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS.names())}.")
         if train.monitor not in MONITORS:
             fail(f"[{phase}] monitor", f"= {train.monitor!r} is unknown. Allowed: {', '.join(MONITORS)}.")
         if train.class_weight not in CLASS_WEIGHTS:
@@ -193,8 +226,14 @@ def check_values(config, source):
         fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
     _check_sweep(config.sweep, fail)
-    _check_evaluate(config.evaluate, fail)
-    _check_models(config, fail)
+    if registries:
+        for phase in ("teacher", "student", "distill"):
+            optimizer = config.phase(phase).optimizer
+            if optimizer not in OPTIMIZERS:
+                fail(f"[{phase}] optimizer", f"= {optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS.names())}.")
+        _check_distill_terms(config.distill, fail)
+        _check_evaluate(config.evaluate, fail)
+        _check_models(config, fail)
 
 
 def _check_view(train, phase, fail):
@@ -212,6 +251,32 @@ def _check_view(train, phase, fail):
 
 
 def _check_distill(distill, data, fail):
+    if not 0 <= distill.warmup_epochs < math.inf:
+        fail("[distill] warmup_epochs", f"= {distill.warmup_epochs} must be >= 0 and finite.")
+    for i, row in enumerate(distill.features):
+        where = f"[distill] features[{i}]"
+        if not isinstance(row, dict) or not {"student_layer", "teacher_layer"} <= set(row):
+            fail(where, f"= {row!r} must be a table with student_layer, teacher_layer, loss and weight.")
+        unknown = sorted(set(row) - {"student_layer", "teacher_layer", "loss", "weight"})
+        if unknown:
+            fail(where, f"has unknown key(s) {unknown}. Allowed: student_layer, teacher_layer, loss, weight.")
+    if any(not isinstance(path, str) or not path.endswith(".keras") for path in distill.teachers):
+        fail("[distill] teachers", f"= {distill.teachers!r} must list .keras teacher files.")
+    if distill.cache_teacher and data.get("augment"):
+        fail(
+            "[distill] cache_teacher",
+            f"= true needs a train pipeline that shows the teacher the same images every epoch, "
+            f"but [data] augment = {data['augment']!r}. Remove `augment` or set cache_teacher = false.",
+        )
+    if not 0 <= distill.mixup < math.inf:
+        fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
+    if distill.mixup and distill.cache_teacher:
+        fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
+    if distill.cache_teacher and distill.features:
+        fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
+
+
+def _check_distill_terms(distill, fail):
     from kdkeras.distillation import features as kd_features
     from kdkeras.distillation import losses as kd_losses
     from kdkeras.distillation.objective import check_teacher_weights
@@ -223,43 +288,21 @@ def _check_distill(distill, data, fail):
         kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
     except ValueError as error:
         fail("[distill] loss_options", f"= {distill.loss_options!r}: {error}")
-    if not 0 <= distill.warmup_epochs < math.inf:
-        fail("[distill] warmup_epochs", f"= {distill.warmup_epochs} must be >= 0 and finite.")
     for i, row in enumerate(distill.features):
-        where = f"[distill] features[{i}]"
-        if not isinstance(row, dict) or not {"student_layer", "teacher_layer"} <= set(row):
-            fail(where, f"= {row!r} must be a table with student_layer, teacher_layer, loss and weight.")
-        unknown = sorted(set(row) - {"student_layer", "teacher_layer", "loss", "weight"})
-        if unknown:
-            fail(where, f"has unknown key(s) {unknown}. Allowed: student_layer, teacher_layer, loss, weight.")
         try:
             kd_features.FeatureMatch(**row)
         except ValueError as error:
-            fail(where, f"= {row!r}: {error}")
-    if any(not isinstance(path, str) or not path.endswith(".keras") for path in distill.teachers):
-        fail("[distill] teachers", f"= {distill.teachers!r} must list .keras teacher files.")
+            fail(f"[distill] features[{i}]", f"= {row!r}: {error}")
     if distill.teacher_weights:
         try:
             check_teacher_weights(distill.teacher_weights, max(len(distill.teachers), 1))
         except ValueError as error:
             fail("[distill] teacher_weights", f"= {distill.teacher_weights!r}: {error}")
-    if distill.cache_teacher and data.get("augment"):
-        fail(
-            "[distill] cache_teacher",
-            f"= true needs a train pipeline that shows the teacher the same images every epoch, "
-            f"but [data] augment = {data['augment']!r}. Remove `augment` or set cache_teacher = false.",
-        )
     if distill.transfer_set and distill.loss == "decoupled_kd":
         fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
-    if not 0 <= distill.mixup < math.inf:
-        fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
-    if distill.mixup and distill.cache_teacher:
-        fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
     if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
         fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
              "Use 'knowledge_distillation' or 'dist'.")
-    if distill.cache_teacher and distill.features:
-        fail("[distill] cache_teacher", "= true caches logits only; it cannot be used with [distill] features.")
 
 
 _TEMPERATURE_LIMIT = (

@@ -103,6 +103,12 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
         if val is not None:
             train_paths = train_paths + val[0]
             train_labels = np.concatenate([train_labels, val[1]])
+            # Said aloud: a user who shipped a val/ folder expects it to be the validation set.
+            print(
+                f"{split_dirs['val']}: {len(val[0])} images, fewer than min_val = {min_val}, too few to "
+                f"select a model or fit calibration on: merged into train, and validation is a "
+                f"patient-grouped {val_fraction:.0%} of train instead (min_val={len(val[0])} uses the folder as is)."
+            )
         groups = [patient_id(path) for path in train_paths]
         parts = grouped_split(train_labels, groups, {"val": val_fraction}, seed=seed)
         for split, indices in parts.items():

@@ -114,6 +114,17 @@ def check_mixup(mixup, terms):
     return float(mixup)
 
 
+def warn_if_swapped(student, teacher):
+    """Warns when the teacher is smaller than the student: the order of keras.distillation is the reverse."""
+    if teacher.built and student.built and teacher.count_params() < student.count_params():
+        warnings.warn(
+            f"The teacher {teacher.name!r} has {teacher.count_params():,} parameters and the student "
+            f"{student.name!r} {student.count_params():,}: kdkeras.Distiller takes (student, teacher), "
+            "keras.distillation.Distiller (teacher, student). Pass them by keyword if they are swapped.",
+            stacklevel=3,
+        )
+
+
 KERAS_DISTILLATION_ARGUMENTS = ("distillation_losses", "distillation_loss_weights", "student_loss_weight")
 
 
@@ -127,13 +138,6 @@ def from_keras_distillation(arguments, student, teachers):
     """
     from keras import distillation as keras_distillation
 
-    if teachers[0].count_params() < student.count_params():
-        warnings.warn(
-            f"The teacher has {teachers[0].count_params():,} parameters and the student "
-            f"{student.count_params():,}: kdkeras.Distiller takes (student, teacher), "
-            "keras.distillation.Distiller (teacher, student). Pass them by keyword if they are swapped.",
-            stacklevel=3,
-        )
     alpha = arguments.get("student_loss_weight", 0.5)  # keras.distillation's default
     defaults = {"alpha": check_alpha(alpha)}
     terms = arguments.get("distillation_losses")

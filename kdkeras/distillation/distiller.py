@@ -103,11 +103,11 @@ class Distiller(keras.Model):
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         if not teachers:
             raise ValueError("`teacher` is an empty list: pass at least one trained teacher.")
-        for model in teachers:
-            arguments.check_teacher(model)
         width = arguments.output_width(student)
         for model in teachers:
+            arguments.check_teacher(model)
             arguments.check_widths(arguments.output_width(model), width)
+            arguments.warn_if_swapped(student, model)  # whatever the arguments, positional ones included
         self.student = student
         self.teachers = teachers
         _log_views(student, teachers)

@@ -293,8 +293,22 @@ class DecoupledKD(DistillationTerm):
         name="decoupled_kd",
         dtype=None,
         standardize=False,
+        *,
+        alpha=None,
+        beta=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype, standardize=standardize)
+        # kdkeras 0.1 named the weights after the paper; the names stay readable one release.
+        for old, new, value in (("alpha", "tckd_weight", alpha), ("beta", "nckd_weight", beta)):
+            if value is not None:
+                warnings.warn(
+                    f"DecoupledKD({old}=...) is deprecated: use {new}= (the paper's {old}); "
+                    f"`{old}` will be removed.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        tckd_weight = tckd_weight if alpha is None else alpha
+        nckd_weight = nckd_weight if beta is None else beta
         self.tckd_weight = _check_weight(tckd_weight, "tckd_weight", "TCKD")
         self.nckd_weight = _check_weight(nckd_weight, "nckd_weight", "NCKD")
         self.temperature = _check_temperature(temperature)
@@ -382,6 +396,11 @@ class MultiLabelKD(KnowledgeDistillation):
 
     def call(self, y_true, y_pred):
         return multilabel_kd(y_true, y_pred, self.temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("t_squared")  # always T**2 here: __init__ takes no t_squared, so a saved copy must not pass it
+        return config
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")

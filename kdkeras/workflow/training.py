@@ -21,7 +21,7 @@ from kdkeras.evaluation import profiling
 from kdkeras import reporting
 from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
-from kdkeras.config import dump_toml, load_config, save_config
+from kdkeras.config import dump_toml, save_config
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
 from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
 from kdkeras.workflow.progress import fit_verbosity
@@ -226,24 +226,8 @@ def _record(config, phase, result, state, data, seconds, written, name):
 
 
 def config_overrides(config):
-    """The entries of `config` that differ from its experiment file, as dotted keys.
-
-    A config built in Python, or whose file is gone, reports no overrides.
-    """
-    if not config.path or not os.path.exists(config.path):
-        return {}
-    return _changed(load_config(config.path).to_dict(), config.to_dict())
-
-
-def _changed(original, current, prefix=""):
-    changed = {}
-    for key in current.keys() | original.keys():
-        a, b = original.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed.update(_changed(a, b, f"{prefix}{key}."))
-        elif a != b:
-            changed[f"{prefix}{key}"] = b
-    return dict(sorted(changed.items()))
+    """The dotted-key overrides `config` was resolved with (flags, `--set`, `apply_overrides`), sorted."""
+    return dict(sorted(config.overrides.items()))
 
 
 def _phase_config_text(config, record):
