@@ -25,6 +25,7 @@ from kdkeras import import_hooks
 # (tests/test_loading.py checks the list against the source).
 MODULES = (
     "kdkeras.data.augment",
+    "kdkeras.data.transforms",
     "kdkeras.distillation.distiller",
     "kdkeras.distillation.features",
     "kdkeras.distillation.losses",
