@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from kdkeras import config as config_lib
-from kdkeras.bench import accuracy, report, speed
+from kdkeras.bench import accuracy, report, speed, transfer
 
 TINY = """
 name = "tiny"
@@ -362,3 +362,43 @@ def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys):
     assert variant["overrides"] == {"distill.alpha": 0.5, "distill.temperature": 2}
     assert accuracy.main(["--config", str(config), "--set", "distill.alpha"]) == 2
     assert "--set expects KEY=VALUE, got 'distill.alpha'" in capsys.readouterr().err
+
+
+def _transfer_result(gains):
+    """A transfer result whose ACC gains per seed are `gains` (AUC gains half of them), one fraction."""
+    per_seed = {}
+    for seed, gain in enumerate(gains):
+        full = {"acc": 0.90, "auc": 0.95}
+        per_seed[str(seed)] = {"teacher": full, "all labels": full, "0.05": {
+            "student": {"acc": 0.80, "auc": 0.90},
+            "distilled": {"acc": 0.80 + gain, "auc": 0.90 + gain / 2}}}
+    return {"seeds": list(range(len(gains))), "per_seed": per_seed,
+            "comparisons": transfer.compare_arms(per_seed, [0.05])}
+
+
+def test_transfer_report_with_one_seed_says_so_instead_of_crashing():
+    result = _transfer_result([0.04])
+    lines = transfer.verdicts(result)  # crashed with TypeError: None * int
+    assert lines[0] == ("5% labels, ACC: distilled minus the student alone +4.0 points (one seed: no interval or "
+                        "test over seeds; run at least 2 seeds): not tested.")
+    assert lines[2].endswith("(one seed: no interval, so closeness to it is not tested).")
+    assert "| 5% | 0.800 | 0.840 | +4.0 (one seed) |" in transfer.to_markdown(result)
+
+
+def test_transfer_verdicts_read_the_holm_adjusted_p():
+    # ACC gains with unadjusted p = 0.033 (interval above 0); AUC gains half of them, same p.
+    # Holm over the 2 gains: 2 * 0.033 = 0.066, so neither is called better.
+    result = _transfer_result([0.01, 0.04, 0.02, 0.05, 0.01])
+    acc = result["comparisons"]["0.05"]["acc"]["gain"]
+    assert acc["low"] > 0 and acc["p_value"] == pytest.approx(0.0329, abs=1e-4)
+    rows = transfer.gain_rows(result)
+    assert rows[("0.05", "acc")]["p_adjusted"] == pytest.approx(2 * acc["p_value"], rel=1e-9)
+    lines = transfer.verdicts(result)
+    assert lines[0].startswith("5% labels, ACC: no significant difference between the distilled student and "
+                               "the student alone (+2.6 points (95% t-interval +0.3 to +4.9, unadjusted; "
+                               "distilled better in 5 of 5 seeds; Holm-adjusted p = 0.066)")
+    text = transfer.to_markdown(result)
+    assert "Family: the transfer-set gains" in text and "conditional on the one official test split" in text
+    strong = _transfer_result([0.04, 0.05, 0.045, 0.05, 0.042])
+    assert transfer.verdicts(strong)[0].startswith("5% labels, ACC: distillation through the transfer set is "
+                                                   "better than the student alone by +4.5 points")
