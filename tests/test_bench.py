@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from kdkeras import config as config_lib
+from kdkeras import stats
 from kdkeras.bench import accuracy, report, speed, transfer
 
 TINY = """
@@ -80,30 +81,42 @@ def _result(published=({"source": "MedMNIST v2", "model": "ResNet-18 (28)", "auc
     }
 
 
-def test_verdicts_call_a_gain_only_when_the_paired_interval_excludes_zero():
+def test_verdicts_call_a_gain_only_when_its_holm_adjusted_p_is_below_alpha():
     checks = dict(accuracy.verdicts(_result()))
     assert checks["distilled student mean ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854"] == "met"
     assert checks["distilled student mean AUC 0.960 > ResNet-18 (28) (MedMNIST v2) 0.944"] == "met"
-    # distilled - alone ACC per seed: -0.04, +0.08, +0.05: mean +0.03, sd 0.0624, t(0.975, 2) = 4.303.
-    acc = ("distilled student minus student alone, ACC: +3.0 points (95% t-interval over 3 seeds "
-           "-12.5 points to +18.5 points; distilled ahead in 2 of 3)")
+    # distilled - alone ACC per seed: -0.04, +0.08, +0.05: mean +0.03, sd 0.0624, t(0.975, 2) = 4.303;
+    # unadjusted p 0.49, Holm over the 6 comparisons: 1.
+    acc = ("distilled student minus student alone, ACC: +3.0 points (unadjusted 95% t-interval over 3 seeds "
+           "-12.5 points to +18.5 points; distilled ahead in 2 of 3; Holm-adjusted p = 1.000)")
     assert checks[acc] == "no significant difference"
-    # Against the teacher the distilled student is ahead by 6 points on every seed: interval [6, 6].
-    assert checks["distilled student minus teacher, ACC: +6.0 points (95% t-interval over 3 seeds "
-                  "+6.0 points to +6.0 points; distilled ahead in 3 of 3)"] == "better"
-    # AUC +0.06, +0.04, +0.02: ahead on every seed, yet [-0.010, +0.090] includes 0 with 3 seeds.
-    auc = [status for text, status in checks.items() if text.startswith("distilled student minus teacher, AUC")]
-    assert auc == ["no significant difference"]
+    # Against the teacher the distilled student is ahead by 6 points on every seed: zero spread, no t-test.
+    assert checks["distilled student minus teacher, ACC: +6.0 points (unadjusted 95% t-interval over 3 seeds "
+                  "+6.0 points to +6.0 points; distilled ahead in 3 of 3; no t-test: the difference is the same on every "
+                  "seed)"] == "not tested"
+    # AUC +0.06, +0.04, +0.02: ahead on every seed, unadjusted p 0.074, the family's smallest (the
+    # untested ACC counts as p = 1): Holm 6 * 0.074 = 0.445.
+    auc = [text for text in checks if text.startswith("distilled student minus teacher, AUC")]
+    assert auc == ["distilled student minus teacher, AUC: +0.0400 (unadjusted 95% t-interval over 3 seeds "
+                   "-0.0097 to +0.0897; distilled ahead in 3 of 3; Holm-adjusted p = 0.445)"]
+    assert checks[auc[0]] == "no significant difference"
     # A missing balanced ACC leaves two seeds to pair.
     assert any("Balanced ACC" in text and "over 2 seeds" in text for text in checks)
     assert len(checks) == 8
 
 
-def test_gain_status_reads_the_interval():
-    assert accuracy.gain_status({"low": 0.001, "high": 0.02}) == "better"
-    assert accuracy.gain_status({"low": -0.02, "high": -0.001}) == "worse"
-    assert accuracy.gain_status({"low": -0.001, "high": 0.02}) == "no significant difference"
-    assert accuracy.gain_status({"low": None, "high": None}) == "no significant difference"
+def test_paired_rows_are_one_holm_family_and_read_old_results():
+    result = _result()
+    rows = accuracy.paired_rows(result)
+    assert list(rows) == [(pair, metric) for pair in accuracy.PAIRS for metric in accuracy.METRICS]
+    unadjusted = {key: row["p_value"] for key, row in rows.items()}
+    assert {key: row["p_adjusted"] for key, row in rows.items()} == pytest.approx(
+        dict(zip(unadjusted, stats.holm(list(unadjusted.values())))))
+    # accuracy.json files written before p-values were saved: the p is computed from mean, std and n.
+    for differences in result["paired"].values():
+        for interval in differences.values():
+            del interval["p_value"]
+    assert accuracy.paired_rows(result) == rows
 
 
 def test_accuracy_markdown_tables():
@@ -328,7 +341,9 @@ def test_summary_states_each_goal_and_its_verdict():
     ]
     lines = report.summary_lines(_result(), speed_result, {"rows": export_rows})
     assert "- Accuracy, met: distilled student mean ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854." in lines
-    assert any(line.startswith("- Accuracy, better: distilled student minus teacher, ACC: +6.0 points") for line in lines)
+    assert any(line.startswith("- Accuracy, not tested: distilled student minus teacher, ACC: +6.0 points") for line in lines)
+    assert any(line.startswith("- Accuracy, no significant difference: distilled student minus teacher, AUC: +0.0400 "
+                               "(unadjusted 95% t-interval") and "Holm-adjusted p = 0.445" in line for line in lines)
     assert ("- Speed, CPU, jit_compile off: time per step `kdkeras/floor` = 1.050 (range over repeats "
             "1.050-1.050), goal <= 1.10: yes.") in lines
     assert "`kdkeras/keras` = 0.975" in lines[-3] and lines[-3].endswith("goal <= 1.00: yes.")
@@ -402,3 +417,34 @@ def test_transfer_verdicts_read_the_holm_adjusted_p():
     strong = _transfer_result([0.04, 0.05, 0.045, 0.05, 0.042])
     assert transfer.verdicts(strong)[0].startswith("5% labels, ACC: distillation through the transfer set is "
                                                    "better than the student alone by +4.5 points")
+
+
+def test_benchmarks_md_quotes_the_readme_block_verbatim(tmp_path):
+    from kdkeras.bench import readme
+
+    runs = tmp_path / "bench"
+    runs.mkdir()
+    result = {**_result(), "experiment": "quickstart", "config_path": "experiments/quickstart.toml",
+              "test_images": [624], "train_seconds": {"teacher": [1.0, 1.0, 1.0]},
+              "config": {"distill": {"alpha": 0.1, "temperature": 4.0}},
+              "environment": {"cpus": 2, "gpus": [], "tensorflow": "2.21.0", "keras": "3.15.1", "python": "3.11",
+                              "platform": "Linux", "date": "2026-12-07T00:00:00", "lscpu": "Model name: AMD EPYC"}}
+    (runs / "accuracy.json").write_text(json.dumps(result))
+    assert "incomplete: rerun `make bench`" in report.build_markdown(str(runs))
+    run = runs / "seed0" / "quickstart"
+    run.mkdir(parents=True)
+    for name in accuracy.MODELS:
+        metrics = {**PER_SEED["0"][name], "task": "binary-class", "architecture": "cnn_small", "params": 162458,
+                   "intervals": {"acc": {"low": 0.8, "high": 0.9}}}
+        (run / f"{name}_metrics.json").write_text(json.dumps(metrics))
+    (runs / "transfer.json").write_text(json.dumps({**_transfer_result([0.04]), "environment": result["environment"]}))
+    text = report.build_markdown(str(runs))
+    body = readme.block_body(str(runs), result)
+    assert "| student alone: `cnn_small` | 162,458 | n/a | n/a | 0.900 (0.800-0.900) | 0.950 | 0.850 |" in body
+    assert "- 5% labels, ACC: distilled minus the student alone +4.0 points (one seed" in body
+    assert "Holm-adjusted p = 1.000): no significant difference" in body
+    assert body.rstrip() in text
+    readme_path = tmp_path / "README.md"
+    readme_path.write_text(f"intro\n{readme.README_START}\nold\n{readme.README_END}\nrest\n")
+    readme.update_readme(str(readme_path), str(runs))
+    assert readme_path.read_text() == f"intro\n{readme.README_START}\n{body}{readme.README_END}\nrest\n"

@@ -459,6 +459,7 @@ def test_paired_t_p_value_is_the_paired_t_test():
     assert stats.paired_t_interval([0.01])["p_value"] is None  # one seed: no test
     assert stats.paired_t_p_value(0.0, 0.0, 3) == 1.0
     assert stats.paired_t_p_value(0.02, 0.0, 3) is None  # zero spread: t is infinite, not evidence
+    assert stats.paired_t_interval([0.86 - 0.80, 0.88 - 0.82, 0.90 - 0.84])["p_value"] is None  # rounding only
 
 
 def test_a_tie_is_not_a_win():

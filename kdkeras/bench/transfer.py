@@ -174,9 +174,10 @@ def _gain_text(row, metric):
     mean = f"{row['mean'] * scale:+.{digits}f}{unit}"
     if row["low"] is None:
         return f"{mean} (one seed: no interval or test over seeds; run at least 2 seeds)"
+    test = ("no t-test: the gain is the same on every seed" if row["p_value"] is None
+            else f"Holm-adjusted {stats.family.format_p(row['p_adjusted'])}")
     return (f"{mean} (95% t-interval {row['low'] * scale:+.{digits}f} to {row['high'] * scale:+.{digits}f}, "
-            f"unadjusted; distilled better in {row['n_positive']} of {row['n']} seeds; Holm-adjusted "
-            f"p = {stats.family.format_p(row['p_adjusted'])})")
+            f"unadjusted; distilled better in {row['n_positive']} of {row['n']} seeds; {test})")
 
 
 def _ceiling_line(label, ceiling):
@@ -194,8 +195,8 @@ def to_markdown(result):
     n = len(result["seeds"])
     rows = gain_rows(result)
     lines = [
-        "| Labels | student alone ACC | distilled ACC | gain ACC (95% CI, wins; Holm p) | student alone AUC | "
-        "distilled AUC | gain AUC (95% CI, wins; Holm p) |",
+        "| Labels | student alone ACC | distilled ACC | gain ACC (95% CI, wins; Holm-adjusted p) | student alone AUC | "
+        "distilled AUC | gain AUC (95% CI, wins; Holm-adjusted p) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for fraction, entry in result["comparisons"].items():
@@ -232,7 +233,7 @@ def _gain_cell(row, metric):
         return f"{row['mean'] * scale:+.{digits}f} (one seed)"
     return (f"{row['mean'] * scale:+.{digits}f} ({row['low'] * scale:+.{digits}f} to "
             f"{row['high'] * scale:+.{digits}f}; {row['n_positive']}/{row['n']}; "
-            f"{stats.family.format_p(row['p_adjusted'])}): {row['verdict']}")
+            f"Holm-adjusted {stats.family.format_p(row['p_adjusted'])}): {row['verdict']}")
 
 
 def _pair(metrics):

@@ -123,10 +123,10 @@ def family_rows(comparisons, alpha=DEFAULT_ALPHA):
 
 
 def format_p(p_value):
-    """`"0.012"`, `"< 0.001"` or `"n/a"` (no test)."""
+    """`"p = 0.012"`, `"p < 0.001"` or `"no test"`."""
     if p_value is None:
-        return "n/a"
-    return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
+        return "no test"
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
 
 def family_title(name, rows):

@@ -125,14 +125,7 @@ def delong_test(y_true, score_a, score_b):
     difference = float(aucs[0] - aucs[1])
     variance = float(covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1])
     se = math.sqrt(max(variance, 0.0))
-    if se > 0.0:
-        z, p_value = difference / se, float(2.0 * scipy_stats.norm.sf(abs(difference / se)))
-    elif difference == 0.0:
-        z, p_value = 0.0, 1.0
-    else:
-        # A difference without spread (e.g. a perfect model against constant
-        # scores): the normal approximation has nothing to scale by, so no test.
-        z, p_value = None, None
+    z, p_value = _z_test(difference, se)
     return {
         "auc_a": float(aucs[0]),
         "auc_b": float(aucs[1]),
@@ -145,6 +138,17 @@ def delong_test(y_true, score_a, score_b):
         "z": None if z is None else float(z),
         "p_value": p_value,
     }
+
+
+def _z_test(difference, se):
+    """`(z, two-sided p)`; `(0, 1)` for no difference, `(None, None)` for a difference without spread."""
+    if se > 0.0:
+        return difference / se, float(2.0 * scipy_stats.norm.sf(abs(difference / se)))
+    if difference == 0.0:
+        return 0.0, 1.0
+    # E.g. a perfect model against constant scores: the normal approximation has nothing to
+    # scale by, and an infinite z is no evidence.
+    return None, None
 
 
 def paired_bootstrap_difference(
