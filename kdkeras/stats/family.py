@@ -15,8 +15,7 @@ test set's own sampling error (`CONDITIONAL_NOTE`).
 import numpy as np
 
 from kdkeras.stats.paired import DEFAULT_ALPHA
-from kdkeras.stats.seeds import paired_t_interval
-from kdkeras.stats.seeds import paired_t_p_value
+from kdkeras.stats.seeds import paired_t_interval, paired_t_p_value
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no significant difference"
 SIGNIFICANT, UNTESTED = "significant difference", "not tested"
