@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from kdkeras import config as config_lib
-from kdkeras.bench import accuracy, report, speed
+from kdkeras import stats
+from kdkeras.bench import accuracy, report, speed, transfer
 
 TINY = """
 name = "tiny"
@@ -80,30 +81,42 @@ def _result(published=({"source": "MedMNIST v2", "model": "ResNet-18 (28)", "auc
     }
 
 
-def test_verdicts_call_a_gain_only_when_the_paired_interval_excludes_zero():
+def test_verdicts_call_a_gain_only_when_its_holm_adjusted_p_is_below_alpha():
     checks = dict(accuracy.verdicts(_result()))
     assert checks["distilled student mean ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854"] == "met"
     assert checks["distilled student mean AUC 0.960 > ResNet-18 (28) (MedMNIST v2) 0.944"] == "met"
-    # distilled - alone ACC per seed: -0.04, +0.08, +0.05: mean +0.03, sd 0.0624, t(0.975, 2) = 4.303.
-    acc = ("distilled student minus student alone, ACC: +3.0 points (95% t-interval over 3 seeds "
-           "-12.5 points to +18.5 points; distilled ahead in 2 of 3)")
+    # distilled - alone ACC per seed: -0.04, +0.08, +0.05: mean +0.03, sd 0.0624, t(0.975, 2) = 4.303;
+    # unadjusted p 0.49, Holm over the 6 comparisons: 1.
+    acc = ("distilled student minus student alone, ACC: +3.0 points (unadjusted 95% t-interval over 3 seeds "
+           "-12.5 points to +18.5 points; distilled ahead in 2 of 3; Holm-adjusted p = 1.000)")
     assert checks[acc] == "no significant difference"
-    # Against the teacher the distilled student is ahead by 6 points on every seed: interval [6, 6].
-    assert checks["distilled student minus teacher, ACC: +6.0 points (95% t-interval over 3 seeds "
-                  "+6.0 points to +6.0 points; distilled ahead in 3 of 3)"] == "better"
-    # AUC +0.06, +0.04, +0.02: ahead on every seed, yet [-0.010, +0.090] includes 0 with 3 seeds.
-    auc = [status for text, status in checks.items() if text.startswith("distilled student minus teacher, AUC")]
-    assert auc == ["no significant difference"]
+    # Against the teacher the distilled student is ahead by 6 points on every seed: zero spread, no t-test.
+    assert checks["distilled student minus teacher, ACC: +6.0 points (unadjusted 95% t-interval over 3 seeds "
+                  "+6.0 points to +6.0 points; distilled ahead in 3 of 3; no t-test: the difference is the same on every "
+                  "seed)"] == "not tested"
+    # AUC +0.06, +0.04, +0.02: ahead on every seed, unadjusted p 0.074, the family's smallest (the
+    # untested ACC counts as p = 1): Holm 6 * 0.074 = 0.445.
+    auc = [text for text in checks if text.startswith("distilled student minus teacher, AUC")]
+    assert auc == ["distilled student minus teacher, AUC: +0.0400 (unadjusted 95% t-interval over 3 seeds "
+                   "-0.0097 to +0.0897; distilled ahead in 3 of 3; Holm-adjusted p = 0.445)"]
+    assert checks[auc[0]] == "no significant difference"
     # A missing balanced ACC leaves two seeds to pair.
     assert any("Balanced ACC" in text and "over 2 seeds" in text for text in checks)
     assert len(checks) == 8
 
 
-def test_gain_status_reads_the_interval():
-    assert accuracy.gain_status({"low": 0.001, "high": 0.02}) == "better"
-    assert accuracy.gain_status({"low": -0.02, "high": -0.001}) == "worse"
-    assert accuracy.gain_status({"low": -0.001, "high": 0.02}) == "no significant difference"
-    assert accuracy.gain_status({"low": None, "high": None}) == "no significant difference"
+def test_paired_rows_are_one_holm_family_and_read_old_results():
+    result = _result()
+    rows = accuracy.paired_rows(result)
+    assert list(rows) == [(pair, metric) for pair in accuracy.PAIRS for metric in accuracy.METRICS]
+    unadjusted = {key: row["p_value"] for key, row in rows.items()}
+    assert {key: row["p_adjusted"] for key, row in rows.items()} == pytest.approx(
+        dict(zip(unadjusted, stats.holm(list(unadjusted.values())))))
+    # accuracy.json files written before p-values were saved: the p is computed from mean, std and n.
+    for differences in result["paired"].values():
+        for interval in differences.values():
+            del interval["p_value"]
+    assert accuracy.paired_rows(result) == rows
 
 
 def test_accuracy_markdown_tables():
@@ -328,7 +341,9 @@ def test_summary_states_each_goal_and_its_verdict():
     ]
     lines = report.summary_lines(_result(), speed_result, {"rows": export_rows})
     assert "- Accuracy, met: distilled student mean ACC 0.880 > ResNet-18 (28) (MedMNIST v2) 0.854." in lines
-    assert any(line.startswith("- Accuracy, better: distilled student minus teacher, ACC: +6.0 points") for line in lines)
+    assert any(line.startswith("- Accuracy, not tested: distilled student minus teacher, ACC: +6.0 points") for line in lines)
+    assert any(line.startswith("- Accuracy, no significant difference: distilled student minus teacher, AUC: +0.0400 "
+                               "(unadjusted 95% t-interval") and "Holm-adjusted p = 0.445" in line for line in lines)
     assert ("- Speed, CPU, jit_compile off: time per step `kdkeras/floor` = 1.050 (range over repeats "
             "1.050-1.050), goal <= 1.10: yes.") in lines
     assert "`kdkeras/keras` = 0.975" in lines[-3] and lines[-3].endswith("goal <= 1.00: yes.")
@@ -362,3 +377,74 @@ def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys):
     assert variant["overrides"] == {"distill.alpha": 0.5, "distill.temperature": 2}
     assert accuracy.main(["--config", str(config), "--set", "distill.alpha"]) == 2
     assert "--set expects KEY=VALUE, got 'distill.alpha'" in capsys.readouterr().err
+
+
+def _transfer_result(gains):
+    """A transfer result whose ACC gains per seed are `gains` (AUC gains half of them), one fraction."""
+    per_seed = {}
+    for seed, gain in enumerate(gains):
+        full = {"acc": 0.90, "auc": 0.95}
+        per_seed[str(seed)] = {"teacher": full, "all labels": full, "0.05": {
+            "student": {"acc": 0.80, "auc": 0.90},
+            "distilled": {"acc": 0.80 + gain, "auc": 0.90 + gain / 2}}}
+    return {"seeds": list(range(len(gains))), "per_seed": per_seed,
+            "comparisons": transfer.compare_arms(per_seed, [0.05])}
+
+
+def test_transfer_report_with_one_seed_says_so_instead_of_crashing():
+    result = _transfer_result([0.04])
+    lines = transfer.verdicts(result)  # crashed with TypeError: None * int
+    assert lines[0] == ("5% labels, ACC: distilled minus the student alone +4.0 points (one seed: no interval or "
+                        "test over seeds; run at least 2 seeds): not tested.")
+    assert lines[2].endswith("(one seed: no interval, so closeness to it is not tested).")
+    assert "| 5% | 0.800 | 0.840 | +4.0 (one seed) |" in transfer.to_markdown(result)
+
+
+def test_transfer_verdicts_read_the_holm_adjusted_p():
+    # ACC gains with unadjusted p = 0.033 (interval above 0); AUC gains half of them, same p.
+    # Holm over the 2 gains: 2 * 0.033 = 0.066, so neither is called better.
+    result = _transfer_result([0.01, 0.04, 0.02, 0.05, 0.01])
+    acc = result["comparisons"]["0.05"]["acc"]["gain"]
+    assert acc["low"] > 0 and acc["p_value"] == pytest.approx(0.0329, abs=1e-4)
+    rows = transfer.gain_rows(result)
+    assert rows[("0.05", "acc")]["p_adjusted"] == pytest.approx(2 * acc["p_value"], rel=1e-9)
+    lines = transfer.verdicts(result)
+    assert lines[0].startswith("5% labels, ACC: no significant difference between the distilled student and "
+                               "the student alone (+2.6 points (95% t-interval +0.3 to +4.9, unadjusted; "
+                               "distilled better in 5 of 5 seeds; Holm-adjusted p = 0.066)")
+    text = transfer.to_markdown(result)
+    assert "Family: the transfer-set gains" in text and "conditional on the one official test split" in text
+    strong = _transfer_result([0.04, 0.05, 0.045, 0.05, 0.042])
+    assert transfer.verdicts(strong)[0].startswith("5% labels, ACC: distillation through the transfer set is "
+                                                   "better than the student alone by +4.5 points")
+
+
+def test_benchmarks_md_quotes_the_readme_block_verbatim(tmp_path):
+    from kdkeras.bench import readme
+
+    runs = tmp_path / "bench"
+    runs.mkdir()
+    result = {**_result(), "experiment": "quickstart", "config_path": "experiments/quickstart.toml",
+              "test_images": [624], "train_seconds": {"teacher": [1.0, 1.0, 1.0]},
+              "config": {"distill": {"alpha": 0.1, "temperature": 4.0}},
+              "environment": {"cpus": 2, "gpus": [], "tensorflow": "2.21.0", "keras": "3.15.1", "python": "3.11",
+                              "platform": "Linux", "date": "2026-12-07T00:00:00", "lscpu": "Model name: AMD EPYC"}}
+    (runs / "accuracy.json").write_text(json.dumps(result))
+    assert "incomplete: rerun `make bench`" in report.build_markdown(str(runs))
+    run = runs / "seed0" / "quickstart"
+    run.mkdir(parents=True)
+    for name in accuracy.MODELS:
+        metrics = {**PER_SEED["0"][name], "task": "binary-class", "architecture": "cnn_small", "params": 162458,
+                   "intervals": {"acc": {"low": 0.8, "high": 0.9}}}
+        (run / f"{name}_metrics.json").write_text(json.dumps(metrics))
+    (runs / "transfer.json").write_text(json.dumps({**_transfer_result([0.04]), "environment": result["environment"]}))
+    text = report.build_markdown(str(runs))
+    body = readme.block_body(str(runs), result)
+    assert "| student alone: `cnn_small` | 162,458 | n/a | n/a | 0.900 (0.800-0.900) | 0.950 | 0.850 |" in body
+    assert "- 5% labels, ACC: distilled minus the student alone +4.0 points (one seed" in body
+    assert "Holm-adjusted p = 1.000): no significant difference" in body
+    assert body.rstrip() in text
+    readme_path = tmp_path / "README.md"
+    readme_path.write_text(f"intro\n{readme.README_START}\nold\n{readme.README_END}\nrest\n")
+    readme.update_readme(str(readme_path), str(runs))
+    assert readme_path.read_text() == f"intro\n{readme.README_START}\n{body}{readme.README_END}\nrest\n"

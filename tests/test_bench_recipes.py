@@ -141,3 +141,22 @@ def test_command_line_refuses_an_unknown_recipe(capsys):
         recipes.main(["--recipes", "magic"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_test_split_verdicts_are_holm_adjusted_over_every_recipe():
+    # Test AUC gains of +0.010, +0.013, +0.007 for each of three recipes: unadjusted p 0.029 each
+    # (interval above 0). Holm over the 3 recipes x (ACC, AUC) = 6 tests (the ACC gains are 0, p = 1):
+    # the three smallest are equal, so each becomes 6 * 0.029 = 0.172: no recipe is better on test.
+    per_seed = {str(seed): _row(0.95, current=0.95 + gain, ensemble=0.95 + gain, patient=0.95 + gain)
+                for seed, gain in enumerate((0.010, 0.013, 0.007))}
+    result = {"seeds": [0, 1, 2], "per_seed": per_seed,
+              "recipes": {name: {"description": name} for name in ("current", "ensemble", "patient")},
+              "selection": recipes.select(per_seed, ["current", "ensemble", "patient"]),
+              "test": recipes.compare_on_test(per_seed, ["current", "ensemble", "patient"])}
+    rows = recipes.gain_rows(result)
+    auc = rows[("ensemble", "auc")]
+    assert auc["low"] > 0 and auc["p_value"] == pytest.approx(0.0287, abs=1e-4)
+    assert auc["p_adjusted"] == pytest.approx(6 * auc["p_value"]) and auc["verdict"] == "no significant difference"
+    text = recipes.to_markdown(result)
+    assert "Family: every recipe's distilled student minus its student alone on the test split" in text
+    assert "+0.0100 (+0.0025 to +0.0175; 3/3; Holm-adjusted p = 0.172): no significant difference |" in text

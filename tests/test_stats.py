@@ -445,3 +445,148 @@ def test_decision_intervals_resample_each_class_apart():
     assert stats.decision_intervals(np.zeros(5, int), np.ones(5, bool))["sensitivity"] is None
     with pytest.raises(ValueError, match="5 examples but `positive` has 4"):
         stats.decision_intervals(np.zeros(5, int), np.ones(4, bool))
+
+
+def test_paired_t_p_value_is_the_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    distilled = [0.929, 0.905, 0.929, 0.920, 0.910]
+    alone = [0.859, 0.905, 0.907, 0.921, 0.933]
+    result = stats.paired_t_interval(np.subtract(distilled, alone))
+    assert result["p_value"] == pytest.approx(ttest_rel(distilled, alone).pvalue, rel=1e-12)
+    # The test whose acceptance region is the interval: p < 0.05 exactly when it excludes 0.
+    assert (result["p_value"] < 0.05) == (result["low"] > 0 or result["high"] < 0)
+    assert stats.paired_t_interval([0.01])["p_value"] is None  # one seed: no test
+    assert stats.paired_t_p_value(0.0, 0.0, 3) == 1.0
+    assert stats.paired_t_p_value(0.02, 0.0, 3) is None  # zero spread: t is infinite, not evidence
+    assert stats.paired_t_interval([0.86 - 0.80, 0.88 - 0.82, 0.90 - 0.84])["p_value"] is None  # rounding only
+
+
+def test_a_tie_is_not_a_win():
+    result = stats.paired_t_interval([0.016, 0.0, 0.043, -0.003, 0.0])
+    assert (result["n"], result["n_positive"]) == (5, 2)
+
+
+def test_holm_hand_computed():
+    # Sorted 0.01 < 0.03 < 0.04: 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04).
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06], abs=1e-15)
+    # Monotone in the sorted order, capped at 1; ties keep equal adjusted values.
+    assert stats.holm([0.5, 0.001, 0.4, 0.001]) == pytest.approx([0.8, 0.004, 0.8, 0.004], abs=1e-15)
+    # None (no test possible) counts as p = 1 in the family and stays None.
+    assert stats.holm([0.01, None, 0.2]) == pytest.approx([0.03, None, 0.4], abs=1e-15)
+    assert stats.holm([]) == []
+    with pytest.raises(ValueError, match=r"numbers in \[0, 1\]"):
+        stats.holm([0.2, 1.5])
+
+
+def test_holm_equals_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = np.random.default_rng(13).uniform(0, 0.2, 12) ** 2
+    expected = multitest.multipletests(p, method="holm")[1]
+    np.testing.assert_allclose(stats.holm(p), expected, rtol=0, atol=1e-15)
+
+
+def test_family_verdicts_read_the_holm_adjusted_p():
+    # The transfer benchmark of 2026-12-03 (BENCHMARKS.md): its six gains' unadjusted
+    # p-values, recovered from their 95% t-intervals over 5 seeds, and Holm over the six.
+    t = 2.7764451051977987
+    gains = {"1% ACC": (5.6, 2.8), "1% AUC": (0.062, 0.025), "5% ACC": (9.5, 0.9),
+             "5% AUC": (0.035, -0.013), "20% ACC": (2.6, 0.5), "20% AUC": (0.006, -0.004)}
+    intervals = {label: {"mean": mean, "std": (mean - low) / t * math.sqrt(5), "n": 5, "low": low,
+                         "high": 2 * mean - low, "n_positive": 5} for label, (mean, low) in gains.items()}
+    rows = stats.family_rows(list(intervals.items()))
+    adjusted = {row["label"]: row["p_adjusted"] for row in rows}
+    assert adjusted == pytest.approx({"1% ACC": 0.031, "1% AUC": 0.048, "5% ACC": 0.112, "5% AUC": 0.226,
+                                      "20% ACC": 0.105, "20% AUC": 0.226}, abs=0.0015)
+    verdicts = {row["label"]: row["verdict"] for row in rows}
+    # 5% and 20% ACC have unadjusted intervals above 0 but are not better once adjusted.
+    assert intervals["5% ACC"]["low"] > 0 and rows[2]["p_value"] < 0.05
+    assert verdicts == {"1% ACC": "better", "1% AUC": "better", "5% ACC": "no significant difference",
+                        "5% AUC": "no significant difference", "20% ACC": "no significant difference",
+                        "20% AUC": "no significant difference"}
+
+
+def test_family_of_differences_p_values_and_untested_rows():
+    rows = stats.family_rows([("gain", [0.05, 0.07, 0.04, 0.06]), ("loss", [-0.05, -0.07, -0.04, -0.06]),
+                              ("p only", 0.001), ("one seed", [0.3])])
+    assert [row["verdict"] for row in rows] == ["better", "worse", "significant difference", "not tested"]
+    p = stats.paired_t_interval([0.05, 0.07, 0.04, 0.06])["p_value"]
+    # Sorted p: 0.001, p, p (tie), None as 1: 4 * 0.001, then 3 * p for both ties.
+    assert [row["p_adjusted"] for row in rows] == pytest.approx([3 * p, 3 * p, 0.004, None])
+    assert rows[0]["low"] > 0 and rows[3]["low"] is None
+
+
+def test_delong_zero_standard_error_is_no_test_and_no_verdict():
+    # A perfect model against constant scores: AUC 1 against 0.5, and every placement value
+    # constant, so DeLong's variance is 0. That is no evidence, not "p < 0.001".
+    y_true = np.array([0, 0, 0, 1, 1, 1])
+    perfect = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    result = stats.delong_test(y_true, perfect, np.full(6, 0.5))
+    assert (result["difference"], result["se"]) == (0.5, 0.0)
+    assert result["p_value"] is None and result["z"] is None
+    compared = stats.compare_models(
+        y_true, np.stack([1 - perfect, perfect], 1), np.full((6, 2), 0.5), "binary-class", "A", "B",
+        n_resamples=200,
+    )
+    assert compared["auc"]["low"] == compared["auc"]["high"] == 0.5  # the interval alone excludes 0
+    assert not compared["auc"]["significant"]
+    assert "DeLong test undefined (zero standard error)" in compared["verdict"]
+    assert "AUC (+0.500" in compared["verdict"] and "p < 0.001" not in compared["verdict"]
+
+
+def test_binary_bootstrap_is_stratified():
+    # A model that calls every image negative is right on exactly the 300 negatives: a
+    # resample that keeps the class counts has ACC 0.75 and sensitivity 0, always.
+    y_true = np.r_[np.zeros(300, int), np.ones(100, int)]
+    always_negative = np.tile([0.9, 0.1], (400, 1))
+    intervals = stats.bootstrap_intervals(y_true, always_negative, "binary-class", n_resamples=500)
+    assert (intervals["acc"]["low"], intervals["acc"]["high"]) == (0.75, 0.75)
+    assert (intervals["balanced_acc"]["low"], intervals["balanced_acc"]["high"]) == (0.5, 0.5)
+    decisions = stats.decision_intervals(y_true, np.zeros(400, bool), n_resamples=500)
+    assert decisions["sensitivity"]["high"] == 0.0 and decisions["specificity"]["low"] == 1.0
+    paired = stats.paired_bootstrap_difference(
+        y_true, always_negative, np.tile([0.1, 0.9], (400, 1)), "acc", "binary-class", n_resamples=500
+    )
+    assert (paired["low"], paired["high"]) == (0.5, 0.5)
+
+
+def test_intervals_are_percentile_intervals_of_the_resamples():
+    # A skewed bootstrap distribution (AUC near 1), where the basic interval
+    # (2 * estimate - upper quantile, 2 * estimate - lower) is far from the percentile one.
+    y_true, y_score = _binary_scores(60, 40, 3.0, seed=14)
+    interval = stats.bootstrap_intervals(y_true, y_score, "binary-class", n_resamples=1000, seed=2)["auc"]
+    counts = stats.stratified_resample_counts(y_true, 1000, seed=2)
+    samples = stats.resampled_metrics(y_true, y_score, "binary-class", counts)["auc"]
+    low, high = np.percentile(samples, [2.5, 97.5])
+    assert (interval["low"], interval["high"]) == (low, high)
+    estimate = roc_auc_score(y_true, y_score[:, 1])
+    assert abs((2 * estimate - high) - low) > 0.005  # the basic interval would fail the line above
+    paired = stats.paired_bootstrap_difference(
+        y_true, y_score, np.full((100, 2), 0.5), "auc", "binary-class", n_resamples=1000, seed=2
+    )
+    assert (paired["low"], paired["high"]) == pytest.approx((low - 0.5, high - 0.5), abs=1e-12)
+
+
+def test_multi_label_strata_are_the_rarest_label():
+    y_true = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 0], [0, 1, 0]])
+    # Positive counts 4, 4, 2: label 2 is the rarest, then 0 before 1 (stable order).
+    np.testing.assert_array_equal(stats.bootstrap.strata(y_true, "multi-label"), [-1, 0, 0, 2, 2, 0, 1])
+
+
+def _multi_label_data(seed, n=400, prevalence=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6), separation=1.5):
+    rng = np.random.default_rng(seed)
+    y_true = (rng.random((n, len(prevalence))) < np.array(prevalence)).astype(int)
+    return y_true, norm.cdf(rng.normal(size=y_true.shape) + separation * y_true - separation / 2)
+
+
+@pytest.mark.slow
+def test_multi_label_auc_interval_covers_at_its_level():
+    # Six labels, 64 label sets on 400 images: stratifying on the label set made strata of
+    # one or two images and covered 0.90. Every label's true AUC is Phi(1.5 / sqrt 2).
+    true_auc = norm.cdf(1.5 / math.sqrt(2.0))
+    covered = []
+    for seed in range(300):
+        y_true, y_score = _multi_label_data(seed)
+        interval = stats.bootstrap_intervals(y_true, y_score, "multi-label", n_resamples=1000, seed=seed)["auc"]
+        covered.append(interval["low"] < true_auc < interval["high"])
+    assert np.mean(covered) >= 0.93

@@ -10,6 +10,7 @@ import os
 from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench import recipes as recipes_bench
 from kdkeras.bench import report
 from kdkeras.bench import transfer as transfer_bench
 from kdkeras.files import write_text_atomic
@@ -20,20 +21,29 @@ README_END = "<!-- /quickstart-result -->"
 
 
 def readme_block(runs_dir="runs/bench"):
+    """The README's quickstart result between its markers: `block_body` of the benchmark outputs."""
+    accuracy = report.read_output(runs_dir, report.ACCURACY)
+    if not accuracy:
+        raise ValueError(f"{os.path.join(runs_dir, report.ACCURACY)} is missing: run `make bench` first.")
+    return f"{README_START}\n{block_body(runs_dir, accuracy)}{README_END}\n"
+
+
+def first_run(runs_dir, accuracy):
+    """The run folder of the accuracy benchmark's first seed, the run `make all` makes."""
+    return runs_lib.RunFolder(os.path.join(runs_dir, f"seed{accuracy['seeds'][0]}", accuracy["experiment"]))
+
+
+def block_body(runs_dir, accuracy):
     """The README's quickstart result: the first seed's run, as `make all` makes it, and the verdicts.
 
     The first seed of the accuracy benchmark runs exactly what `make all` runs, so its table is the
     one a new user reproduces; the multi-seed and transfer-set verdicts are quoted from the same
-    results BENCHMARKS.md is generated from.
+    results BENCHMARKS.md is generated from, which also prints this text verbatim.
     """
-    accuracy = report.read_output(runs_dir, report.ACCURACY)
-    if not accuracy:
-        raise ValueError(f"{os.path.join(runs_dir, report.ACCURACY)} is missing: run `make bench` first.")
     seed = accuracy["seeds"][0]
-    run = runs_lib.RunFolder(os.path.join(runs_dir, f"seed{seed}", accuracy["experiment"]))
+    run = first_run(runs_dir, accuracy)
     env = accuracy["environment"]
     lines = [
-        README_START,
         f"`make all` (seed {seed}) on {env['cpus']} CPU cores ({report.cpu_model(env)}; TensorFlow {env['tensorflow']}, "
         f"Keras {env['keras']}, CPU only), {report.when(accuracy)}; test split of "
         f"{accuracy['test_images'][0]} images, 95% bootstrap intervals:",
@@ -54,13 +64,15 @@ def readme_block(runs_dir="runs/bench"):
     lines += ["", f"On these test images: {same['verdict']}" if same else "", ""]
     if os.path.exists(run.clinical):
         lines += [_clinical_line(runs_lib.read_clinical(run.clinical)), ""]
-    paired = accuracy.get("paired", {}).get("distilled-student", {})
+    paired = {metric: row for (pair, metric), row in accuracy_bench.paired_rows(accuracy).items()
+              if pair == "distilled-student"}
     if paired:
         n = len(accuracy["seeds"])
         lines.append(
             f"That is one seed's test images. Over {n} seeds ([BENCHMARKS.md](BENCHMARKS.md)), which is what a "
             "claim about the recipe needs, distilled minus student alone: "
-            + _paired_clauses(paired) + "."
+            + _paired_clauses(paired) + f" (Holm over the family of {len(accuracy_bench.paired_rows(accuracy))} "
+            "paired comparisons in BENCHMARKS.md, \"Accuracy over seeds\"). " + stats.CONDITIONAL_NOTE
         )
     recipes = report.read_output(runs_dir, report.RECIPES)
     if recipes:
@@ -70,7 +82,6 @@ def readme_block(runs_dir="runs/bench"):
         lines += ["", "With few labels, distilling through the unlabeled rest of the train split "
                   "(BENCHMARKS.md, \"Few labels\"):", ""]
         lines += [f"- {line}" for line in transfer_bench.verdicts(transfer)]
-    lines.append(README_END)
     return "\n".join(lines) + "\n"
 
 
@@ -84,9 +95,9 @@ def _recipes_line(recipes):
     if chosen == "current":
         line += f" The {len(recipes['seeds'])}-seed figures above are that recipe's."
     else:
-        gains = {m: test[chosen][m]["gain"] for m in ("acc", "auc")}
+        gains = {metric: row for (name, metric), row in recipes_bench.gain_rows(recipes).items() if name == chosen}
         line += (f" On the test split, scored after the choice, {chosen} distilled minus its student alone: "
-                 f"{_paired_clauses(gains)}.")
+                 f"{_paired_clauses(gains)} (Holm over every recipe's test gains).")
     for name, recipe in recipes["recipes"].items():
         if name != "current" and recipe.get("budget"):
             alone = test[name]
@@ -97,13 +108,16 @@ def _recipes_line(recipes):
     return line
 
 
-def _paired_clauses(intervals):
-    """`"ACC +1.4 points (95% t-interval -3.0 points to +5.8 points): no significant difference; AUC ..."`."""
+def _paired_clauses(rows):
+    """`"ACC +1.4 points (unadjusted 95% t-interval ...; Holm-adjusted p = 1.000): no significant difference; AUC ..."`.
+
+    Args:
+        rows: `{metric: row}` of a `kdkeras.stats.family_rows` family; the verdict is the row's,
+            read from its Holm-adjusted p.
+    """
     return "; ".join(
-        f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench._signed(intervals[m]['mean'], m)} "
-        f"(95% t-interval {accuracy_bench._signed(intervals[m]['low'], m)} to "
-        f"{accuracy_bench._signed(intervals[m]['high'], m)}): {accuracy_bench.gain_status(intervals[m])}"
-        for m in ("acc", "auc")
+        f"{accuracy_bench.METRIC_TITLES[m]} {accuracy_bench.paired_evidence(rows[m], m)}: {rows[m]['verdict']}"
+        for m in ("acc", "auc") if m in rows
     )
 
 

@@ -236,6 +236,20 @@ def compare_on_test(per_seed, names):
     return comparison
 
 
+TEST_FAMILY = "every recipe's distilled student minus its student alone on the test split, x (ACC, AUC)"
+
+
+def gain_rows(result):
+    """The family of test-split gains (`TEST_FAMILY`), with Holm-adjusted verdicts.
+
+    Returns:
+        `{(recipe, metric): row}`, rows as `kdkeras.stats.family_rows` makes them.
+    """
+    keys = [(name, metric) for name in result["recipes"] for metric in COMPARED]
+    rows = stats.family_rows([(key, result["test"][key[0]][key[1]]["gain"]) for key in keys])
+    return dict(zip(keys, rows))
+
+
 def to_markdown(result):
     """Validation table and choice first, then the test split for the record."""
     n = len(result["seeds"])
@@ -268,20 +282,21 @@ def to_markdown(result):
     lines += [
         "",
         "The same runs on the test split, printed after the choice and for the record (they chose nothing): "
-        "distilled minus the student alone on the same budget, paired t-interval over seeds.",
+        "distilled minus the student alone on the same budget, unadjusted paired 95% t-interval over seeds. "
+        f"{stats.family.family_title(TEST_FAMILY, gain_rows(result))}. {stats.CONDITIONAL_NOTE}",
         "",
-        "| Recipe | test ACC: distilled / alone | gain ACC, points (95% CI, wins) | test AUC: distilled / alone | "
-        "gain AUC (95% CI, wins) |",
+        "| Recipe | test ACC: distilled / alone | gain ACC, points (95% CI, wins; Holm-adjusted p) | "
+        "test AUC: distilled / alone | gain AUC (95% CI, wins; Holm-adjusted p) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    test = result["test"]
+    test, rows = result["test"], gain_rows(result)
     for name in result["recipes"]:
         acc, auc = test[name]["acc"], test[name]["auc"]
         lines.append(
             f"| {name} | {accuracy_bench.format_mean_std(acc['distilled'])} / "
-            f"{accuracy_bench.format_mean_std(acc['student'])} | {_gain(acc['gain'], 100, 1)} | "
+            f"{accuracy_bench.format_mean_std(acc['student'])} | {_gain(rows[(name, 'acc')], 100, 1)} | "
             f"{accuracy_bench.format_mean_std(auc['distilled'])} / {accuracy_bench.format_mean_std(auc['student'])} | "
-            f"{_gain(auc['gain'], 1, 4)} |")
+            f"{_gain(rows[(name, 'auc')], 1, 4)} |")
     lines += ["", "Per seed, validation AUC / test AUC:", "",
               "| Seed | student alone | " + " | ".join(result["recipes"]) + " |",
               "| --- | --- | " + " | ".join("---" for _ in result["recipes"]) + " |"]
@@ -295,12 +310,12 @@ def _bound(value):
     return "n/a" if value is None else f"{value:+.4f}"
 
 
-def _gain(interval, scale, digits):
-    if interval["low"] is None:
-        return f"{interval['mean'] * scale:+.{digits}f}"
-    status = accuracy_bench.gain_status(interval)
-    return (f"{interval['mean'] * scale:+.{digits}f} ({interval['low'] * scale:+.{digits}f} to "
-            f"{interval['high'] * scale:+.{digits}f}; {interval['n_positive']}/{interval['n']}): {status}")
+def _gain(row, scale, digits):
+    if row["low"] is None:
+        return f"{row['mean'] * scale:+.{digits}f} (one seed: not tested)"
+    return (f"{row['mean'] * scale:+.{digits}f} ({row['low'] * scale:+.{digits}f} to "
+            f"{row['high'] * scale:+.{digits}f}; {row['n_positive']}/{row['n']}; Holm-adjusted "
+            f"{stats.family.format_p(row['p_adjusted'])}): {row['verdict']}")
 
 
 def _pair(scores):

@@ -122,73 +122,98 @@ def compare_arms(per_seed, fractions):
     return comparisons
 
 
+GAIN_FAMILY = "the transfer-set gains, distilled minus student alone, for every labeled fraction x (ACC, AUC)"
+
+
+def gain_rows(result):
+    """The family of transfer-set gains with Holm-adjusted p-values (see `kdkeras.stats.family_rows`).
+
+    Returns:
+        `{(fraction, metric): row}`, rows in table order.
+    """
+    keys = [(fraction, metric) for fraction in result["comparisons"] for metric in COMPARED]
+    rows = stats.family_rows([(key, result["comparisons"][key[0]][key[1]]["gain"]) for key in keys])
+    return dict(zip(keys, rows))
+
+
 def verdicts(result):
     """Plain-language statements of the transfer benchmark's targets.
 
-    A gain is called a gain only when its paired 95% t-interval over seeds
-    excludes 0; otherwise "no significant difference".
+    A gain is called a gain only when its Holm-adjusted p over the family of
+    gains (`GAIN_FAMILY`) is below 0.05; otherwise "no significant
+    difference". With one seed there is no interval and no test, and the
+    lines say so.
 
     Returns:
         List of strings, one per fraction and metric, plus the ceiling check.
     """
-    lines = []
+    lines, rows = [], gain_rows(result)
     for fraction, entry in result["comparisons"].items():
         label = f"{float(fraction):.0%} labels"
         for metric in COMPARED:
-            gain = entry[metric]["gain"]
-            points = 100 if metric == "acc" else 1
-            unit = " points" if metric == "acc" else ""
-            digits = 1 if metric == "acc" else 3
-            text = (f"{gain['mean'] * points:+.{digits}f}{unit} (95% CI {gain['low'] * points:+.{digits}f} to "
-                    f"{gain['high'] * points:+.{digits}f}, distilled better in {gain['n_positive']} of {gain['n']} seeds)")
-            if gain["low"] > 0:
+            row = rows[(fraction, metric)]
+            text = _gain_text(row, metric)
+            if row["verdict"] == stats.family.BETTER:
                 lines.append(f"{label}, {metric.upper()}: distillation through the transfer set is better than the "
                              f"student alone by {text}.")
-            elif gain["high"] < 0:
+            elif row["verdict"] == stats.family.WORSE:
                 lines.append(f"{label}, {metric.upper()}: distillation through the transfer set is WORSE than the "
                              f"student alone by {text}.")
+            elif row["verdict"] == stats.family.UNTESTED:
+                lines.append(f"{label}, {metric.upper()}: distilled minus the student alone {text}: not tested.")
             else:
                 lines.append(f"{label}, {metric.upper()}: no significant difference between the distilled student "
                              f"and the student alone ({text}).")
-        ceiling = entry["acc"]["to_ceiling"]
-        within = ceiling["low"] * 100 >= -CEILING_POINTS
-        lines.append(
-            f"{label}: distilled minus the student trained on every label, ACC {ceiling['mean'] * 100:+.1f} points "
-            f"(95% CI {ceiling['low'] * 100:+.1f} to {ceiling['high'] * 100:+.1f}): "
-            + (f"within {CEILING_POINTS:g} point of it." if within else
-               f"not shown to be within {CEILING_POINTS:g} point of it.")
-        )
+        lines.append(_ceiling_line(label, entry["acc"]["to_ceiling"]))
     return lines
+
+
+def _gain_text(row, metric):
+    """`"+5.6 points (95% t-interval +2.8 to +8.4, unadjusted; better in 5 of 5 seeds; Holm-adjusted p = 0.031)"`."""
+    scale, digits, unit = (100, 1, " points") if metric == "acc" else (1, 3, "")
+    mean = f"{row['mean'] * scale:+.{digits}f}{unit}"
+    if row["low"] is None:
+        return f"{mean} (one seed: no interval or test over seeds; run at least 2 seeds)"
+    test = ("no t-test: the gain is the same on every seed" if row["p_value"] is None
+            else f"Holm-adjusted {stats.family.format_p(row['p_adjusted'])}")
+    return (f"{mean} (95% t-interval {row['low'] * scale:+.{digits}f} to {row['high'] * scale:+.{digits}f}, "
+            f"unadjusted; distilled better in {row['n_positive']} of {row['n']} seeds; {test})")
+
+
+def _ceiling_line(label, ceiling):
+    text = f"{label}: distilled minus the student trained on every label, ACC {ceiling['mean'] * 100:+.1f} points"
+    if ceiling["low"] is None:
+        return text + " (one seed: no interval, so closeness to it is not tested)."
+    within = ceiling["low"] * 100 >= -CEILING_POINTS
+    return (f"{text} (95% CI {ceiling['low'] * 100:+.1f} to {ceiling['high'] * 100:+.1f}): "
+            + (f"within {CEILING_POINTS:g} point of it." if within else
+               f"not shown to be within {CEILING_POINTS:g} point of it."))
 
 
 def to_markdown(result):
     """Table per labeled fraction (mean ± std over seeds), the paired gains and the verdicts."""
     n = len(result["seeds"])
+    rows = gain_rows(result)
     lines = [
-        "| Labels | student alone ACC | distilled ACC | gain ACC (95% CI, wins) | student alone AUC | "
-        "distilled AUC | gain AUC (95% CI, wins) |",
+        "| Labels | student alone ACC | distilled ACC | gain ACC (95% CI, wins; Holm-adjusted p) | student alone AUC | "
+        "distilled AUC | gain AUC (95% CI, wins; Holm-adjusted p) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for fraction, entry in result["comparisons"].items():
         cells = []
         for metric in COMPARED:
-            e = entry[metric]
-            scale, digits = (100, 1) if metric == "acc" else (1, 3)
-            gain = e["gain"]
-            cells += [
-                accuracy_bench.format_mean_std(e["student"]),
-                accuracy_bench.format_mean_std(e["distilled"]),
-                f"{gain['mean'] * scale:+.{digits}f} ({gain['low'] * scale:+.{digits}f} to "
-                f"{gain['high'] * scale:+.{digits}f}; {gain['n_positive']}/{gain['n']})",
-            ]
+            cells += [accuracy_bench.format_mean_std(entry[metric]["student"]),
+                      accuracy_bench.format_mean_std(entry[metric]["distilled"]),
+                      _gain_cell(rows[(fraction, metric)], metric)]
         lines.append(f"| {float(fraction):.0%} | " + " | ".join(cells) + " |")
     first = next(iter(result["comparisons"].values()))
     lines.append(
         f"| 100% (student alone, every label) | {accuracy_bench.format_mean_std(first['acc']['all_labels'])} | | | "
         f"{accuracy_bench.format_mean_std(first['auc']['all_labels'])} | | |"
     )
-    lines += ["", f"ACC gains in points; mean ± sample std over {n} seeds; intervals are paired t-intervals "
-              "over seeds of distilled minus student alone.", ""]
+    lines += ["", f"ACC gains in points; mean ± sample std over {n} seeds; intervals are unadjusted paired "
+              "t-intervals over seeds of distilled minus student alone. "
+              f"{stats.family.family_title(GAIN_FAMILY, rows)}. {stats.CONDITIONAL_NOTE}", ""]
     lines += [f"- {line}" for line in verdicts(result)]
     lines += ["", "Per seed (ACC / AUC):", "",
               "| Seed | teacher | every label | " + " | ".join(
@@ -200,6 +225,15 @@ def to_markdown(result):
             cells += [_pair(row[fraction]["student"]), _pair(row[fraction]["distilled"])]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _gain_cell(row, metric):
+    scale, digits = (100, 1) if metric == "acc" else (1, 3)
+    if row["low"] is None:
+        return f"{row['mean'] * scale:+.{digits}f} (one seed)"
+    return (f"{row['mean'] * scale:+.{digits}f} ({row['low'] * scale:+.{digits}f} to "
+            f"{row['high'] * scale:+.{digits}f}; {row['n_positive']}/{row['n']}; "
+            f"Holm-adjusted {stats.family.format_p(row['p_adjusted'])}): {row['verdict']}")
 
 
 def _pair(metrics):

@@ -9,14 +9,16 @@ on the same images differ partly by chance. This package puts numbers on both
   bootstrap over test examples: every resample draws, with replacement, as
   many examples of each class as the test set holds, so every resample has
   every class and AUC is always defined. Multi-label tasks are stratified on
-  the set of labels of each example (its row of `y_true`), which keeps every
-  label's positive count.
+  the rarest positive label of each example (`bootstrap.strata`).
 - `paired`: comparisons on the same test images: `mcnemar_exact` (accuracy),
   `delong_test` (binary AUC; DeLong et al. 1988, fast algorithm of Sun & Xu
   2014), `paired_bootstrap_difference` (any metric, the same resamples for both
   models), and `compare_models`, which runs all three and states a verdict
   (`verdict`).
-- `seeds`: over training seeds, `mean_std` and `paired_t_interval`.
+- `seeds`: over training seeds, `mean_std`, `paired_t_interval` and its
+  `paired_t_p_value`.
+- `family`: many comparisons at once: `holm` (Holm-Bonferroni adjusted
+  p-values) and `family_rows`, a named family's rows with adjusted verdicts.
 
 Metric definitions and the decision rule are those of `kdkeras.evaluation.metrics`
 (MedMNIST's `Evaluator`). Everything returned is plain Python (float, int,
@@ -30,6 +32,9 @@ from kdkeras.stats.bootstrap import decision_intervals
 from kdkeras.stats.bootstrap import format_interval
 from kdkeras.stats.bootstrap import resampled_metrics
 from kdkeras.stats.bootstrap import stratified_resample_counts
+from kdkeras.stats.family import CONDITIONAL_NOTE
+from kdkeras.stats.family import family_rows
+from kdkeras.stats.family import holm
 from kdkeras.stats.paired import DEFAULT_ALPHA
 from kdkeras.stats.paired import compare_models
 from kdkeras.stats.paired import delong_test
@@ -37,8 +42,10 @@ from kdkeras.stats.paired import mcnemar_exact
 from kdkeras.stats.paired import paired_bootstrap_difference
 from kdkeras.stats.seeds import mean_std
 from kdkeras.stats.seeds import paired_t_interval
+from kdkeras.stats.seeds import paired_t_p_value
 
 __all__ = [
+    "CONDITIONAL_NOTE",
     "DEFAULT_ALPHA",
     "DEFAULT_CONFIDENCE",
     "DEFAULT_RESAMPLES",
@@ -46,11 +53,14 @@ __all__ = [
     "compare_models",
     "decision_intervals",
     "delong_test",
+    "family_rows",
     "format_interval",
+    "holm",
     "mcnemar_exact",
     "mean_std",
     "paired_bootstrap_difference",
     "paired_t_interval",
+    "paired_t_p_value",
     "resampled_metrics",
     "stratified_resample_counts",
 ]

@@ -2,9 +2,9 @@
 
 Every resample draws, with replacement, as many examples of each class as the
 test set holds, so every resample has every class and AUC is always defined.
-Multi-label tasks are stratified on the set of labels of each example (its row
-of `y_true`), which keeps every label's positive count. A resample is a row of
-counts, so no resampled copy of the data is built.
+Multi-label tasks are stratified on the rarest positive label of each example
+(see `strata`). A resample is a row of counts, so no resampled copy of the data
+is built.
 """
 
 import numpy as np
@@ -216,11 +216,23 @@ def format_interval(value, interval, digits=3):
 
 
 def strata(y_true, task):
-    """The stratum of each example: its class, or for multi-label its set of labels."""
+    """The stratum of each example: its class, or for multi-label its rarest positive label.
+
+    Multi-label examples are stratified on the rarest label they carry (by
+    positive count on the sample), and examples without a label form one more
+    stratum. Every label whose positives are not all carried by rarer labels
+    keeps a fixed positive count (at least its stratum's size), and the
+    unlabeled stratum keeps negatives of every label, so AUC stays defined.
+    Stratifying on the whole label set instead would make strata of one or two
+    images, which every resample copies unchanged: intervals came out too
+    narrow (0.90 coverage at 95% on synthetic data, see tests/test_stats.py).
+    """
     if task != "multi-label":
         return y_true
-    # The label set of each example: resamples keep every combination's count.
-    return np.unique(y_true, axis=0, return_inverse=True)[1].reshape(-1)
+    y_true = np.asarray(y_true)
+    rarest_first = np.argsort(y_true.sum(axis=0), kind="stable")
+    ranked = y_true[:, rarest_first]
+    return np.where(ranked.any(axis=1), rarest_first[np.argmax(ranked, axis=1)], -1)
 
 
 def percentile_interval(samples, confidence):

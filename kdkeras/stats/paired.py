@@ -81,7 +81,9 @@ def delong_test(y_true, score_a, score_b):
         dict with `auc_a`, `auc_b`, `difference` (`auc_a - auc_b`), `var_a`,
         `var_b`, `covariance`, `variance` and `se` of the difference, `z` and
         the two-sided `p_value`. When the difference and its variance are both
-        0 (e.g. identical scores), `z` is 0 and `p_value` 1.
+        0 (e.g. identical scores), `z` is 0 and `p_value` 1; when only the
+        variance is 0, `z` and `p_value` are None: the test is undefined, and
+        `compare_models` then calls no difference significant.
 
     Example:
 
@@ -123,10 +125,7 @@ def delong_test(y_true, score_a, score_b):
     difference = float(aucs[0] - aucs[1])
     variance = float(covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1])
     se = math.sqrt(max(variance, 0.0))
-    if se == 0.0:
-        z = 0.0 if difference == 0.0 else math.copysign(math.inf, difference)
-    else:
-        z = difference / se
+    z, p_value = _z_test(difference, se)
     return {
         "auc_a": float(aucs[0]),
         "auc_b": float(aucs[1]),
@@ -136,9 +135,20 @@ def delong_test(y_true, score_a, score_b):
         "covariance": float(covariance[0, 1]),
         "variance": variance,
         "se": se,
-        "z": float(z),
-        "p_value": float(2.0 * scipy_stats.norm.sf(abs(z))),
+        "z": None if z is None else float(z),
+        "p_value": p_value,
     }
+
+
+def _z_test(difference, se):
+    """`(z, two-sided p)`; `(0, 1)` for no difference, `(None, None)` for a difference without spread."""
+    if se > 0.0:
+        return difference / se, float(2.0 * scipy_stats.norm.sf(abs(difference / se)))
+    if difference == 0.0:
+        return 0.0, 1.0
+    # E.g. a perfect model against constant scores: the normal approximation has nothing to
+    # scale by, and an infinite z is no evidence.
+    return None, None
 
 
 def paired_bootstrap_difference(
@@ -204,7 +214,9 @@ def compare_models(
     - `balanced_acc`: paired bootstrap interval.
 
     A difference is called significant when its interval excludes 0 and,
-    where the metric has a test, the test's p-value is below `alpha`.
+    where the metric has a test, the test's p-value is below `alpha`; a
+    test that is undefined (DeLong with zero standard error) makes nothing
+    significant.
 
     Args:
         y_true: Labels, as for `kdkeras.evaluation.metrics.classification_metrics`.
@@ -312,4 +324,7 @@ def _add_test(entry, name, test, alpha):
     excludes_zero = entry["low"] > 0.0 or entry["high"] < 0.0
     entry["test"] = None if test is None else name
     entry["p_value"] = p_value
-    entry["significant"] = bool(excludes_zero and (p_value is None or p_value < alpha))
+    if test is None:
+        entry["significant"] = bool(excludes_zero)
+    else:
+        entry["significant"] = bool(excludes_zero and p_value is not None and p_value < alpha)

@@ -61,9 +61,11 @@ def _evidence(entry, alpha):
         f"{100 * entry['confidence']:g}% CI {_signed(entry['low'], entry['metric'])} to "
         f"{_signed(entry['high'], entry['metric'])}"
     )
-    if entry["p_value"] is None:
+    if entry["test"] is None:
         return ci
     test = entry["test"].split()[0]
+    if entry["p_value"] is None:
+        return f"{ci}, {test} test undefined (zero standard error)"
     return f"{ci}, {test} p {_format_p(entry['p_value'], alpha)}"
 
 
