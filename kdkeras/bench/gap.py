@@ -48,8 +48,6 @@ import dataclasses
 import os
 import sys
 
-from scipy import stats as scipy_stats
-
 from kdkeras import config as config_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
@@ -58,6 +56,7 @@ from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.bench.recipes import model_scores
 from kdkeras.config import ConfigError
+from kdkeras.stats.family import decide
 from kdkeras.workflow import runs as runs_lib
 
 COMPARED = ("acc", "auc")
@@ -234,7 +233,7 @@ def compare(per_seed, arms, names, choice):
         entry["chosen"] = {m: dict(entry["methods"][choice[arm.name]["chosen"]][m]) for m in COMPARED}
         family.extend(entry["chosen"][m]["gain"] for m in COMPARED)
         result[arm.name] = entry
-    adjusted = holm([gain["p"] for gain in family])
+    adjusted = stats.holm([gain["p"] for gain in family])
     for gain, p in zip(family, adjusted):
         gain["p_holm"] = p
         gain["verdict"] = _verdict(gain, p)
@@ -244,36 +243,17 @@ def compare(per_seed, arms, names, choice):
 def _gain(rows, arm, name, metric):
     distilled = [r[arm][name]["test"][metric] for r in rows]
     gain = stats.paired_t_interval([d - r[arm]["alone"]["test"][metric] for d, r in zip(distilled, rows)])
-    gain["p"] = _t_pvalue(gain)
+    gain["p"] = gain.pop("p_value")
     return {"distilled": stats.mean_std(distilled), "gain": gain}
 
 
-def _t_pvalue(interval):
-    """Two-sided p of the paired t-test behind `stats.paired_t_interval`; None below two seeds."""
-    if interval["n"] < 2:
-        return None
-    if not interval["std"]:
-        return 0.0 if interval["mean"] else 1.0
-    t = interval["mean"] / (interval["std"] / interval["n"] ** 0.5)
-    return float(2 * scipy_stats.t.sf(abs(t), interval["n"] - 1))
-
-
-def holm(p_values):
-    """Holm-Bonferroni adjusted p-values (Holm 1979), in the input order; None stays None."""
-    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    adjusted, running = [None] * len(p_values), 0.0
-    for rank, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (len(present) - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
 def _verdict(gain, p_holm):
-    if p_holm is None:
+    if gain["n"] < 2:
         return f"not tested: {gain['n']} seed(s), a paired interval needs at least 2"
-    if p_holm < 0.05:
-        return "distilled better" if gain["mean"] > 0 else "distilled worse"
-    return "no significant difference"
+    if p_holm is None:
+        return "not tested: the same difference in every seed (zero spread) is no evidence"
+    return {"better": "distilled better", "worse": "distilled worse"}.get(
+        decide(gain["mean"], p_holm), "no significant difference")
 
 
 def build_parser():
