@@ -14,6 +14,8 @@ from typing import Callable
 import keras
 
 from kdkeras import registry
+from kdkeras.models import applications
+from kdkeras.models import hub
 from kdkeras.models import weights as weights_lib
 
 ROLES = ("teacher", "student")
@@ -90,14 +92,29 @@ def get_spec(name):
     Raises:
         ValueError: Unknown name; the message lists the available ones.
     """
+    family = _family(name)
+    if family is not None:
+        return ModelSpec(name=name, **family.spec_arguments(name))
     if name not in registry.MODELS:
         raise ValueError(
-            f"Unknown model {name!r}; available models: {', '.join(sorted(registry.MODELS.names()))}."
+            f"Unknown model {name!r}; available models: {', '.join(sorted(registry.MODELS.names()))}, "
+            "keras:<Application> (e.g. keras:DenseNet121) and hub:<KerasHub preset>; `kdkeras list` shows them."
         )
     builder = registry.MODELS.lookup(name)
     return ModelSpec(
         name=name, builder=builder, description=registry.summary(builder), **registry.MODELS.metadata(name)
     )
+
+
+def _family(name):
+    """The module building the `keras:` or `hub:` family `name` belongs to, or None for a zoo name."""
+    if not isinstance(name, str):
+        return None
+    if name.startswith(applications.PREFIX):
+        return applications
+    if name.startswith(hub.PREFIX):
+        return hub
+    return None
 
 
 def get_model(name, input_shape=None, num_classes=2, weights=None, **options):
