@@ -16,12 +16,15 @@ from kdkeras import data as data_lib
 from kdkeras.distribute import strategy as distribute
 from kdkeras.distillation import losses as kd_losses
 from kdkeras import models as models_lib
+from kdkeras.models import applications
+from kdkeras.models import files as model_files
 from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow import transfer
 from kdkeras.config import BUNDLED, ConfigError
 from kdkeras.data import pipeline
 from kdkeras.distillation.distiller import Distiller
 from kdkeras.distillation.features import FeatureMatch
+from kdkeras.workflow.callbacks import UnfreezeBase
 from kdkeras.workflow.fit_metrics import fit_metrics
 from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 
@@ -182,8 +185,32 @@ def phase_model(config, phase):
     return config.phase(phase).model, config.phase(phase).options
 
 
+def phase_callbacks(train_config, fitted, log):
+    """The callbacks a phase's model options ask for: `unfreeze_after = N` adds `UnfreezeBase`.
+
+    Args:
+        train_config: The phase's `TrainConfig`.
+        fitted: The compiled model `fit` trains.
+        log: Callable receiving one line.
+
+    Returns:
+        A list of callbacks (empty for a Distiller: its student trains whole).
+    """
+    epochs = train_config.options.get("unfreeze_after", 0)
+    if not epochs or isinstance(fitted, Distiller):
+        return []
+    base = next(layer for layer in fitted._flatten_layers() if layer.name == applications.BASE_NAME)
+    log(f"{base.name} frozen for {epochs} epoch(s), then the whole network trains")
+    return [UnfreezeBase(base, epochs, log=log)]
+
+
 def _new_model(config, phase, data, log):
     model_name, options = phase_model(config, phase)
+    if model_files.is_model_path(model_name):
+        model = model_files.load_model_file(model_name)
+        _check_teacher(model, data.input_shape, data.info, model_name)
+        log(f"model: {model_name}, {model.count_params():,} parameters, loaded from the file")
+        return model
     model = models_lib.get_model(
         model_name,
         input_shape=data.input_shape,
