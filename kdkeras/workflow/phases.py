@@ -208,7 +208,7 @@ def _new_model(config, phase, data, log):
     model_name, options = phase_model(config, phase)
     if model_files.is_model_path(model_name):
         model = model_files.load_model_file(model_name)
-        _check_teacher(model, data.input_shape, data.info, model_name)
+        _check_model_file(model, data.input_shape, data.info, model_name)
         log(f"model: {model_name}, {model.count_params():,} parameters, loaded from the file")
         return model
     model = models_lib.get_model(
@@ -312,6 +312,23 @@ def _class_weight(train_config, info):
             f"{info.name} is {info.task}: remove class_weight for this dataset."
         )
     return info.class_weights
+
+
+def _check_model_file(model, input_shape, info, path):
+    """Checks a user's model file against the data; the fixes differ from a kdkeras teacher's."""
+    shape = tuple(model.input_shape[1:])
+    if shape != tuple(input_shape):
+        raise ConfigError(
+            f"[teacher] model = {path!r} takes inputs of shape {shape} but the data yields "
+            f"{tuple(input_shape)}: set [data] image_size = {list(shape[:2])} and channels = {shape[2]}."
+        )
+    if model.output_shape[-1] != info.num_classes:
+        raise ConfigError(
+            f"[teacher] model = {path!r} predicts {model.output_shape[-1]} classes but {info.name} has "
+            f"{info.num_classes} ({', '.join(info.class_names)}): use a model trained on these classes, "
+            "or a keras: or zoo teacher trained here."
+        )
+    _check_teacher(model, input_shape, info, path)
 
 
 def _check_teacher(teacher, input_shape, info, path):

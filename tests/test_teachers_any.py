@@ -1,0 +1,239 @@
+"""Bring the teacher you have: keras:<Application>, hub:<preset> and a model file of your own."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kdkeras import cli
+from kdkeras.config import ConfigError, load_config
+from kdkeras.models import applications, files as model_files, get_model, get_spec
+from kdkeras.models import WeightsUnavailableError
+from kdkeras.workflow.callbacks import UnfreezeBase
+
+TINY = """
+name = "own"
+seed = 0
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 32
+limit = 64
+
+[teacher]
+model = "{teacher}"
+epochs = {epochs}
+
+[student]
+model = "cnn_small"
+options = {{ filters = [4, 8] }}
+epochs = 1
+"""
+
+
+def _pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+def test_every_keras_application_is_a_model_name():
+    expected = {
+        name for name, value in vars(keras.applications).items()
+        if name[0].isupper() and callable(value)
+    }
+    assert set(applications.application_names()) == expected
+    assert {"DenseNet121", "ConvNeXtTiny", "EfficientNetV2B0", "MobileNetV3Small", "Xception"} <= expected
+    assert applications.family("DenseNet121") == "densenet"
+    assert applications.family("MobileNetV3Large") == "mobilenet_v3"
+    # The application's own arguments become options of the spec.
+    options = get_spec("keras:MobileNetV3Small").options
+    assert options["alpha"] == 1.0 and options["minimalistic"] is False
+    assert options["trainable"] == "all" and options["unfreeze_after"] == 0
+    with pytest.raises(ValueError, match="Unknown Keras application keras:DenseNet12. Did you mean keras:DenseNet121"):
+        get_spec("keras:DenseNet12")
+
+
+def test_application_preprocessing_is_the_familys_own_function():
+    images = _pixels((2, 8, 8, 1))
+    rgb = np.repeat(images, 3, axis=-1)
+    for family in ("densenet", "resnet50", "inception_v3", "mobilenet_v3"):
+        layer = applications.ApplicationPreprocessing(family)
+        expected = getattr(keras.applications, family).preprocess_input(rgb.copy())
+        np.testing.assert_allclose(np.asarray(layer(images)), expected, rtol=1e-6, atol=1e-4)
+    with pytest.raises(ValueError, match="not a keras.applications module"):
+        applications.ApplicationPreprocessing("vgg17")
+
+
+def test_keras_application_is_a_logits_model_that_saves_and_loads(tmp_path):
+    model = get_model("keras:MobileNetV3Small", (32, 32, 1), num_classes=3, minimalistic=True, alpha=0.75)
+    assert model.output_shape == (None, 3)
+    assert model.get_layer("preprocessing").family == "mobilenet_v3"
+    assert model.layers[-1].name == "logits" and model.get_layer("classifier").activation.__name__ == "linear"
+    images = _pixels((2, 32, 32, 1))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-6)
+
+
+def test_trainable_option_freezes_the_base():
+    head = get_model("keras:MobileNetV3Small", (32, 32, 3), 2, minimalistic=True, trainable="head")
+    assert [v.path for v in head.trainable_variables] == ["classifier/kernel", "classifier/bias"]
+    last = get_model("keras:MobileNetV3Small", (32, 32, 3), 2, minimalistic=True, trainable="last:3")
+    base = last.get_layer("base")
+    assert [layer.trainable for layer in base.layers[-3:]] == [True] * 3
+    assert not any(layer.trainable for layer in base.layers[:-3])
+    with pytest.raises(ValueError, match="trainable must be 'all', 'head' or 'last:N'"):
+        get_model("keras:MobileNetV3Small", (32, 32, 3), 2, trainable="some")
+    with pytest.raises(ValueError, match="trainable = 'all' freezes nothing"):
+        get_model("keras:MobileNetV3Small", (32, 32, 3), 2, unfreeze_after=2)
+
+
+def test_imagenet_weights_offline_say_where_to_put_the_file():
+    # tests/offline refuses every connection: the download fails as on an air-gapped machine.
+    with pytest.raises(WeightsUnavailableError) as error:
+        get_model("keras:DenseNet121", (32, 32, 3), 2, weights="imagenet")
+    message = str(error.value)
+    assert "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "~/.keras/models/" in message and "keras.utils.get_file's cache" in message
+    assert "weights = '/path/to/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5'" in message
+
+
+def test_unfreeze_after_unfreezes_and_recompiles():
+    model = get_model("keras:MobileNetV3Small", (32, 32, 1), 2, minimalistic=True, alpha=0.5, trainable="head")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    base = model.get_layer("base")
+    start = [np.array(v) for v in base.weights]
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            moved = max(float(np.abs(a - np.array(v)).max()) for a, v in zip(start, base.weights))
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            seen.append((len(self.model.trainable_variables), moved, rate, "accuracy" in logs))
+
+    lines = []
+    images, labels = _pixels((16, 32, 32, 1)), np.arange(16) % 2
+    model.fit(images, labels, epochs=3, batch_size=8, verbose=0, callbacks=[UnfreezeBase(base, 1, log=lines.append), Record()])
+    (frozen, moved0, rate0, _), (thawed, moved1, rate1, metrics), (_, moved2, rate2, _) = seen
+    assert frozen == 2 and moved0 == 0.0 and rate0 == pytest.approx(1e-3)
+    assert thawed == len(model.trainable_variables) > 2 and moved1 > 0 and moved2 > moved1
+    assert rate1 == rate2 == pytest.approx(1e-4) and metrics
+    assert len(lines) == 1 and lines[0].startswith("epoch 2: unfroze base (2 -> ")
+
+
+def test_mobile_students_at_their_stated_parameter_counts():
+    counts = {
+        ("mobilenetv3_small", 0.5): 131_618,
+        ("mobilenetv3_small", 0.75): 274_666,
+        ("mobilenetv3_small", 1.0): 442_154,
+        ("mobilenetv2", 0.35): 412_770,
+    }
+    for (name, alpha), count in counts.items():
+        assert get_model(name, (64, 64, 1), 2, alpha=alpha).count_params() == count, (name, alpha)
+        assert f"{count:,}" in get_spec(name).builder.__doc__, (name, alpha)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenetv3_small", "mobilenetv2"])
+def test_mobile_students_export_to_int8_tflite(tmp_path, name):
+    from kdkeras import export
+
+    model = get_model(name, (32, 32, 1), 2)
+    path = str(tmp_path / "student.keras")
+    model.save(path)
+    images = _pixels((16, 32, 32, 1))
+    export.export_student(path, tmp_path / "out", representative_data=images, formats=("tflite_int8",))
+    lite = export.TFLiteModel(str(tmp_path / "out" / "model_int8.tflite"))
+    assert lite.input_dtype == np.int8
+    probabilities = lite(images)
+    expected = keras.ops.softmax(model(images)).numpy()
+    assert probabilities.shape == (16, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.05)
+    assert np.abs(probabilities - expected).max() < 0.1
+
+
+def _save_teacher(path, input_shape=(28, 28, 1), classes=2, activation=None):
+    model = get_model("cnn_small", input_shape, classes, filters=[4, 8])
+    if activation:
+        outputs = keras.layers.Activation(activation, name="probabilities")(model.output)
+        model = keras.Model(model.input, outputs)
+    if str(path).endswith(".h5") or str(path).endswith(".keras"):
+        model.save(path)
+    else:
+        model.export(str(path))
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", "saved_model"])
+def test_model_files_load_as_teachers(tmp_path, suffix):
+    path = str(tmp_path / f"teacher{suffix}")
+    model = _save_teacher(path)
+    assert model_files.is_model_path(path)
+    loaded = model_files.load_model_file(path)
+    images = _pixels((3, 28, 28, 1))
+    np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(model(images)), atol=1e-5)
+
+
+def test_model_file_errors_name_the_file_and_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"teacher.keras' does not exist"):
+        model_files.load_model_file(str(tmp_path / "teacher.keras"))
+    path = str(tmp_path / "soft.keras")
+    _save_teacher(path, activation="softmax")
+    with pytest.raises(ValueError, match="ends in a softmax .* returns probabilities"):
+        model_files.load_model_file(path)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="folder without saved_model.pb"):
+        model_files.load_model_file(str(tmp_path / "folder"))
+
+
+def _config(tmp_path, teacher, epochs):
+    path = tmp_path / "own.toml"
+    path.write_text(TINY.format(teacher=teacher, epochs=epochs))
+    return str(path)
+
+
+def test_config_checks_a_teacher_file_before_loading_data(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[teacher\] model = '.*missing.keras': '.*missing.keras' does not exist"):
+        load_config(_config(tmp_path, tmp_path / "missing.keras", 0))
+    _save_teacher(str(tmp_path / "t.keras"))
+    assert load_config(_config(tmp_path, tmp_path / "t.keras", 0)).teacher.epochs == 0
+    with pytest.raises(ConfigError, match=r"\[teacher\] epochs = 0 must be >= 1 \(>= 0 for a teacher read from a file"):
+        load_config(_config(tmp_path, "cnn_small", 0))
+    with pytest.raises(ConfigError, match="keras:DenseNet12. Did you mean keras:DenseNet121"):
+        load_config(_config(tmp_path, "keras:DenseNet12", 1))
+
+
+@pytest.mark.slow
+def test_own_teacher_is_evaluated_then_distilled_through_the_cli(tmp_path):
+    teacher = str(tmp_path / "mine.keras")
+    _save_teacher(teacher)
+    config = _config(tmp_path, teacher, 0)
+    runs = str(tmp_path / "runs")
+    assert cli.main(["teacher", "--config", config, "--runs-dir", runs]) == 0
+    metrics = json.load(open(os.path.join(runs, "own", "teacher_metrics.json")))
+    assert metrics["architecture"] == teacher and metrics["epochs_run"] == 0
+    assert metrics["n"] == 64 and 0.0 <= metrics["auc"] <= 1.0
+    saved = keras.models.load_model(os.path.join(runs, "own", "teacher.keras"))
+    images = _pixels((2, 28, 28, 1))
+    np.testing.assert_allclose(np.asarray(saved(images)), np.asarray(keras.models.load_model(teacher)(images)), atol=1e-6)
+    assert cli.main(["distill", "--config", config, "--runs-dir", runs]) == 0
+    assert os.path.exists(os.path.join(runs, "own", "distilled_metrics.json"))
+
+
+def test_own_teacher_of_the_wrong_shape_or_classes_is_refused(tmp_path, capsys):
+    for shape, classes, expected in (
+        ((32, 32, 1), 2, "takes inputs of shape (32, 32, 1) but the data yields (28, 28, 1): set [data] image_size = [32, 32] and channels = 1."),
+        ((28, 28, 1), 3, "predicts 3 classes but pneumoniamnist has 2 (normal, pneumonia): use a model trained on these classes"),
+    ):
+        teacher = str(tmp_path / f"t{shape[0]}_{classes}.keras")
+        _save_teacher(teacher, shape, classes)
+        assert cli.main(["teacher", "--config", _config(tmp_path, teacher, 0), "--runs-dir", str(tmp_path)]) != 0
+        assert expected in capsys.readouterr().err
