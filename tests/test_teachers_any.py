@@ -27,6 +27,7 @@ limit = 64
 [teacher]
 model = "{teacher}"
 epochs = {epochs}
+{extra}
 
 [student]
 model = "cnn_small"
@@ -194,9 +195,9 @@ def test_model_file_errors_name_the_file_and_the_fix(tmp_path):
         model_files.load_model_file(str(tmp_path / "folder"))
 
 
-def _config(tmp_path, teacher, epochs):
+def _config(tmp_path, teacher, epochs, extra=""):
     path = tmp_path / "own.toml"
-    path.write_text(TINY.format(teacher=teacher, epochs=epochs))
+    path.write_text(TINY.format(teacher=teacher, epochs=epochs, extra=extra))
     return str(path)
 
 
@@ -213,8 +214,9 @@ def test_config_checks_a_teacher_file_before_loading_data(tmp_path):
 
 @pytest.mark.slow
 def test_own_teacher_is_evaluated_then_distilled_through_the_cli(tmp_path):
+    # At 32 px on 28 px data: the teacher reads its own resized view (item 1).
     teacher = str(tmp_path / "mine.keras")
-    _save_teacher(teacher)
+    _save_teacher(teacher, (32, 32, 1))
     config = _config(tmp_path, teacher, 0)
     runs = str(tmp_path / "runs")
     assert cli.main(["teacher", "--config", config, "--runs-dir", runs]) == 0
@@ -222,18 +224,22 @@ def test_own_teacher_is_evaluated_then_distilled_through_the_cli(tmp_path):
     assert metrics["architecture"] == teacher and metrics["epochs_run"] == 0
     assert metrics["n"] == 64 and 0.0 <= metrics["auc"] <= 1.0
     saved = keras.models.load_model(os.path.join(runs, "own", "teacher.keras"))
-    images = _pixels((2, 28, 28, 1))
+    images = _pixels((2, 32, 32, 1))
     np.testing.assert_allclose(np.asarray(saved(images)), np.asarray(keras.models.load_model(teacher)(images)), atol=1e-6)
     assert cli.main(["distill", "--config", config, "--runs-dir", runs]) == 0
     assert os.path.exists(os.path.join(runs, "own", "distilled_metrics.json"))
 
 
 def test_own_teacher_of_the_wrong_shape_or_classes_is_refused(tmp_path, capsys):
-    for shape, classes, expected in (
-        ((32, 32, 1), 2, "takes inputs of shape (32, 32, 1) but the data yields (28, 28, 1): set [data] image_size = [32, 32] and channels = 1."),
-        ((28, 28, 1), 3, "predicts 3 classes but pneumoniamnist has 2 (normal, pneumonia): use a model trained on these classes"),
+    for shape, classes, extra, expected in (
+        ((32, 32, 1), 2, "image_size = 28",
+         "takes inputs of shape (32, 32, 1) but [teacher] asks for image_size = 28, channels = 0: "
+         "set image_size = [32, 32] and channels = 1, or leave both out"),
+        ((28, 28, 1), 3, "",
+         "predicts 3 classes but pneumoniamnist has 2 (normal, pneumonia): use a model trained on these classes"),
     ):
         teacher = str(tmp_path / f"t{shape[0]}_{classes}.keras")
         _save_teacher(teacher, shape, classes)
-        assert cli.main(["teacher", "--config", _config(tmp_path, teacher, 0), "--runs-dir", str(tmp_path)]) != 0
+        config = _config(tmp_path, teacher, 0, extra)
+        assert cli.main(["teacher", "--config", config, "--runs-dir", str(tmp_path)]) != 0
         assert expected in capsys.readouterr().err

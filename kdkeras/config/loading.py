@@ -213,7 +213,8 @@ def dump_toml(config):
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+            # TOML has no null: an unset optional key (None) is left out, and reads back as unset.
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
     for key, value in data.items():
         if isinstance(value, list) and _is_table_list(value):
             for row in value:

@@ -18,7 +18,7 @@ BUNDLED = "@bundled"
 # The training budget `[distill]` takes from `[student]` unless it sets it.
 INHERITED_BY_DISTILL = (
     "epochs", "optimizer", "learning_rate", "weight_decay", "schedule", "early_stopping", "reduce_lr", "monitor",
-    "class_weight",
+    "class_weight", "image_size", "channels",
 )
 # The loaders that read local files, and their [data] keys naming those files.
 LOCAL_DATA_KEYS = {"xray_folder": ("root",), "image_folder": ("root",), "ham10000": ("metadata_csv", "image_dirs")}
@@ -36,6 +36,13 @@ class TrainConfig:
     Attributes:
         model: Name in the `kdkeras.models` registry (`kdkeras models` lists them).
         weights: "" (random init), "imagenet", or a path to a weights file.
+        image_size: The model's input size, an int or `[height, width]`; 0
+            (the default) reads the data's. Teacher and student may differ:
+            the data is decoded once at the largest size a model asks for,
+            and each model gets its own resized view of every batch.
+        channels: The model's input channels, 1 (gray) or 3 (RGB); 0 (the
+            default) reads the data's. Gray is repeated to RGB, RGB becomes
+            gray by BT.601 luminance.
         options: Extra keyword arguments of `kdkeras.models.get_model`.
         epochs: Maximum number of epochs.
         optimizer: A name in `kdkeras.registry.OPTIMIZERS` (`kdkeras list`).
@@ -56,6 +63,8 @@ class TrainConfig:
 
     model: str = ""
     weights: str = ""
+    image_size: int | list = 0
+    channels: int = 0
     options: dict = dataclasses.field(default_factory=dict)
     epochs: int = 10
     optimizer: str = "adam"
@@ -76,7 +85,9 @@ class DistillConfig(TrainConfig):
 
     Attributes:
         alpha: Weight of the student's own loss, in [0, 1].
-        temperature: Softening temperature, in (0, `MAX_TEMPERATURE`].
+        temperature: Softening temperature, in (0, `MAX_TEMPERATURE`]; unset
+            (None) trains at the loss's own default (4 for the KD family,
+            1 for DIST).
         objective: How the terms add up, one of `OBJECTIVES`: "hinton" weighs
             the distillation term by `1 - alpha`, "additive" by 1 (seed 002).
         loss: Distillation loss name, one of
@@ -103,7 +114,7 @@ class DistillConfig(TrainConfig):
     """
 
     alpha: float = 0.1
-    temperature: float = 4.0
+    temperature: float | None = None
     objective: str = "hinton"
     loss: str = "knowledge_distillation"
     loss_options: dict = dataclasses.field(default_factory=dict)

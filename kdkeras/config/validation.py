@@ -6,6 +6,8 @@ is accepted without touching this module.
 """
 
 import dataclasses
+import types
+import typing
 import inspect
 import math
 import os
@@ -39,11 +41,26 @@ def build(cls, values, where, nested=()):
     for key, value in values.items():
         if key in nested:
             continue
+        if isinstance(fields[key].type, types.UnionType):  # e.g. `float | None`, `int | list`
+            values[key] = _check_union(value, typing.get_args(fields[key].type), f"{where}: {key}")
+            continue
         default = fields[key].default
         if default is dataclasses.MISSING:
             default = fields[key].default_factory()
         values[key] = check_type(value, default, f"{where}: {key}")
     return cls(**values)
+
+
+def _check_union(value, allowed, where):
+    """`value` if it has one of the `allowed` types (TOML has no None: that one is the default only)."""
+    for expected in allowed:
+        if expected is not type(None) and not isinstance(value, bool):
+            try:
+                return check_type(value, expected(), where)
+            except ConfigError:
+                continue
+    names = " or ".join(t.__name__ for t in allowed if t is not type(None))
+    raise ConfigError(f"{where} must be of type {names}, got {value!r} ({type(value).__name__}).")
 
 
 def check_type(value, default, where):
@@ -149,6 +166,7 @@ def check_values(config, source):
             fail(f"[{phase}] class_weight", f"= {train.class_weight!r} is unknown. Allowed: \"\" or \"balanced\".")
         if train.early_stopping < 0 or train.reduce_lr < 0:
             fail(f"[{phase}] early_stopping/reduce_lr", "are patiences in epochs and must be >= 0.")
+        _check_view(train, phase, fail)
         if train.schedule not in SCHEDULES:
             fail(f"[{phase}] schedule", f"= {train.schedule!r} is unknown. Allowed: {', '.join(SCHEDULES)}.")
         if train.schedule == "cosine" and train.reduce_lr:
@@ -164,16 +182,33 @@ def check_values(config, source):
         )
     if not 0.0 <= config.distill.alpha <= 1.0:
         fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
-    if not 0 < config.distill.temperature < math.inf:
-        fail("[distill] temperature", f"= {config.distill.temperature} must be > 0 and finite.")
-    if not config.distill.temperature <= MAX_TEMPERATURE:
-        fail("[distill] temperature", f"= {config.distill.temperature:g} {_TEMPERATURE_LIMIT}")
+    temperature = config.distill.temperature
+    if temperature is not None:  # unset: the loss's own default
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            fail("[distill] temperature", f"= {temperature!r} must be a number, e.g. temperature = 4.0.")
+        if not 0 < temperature < math.inf:
+            fail("[distill] temperature", f"= {temperature} must be > 0 and finite.")
+        if not temperature <= MAX_TEMPERATURE:
+            fail("[distill] temperature", f"= {temperature:g} {_TEMPERATURE_LIMIT}")
     if config.distill.objective not in OBJECTIVES:
         fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
     _check_sweep(config.sweep, fail)
     _check_evaluate(config.evaluate, fail)
     _check_models(config, fail)
+
+
+def _check_view(train, phase, fail):
+    size = train.image_size
+    sizes = size if isinstance(size, list) else [size]
+    if (
+        len(sizes) not in (1, 2)
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes)
+        or (isinstance(size, list) and 0 in sizes)
+    ):
+        fail(f"[{phase}] image_size", f"= {size!r} must be a pixel count like 64 or [height, width], or 0 for the data's.")
+    if train.channels not in (0, 1, 3):
+        fail(f"[{phase}] channels", f"= {train.channels!r} must be 1 (gray), 3 (RGB) or 0 for the data's.")
 
 
 def _check_distill(distill, data, fail):

@@ -8,6 +8,7 @@ which train batches are augmented. Loaders assemble them with `finalize`.
 import glob
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -156,6 +157,81 @@ def to_channels(images, channels):
     if channels == 3:
         return rgb
     return tf.reduce_sum(tf.cast(rgb, tf.float32) * tf.constant(_LUMA), axis=-1, keepdims=True)
+
+
+def to_input_shape(images, input_shape):
+    """A batch of images as a model of `input_shape` reads it: its own size and channels.
+
+    Teacher and student may read different views of one decoded batch (a
+    224-px RGB teacher and a 64-px gray student): each gets the batch resized
+    with `resize` (antialiased when shrinking) and converted with
+    `to_channels`. A view the batch already has is returned unchanged, so a
+    model of the data's shape pays nothing.
+
+    Args:
+        images: Tensor `(batch, height, width, channels)`, values in [0, 255].
+        input_shape: `(height, width, channels)` of the model; a None
+            dimension takes whatever the batch has.
+
+    Returns:
+        The images at the model's size and channels.
+    """
+    height, width, channels = input_shape
+    if (height, width) != (None, None) and tuple(images.shape[1:3]) != (height, width):
+        images = resize(images, (height or images.shape[1], width or images.shape[2]))
+    if channels is not None and images.shape[-1] != channels:
+        images = to_channels(images, channels)
+    return images
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class InputView(keras.layers.Layer):
+    """`to_input_shape` as a layer: puts a model that reads its own view behind the data's shape.
+
+    Args:
+        target_shape: `(height, width, channels)` the wrapped model reads.
+        **kwargs: Base layer arguments (`name`, `dtype`).
+    """
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(target_shape)
+
+    def call(self, images):
+        return to_input_shape(images, self.target_shape)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *(t or s for t, s in zip(self.target_shape, input_shape[1:])))
+
+    def get_config(self):
+        config = super().get_config()
+        config["target_shape"] = list(self.target_shape)
+        return config
+
+
+def with_view(model, data_shape, augment=None):
+    """A model fed at `data_shape` that augments (in training), then runs `model` on its own view.
+
+    Fit the returned model and save `model` itself: the deployable model reads
+    images at its own size, never at the data's.
+
+    Args:
+        model: A built `keras.Model` with one image input.
+        data_shape: `(height, width, channels)` of the batches.
+        augment: An augmentation layer, or None.
+
+    Returns:
+        A functional `keras.Model` sharing `model`'s weights.
+    """
+    inputs = keras.Input(tuple(data_shape), name="images")
+    x = augment(inputs) if augment is not None else inputs
+    x = InputView(model.input_shape[1:], name="input_view")(x)
+    return keras.Model(inputs, model(x), name=f"{model.name}_view")
+
+
+def for_model(images, model):
+    """`images` as `model` reads them: `to_input_shape` at the model's declared input shape."""
+    return to_input_shape(images, tuple(model.input_shape[1:]))
 
 
 def to_uint8(images):

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from kdkeras.data import transforms
 from kdkeras.distillation import batches
 from kdkeras.distillation import arguments
 from kdkeras.distillation import features as kd_features
@@ -109,6 +110,7 @@ class Distiller(keras.Model):
             arguments.check_widths(arguments.output_width(model), width)
         self.student = student
         self.teachers = teachers
+        _log_views(student, teachers)
         self.teacher_weights = check_teacher_weights(teacher_weights, len(teachers))
         self.features = [arguments.as_feature_match(f) for f in features or ()]
         self._student_features = self._teacher_features = None
@@ -183,7 +185,8 @@ class Distiller(keras.Model):
                 loss gets `1 - alpha`. Defaults to 0.1 (or the constructor's
                 `student_loss_weight`).
             temperature: Softening temperature `T > 0` of a loss built here.
-                Defaults to 4.0, or to the `temperature` of the loss you pass.
+                Defaults to the loss's own (4.0 for `KnowledgeDistillation`,
+                1.0 for DIST), or to the `temperature` of the loss you pass.
             warmup_steps: Optimizer steps over which the distillation and
                 feature terms ramp linearly from 0 to full weight (DKD uses 20
                 epochs' worth). Defaults to 0, no warm-up.
@@ -292,7 +295,7 @@ class Distiller(keras.Model):
 
     def call(self, inputs, training=None):
         inputs, _ = batches.split_inputs(inputs)
-        return self.student(inputs, training=training)
+        return self.student(transforms.for_model(inputs, self.student), training=training)
 
     def teacher_logits(self, inputs):
         """The teachers' logits for a batch; the soft targets of several are averaged.
@@ -303,7 +306,8 @@ class Distiller(keras.Model):
         space of the compiled terms (see `kdkeras.distillation.objective.fuse_teachers`).
 
         Args:
-            inputs: A batch of images, as the teachers take them.
+            inputs: A batch of images; each teacher reads its own view of it
+                (`kdkeras.data.transforms.for_model`).
 
         Returns:
             Tensor `(batch, num_classes)` of (combined) teacher logits.
@@ -312,7 +316,7 @@ class Distiller(keras.Model):
             ValueError: for several teachers and terms that soften differently,
                 which need one fusion each.
         """
-        logits = [teacher(inputs, training=False) for teacher in self.teachers]
+        logits = [teacher(transforms.for_model(inputs, teacher), training=False) for teacher in self.teachers]
         if len(logits) == 1:
             return logits[0]
         self._check_compiled()
@@ -367,7 +371,7 @@ class Distiller(keras.Model):
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x, _ = batches.split_inputs(x)
-        return self.student(x, training=False)
+        return self.student(transforms.for_model(x, self.student), training=False)
 
     def _teacher_outputs(self, x, cached_logits):
         """`(teacher_logits, teacher_features)`, without gradients."""
@@ -379,14 +383,14 @@ class Distiller(keras.Model):
                 )
             return tf.stop_gradient(cached_logits), []
         if self.features:
-            logits, *features = self._teacher_features(x, training=False)
+            logits, *features = self._teacher_features(transforms.for_model(x, self.teachers[0]), training=False)
             return tf.stop_gradient(logits), [tf.stop_gradient(f) for f in features]
-        if len(self.teachers) > 1:  # fused per term, in _compute_losses
-            return [tf.stop_gradient(teacher(x, training=False)) for teacher in self.teachers], []
-        return tf.stop_gradient(self.teachers[0](x, training=False)), []
+        logits = [tf.stop_gradient(t(transforms.for_model(x, t), training=False)) for t in self.teachers]
+        return (logits if len(logits) > 1 else logits[0]), []  # several are fused per term, in _compute_losses
 
     def _student_outputs(self, x, training):
-        """`(student_logits, adapted_features)` from a single forward pass."""
+        """`(student_logits, adapted_features)` from a single forward pass, on the student's view."""
+        x = transforms.for_model(x, self.student)
         if not self.features:
             return self.student(x, training=training), []
         logits, *features = self._student_features(x, training=training)
@@ -492,6 +496,15 @@ class Distiller(keras.Model):
         config.pop("trainable", None)
         config.pop("dtype", None)
         return cls(student=student, teacher=teacher, features=features or None, **config)
+
+
+def _log_views(student, teachers):
+    """Says once, when teacher and student read different inputs, how each batch is resized for them."""
+    shapes = {tuple(model.input_shape[1:]) for model in (student, *teachers)}
+    if len(shapes) > 1:
+        views = ", ".join(f"{m.name} {'x'.join(map(str, m.input_shape[1:]))}" for m in (*teachers, student))
+        print(f"kdkeras.Distiller: teacher and student read different inputs ({views}); each step resizes "
+              "the batch to each model's view (antialiased when shrinking).")
 
 
 def _without_compile_state(serialized):

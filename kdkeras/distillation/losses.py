@@ -21,6 +21,11 @@ from keras import ops
 from kdkeras.distillation.objective import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
+# Hinton et al.'s soft-target temperature, the default of every KD-family term here. A term
+# with another native default keeps its own (DIST: 1); a loss built from a name without a
+# temperature gets its class default, so each default lives once, in its class.
+DEFAULT_TEMPERATURE = 4.0
+
 _KERAS_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence", "KLDivergence")
 # Subtracted from the target logit to drop it from a softmax; finite, so that
 # 0 * (masked - masked) stays 0 instead of NaN.
@@ -47,7 +52,7 @@ def _check_weight(value, name, term):
     return float(value)
 
 
-def knowledge_distillation(teacher_logits, student_logits, temperature=4.0):
+def knowledge_distillation(teacher_logits, student_logits, temperature=DEFAULT_TEMPERATURE):
     """Per-example soft-target KD loss of Hinton et al. (2015).
 
     Computes `T**2 * KL(softmax(z_t / T) || softmax(z_s / T))` over the last
@@ -88,7 +93,7 @@ class KnowledgeDistillation(DistillationTerm):
     softens with a softmax and rescales by `T**2`.
 
     Args:
-        temperature: Softening temperature `T > 0`. Defaults to 4.0.
+        temperature: Softening temperature `T > 0`. Defaults to `DEFAULT_TEMPERATURE` (4.0).
         t_squared: Multiply by `T**2` (Hinton et al.). False gives the plain
             `KL(softmax(z_t / T) || softmax(z_s / T))` of seed 002's article
             (and of the keras.io example before it added `T**2`), whose
@@ -98,6 +103,8 @@ class KnowledgeDistillation(DistillationTerm):
         name: Name of the loss.
         dtype: Dtype of the computation. Defaults to float32 (`floatx`), also
             under a `mixed_float16` policy.
+        standardize: Z-score both logits per example first (logit
+            standardization, Sun et al. 2024; see `LogitStandardizedKD`).
 
     Example:
 
@@ -109,13 +116,14 @@ class KnowledgeDistillation(DistillationTerm):
 
     def __init__(
         self,
-        temperature=4.0,
+        temperature=DEFAULT_TEMPERATURE,
         t_squared=True,
         reduction="sum_over_batch_size",
         name="knowledge_distillation",
         dtype=None,
+        standardize=False,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(name=name, reduction=reduction, dtype=dtype, standardize=standardize)
         self.temperature = _check_temperature(temperature)
         if not isinstance(t_squared, bool):
             raise ValueError(f"`t_squared` must be True or False, got {t_squared!r}.")
@@ -129,6 +137,47 @@ class KnowledgeDistillation(DistillationTerm):
         config = super().get_config()
         config.update(temperature=self.temperature, t_squared=self.t_squared)
         return config
+
+
+# The official logit-standardization recipe's base temperature (`--base-temp 2`).
+LOGIT_STANDARDIZATION_TEMPERATURE = 2.0
+
+
+@DISTILLATION_TERMS.register("kd_ls")
+@keras.saving.register_keras_serializable(package="kdkeras")
+class LogitStandardizedKD(KnowledgeDistillation):
+    """KD on per-example z-scored logits: logit standardization (Sun et al., CVPR 2024).
+
+    `KnowledgeDistillation(standardize=True)` at the paper's base temperature 2
+    (`sunshangquan/logit-standardization-KD`, `--logit-stand --base-temp 2`):
+    the student matches the teacher's relations between classes rather than
+    its logit range, which a much smaller student may not reach. The paper
+    weighs KD 9 and CE 0.1 on CIFAR-100; weigh the terms with `alpha` here.
+
+    With two classes the z-scored logits are `+-1/sqrt(2)` for every image,
+    so the soft target keeps only which class the teacher prefers.
+
+    Args:
+        temperature: Base temperature `T > 0`. Defaults to 2.0.
+        t_squared: Multiply by `T**2`. Defaults to True.
+        reduction: Keras loss reduction.
+        name: Name of the loss.
+        dtype: Dtype of the computation.
+        standardize: Must stay True (present so `from_config` round-trips).
+    """
+
+    def __init__(
+        self,
+        temperature=LOGIT_STANDARDIZATION_TEMPERATURE,
+        t_squared=True,
+        reduction="sum_over_batch_size",
+        name="kd_ls",
+        dtype=None,
+        standardize=True,
+    ):
+        if standardize is not True:
+            raise ValueError("LogitStandardizedKD always standardizes; use KnowledgeDistillation for plain KD.")
+        super().__init__(temperature, t_squared, reduction, name, dtype, standardize=True)
 
 
 def _label_mask(labels, logits):
@@ -150,7 +199,7 @@ def _target_log_probs(scaled_logits, mask):
     return log_target, log_others
 
 
-def decoupled_kd_terms(teacher_logits, student_logits, labels, temperature=4.0):
+def decoupled_kd_terms(teacher_logits, student_logits, labels, temperature=DEFAULT_TEMPERATURE):
     """Per-example TCKD and NCKD of Decoupled KD (Zhao et al., CVPR 2022).
 
     With `b = [p_target, 1 - p_target]` the binary target/non-target split and
@@ -214,10 +263,12 @@ class DecoupledKD(DistillationTerm):
     Args:
         tckd_weight: Weight of TCKD (the paper's alpha), `>= 0`. Defaults to 1.0.
         nckd_weight: Weight of NCKD (the paper's beta), `>= 0`. Defaults to 8.0.
-        temperature: Softening temperature `T > 0`. Defaults to 4.0.
+        temperature: Softening temperature `T > 0`. Defaults to `DEFAULT_TEMPERATURE` (4.0).
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
         name: Name of the loss.
         dtype: Dtype of the computation. Defaults to float32.
+        standardize: Z-score both logits per example first (logit
+            standardization, Sun et al. 2024). Defaults to False.
 
     Example:
 
@@ -237,12 +288,13 @@ class DecoupledKD(DistillationTerm):
         self,
         tckd_weight=1.0,
         nckd_weight=8.0,
-        temperature=4.0,
+        temperature=DEFAULT_TEMPERATURE,
         reduction="sum_over_batch_size",
         name="decoupled_kd",
         dtype=None,
+        standardize=False,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(name=name, reduction=reduction, dtype=dtype, standardize=standardize)
         self.tckd_weight = _check_weight(tckd_weight, "tckd_weight", "TCKD")
         self.nckd_weight = _check_weight(nckd_weight, "nckd_weight", "NCKD")
         self.temperature = _check_temperature(temperature)
@@ -270,7 +322,7 @@ class DecoupledKD(DistillationTerm):
         return config
 
 
-def multilabel_kd(teacher_logits, student_logits, temperature=4.0):
+def multilabel_kd(teacher_logits, student_logits, temperature=DEFAULT_TEMPERATURE):
     """Per-example soft-target KD for multi-label outputs (one sigmoid per label).
 
     Each label is its own binary distribution `[sigmoid(z / T), 1 - sigmoid(z / T)]`:
@@ -308,7 +360,7 @@ class MultiLabelKD(KnowledgeDistillation):
     each label as a binary distribution (see `multilabel_kd`).
 
     Args:
-        temperature: Softening temperature `T > 0`. Defaults to 4.0.
+        temperature: Softening temperature `T > 0`. Defaults to `DEFAULT_TEMPERATURE` (4.0).
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
         name: Name of the loss.
         dtype: Dtype of the computation. Defaults to float32.
@@ -325,7 +377,7 @@ class MultiLabelKD(KnowledgeDistillation):
 
     activation = "sigmoid"
 
-    def __init__(self, temperature=4.0, reduction="sum_over_batch_size", name="multilabel_kd", dtype=None):
+    def __init__(self, temperature=DEFAULT_TEMPERATURE, reduction="sum_over_batch_size", name="multilabel_kd", dtype=None):
         super().__init__(temperature=temperature, reduction=reduction, name=name, dtype=dtype)
 
     def call(self, y_true, y_pred):
@@ -397,7 +449,7 @@ def is_keras_kl_divergence(identifier):
     return identifier is keras.losses.kl_divergence
 
 
-def get(identifier, temperature=4.0, **options):
+def get(identifier, temperature=None, **options):
     """Resolves a distillation-loss identifier to a Keras `Loss`.
 
     Args:
@@ -407,7 +459,8 @@ def get(identifier, temperature=4.0, **options):
             callable `fn(teacher_logits, student_logits)` returning one value
             per example (or a scalar).
         temperature: Temperature of a loss built from a name (and of Keras's
-            KL divergence).
+            KL divergence); None builds it at its class's own default
+            (`DEFAULT_TEMPERATURE` for the KD family, 1 for DIST).
         **options: Extra arguments of a loss built from a name, e.g.
             `tckd_weight=1.0, nckd_weight=8.0` for "decoupled_kd".
 
@@ -429,8 +482,10 @@ def get(identifier, temperature=4.0, **options):
                 f"Unknown distillation loss {identifier!r}. Use one of {', '.join(names)}, a "
                 "kdkeras.distillation.losses object, or any callable fn(teacher_logits, student_logits)."
             )
+        if temperature is not None:
+            options["temperature"] = temperature
         try:
-            return DISTILLATION_TERMS.get(identifier, temperature=temperature, **options)
+            return DISTILLATION_TERMS.get(identifier, **options)
         except TypeError as error:
             raise ValueError(f"Bad options {options} for the {identifier!r} loss: {error}.") from None
     if options:

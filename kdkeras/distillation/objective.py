@@ -33,6 +33,32 @@ import tensorflow as tf
 from kdkeras.registry import DISTILLATION_TERMS
 
 REQUIREMENTS = ("teacher_logits", "labels", "inputs")
+# The official logit-standardization code's guard against a zero standard deviation.
+_STANDARDIZE_EPS = 1e-7
+
+
+def standardize_logits(logits):
+    """Per-example z-score of logits: logit standardization (Sun et al., CVPR 2024).
+
+    `(z - mean(z)) / (std(z) + 1e-7)` over the class axis, with the unbiased
+    standard deviation, as the official code's `normalize` (`torch.std`). A
+    term on standardized logits matches the teacher's relations between classes,
+    not its logit scale, which a much smaller student may not reach.
+
+    With two classes the result is `+-1/sqrt(2)` for every example: only which
+    class the teacher prefers survives, not how sure it is.
+
+    Args:
+        logits: Tensor `(..., num_classes)` with at least two classes.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    z = tf.cast(logits, tf.float32)
+    centered = z - tf.reduce_mean(z, axis=-1, keepdims=True)
+    classes = tf.cast(tf.shape(z)[-1], tf.float32)
+    std = tf.sqrt(tf.reduce_sum(tf.square(centered), axis=-1, keepdims=True) / (classes - 1.0))
+    return centered / (std + _STANDARDIZE_EPS)
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -51,6 +77,9 @@ class DistillationTerm(keras.losses.Loss):
             or "sigmoid"; several teachers are averaged in that space.
         temperature: Softening temperature of the term (1.0 when it has none).
         batch_level: Whether the value depends on the whole batch.
+        standardize: Whether teacher and student logits are z-scored per
+            example before the term sees them (`standardize_logits`); any
+            softmax term takes `standardize=True`.
     """
 
     requires = ("teacher_logits",)
@@ -58,9 +87,35 @@ class DistillationTerm(keras.losses.Loss):
     temperature = 1.0
     batch_level = False
 
+    def __init__(self, standardize=False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(standardize, bool):
+            raise ValueError(f"`standardize` must be True or False, got {standardize!r}.")
+        if standardize and self.activation != "softmax":
+            raise ValueError(
+                f"{type(self).__name__} scores each output with a {self.activation}; z-scoring logits "
+                "across outputs (logit standardization) is defined for one softmax over classes only."
+            )
+        self.standardize = standardize
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if self.standardize:
+            if isinstance(y_true, dict):
+                y_true = dict(y_true, teacher_logits=standardize_logits(y_true["teacher_logits"]))
+            else:
+                y_true = standardize_logits(y_true)
+            y_pred = standardize_logits(y_pred)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def compute(self, batch, sample_weight=None):
         """The term's value on a batch dict (see `compute`)."""
         return self(targets(self, batch), batch["student_logits"], sample_weight=sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.standardize:
+            config["standardize"] = True
+        return config
 
 
 def targets(term, batch):
@@ -183,7 +238,7 @@ def resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
             terms, or None for the shortcut.
         distillation_loss_fn: The shortcut's one term (any form
             `kdkeras.distillation.losses.get` takes).
-        temperature: The shortcut's temperature, or None.
+        temperature: The shortcut's temperature, or None for the term's own default.
         weight: The shortcut term's weight (`1 - alpha` unless `compile`
             was given `distillation_weight`).
 
@@ -206,7 +261,7 @@ def resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
         if not terms:
             raise ValueError("`distillation_terms` is empty: give at least one (term, weight) pair.")
         return terms
-    loss = kd_losses.get(distillation_loss_fn, temperature=4.0 if temperature is None else temperature)
+    loss = kd_losses.get(distillation_loss_fn, temperature=temperature)
     loss_temperature = getattr(loss, "temperature", None)
     if temperature is not None and loss_temperature is not None and loss_temperature != temperature:
         raise ValueError(

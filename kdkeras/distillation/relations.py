@@ -84,6 +84,8 @@ class DIST(DistillationTerm):
         reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
         name: Name of the loss.
         dtype: Dtype of the computation. Defaults to float32.
+        standardize: Z-score both logits per example first (logit
+            standardization, Sun et al. 2024). Defaults to False.
 
     Example:
 
@@ -94,8 +96,11 @@ class DIST(DistillationTerm):
 
     batch_level = True
 
-    def __init__(self, beta=1.0, gamma=1.0, temperature=1.0, reduction="sum_over_batch_size", name="dist", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+    def __init__(
+        self, beta=1.0, gamma=1.0, temperature=1.0, reduction="sum_over_batch_size", name="dist", dtype=None,
+        standardize=False,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype, standardize=standardize)
         self.beta = _check_weight(beta, "beta", "DIST's inter-class relation")
         self.gamma = _check_weight(gamma, "gamma", "DIST's intra-class relation")
         self.temperature = _check_temperature(temperature)

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras.data import transforms
 from kdkeras.distillation.distiller import Distiller
 
 
@@ -68,7 +69,7 @@ def with_teacher_logits(
         teacher._check_compiled()
         forward = tf.function(teacher.teacher_logits)
     else:
-        forward = tf.function(lambda x: teacher(x, training=False))
+        forward = tf.function(lambda x: teacher(transforms.for_model(x, teacher), training=False))
     steps = int(dataset.cardinality())
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=1 if verbose else 0)
     columns = None

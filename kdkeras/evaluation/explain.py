@@ -24,6 +24,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from kdkeras import stats
+from kdkeras.data import transforms
 from kdkeras.models.preprocessing import InputPreprocessing
 from kdkeras.reporting.figures import CORRECT, STYLE, WRONG, save_figure
 
@@ -107,8 +108,10 @@ def _probe(model, layer=None):
 
 
 def _gradcam_batch(probe, images, chosen):
+    # Each model reads its own view (its size and channels); its map is resized back to the
+    # batch's size, so a 16-px student's map and a 28-px teacher's compare pixel by pixel.
     with tf.GradientTape() as tape:
-        features, logits = probe(images, training=False)
+        features, logits = probe(transforms.for_model(images, probe), training=False)
         tape.watch(features)
         logits = tf.cast(logits, tf.float32)
         index = tf.argmax(logits, axis=1, output_type=tf.int32) if chosen is None else tf.constant(chosen, tf.int32)

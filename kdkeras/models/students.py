@@ -188,7 +188,7 @@ def mobilenetv2_tiny(input_shape, num_classes, width_multiplier=0.3, stem_stride
 @MODELS.register(
     "cnn_small", role="student", default_input_shape=(28, 28, 1), min_input_size=16, pretrained=False
 )
-def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
+def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3, name="cnn_small"):
     """A compact BatchNorm CNN for 28-64 px images (162,458 parameters at 28x28x1, 2 classes).
 
     Three stages of two 3x3 conv -> BatchNorm -> ReLU, 2x2 max-pooling
@@ -199,9 +199,10 @@ def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
         num_classes: Number of logits.
         filters: Filters of each stage.
         dropout: Dropout rate before the classifier.
+        name: Name of the model.
 
     Returns:
-        A `keras.Model` named `"cnn_small"`.
+        A `keras.Model` named `name`.
     """
     inputs, x = preprocessed_input(input_shape, "unit")
     for stage, stage_filters in enumerate(filters, start=1):
@@ -221,7 +222,45 @@ def cnn_small(input_shape, num_classes, filters=(24, 48, 96), dropout=0.3):
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, logits_output(x), name="cnn_small")
+    return keras.Model(inputs, logits_output(x), name=name)
+
+
+# The students at the mission's ratio to the quickstart's 702,546-parameter teacher
+# (`resnet18`, width 16): at most 1/50 of it, and about 1/100.
+@MODELS.register(
+    "cnn_micro", role="student", default_input_shape=(28, 28, 1), min_input_size=16, pretrained=False
+)
+def cnn_micro(input_shape, num_classes, filters=(8, 16, 24), dropout=0.3):
+    """`cnn_small` with 8-16-24 filters: 13,178 parameters at 28x28x1, 2 classes (1/53 of the quickstart teacher).
+
+    Args:
+        input_shape: `(height, width, channels)`, at least 16 px.
+        num_classes: Number of logits.
+        filters: Filters of each stage.
+        dropout: Dropout rate before the classifier.
+
+    Returns:
+        A `keras.Model` named `"cnn_micro"`.
+    """
+    return cnn_small(input_shape, num_classes, filters=filters, dropout=dropout, name="cnn_micro")
+
+
+@MODELS.register(
+    "cnn_nano", role="student", default_input_shape=(28, 28, 1), min_input_size=16, pretrained=False
+)
+def cnn_nano(input_shape, num_classes, filters=(8, 12, 16), dropout=0.3):
+    """`cnn_small` with 8-12-16 filters: 7,162 parameters at 28x28x1, 2 classes (1/98 of the quickstart teacher).
+
+    Args:
+        input_shape: `(height, width, channels)`, at least 16 px.
+        num_classes: Number of logits.
+        filters: Filters of each stage.
+        dropout: Dropout rate before the classifier.
+
+    Returns:
+        A `keras.Model` named `"cnn_nano"`.
+    """
+    return cnn_small(input_shape, num_classes, filters=filters, dropout=dropout, name="cnn_nano")
 
 
 def _fire(x, squeeze, expand1, expand3, name):

@@ -22,6 +22,7 @@ from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow import transfer
 from kdkeras.config import BUNDLED, ConfigError
 from kdkeras.data import pipeline
+from kdkeras.data import transforms
 from kdkeras.distillation.distiller import Distiller
 from kdkeras.distillation.features import FeatureMatch
 from kdkeras.workflow.callbacks import UnfreezeBase
@@ -52,7 +53,42 @@ def load_data(config, raw_train=False):
     if kwargs.get("root") == BUNDLED:
         kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
     kwargs.setdefault("seed", config.seed)
+    decode = decode_size(config)
+    if decode is not None:
+        kwargs["image_size"] = decode
     return LOADERS.get(loader, **kwargs)
+
+
+def decode_size(config):
+    """The size the data is decoded at: the largest any model of the experiment reads.
+
+    Returns:
+        `[height, width]`, or None when no `[teacher]`/`[student]`/`[distill]`
+        sets `image_size` (the loader's own `image_size` then rules).
+    """
+    sizes = [_pair(config.phase(p).image_size) for p in ("teacher", "student", "distill") if config.phase(p).image_size]
+    if not sizes:
+        return None
+    if config.data.get("image_size"):
+        sizes.append(_pair(config.data["image_size"]))
+    return [max(h for h, _ in sizes), max(w for _, w in sizes)]
+
+
+def model_input_shape(config, phase, data_shape):
+    """`(height, width, channels)` the model of `phase` reads: its `image_size`/`channels`, else the data's.
+
+    Args:
+        config: The `ExperimentConfig`.
+        phase: "teacher", "student" or "distill" (the distilled student).
+        data_shape: `(height, width, channels)` of the decoded batches.
+    """
+    train = config.phase(phase)
+    height, width = _pair(train.image_size) if train.image_size else data_shape[:2]
+    return (height, width, train.channels or data_shape[2])
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def device_augmentation(config):
@@ -141,7 +177,10 @@ def build_supervised(config, phase, data, teachers, log):
     del teachers
     model = _new_model(config, phase, data, log)
     augment = _device_augmentation(config, log)
-    fitted = data_lib.with_augmentation(model, augment) if augment is not None else model
+    if tuple(model.input_shape[1:]) != tuple(data.input_shape):
+        fitted = transforms.with_view(model, data.input_shape, augment)
+    else:
+        fitted = data_lib.with_augmentation(model, augment) if augment is not None else model
     fitted.compile(
         optimizer=make_optimizer(config.phase(phase)),
         loss=supervised_loss(data.info.task),
@@ -208,17 +247,19 @@ def _new_model(config, phase, data, log):
     model_name, options = phase_model(config, phase)
     if model_files.is_model_path(model_name):
         model = model_files.load_model_file(model_name)
-        _check_model_file(model, data.input_shape, data.info, model_name)
+        _check_model_file(model, config.phase(phase), data, model_name)
         log(f"model: {model_name}, {model.count_params():,} parameters, loaded from the file")
         return model
+    input_shape = model_input_shape(config, phase, data.input_shape)
     model = models_lib.get_model(
         model_name,
-        input_shape=data.input_shape,
+        input_shape=input_shape,
         num_classes=data.info.num_classes,
         weights=config.phase(phase).weights or None,
         **options,
     )
-    log(f"model: {model_name}, {model.count_params():,} parameters")
+    view = "" if input_shape == tuple(data.input_shape) else f", reading a {'x'.join(map(str, input_shape))} view"
+    log(f"model: {model_name}, {model.count_params():,} parameters{view}")
     strategy = tf.distribute.get_strategy()  # run_phase builds inside its strategy's scope
     if distribute.synchronize_batch_norm(model, strategy):
         log(f"BatchNorm statistics are synchronised over the {strategy.num_replicas_in_sync} replicas")
@@ -314,13 +355,16 @@ def _class_weight(train_config, info):
     return info.class_weights
 
 
-def _check_model_file(model, input_shape, info, path):
-    """Checks a user's model file against the data; the fixes differ from a kdkeras teacher's."""
+def _check_model_file(model, train, data, path):
+    """Checks a user's model file against `[teacher]` and the data; it reads its own input size."""
+    info = data.info
     shape = tuple(model.input_shape[1:])
-    if shape != tuple(input_shape):
+    size_differs = train.image_size and _pair(train.image_size) != shape[:2]
+    if size_differs or (train.channels and train.channels != shape[2]):
         raise ConfigError(
-            f"[teacher] model = {path!r} takes inputs of shape {shape} but the data yields "
-            f"{tuple(input_shape)}: set [data] image_size = {list(shape[:2])} and channels = {shape[2]}."
+            f"[teacher] model = {path!r} takes inputs of shape {shape} but [teacher] asks for "
+            f"image_size = {train.image_size!r}, channels = {train.channels!r}: set image_size = "
+            f"{list(shape[:2])} and channels = {shape[2]}, or leave both out (the file's own input is used)."
         )
     if model.output_shape[-1] != info.num_classes:
         raise ConfigError(
@@ -328,15 +372,17 @@ def _check_model_file(model, input_shape, info, path):
             f"{info.num_classes} ({', '.join(info.class_names)}): use a model trained on these classes, "
             "or a keras: or zoo teacher trained here."
         )
-    _check_teacher(model, input_shape, info, path)
+    _check_teacher(model, data.input_shape, info, path)
 
 
 def _check_teacher(teacher, input_shape, info, path):
+    # A teacher may read another size than the data's (the Distiller resizes each view), not
+    # another kind of image: its channels must be gray or RGB and its input one image.
     teacher_shape = tuple(teacher.input_shape[1:])
-    if teacher_shape != tuple(input_shape):
+    if len(teacher_shape) != len(input_shape) or teacher_shape[-1] not in (1, 3):
         raise ConfigError(
-            f"{path} takes inputs of shape {teacher_shape} but the data yields "
-            f"{tuple(input_shape)}: retrain the teacher (`make teacher`) with this [data] config."
+            f"{path} takes inputs of shape {teacher_shape}, not (height, width, 1 or 3) images "
+            f"like the data's {tuple(input_shape)}: distil from an image classifier."
         )
     if teacher.output_shape[-1] != info.num_classes:
         raise ConfigError(

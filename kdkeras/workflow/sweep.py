@@ -37,6 +37,7 @@ from kdkeras import config as config_lib
 from kdkeras.workflow import runs as runs_lib
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.workflow import training
+from kdkeras.distillation import losses as kd_losses
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE, save_figure
 from kdkeras.reporting.history import value_at_epoch
@@ -93,7 +94,8 @@ def grid(config, temperatures=None, alphas=None):
             f"{config.path or config.name}: nothing to sweep. Pass --temperatures 2,4,8 and/or "
             "--alphas 0.1,0.5, or add a [sweep] table with temperatures = [...] and alphas = [...]."
         )
-    temperatures = sorted(float(t) for t in config.sweep.temperatures or [config.distill.temperature])
+    default = kd_losses.get(config.distill.loss, temperature=config.distill.temperature, **config.distill.loss_options)
+    temperatures = sorted(float(t) for t in config.sweep.temperatures or [default.temperature])
     alphas = sorted(float(a) for a in config.sweep.alphas or [config.distill.alpha])
     return [(t, a) for t in temperatures for a in alphas]
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras.data import transforms
 from kdkeras.distribute import strategy as distribute
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.distribute import multiworker
@@ -301,7 +302,7 @@ def _logits(model, dataset, keep_images=0):
     """`(labels, float64 logits, first images)` of a model over a batched dataset."""
     labels, images, logits = [], [], []
     for x, y, *_ in dataset:
-        logits.append(model(x, training=False).numpy())
+        logits.append(model(transforms.for_model(x, model), training=False).numpy())
         labels.append(y.numpy())
         if sum(len(i) for i in images) < keep_images:
             images.append(x.numpy())
