@@ -33,6 +33,9 @@ epochs = {epochs}
 model = "cnn_small"
 options = {{ filters = [4, 8] }}
 epochs = 1
+
+[distill]
+temperature = 2.0
 """
 
 
@@ -103,6 +106,7 @@ def test_imagenet_weights_offline_say_where_to_put_the_file():
     assert "weights = '/path/to/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5'" in message
 
 
+@pytest.mark.slow
 def test_unfreeze_after_unfreezes_and_recompiles():
     model = get_model("keras:MobileNetV3Small", (32, 32, 1), 2, minimalistic=True, alpha=0.5, trainable="head")
     model.compile(
