@@ -247,3 +247,104 @@ def test_own_teacher_of_the_wrong_shape_or_classes_is_refused(tmp_path, capsys):
         config = _config(tmp_path, teacher, 0, extra)
         assert cli.main(["teacher", "--config", config, "--runs-dir", str(tmp_path)]) != 0
         assert expected in capsys.readouterr().err
+
+
+def _write_kermany(root, per_class=12):
+    """A Kermany-layout tree of gray JPEGs, one patient per pneumonia image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 4), ("test", 4)):
+        for label, name in (("NORMAL", "IM-{:04d}-0001.jpeg"), ("PNEUMONIA", "person{}_bacteria_1.jpeg")):
+            folder = os.path.join(root, split, label)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(count):
+                # Brighter pneumonia images: the classes can be told apart.
+                pixels = rng.integers(30, 150, (40, 40)) + (60 if label == "PNEUMONIA" else 0)
+                index = i + {"train": 0, "val": 1000, "test": 2000}[split]
+                Image.fromarray(pixels.astype(np.uint8)).save(os.path.join(folder, name.format(index)))
+    return str(root)
+
+
+def _run_phases(config, runs, overrides):
+    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+    for phase in ("teacher", "student", "distill"):
+        assert cli.main([phase, "--config", config, "--runs-dir", runs, *sets]) == 0, phase
+
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+
+@pytest.mark.slow
+def test_xray_densenet_recipe_runs_offline_at_a_tiny_size(tmp_path):
+    config = os.path.join(EXPERIMENTS, "xray_densenet121_to_mobilenetv3.toml")
+    runs = str(tmp_path / "runs")
+    _run_phases(config, runs, {
+        "data.root": f'"{_write_kermany(tmp_path / "chest_xray")}"', "data.min_val": 1, "data.batch_size": 8,
+        "data.image_size": 48, "teacher.weights": '""', "teacher.image_size": 48, "student.image_size": 32,
+        "teacher.epochs": 2, "teacher.options.unfreeze_after": 1, "student.epochs": 1, "distill.epochs": 1,
+    })
+    folder = os.path.join(runs, "xray_densenet121_to_mobilenetv3")
+    teacher = keras.models.load_model(os.path.join(folder, "teacher.keras"))
+    distilled = keras.models.load_model(os.path.join(folder, "distilled.keras"))
+    assert teacher.input_shape == (None, 48, 48, 3) and teacher.get_layer("base").name == "base"
+    assert distilled.input_shape == (None, 32, 32, 1) and distilled.count_params() < 300_000
+    history = open(os.path.join(folder, "teacher_history.csv")).read().splitlines()
+    rates = [float(row.split(",")[-1]) for row in history[1:]]
+    assert rates == pytest.approx([1e-3, 1e-4])  # the base unfroze after 1 epoch, at a tenth of the rate
+
+
+@pytest.mark.slow
+def test_foundation_recipe_distils_from_a_hub_preset_folder(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=14, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        image_shape=(28, 28, 3), position_embedding_shape=(28, 28, 3),
+    )
+    backbone.save_to_preset(str(tmp_path / "dino"))
+    config = os.path.join(EXPERIMENTS, "pneumonia_dinov2_linear_to_cnn.toml")
+    runs = str(tmp_path / "runs")
+    _run_phases(config, runs, {
+        "teacher.model": f'"hub:{tmp_path / "dino"}"', "teacher.image_size": 28, "data.limit": 64,
+        "teacher.epochs": 1, "student.epochs": 1, "distill.epochs": 1,
+    })
+    folder = os.path.join(runs, "pneumonia_dinov2_linear_to_cnn")
+    teacher = keras.models.load_model(os.path.join(folder, "teacher.keras"))
+    assert teacher.input_shape == (None, 28, 28, 3)
+    assert json.load(open(os.path.join(folder, "distilled_metrics.json")))["n"] == 64
+
+
+def test_hub_preset_folder_as_a_frozen_backbone_with_a_linear_head(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=14, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        image_shape=(28, 28, 3), position_embedding_shape=(28, 28, 3),
+    )
+    backbone.save_to_preset(str(tmp_path / "dino"))
+    model = get_model(f"hub:{tmp_path / 'dino'}", (28, 28, 1), 3, head="linear")
+    assert [v.path for v in model.trainable_variables] == ["classifier/kernel", "classifier/bias"]
+    images = _pixels((2, 28, 28, 1))
+    # The linear probe reads the class token of the backbone, on pixels scaled to [0, 1].
+    tokens = backbone(np.repeat(images, 3, axis=-1) / 255.0)
+    dense = model.get_layer("classifier")
+    expected = np.asarray(tokens[:, 0, :]) @ np.asarray(dense.kernel) + np.asarray(dense.bias)
+    np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-4)
+    model.save(tmp_path / "hub.keras")
+    reloaded = keras.models.load_model(tmp_path / "hub.keras")
+    np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-5)
+    finetune = get_model(f"hub:{tmp_path / 'dino'}", (28, 28, 1), 3, head="finetune")
+    assert len(finetune.trainable_variables) > 2
+    with pytest.raises(ValueError, match="head must be one of linear, finetune, classifier"):
+        get_model(f"hub:{tmp_path / 'dino'}", (28, 28, 1), 3, head="mlp")
+    with pytest.raises(ValueError, match="Backbone.from_preset failed: .*folder must hold a preset written by"):
+        get_model(f"hub:{tmp_path}", (28, 28, 1), 3)
+
+
+def test_list_shows_the_model_families(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "keras:<Application>" in out and "DenseNet121, DenseNet169" in out
+    assert f"any of the {len(applications.application_names())} keras.applications networks" in out
+    assert "hub:<preset>" in out and 'head = "linear"' in out
+    assert "path/to/model.keras" in out and "epochs = 0 evaluates it" in out
+    assert "mobilenetv3_small" in out and "274,666 parameters" in out

@@ -109,6 +109,8 @@ def build_hub_model(preset, input_shape, num_classes, source=weights_lib.Weights
         backbone = _from_preset(preset, hub.models.Backbone)
         backbone.trainable = head == "finetune"
         x = _convert(x, _image_converter(hub, preset), backbone)
+        # Some backbones (DINOv2) name their input in a dict: call them with the same structure.
+        x = {"images": x} if isinstance(backbone.input, dict) else x
         x = FeaturePooling(name="head_pool")(backbone(x, training=False) if head == "linear" else backbone(x))
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         x = keras.layers.Dense(num_classes, name="classifier")(x)
