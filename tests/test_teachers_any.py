@@ -1,5 +1,6 @@
 """Bring the teacher you have: keras:<Application>, hub:<preset> and a model file of your own."""
 
+import csv
 import json
 import os
 
@@ -282,6 +283,7 @@ def test_xray_densenet_recipe_runs_offline_at_a_tiny_size(tmp_path):
     _run_phases(config, runs, {
         "data.root": f'"{_write_kermany(tmp_path / "chest_xray")}"', "data.min_val": 1, "data.batch_size": 8,
         "data.image_size": 48, "teacher.weights": '""', "teacher.image_size": 48, "student.image_size": 32,
+        "distill.image_size": 32,
         "teacher.epochs": 2, "teacher.options.unfreeze_after": 1, "student.epochs": 1, "distill.epochs": 1,
     })
     folder = os.path.join(runs, "xray_densenet121_to_mobilenetv3")
@@ -289,8 +291,8 @@ def test_xray_densenet_recipe_runs_offline_at_a_tiny_size(tmp_path):
     distilled = keras.models.load_model(os.path.join(folder, "distilled.keras"))
     assert teacher.input_shape == (None, 48, 48, 3) and teacher.get_layer("base").name == "base"
     assert distilled.input_shape == (None, 32, 32, 1) and distilled.count_params() < 300_000
-    history = open(os.path.join(folder, "teacher_history.csv")).read().splitlines()
-    rates = [float(row.split(",")[-1]) for row in history[1:]]
+    with open(os.path.join(folder, "teacher_history.csv")) as f:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
     assert rates == pytest.approx([1e-3, 1e-4])  # the base unfroze after 1 epoch, at a tenth of the rate
 
 
@@ -348,3 +350,15 @@ def test_list_shows_the_model_families(capsys):
     assert "hub:<preset>" in out and 'head = "linear"' in out
     assert "path/to/model.keras" in out and "epochs = 0 evaluates it" in out
     assert "mobilenetv3_small" in out and "274,666 parameters" in out
+
+
+@pytest.mark.slow
+def test_own_teacher_with_epochs_is_fine_tuned(tmp_path):
+    teacher = str(tmp_path / "mine.keras")
+    original = _save_teacher(teacher)
+    runs = str(tmp_path / "runs")
+    assert cli.main(["teacher", "--config", _config(tmp_path, teacher, 1), "--runs-dir", runs]) == 0
+    assert json.load(open(os.path.join(runs, "own", "teacher_metrics.json")))["epochs_run"] == 1
+    tuned = keras.models.load_model(os.path.join(runs, "own", "teacher.keras"))
+    kernel = tuned.get_layer("classifier").kernel
+    assert np.abs(np.asarray(kernel) - np.asarray(original.get_layer("classifier").kernel)).max() > 0
