@@ -362,3 +362,19 @@ def test_own_teacher_with_epochs_is_fine_tuned(tmp_path):
     tuned = keras.models.load_model(os.path.join(runs, "own", "teacher.keras"))
     kernel = tuned.get_layer("classifier").kernel
     assert np.abs(np.asarray(kernel) - np.asarray(original.get_layer("classifier").kernel)).max() > 0
+
+
+def test_hub_classifier_head_uses_the_presets_image_classifier(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],
+        stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block",
+    )
+    backbone.save_to_preset(str(tmp_path / "resnet"))
+    model = get_model(f"hub:{tmp_path / 'resnet'}", (32, 32, 1), 3, head="classifier")
+    task = next(layer for layer in model.layers if isinstance(layer, keras_hub.models.ResNetImageClassifier))
+    assert task.output_shape == (None, 3) and model.output_shape == (None, 3)
+    images = _pixels((2, 32, 32, 1))
+    # No softmax: the task's logits, on pixels scaled to [0, 1] (a bare backbone has no converter).
+    expected = task(np.repeat(images, 3, axis=-1) / 255.0)
+    np.testing.assert_allclose(np.asarray(model(images)), np.asarray(expected), atol=1e-5)

@@ -101,9 +101,11 @@ def build_hub_model(preset, input_shape, num_classes, source=weights_lib.Weights
     inputs = keras.Input(shape=input_shape, name="image")
     x = InputPreprocessing("none", channels=3, name="to_rgb")(inputs)
     if head == "classifier":
-        task = _from_preset(preset, hub.models.ImageClassifier, num_classes=num_classes, activation=None)
-        converter = task.preprocessor.image_converter if task.preprocessor is not None else None
-        x = _convert(x, converter, task.backbone)
+        # The preprocessor resizes and scales outside the model; its converter goes inside instead.
+        task = _from_preset(
+            preset, hub.models.ImageClassifier, num_classes=num_classes, activation=None, preprocessor=None
+        )
+        x = _convert(x, _image_converter(hub, preset), task.backbone)
         x = task(x)
     else:
         backbone = _from_preset(preset, hub.models.Backbone)
@@ -121,7 +123,9 @@ def _from_preset(preset, cls, **kwargs):
     try:
         return cls.from_preset(preset, **kwargs)
     except Exception as error:
-        raise ValueError(f"hub:{preset}: {cls.__name__}.from_preset failed: {error}. {_fetch_hint(preset)}") from error
+        raise ValueError(
+            f"hub:{preset}: {cls.__name__}.from_preset failed: {str(error).rstrip('.')}. {_fetch_hint(preset)}"
+        ) from error
 
 
 def _image_converter(hub, preset):
