@@ -378,3 +378,13 @@ def test_hub_classifier_head_uses_the_presets_image_classifier(tmp_path):
     # No softmax: the task's logits, on pixels scaled to [0, 1] (a bare backbone has no converter).
     expected = task(np.repeat(images, 3, axis=-1) / 255.0)
     np.testing.assert_allclose(np.asarray(model(images)), np.asarray(expected), atol=1e-5)
+
+
+def test_hub_preset_offline_says_how_to_fetch_it():
+    pytest.importorskip("keras_hub")
+    with pytest.raises(WeightsUnavailableError) as error:
+        get_model("hub:dinov2_small", (28, 28, 1), 2)
+    message = str(error.value)
+    assert message.startswith("hub:dinov2_small: the preset could not be downloaded")
+    assert "(e.g. Colab)" in message and "model = 'hub:/path/to/preset'" in message
+    assert "MedSigLIP" in message and "docs/teachers.md" in message

@@ -123,6 +123,10 @@ def _from_preset(preset, cls, **kwargs):
     try:
         return cls.from_preset(preset, **kwargs)
     except Exception as error:
+        if not os.path.isdir(os.path.expanduser(preset)) and weights_lib.is_download_failure(error):
+            raise weights_lib.WeightsUnavailableError(
+                f"hub:{preset}: the preset could not be downloaded ({error}). {_fetch_hint(preset)}"
+            ) from error
         raise ValueError(
             f"hub:{preset}: {cls.__name__}.from_preset failed: {str(error).rstrip('.')}. {_fetch_hint(preset)}"
         ) from error
