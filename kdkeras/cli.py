@@ -341,12 +341,13 @@ def parse_value(text):
 def registry_listing():
     """Every registry's names, each with its first docstring line."""
     from kdkeras import registry
+    from kdkeras.models.registry import family_listing
 
     lines = []
     for kind, entries in registry.registries().items():
         lines.append(f"{kind}:")
         lines.extend(f"  {name:<24} {registry.summary(entries.lookup(name))}" for name in entries.names())
-    return "\n".join(lines)
+    return "\n".join(lines + family_listing())
 
 
 def import_tensorflow_quietly():

@@ -148,7 +148,7 @@ LOADERS = Registry("loader", modules=("kdkeras.data",))
 # `kdkeras.models.get_model`, which checks the shape, options and weights first.
 MODELS = Registry(
     "model",
-    modules=("kdkeras.models.teachers", "kdkeras.models.students"),
+    modules=("kdkeras.models.teachers", "kdkeras.models.students", "kdkeras.models.mobile"),
     metadata=(
         "role",  # "teacher" or "student"
         "default_input_shape",  # (height, width, channels) when none is given

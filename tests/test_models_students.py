@@ -20,10 +20,14 @@ def test_list_models_sorted_with_roles():
     names = [spec.name for spec in list_models()]
     assert names == [
         "cnn296k",
+        "cnn_micro",
+        "cnn_nano",
         "cnn_small",
         "dsnet",
         "efficientnet_b0",
+        "mobilenetv2",
         "mobilenetv2_tiny",
+        "mobilenetv3_small",
         "resnet18",
         "resnet50",
         "squeezenet1_1",
@@ -81,7 +85,8 @@ def test_too_small_input_names_minimum_and_alternatives():
     with pytest.raises(
         ValueError,
         match=r"cnn296k needs images of at least 156x156 pixels, got 64x64\. Resize the images to >= 156 px .*"
-        r"models that take 64 px: cnn_small, dsnet, efficientnet_b0, mobilenetv2_tiny, resnet18, resnet50, squeezenet1_1, vgg16_transfer\.",
+        r"models that take 64 px: cnn_micro, cnn_nano, cnn_small, dsnet, efficientnet_b0, mobilenetv2, mobilenetv2_tiny, "
+        r"mobilenetv3_small, resnet18, resnet50, squeezenet1_1, vgg16_transfer\.",
     ):
         get_model("cnn296k", (64, 64, 3))
 

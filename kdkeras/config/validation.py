@@ -186,8 +186,11 @@ def check_values(config, source, origins=None, registries=True):
         train = getattr(config, phase)
         if phase != "distill" and not train.model:
             fail(f"[{phase}] model", "is missing. `kdkeras models` lists the available names.")
-        if train.epochs < 1:
-            fail(f"[{phase}] epochs", f"= {train.epochs} must be >= 1.")
+        if train.epochs < _min_epochs(phase, train.model):
+            fail(
+                f"[{phase}] epochs",
+                f"= {train.epochs} must be >= 1 (>= 0 for a teacher read from a file: 0 only evaluates it).",
+            )
         if not 0 < train.learning_rate < math.inf:
             fail(f"[{phase}] learning_rate", f"= {train.learning_rate} must be > 0 and finite.")
         if not 0 <= train.weight_decay < math.inf:
@@ -365,8 +368,16 @@ def check_data_paths(config):
             )
 
 
+def _min_epochs(phase, model):
+    from kdkeras.models import files as model_files
+
+    return 0 if phase == "teacher" and model_files.is_model_path(model) else 1
+
+
 def _check_models(config, fail):
     from kdkeras import models
+    from kdkeras.models import applications, hub
+    from kdkeras.models import files as model_files
 
     names = sorted(MODELS.names())
     for phase, name in (
@@ -374,11 +385,26 @@ def _check_models(config, fail):
         ("student", config.student.model),
         ("distill", config.student_model()[0]),
     ):
-        if name not in MODELS:
-            fail(f"[{phase}] model", f"= {name!r} is unknown. Allowed: {', '.join(names)}.")
+        if model_files.is_model_path(name):
+            problem = model_files.check_model_path(name)
+            if problem is not None:
+                fail(f"[{phase}] model", f"= {name!r}: {problem} A model of your own is a .keras or .h5 file or a SavedModel folder.")
+        elif name.startswith((applications.PREFIX, hub.PREFIX)):
+            try:
+                models.get_spec(name)
+            except ValueError as error:
+                fail(f"[{phase}] model", f"= {name!r}: {error}")
+        elif name not in MODELS:
+            fail(
+                f"[{phase}] model",
+                f"= {name!r} is unknown. Allowed: {', '.join(names)}, keras:<Application>, hub:<preset> "
+                "or the path of a model file (`kdkeras list`).",
+            )
     # Options are checked here, not when the model is built after the data has loaded.
     for phase in ("teacher", "student", "distill"):
         train = config.phase(phase)
+        if model_files.is_model_path(train.model):
+            continue
         if train.model or phase != "distill":
             spec = models.get_spec(train.model)
             unknown = sorted(set(train.options) - set(spec.options))

@@ -14,6 +14,8 @@ from typing import Callable
 import keras
 
 from kdkeras import registry
+from kdkeras.models import applications
+from kdkeras.models import hub
 from kdkeras.models import weights as weights_lib
 
 ROLES = ("teacher", "student")
@@ -90,14 +92,29 @@ def get_spec(name):
     Raises:
         ValueError: Unknown name; the message lists the available ones.
     """
+    family = _family(name)
+    if family is not None:
+        return ModelSpec(name=name, **family.spec_arguments(name))
     if name not in registry.MODELS:
         raise ValueError(
-            f"Unknown model {name!r}; available models: {', '.join(sorted(registry.MODELS.names()))}."
+            f"Unknown model {name!r}; available models: {', '.join(sorted(registry.MODELS.names()))}, "
+            "keras:<Application> (e.g. keras:DenseNet121) and hub:<KerasHub preset>; `kdkeras list` shows them."
         )
     builder = registry.MODELS.lookup(name)
     return ModelSpec(
         name=name, builder=builder, description=registry.summary(builder), **registry.MODELS.metadata(name)
     )
+
+
+def _family(name):
+    """The module building the `keras:` or `hub:` family `name` belongs to, or None for a zoo name."""
+    if not isinstance(name, str):
+        return None
+    if name.startswith(applications.PREFIX):
+        return applications
+    if name.startswith(hub.PREFIX):
+        return hub
+    return None
 
 
 def get_model(name, input_shape=None, num_classes=2, weights=None, **options):
@@ -194,3 +211,32 @@ def _check_options(spec, options):
         raise ValueError(
             f"{spec.name} does not take option(s) {', '.join(unknown)}; its options (defaults): {accepted}."
         )
+
+
+def family_listing():
+    """Lines for `kdkeras list`: the `keras:` and `hub:` families and how to name a model file."""
+    import importlib.util
+    import textwrap
+
+    names = applications.application_names()
+    hub_state = (
+        "installed" if importlib.util.find_spec("keras_hub") else f"not installed: {hub.INSTALL_HINT}"
+    )
+    rows = [
+        (f"{applications.PREFIX}<Application>",
+         f"any of the {len(names)} keras.applications networks of Keras {keras.__version__}, e.g. "
+         "keras:DenseNet121 with weights = \"imagenet\"; options dropout, trainable = \"all\" | \"head\" | "
+         f"\"last:N\", unfreeze_after = N epochs, and the application's own: {', '.join(names)}."),
+        (f"{hub.PREFIX}<preset>",
+         f"a KerasHub preset ({hub_state}): hub:dinov2_small, hub:kaggle://..., hub:hf://..., or "
+         "hub:/path/to/preset/folder; options head = \"linear\" | \"finetune\" | \"classifier\", dropout."),
+        ("path/to/model.keras",
+         "[teacher] model = your own trained model: a .keras or .h5 file or a SavedModel folder, taking "
+         "pixels in [0, 255] and returning logits; epochs = 0 evaluates it, epochs > 0 fine-tunes it."),
+    ]
+    lines = ["model families:"]
+    for name, text in rows:
+        wrapped = textwrap.wrap(text, 90, break_on_hyphens=False)
+        lines.append(f"  {name:<24} {wrapped[0]}")
+        lines.extend(f"  {'':<24} {line}" for line in wrapped[1:])
+    return lines

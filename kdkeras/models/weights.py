@@ -142,7 +142,7 @@ def build_base(constructor, family, source, **kwargs):
     try:
         return constructor(include_top=False, weights=source.base_weights, **kwargs)
     except Exception as error:
-        if source.kind == "imagenet" and _is_download_failure(error):
+        if source.kind == "imagenet" and is_download_failure(error):
             raise WeightsUnavailableError(_offline_message(family, error)) from error
         if source.kind == "base":
             url = IMAGENET_FILES[family]
@@ -181,7 +181,8 @@ def _gist(error):
     return text if len(text) <= 400 else text[:400] + "..."
 
 
-def _is_download_failure(error):
+def is_download_failure(error):
+    """Whether `error` is a failed download (no internet, refused connection, HTTP error)."""
     return isinstance(error, (urllib.error.URLError, OSError)) or "URL fetch failure" in str(error)
 
 

@@ -236,6 +236,59 @@ def history_to_csv(rows):
     return buffer.getvalue()
 
 
+class UnfreezeBase(keras.callbacks.Callback):
+    """Unfreezes a frozen base network after `epoch` epochs, and recompiles.
+
+    Transfer learning in two stages (Keras's transfer-learning guide): the
+    head trains on the frozen base first, then the whole network trains at a
+    lower rate. At the start of epoch `epoch` (0-based; a resumed run past it
+    unfreezes at its first epoch) every layer of `base` becomes trainable and
+    the fitted model is compiled again with its own loss and metrics and a
+    fresh optimizer of the same configuration at `learning_rate_scale` times
+    the current rate: the old optimizer holds no slots for the new variables.
+    A pretrained base keeps its BatchNorm layers in inference mode
+    (`kdkeras.models.applications` calls it with `training=False`).
+
+    Args:
+        base: The layer (sub-model) to unfreeze, e.g. `model.get_layer("base")`.
+        epoch: The number of epochs the base stays frozen, >= 1.
+        learning_rate_scale: Factor on the learning rate from then on.
+        log: Callable receiving one line when it unfreezes.
+    """
+
+    def __init__(self, base, epoch, learning_rate_scale=0.1, log=print):
+        super().__init__()
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"UnfreezeBase: epoch must be a whole number >= 1, got {epoch!r}.")
+        self.base = base
+        self.epoch = epoch
+        self.learning_rate_scale = learning_rate_scale
+        self.log = log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch < self.epoch or all(layer.trainable for layer in self.base._flatten_layers()):
+            return
+        model = self.model
+        before = len(model.trainable_variables)
+        # Setting `trainable` on a functional model does not reach its layers: set each.
+        for layer in self.base._flatten_layers():
+            layer.trainable = True
+        old = model.optimizer
+        inner = getattr(old, "inner_optimizer", old)  # under mixed precision, a LossScaleOptimizer
+        rate = float(keras.ops.convert_to_numpy(inner.learning_rate)) * self.learning_rate_scale
+        optimizer = inner.__class__.from_config(inner.get_config())
+        optimizer.learning_rate = rate
+        config = model._compile_config.config
+        model.compile(**{**config, "optimizer": optimizer})
+        model.optimizer.build(model.trainable_variables)
+        # fit reads model.train_function at every step: the new one trains the new variables.
+        model.make_train_function(force=True)
+        self.log(
+            f"epoch {epoch + 1}: unfroze {self.base.name} ({before} -> {len(model.trainable_variables)} "
+            f"trainable variables), learning rate {rate:g}"
+        )
+
+
 def _build_optimizer(model):
     if model.optimizer is None or model.optimizer.built:
         return

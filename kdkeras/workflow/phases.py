@@ -16,6 +16,8 @@ from kdkeras import data as data_lib
 from kdkeras.distribute import strategy as distribute
 from kdkeras.distillation import losses as kd_losses
 from kdkeras import models as models_lib
+from kdkeras.models import applications
+from kdkeras.models import files as model_files
 from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow import transfer
 from kdkeras.config import BUNDLED, ConfigError
@@ -23,6 +25,7 @@ from kdkeras.data import pipeline
 from kdkeras.data import transforms
 from kdkeras.distillation.distiller import Distiller
 from kdkeras.distillation.features import FeatureMatch
+from kdkeras.workflow.callbacks import UnfreezeBase
 from kdkeras.workflow.fit_metrics import fit_metrics
 from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 
@@ -232,8 +235,32 @@ def phase_model(config, phase):
     return config.phase(phase).model, config.phase(phase).options
 
 
+def phase_callbacks(train_config, fitted, log):
+    """The callbacks a phase's model options ask for: `unfreeze_after = N` adds `UnfreezeBase`.
+
+    Args:
+        train_config: The phase's `TrainConfig`.
+        fitted: The compiled model `fit` trains.
+        log: Callable receiving one line.
+
+    Returns:
+        A list of callbacks (empty for a Distiller: its student trains whole).
+    """
+    epochs = train_config.options.get("unfreeze_after", 0)
+    if not epochs or isinstance(fitted, Distiller):
+        return []
+    base = next(layer for layer in fitted._flatten_layers() if layer.name == applications.BASE_NAME)
+    log(f"{base.name} frozen for {epochs} epoch(s), then the whole network trains")
+    return [UnfreezeBase(base, epochs, log=log)]
+
+
 def _new_model(config, phase, data, log):
     model_name, options = phase_model(config, phase)
+    if model_files.is_model_path(model_name):
+        model = model_files.load_model_file(model_name)
+        _check_model_file(model, config.phase(phase), data, model_name)
+        log(f"model: {model_name}, {model.count_params():,} parameters, loaded from the file")
+        return model
     input_shape = model_input_shape(config, phase, data.input_shape)
     model = models_lib.get_model(
         model_name,
@@ -337,6 +364,26 @@ def _class_weight(train_config, info):
             f"{info.name} is {info.task}: remove class_weight for this dataset."
         )
     return info.class_weights
+
+
+def _check_model_file(model, train, data, path):
+    """Checks a user's model file against `[teacher]` and the data; it reads its own input size."""
+    info = data.info
+    shape = tuple(model.input_shape[1:])
+    size_differs = train.image_size and _pair(train.image_size) != shape[:2]
+    if size_differs or (train.channels and train.channels != shape[2]):
+        raise ConfigError(
+            f"[teacher] model = {path!r} takes inputs of shape {shape} but [teacher] asks for "
+            f"image_size = {train.image_size!r}, channels = {train.channels!r}: set image_size = "
+            f"{list(shape[:2])} and channels = {shape[2]}, or leave both out (the file's own input is used)."
+        )
+    if model.output_shape[-1] != info.num_classes:
+        raise ConfigError(
+            f"[teacher] model = {path!r} predicts {model.output_shape[-1]} classes but {info.name} has "
+            f"{info.num_classes} ({', '.join(info.class_names)}): use a model trained on these classes, "
+            "or a keras: or zoo teacher trained here."
+        )
+    _check_teacher(model, data.input_shape, info, path)
 
 
 def _check_teacher(teacher, input_shape, info, path):

@@ -23,7 +23,7 @@ from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
 from kdkeras.config import dump_toml, save_config
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
-from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
+from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_callbacks, phase_model, supervised_loss
 from kdkeras.workflow.progress import fit_verbosity
 from kdkeras.distillation.teacher_cache import with_teacher_logits
 
@@ -174,6 +174,7 @@ def _fit(fitted, train, val, data, state, train_config, initial_epoch, logs_dir,
         say(f"class weights {', '.join(f'{names[k]} {w:.3f}' for k, w in class_weight.items())}")
     # StopOnNaN comes first, so that an epoch ending in NaN is never checkpointed.
     callbacks = [StopOnNaN(), state, keras.callbacks.TensorBoard(logs_dir)]
+    callbacks[1:1] = phase_callbacks(train_config, fitted, say)
     if train_config.schedule == "cosine":
         callbacks.insert(1, cosine_schedule(train_config.learning_rate, train_config.epochs))
     if train_config.reduce_lr:
