@@ -1,0 +1,110 @@
+"""Hostile inputs, round three (issue 26): resume, temperatures, mixup, model size, export.
+
+Each test fails on the code before its fix; the docs/reliability.md rows name them.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kdkeras import cli, config as config_lib
+from kdkeras.workflow.callbacks import RunState
+
+TINY = """
+name = "tiny"
+seed = 3
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 16
+limit = 48
+
+[teacher]
+model = "cnn_small"
+
+[student]
+model = "cnn_small"
+options = { filters = [4, 8] }
+epochs = 2
+monitor = "val_auc"
+"""
+
+
+def _killed_after_first_epoch(monkeypatch, original):
+    def kill(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(RunState, "on_epoch_end", kill)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["--image-size", "32"], "data.image_size (unset) -> 32"),
+        (["--batch-size", "8"], "data.batch_size 16 -> 8"),
+        (["--set", "student.monitor=\"val_loss\""], "student.monitor 'val_auc' -> 'val_loss'"),
+        (["--set", "student.options={filters=[4, 4]}"], "[4, 8] -> [4, 4]"),
+    ],
+)
+def test_resume_with_changed_settings_is_refused_and_fresh_starts_over(tmp_path, monkeypatch, capsys, change, named):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    common = ["student", "--config", str(config), "--runs-dir", str(tmp_path), "--quiet"]
+    original = RunState.on_epoch_end
+    _killed_after_first_epoch(monkeypatch, original)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(common)
+    monkeypatch.setattr(RunState, "on_epoch_end", original)
+    state = tmp_path / "tiny" / "state" / "student"
+    assert (state / "epoch_0001.json").exists()
+
+    capsys.readouterr()
+    assert cli.main([*common, *change]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config error" in err
+    assert f"{state} holds the checkpoint of epoch 1, trained with other settings" in err
+    assert named.replace("'", "") in err.replace("'", "") and "--fresh" in err
+    assert (state / "epoch_0001.json").exists()  # refused: the checkpoint is kept
+
+    assert cli.main([*common, *change, "--fresh"]) == 0
+    out = capsys.readouterr().out
+    assert "--fresh: discarding the checkpoint" in out and "resuming" not in out
+    metrics = json.loads((tmp_path / "tiny" / "student_metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_resume_with_more_epochs_still_resumes(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    common = ["student", "--config", str(config), "--runs-dir", str(tmp_path), "--quiet"]
+    original = RunState.on_epoch_end
+    _killed_after_first_epoch(monkeypatch, original)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(common)
+    monkeypatch.setattr(RunState, "on_epoch_end", original)
+    assert cli.main([*common, "--epochs", "3"]) == 0
+    assert "resuming after epoch 1 of 3" in capsys.readouterr().out
+
+
+def test_a_checkpoint_without_recorded_settings_refuses_another_monitor(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.zeros((4, 2), "float32")
+    state = RunState(str(tmp_path / "s"), str(tmp_path / "h.csv"), monitor="val_loss")
+    model.fit(x, x, validation_data=(x, x), epochs=1, verbose=0, callbacks=[state])
+    (tmp_path / "s").mkdir(exist_ok=True)
+    (tmp_path / "s" / "epoch_0001.json").write_text(json.dumps(
+        {"epoch": 1, "history": [], "best": 1.0, "best_epoch": 1, "wait": 0, "monitor": "val_auc"}))
+    model.save_weights(str(tmp_path / "s" / "epoch_0001.weights.h5"))
+    with pytest.raises(config_lib.ConfigError, match=r"monitor 'val_auc' -> 'val_loss'"):
+        RunState(str(tmp_path / "s"), str(tmp_path / "h2.csv"), monitor="val_loss").restore(model)
+    assert os.path.exists(tmp_path / "s" / "epoch_0001.json")
