@@ -108,3 +108,33 @@ def test_a_checkpoint_without_recorded_settings_refuses_another_monitor(tmp_path
     with pytest.raises(config_lib.ConfigError, match=r"monitor 'val_auc' -> 'val_loss'"):
         RunState(str(tmp_path / "s"), str(tmp_path / "h2.csv"), monitor="val_loss").restore(model)
     assert os.path.exists(tmp_path / "s" / "epoch_0001.json")
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-300, 0.005])
+def test_temperatures_where_distillation_vanishes_are_refused(temperature):
+    import keras
+
+    import kdkeras
+    from kdkeras.distillation import losses
+
+    # Defect 16: T = 1e-30 gave a loss of exactly 0 (distillation off), T = 1e-300 NaN.
+    with pytest.raises(ValueError, match=r"`temperature` = .* must be a finite number >= 0.01"):
+        losses.KnowledgeDistillation(temperature=temperature)
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    distiller = kdkeras.Distiller(teacher=keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), student=student)
+    with pytest.raises(ValueError, match=r"must be a finite number >= 0.01"):
+        distiller.compile(optimizer="adam", temperature=temperature)
+    quickstart = config_lib.load_config("quickstart")
+    with pytest.raises(config_lib.ConfigError, match=r"\[distill\] temperature = .* must be a finite number >= 0.01"):
+        config_lib.apply_overrides(quickstart, {"distill.temperature": temperature})
+    with pytest.raises(config_lib.ConfigError, match=r"\[sweep\] temperatures.*\[0.01, 1000\]"):
+        config_lib.apply_overrides(quickstart, {"sweep.temperatures": [2.0, temperature]})
+
+
+def test_the_smallest_temperature_still_distils():
+    from kdkeras.distillation import bounds, losses
+
+    teacher, student = np.array([[0.3, 0.1]], "float32"), np.array([[0.1, 0.3]], "float32")
+    for t_squared in (True, False):
+        loss = float(losses.KnowledgeDistillation(temperature=bounds.MIN_TEMPERATURE, t_squared=t_squared)(teacher, student))
+        assert np.isfinite(loss) and loss > 1e-3

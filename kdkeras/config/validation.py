@@ -19,6 +19,7 @@ from kdkeras.config.schema import OBJECTIVES
 from kdkeras.config.schema import SCHEDULES
 from kdkeras.config.schema import STRATEGIES
 from kdkeras.config.schema import ConfigError
+from kdkeras.distillation import bounds
 from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
 
 
@@ -165,6 +166,8 @@ def check_values(config, source):
         fail("[distill] temperature", f"= {config.distill.temperature} must be > 0 and finite.")
     if not config.distill.temperature <= MAX_TEMPERATURE:
         fail("[distill] temperature", f"= {config.distill.temperature:g} {_TEMPERATURE_LIMIT}")
+    if bounds.temperature_problem(config.distill.temperature):
+        fail("[distill] temperature", f"= {config.distill.temperature:g} {bounds.temperature_problem(config.distill.temperature)}")
     if config.distill.objective not in OBJECTIVES:
         fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
@@ -215,6 +218,8 @@ def _check_distill(distill, data, fail):
         fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
     if not 0 <= distill.mixup < math.inf:
         fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
+    if bounds.mixup_problem(distill.mixup):
+        fail("[distill] mixup", f"= {distill.mixup:g} {bounds.mixup_problem(distill.mixup)}")
     if distill.mixup and distill.cache_teacher:
         fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
     if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
@@ -233,7 +238,8 @@ _TEMPERATURE_LIMIT = (
 
 def _check_sweep(sweep, fail):
     rules = (
-        ("temperatures", lambda t: math.isfinite(t) and 0 < t <= MAX_TEMPERATURE, f"in (0, {MAX_TEMPERATURE:g}]"),
+        ("temperatures", lambda t: bounds.MIN_TEMPERATURE <= t <= MAX_TEMPERATURE,
+         f"in [{bounds.MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"),
         ("alphas", lambda a: 0 <= a <= 1, "in [0, 1]"),
     )
     for axis, valid, rule in rules:
