@@ -138,3 +138,21 @@ def test_the_smallest_temperature_still_distils():
     for t_squared in (True, False):
         loss = float(losses.KnowledgeDistillation(temperature=bounds.MIN_TEMPERATURE, t_squared=t_squared)(teacher, student))
         assert np.isfinite(loss) and loss > 1e-3
+
+
+def test_a_student_too_large_for_the_image_size_fails_at_config_validation(tmp_path, capsys):
+    # Defect 18: cnn296k at 28 px passed validation and failed with a traceback after the data loaded.
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    runs = tmp_path / "runs"
+    assert cli.main(["student", "--config", str(config), "--runs-dir", str(runs), "--set", "student.model=\"cnn296k\"",
+                     "--set", "student.options={}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ("[student] model = 'cnn296k' needs images of at least 156x156 px, but [data] gives 28x28: set [data] "
+            "image_size = 156 (or larger), or pick a student that takes 28 px: cnn_small") in err
+    assert not runs.exists()
+    quickstart = config_lib.load_config("quickstart")
+    with pytest.raises(config_lib.ConfigError, match=r"\[distill\] model = 'cnn296k' needs images of at least 156x156"):
+        config_lib.apply_overrides(quickstart, {"distill.model": "cnn296k"})
+    assert config_lib.apply_overrides(quickstart, {"distill.model": "cnn296k", "data.image_size": 160}).distill.model

@@ -314,3 +314,37 @@ def _check_models(config, fail):
                     f"= {train.options!r}: {spec.name} does not take {', '.join(map(repr, unknown))}. "
                     f"Its options (defaults): {accepted}.",
                 )
+    _check_model_sizes(config, fail)
+
+
+def _check_model_sizes(config, fail):
+    """Each phase's model against the image size `[data]` gives, before any data loads."""
+    from kdkeras import models
+
+    size = _configured_image_size(config.data)
+    if size is None:
+        return  # native size of files: known once they are read (models.get_model checks it then)
+    # Distill without its own model trains [student]'s, checked as the student's.
+    for phase in ("teacher", "student", "distill") if config.distill.model else ("teacher", "student"):
+        name = config.phase(phase).model
+        spec = models.get_spec(name)
+        if min(size) < spec.min_input_size:
+            fits = [s.name for s in models.list_models(spec.role) if s.min_input_size <= min(size)]
+            fail(
+                f"[{phase}] model",
+                f"= {name!r} needs images of at least {spec.min_input_size}x{spec.min_input_size} px, but [data] "
+                f"gives {size[0]}x{size[1]}: set [data] image_size = {spec.min_input_size} (or larger)"
+                + (f", or pick a {spec.role} that takes {min(size)} px: {', '.join(fits)}." if fits else "."),
+            )
+
+
+def _configured_image_size(data):
+    """`(height, width)` of the images `[data]` yields, or None where only the files know it."""
+    size = data.get("image_size")
+    if size is None:
+        # MedMNIST's native size is its `size` argument (28 unless set).
+        parameter = inspect.signature(LOADERS.lookup(data["loader"])).parameters.get("size")
+        size = data.get("size", None if parameter is None else parameter.default)
+    if not isinstance(size, (int, list, tuple)) or isinstance(size, bool):
+        return None
+    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)

@@ -168,7 +168,7 @@ def fit_warnings(y_true, task, class_names=None, temperature=None):
                 "separates perfectly, or predicts one class for); do not trust its probabilities"
             )
     for message in found:
-        warnings.warn(f"Calibration {message}.", CalibrationWarning, stacklevel=2)
+        warnings.warn(f"Calibration: {message}.", CalibrationWarning, stacklevel=2)
     return found
 
 
