@@ -338,7 +338,11 @@ def main(argv=None):
     if args.command == "launch":
         from kdkeras.distribute import launch
 
-        return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
+        try:
+            return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
+        except launch.LaunchError as e:
+            print(f"kdkeras: launch: {e}", file=sys.stderr)
+            return 2
     try:
         if args.command == "list":
             print(registry_listing())

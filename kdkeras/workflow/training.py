@@ -102,8 +102,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             that does not split over its replicas.
         ValueError: a model that cannot take the data (size, classes).
         kdkeras.files.UnsafeModelError: a teacher file holding code, without `unsafe_load`.
-        kdkeras.workflow.callbacks.SettingsChangedError: a checkpoint to resume
-            trained with other settings (`resume_settings`), without `fresh`.
+        kdkeras.workflow.callbacks.SettingsChangedError: a checkpoint of other settings, without `fresh`.
         kdkeras.workflow.callbacks.TrainingDivergedError: a NaN or infinite loss; no
             model is saved and the last complete checkpoint is kept.
     """
@@ -113,11 +112,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     run = runs_lib.RunFolder.of(config, runs_dir)
     name = runs_lib.MODEL_NAMES[phase]
     say = lambda line: log(f"[{name}] {line}")  # noqa: E731
-    if os.path.isdir(run.path):
-        remove_stale_temp_files(run.path)  # left by a killed run
-    if fresh and os.path.isdir(run.state(name)):
-        say(f"--fresh: discarding the checkpoint in {run.state(name)}")
-        shutil.rmtree(run.state(name), ignore_errors=True)
+    _clear_leftovers(run, name, fresh, say)
     strategy = distribute.get_strategy(config.strategy)
     # Only the chief writes the run's files; other workers write to a scratch folder.
     written = runs_lib.RunFolder(multiworker.write_dir(run.path, strategy))
@@ -132,11 +127,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         _log_data(say, data, strategy, batch)
         fitted, model = PHASE_BUILDERS[phase](config, phase, data, teachers, say)
         save_config(config, written.config)
-        state = multiworker.WorkerRunState(
-            written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
-            monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
-            settings=resume_settings(config, phase),
-        )
+        state = _run_state(config, phase, run, written, strategy, model)
         initial_epoch = state.restore(fitted)  # a resumed optimizer builds its variables in the scope
     cache_from = fitted if teachers and train_config.cache_teacher else None
     if cache_from is not None:
@@ -154,6 +145,23 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     multiworker.remove_write_dir(written.path, run.path)
     say(f"test: {metrics_lib.summary(result)}")
     return result
+
+
+def _clear_leftovers(run, name, fresh, say):
+    if os.path.isdir(run.path):
+        remove_stale_temp_files(run.path)  # left by a killed run
+    if fresh and os.path.isdir(run.state(name)):
+        say(f"--fresh: discarding the checkpoint in {run.state(name)}")
+        shutil.rmtree(run.state(name), ignore_errors=True)
+
+
+def _run_state(config, phase, run, written, strategy, model):
+    name, train_config = runs_lib.MODEL_NAMES[phase], config.phase(phase)
+    return multiworker.WorkerRunState(
+        written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
+        monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
+        settings=resume_settings(config, phase),
+    )
 
 
 def resume_settings(config, phase):
