@@ -156,3 +156,51 @@ def test_a_student_too_large_for_the_image_size_fails_at_config_validation(tmp_p
     with pytest.raises(config_lib.ConfigError, match=r"\[distill\] model = 'cnn296k' needs images of at least 156x156"):
         config_lib.apply_overrides(quickstart, {"distill.model": "cnn296k"})
     assert config_lib.apply_overrides(quickstart, {"distill.model": "cnn296k", "data.image_size": 160}).distill.model
+
+
+@pytest.mark.slow
+def test_a_mixed_precision_student_exports_to_every_tflite_format(tmp_path):
+    # Defect 12: every TFLite format failed after ~200 lines of MLIR on float16 ops.
+    import keras
+    import tensorflow as tf
+
+    from kdkeras import models
+    from kdkeras.export import deploy, tflite
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        student = models.get_model("cnn_small", input_shape=(28, 28, 1), num_classes=2, filters=[4, 8])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert "mixed_float16" in {layer.dtype_policy.name for layer in student.layers}
+    x = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1] * 4))).batch(4)
+    student.save(tmp_path / "student.keras")
+    table = deploy.export_student(str(tmp_path / "student.keras"), str(tmp_path / "export"),
+                                  formats=["tflite_float32", "tflite_dynamic_int8", "tflite_int8"],
+                                  representative_data=data, test_data=data, task="binary-class")
+    assert [row["format"] for row in table.rows] == ["keras", "tflite_float32", "tflite_dynamic_int8", "tflite_int8"]
+    expected = tf.nn.softmax(tf.cast(student(x), tf.float32)).numpy()
+    lite = tflite.TFLiteModel(str(tmp_path / "export" / "model_float32.tflite"))(x)
+    np.testing.assert_allclose(lite, expected, atol=2e-3)  # float32 compute against float16: rounding only
+
+
+def test_a_failed_tflite_conversion_gives_advice_that_is_not_the_failing_format(monkeypatch):
+    import tensorflow as tf
+
+    from kdkeras.export import tflite
+
+    class Failing:
+        target_spec = type("TargetSpec", (), {})()
+
+        def convert(self):
+            raise RuntimeError("loc(fused[...]): 'tf.Conv2D' op is neither a custom op nor a flex op\n" + "MLIR\n" * 200)
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", staticmethod(lambda *a, **k: Failing()))
+    for fmt, advice in (("tflite_float32", "export 'saved_model' only"),
+                        ("tflite_dynamic_int8", "use 'tflite_float32'"),
+                        ("tflite_int8", "use 'tflite_dynamic_int8'")):
+        with pytest.raises(ValueError) as error:
+            tflite.convert("unused", fmt, None)
+        message = str(error.value)
+        assert "\n" not in message and "neither a custom op nor a flex op" in message and advice in message
