@@ -166,8 +166,9 @@ def check_values(config, source):
         fail("[distill] temperature", f"= {config.distill.temperature} must be > 0 and finite.")
     if not config.distill.temperature <= MAX_TEMPERATURE:
         fail("[distill] temperature", f"= {config.distill.temperature:g} {_TEMPERATURE_LIMIT}")
-    if bounds.temperature_problem(config.distill.temperature):
-        fail("[distill] temperature", f"= {config.distill.temperature:g} {bounds.temperature_problem(config.distill.temperature)}")
+    temperature = config.distill.temperature
+    if temperature is not None and bounds.temperature_problem(temperature):  # None: the loss's own default
+        fail("[distill] temperature", f"= {temperature:g} {bounds.temperature_problem(temperature)}")
     if config.distill.objective not in OBJECTIVES:
         fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
@@ -318,24 +319,25 @@ def _check_models(config, fail):
 
 
 def _check_model_sizes(config, fail):
-    """Each phase's model against the image size `[data]` gives, before any data loads."""
+    """Each phase's model against the image size it will see, before any data loads."""
     from kdkeras import models
 
-    size = _configured_image_size(config.data)
-    if size is None:
-        return  # native size of files: known once they are read (models.get_model checks it then)
+    data_size = _configured_image_size(config.data)
     # Distill without its own model trains [student]'s, checked as the student's.
     for phase in ("teacher", "student", "distill") if config.distill.model else ("teacher", "student"):
-        name = config.phase(phase).model
-        spec = models.get_spec(name)
-        if min(size) < spec.min_input_size:
-            fits = [s.name for s in models.list_models(spec.role) if s.min_input_size <= min(size)]
-            fail(
-                f"[{phase}] model",
-                f"= {name!r} needs images of at least {spec.min_input_size}x{spec.min_input_size} px, but [data] "
-                f"gives {size[0]}x{size[1]}: set [data] image_size = {spec.min_input_size} (or larger)"
-                + (f", or pick a {spec.role} that takes {min(size)} px: {', '.join(fits)}." if fits else "."),
-            )
+        train = config.phase(phase)
+        own = getattr(train, "image_size", 0)  # a phase's own input size, where the schema has one (0: the data's)
+        size, key = (_square(own), f"[{phase}] image_size") if own else (data_size, "[data] image_size")
+        spec = models.get_spec(train.model)
+        if size is None or min(size) >= spec.min_input_size:
+            continue  # None: the files' native size, checked by models.get_model once they are read
+        fits = [s.name for s in models.list_models(spec.role) if s.min_input_size <= min(size)]
+        fail(
+            f"[{phase}] model",
+            f"= {train.model!r} needs images of at least {spec.min_input_size}x{spec.min_input_size} px, but "
+            f"{key.split(' ')[0]} gives {size[0]}x{size[1]}: set {key} = {spec.min_input_size} (or larger)"
+            + (f", or pick a {spec.role} that takes {min(size)} px: {', '.join(fits)}." if fits else "."),
+        )
 
 
 def _configured_image_size(data):
@@ -345,6 +347,10 @@ def _configured_image_size(data):
         # MedMNIST's native size is its `size` argument (28 unless set).
         parameter = inspect.signature(LOADERS.lookup(data["loader"])).parameters.get("size")
         size = data.get("size", None if parameter is None else parameter.default)
+    return _square(size)
+
+
+def _square(size):
     if not isinstance(size, (int, list, tuple)) or isinstance(size, bool):
         return None
     return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
