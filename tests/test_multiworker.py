@@ -532,9 +532,8 @@ def test_a_worker_whose_port_is_taken_names_it_before_starting(tmp_path):
     try:
         assert launch.port_in_use(port)
         tf_config = launch.local_tf_configs([port, ports[1]])[0]
-        with pytest.raises(ConfigError, match=rf"worker 0 is to listen at 127.0.0.1:{port} \(TF_CONFIG\), but another "
-                                              rf"program already holds port {port}"):
-            with multiworker.watch_cluster_start(tf_config, timeout=5):
-                pytest.fail("the strategy would have started")
+        taken = rf"worker 0 is to listen at 127.0.0.1:{port} \(TF_CONFIG\), but another program already holds port {port}"
+        with pytest.raises(ConfigError, match=taken), multiworker.watch_cluster_start(tf_config, timeout=5):
+            pytest.fail("the strategy would have started")
     finally:
         squatter.close()

@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from kdkeras import cli, config as config_lib
+from kdkeras import cli
+from kdkeras import config as config_lib
 from kdkeras.workflow.callbacks import RunState
 
 TINY = """

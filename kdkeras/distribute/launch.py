@@ -84,8 +84,9 @@ def launch(phase_args, workers, log_dir, python=sys.executable):
                 if output is not None:
                     logs.append(output)
                     print(f"kdkeras launch: worker {index} logs to {output.name}", flush=True)
+                # preexec_fn is unsafe only with threads; the launcher runs none.
                 processes.append(subprocess.Popen(
-                    command, env=env, stdout=output, stderr=output, preexec_fn=_die_with(os.getpid())))
+                    command, env=env, stdout=output, stderr=output, preexec_fn=_die_with(os.getpid())))  # noqa: PLW1509
             wait_listening(ports, processes)
         failed, status = wait_workers(processes, received)
     finally:
@@ -135,8 +136,8 @@ def check_worker_count(workers, cores=None, available_gb=None):
     available_gb = _available_gb() if available_gb is None else available_gb
     limits = [(WORKERS_PER_CORE * cores, f"{cores} CPU core(s) ({WORKERS_PER_CORE} workers per core)")]
     if available_gb is not None:
-        limits.append((int(available_gb // GB_PER_WORKER), f"{available_gb:.1f} GB of available memory "
-                                                          f"({GB_PER_WORKER:g} GB per worker)"))
+        memory = f"{available_gb:.1f} GB of available memory ({GB_PER_WORKER:g} GB per worker)"
+        limits.append((int(available_gb // GB_PER_WORKER), memory))
     fits, reason = min(limits)
     if workers > fits:
         raise LaunchError(

@@ -154,7 +154,9 @@ class RunState(keras.callbacks.Callback):
             recorded, current = {"monitor": meta.get("monitor", self.monitor)}, {"monitor": self.monitor}
         else:
             recorded, current = _flatten(meta["settings"]), _flatten(self.settings)
-        shown = lambda values, key: repr(values[key]) if key in values else "(unset)"  # noqa: E731
+        def shown(values, key):
+            return repr(values[key]) if key in values else "(unset)"
+
         changed = [
             f"{key} {shown(recorded, key)} -> {shown(current, key)}"
             for key in sorted(recorded.keys() | current.keys()) if recorded.get(key, ...) != current.get(key, ...)
