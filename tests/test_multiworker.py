@@ -423,6 +423,10 @@ os.replace(os.path.join(out, f"pid{index}.tmp"), os.path.join(out, f"pid{index}"
 if mode == "kill_worker_1" and index == 1:
     time.sleep(1)
     os.kill(os.getpid(), signal.SIGKILL)
+if mode == "fail_worker_1" and index == 1:
+    time.sleep(1)
+    print("kdkeras: DataError: the reason", file=sys.stderr)
+    sys.exit(3)
 time.sleep(120)
 """
 
@@ -478,6 +482,17 @@ def test_launch_names_the_killed_worker_stops_the_others_and_removes_their_scrat
     assert _wait_gone(pids)
     assert not any(os.path.exists(path) for path in scratch)
     assert not [name for name in os.listdir(tmp_path) if name.startswith("kdkeras-")]
+
+
+def test_launch_names_a_failed_worker_and_its_log(tmp_path):
+    launcher = _launcher(tmp_path, "fail_worker_1")
+    pids, _ = _workers(tmp_path, 2)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 3
+    log = tmp_path / "logs" / "worker1.log"
+    assert (f"kdkeras launch: worker 1 (pid {pids[1]}) exited with status 3; the other workers were stopped. "
+            f"Its messages are in {log}.") in err
+    assert "kdkeras: DataError: the reason" in log.read_text() and _wait_gone(pids)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -101,9 +101,12 @@ def launch(phase_args, workers, log_dir, python=sys.executable):
         print(f"kdkeras launch: {name} forwarded to the {workers} workers; they were stopped.", file=sys.stderr)
         return 128 + received[0]
     if failed is not None:
+        where = "above" if failed == 0 else f"in {os.path.join(log_dir, f'worker{failed}.log')}"
+        then = ("Run the same command again to resume from the last completed epoch" if status < 0
+                else f"Its messages are {where}")
         print(
             f"kdkeras launch: worker {failed} (pid {processes[failed].pid}) {_describe_exit(status)}; the other "
-            "workers were stopped. Run the same command again to resume from the last completed epoch.",
+            f"workers were stopped. {then}.",
             file=sys.stderr,
         )
     return 128 - status if status < 0 else status
