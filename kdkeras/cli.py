@@ -158,6 +158,11 @@ def build_parser():
             "--quiet", action="store_true",
             help="one line per epoch, never a progress bar (the default when stdout is not a terminal)",
         )
+        if command in ("teacher", "student", "distill"):
+            sub.add_argument(
+                "--fresh", action="store_true",
+                help="discard the phase's checkpoint and start at epoch 1 (default: a killed run resumes)",
+            )
     return parser
 
 
@@ -408,7 +413,11 @@ def main(argv=None):
     if args.command == "launch":
         from kdkeras.distribute import launch
 
-        return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
+        try:
+            return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
+        except launch.LaunchError as e:
+            print(f"kdkeras: launch: {e}", file=sys.stderr)
+            return 2
     try:
         if args.command == "list":
             print(registry_listing())
@@ -447,7 +456,8 @@ def main(argv=None):
             sweep.run_sweep(config, runs_dir=args.runs_dir, verbose=verbose, unsafe_load=args.unsafe_load)
             return 0
         training.run_phase(
-            config, args.command, args.runs_dir, verbose=verbose, unsafe_load=getattr(args, "unsafe_load", False)
+            config, args.command, args.runs_dir, verbose=verbose, unsafe_load=getattr(args, "unsafe_load", False),
+            fresh=args.fresh,
         )
         return 0
     except config_lib.ConfigError as e:

@@ -75,7 +75,7 @@ def test_calibration_file_round_trip_and_damage(tmp_path):
     assert loaded["operating_point"] == {"sensitivity": 0.95} and loaded["positive_class"] == "pneumonia"
     assert calibration.load_calibration(tmp_path / "student.keras") is None
     (tmp_path / "distilled_calibration.json").write_text(json.dumps({"temperature": -1}))
-    with pytest.raises(ModelFileError, match="distilled_calibration.json.*> 0"):
+    with pytest.raises(ModelFileError, match=r"distilled_calibration.json: temperature = -1.0 must be a number in"):
         calibration.load_calibration(model)
     (tmp_path / "distilled_calibration.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="delete it"):
@@ -118,3 +118,53 @@ def test_reliability_diagram_draws_the_bins_and_the_ece():
     assert sum(shares) == pytest.approx(1.0)  # the lower panel: each bin's share of the examples
     assert top.get_ylabel() == "Accuracy in the bin"
 
+
+
+@pytest.mark.parametrize("temperature", [1e39, 1e-300, 200.0, 0.005])
+def test_calibration_temperatures_outside_the_fitted_range_are_refused(tmp_path, temperature):
+    # Issue 26 defect 6: T = 1e39 made every prediction 0.5/0.5 and export reported success.
+    model = tmp_path / "distilled.keras"
+    (tmp_path / "distilled_calibration.json").write_text(json.dumps({"temperature": temperature}))
+    with pytest.raises(ModelFileError, match=r"distilled_calibration.json: temperature = .* must be a number in "
+                                             r"\[0.006738, 148.4\].*run `kdkeras report`"):
+        calibration.load_calibration(model)
+    with pytest.raises(ValueError, match=r"must be a number in \[0.006738, 148.4\]"):
+        calibration.save_calibration(model, temperature)
+    low, high = calibration.TEMPERATURE_RANGE
+    for t in (low, high):  # what fit_temperature can return is readable
+        calibration.save_calibration(model, t)
+        assert calibration.load_calibration(model)["temperature"] == pytest.approx(t)
+
+
+def test_fit_warnings_name_small_classes_and_a_temperature_at_its_bound():
+    y = np.array([0] * 40 + [1] * 12)
+    with pytest.warns(calibration.CalibrationWarning, match=r"fewer than 30 of a class \(pneumonia 12\)"):
+        found = calibration.fit_warnings(y, "binary-class", ["normal", "pneumonia"], temperature=1.3)
+    assert len(found) == 1
+    separable = np.where(y[:, None] == 1, [[-2.0, 2.0]], [[2.0, -2.0]])
+    t = calibration.fit_temperature(separable, y, "binary-class")
+    assert t == pytest.approx(calibration.TEMPERATURE_RANGE[0], rel=1e-3)
+    with pytest.warns(calibration.CalibrationWarning):
+        found = calibration.fit_warnings(np.r_[y, [1] * 30], "binary-class", ["normal", "pneumonia"], temperature=t)
+    assert len(found) == 1 and "at the bound of its search" in found[0]
+    assert calibration.fit_warnings(np.r_[y, [1] * 30], "binary-class", temperature=1.5) == []
+
+
+def test_report_saves_and_shows_the_warnings_of_a_small_validation_split(tmp_path):
+    # Issue 25 item 4: a 22-image validation split fitted T = 148.4 and a threshold without a word.
+    from kdkeras.reporting.clinical import clinical_section
+
+    rng = np.random.default_rng(0)
+    y_val, y_test = np.array([0] * 14 + [1] * 8), (rng.random(60) < 0.5).astype(int)
+    val = {"student": rng.normal(size=(22, 2))}
+    test = {"student": rng.normal(size=(60, 2))}
+    with pytest.warns(calibration.CalibrationWarning):
+        result = clinical_section(
+            str(tmp_path / "figures"), task="binary-class", class_names=["normal", "pneumonia"], y_val=y_val,
+            y_test=y_test, val_logits=val, test_logits=test, model_paths={"student": str(tmp_path / "student.keras")},
+            operating_point={"sensitivity": 0.95},
+        )
+    stored = calibration.load_calibration(tmp_path / "student.keras")
+    assert any("fewer than 30 of a class (normal 14, pneumonia 8)" in w for w in stored["warnings"])
+    text = "\n".join(result.markdown)
+    assert "> **Warning (student):** fitted on 22 validation images with fewer than 30" in text

@@ -148,3 +148,35 @@ def test_config_validates_mixup():
         apply_overrides(config, {"distill.mixup": -0.5})
     with pytest.raises(ConfigError, match=r"\[distill\] mixup.*decoupled_kd"):
         apply_overrides(config, {"distill.mixup": 1.0, "distill.loss": "decoupled_kd"})
+
+
+@pytest.mark.parametrize("a", [0.1, 1.0, 5.0])
+def test_symmetric_beta_matches_the_beta_distribution(a):
+    from scipy import stats
+
+    lam = np.asarray(mixup.symmetric_beta((4000,), a, keras.random.SeedGenerator(11)))
+    # NumPy's float64 draws, rounded to float32 as ours are (within 6e-8 of 1, lambda is 1.0).
+    reference = np.random.default_rng(0).beta(a, a, 4000).astype("float32")
+    assert stats.ks_2samp(lam, reference).pvalue > 0.01
+
+
+def test_small_concentrations_put_lambda_near_0_or_1():
+    # Issue 26 defect 11: keras.random.beta underflows here and put 85% of lambda near 0.5.
+    lam = np.asarray(mixup.symmetric_beta((5000,), 0.001, keras.random.SeedGenerator(2)))
+    assert np.all(np.isfinite(lam)) and np.all((lam >= 0) & (lam <= 1))
+    assert np.mean((lam < 0.01) | (lam > 0.99)) > 0.98
+    assert 0.4 < np.mean(lam > 0.5) < 0.6  # symmetric: half near 1
+    x = tf.random.stateless_uniform((64, 2, 2, 1), seed=(1, 2))
+    mixed, lam, _ = mixup.mix(x, 0.001, keras.random.SeedGenerator(3))
+    assert np.all(np.isfinite(np.asarray(mixed)))
+
+
+@pytest.mark.parametrize("a", [1e-5, 2e4, 1e308])
+def test_mixup_outside_its_numerical_range_is_refused(a):
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    distiller = kdkeras.Distiller(teacher=teacher, student=student)
+    with pytest.raises(ValueError, match=r"`mixup` = .* must be 0 \(off\) or in \[0.0001, 10000\]"):
+        distiller.compile(optimizer="adam", mixup=a)
+    with pytest.raises(ConfigError, match=r"\[distill\] mixup = .* must be 0 \(off\) or in \[0.0001, 10000\]"):
+        apply_overrides(load_config("quickstart"), {"distill.mixup": a})

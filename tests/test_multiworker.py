@@ -8,6 +8,7 @@ the same global batch. All traffic stays on loopback and every wait is bounded.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -397,3 +398,157 @@ def test_a_slurm_job_step_is_a_cluster(monkeypatch):
         monkeypatch.setenv(name, value)
     tf_config = distribute.check_tf_config(multiworker.tf_config_from_slurm(port=2222))
     assert tf_config == {"cluster": {"worker": ["node07:2222", "node08:2222"]}, "task": {"type": "worker", "index": 1}}
+
+
+# A stand-in for `python -m kdkeras <phase> --strategy multiworker`: listens on its TF_CONFIG
+# port, records its pid and a scratch folder, then acts out `mode` (issue 26 defects 13, 14, 19).
+FAKE_WORKER = """\
+import json, os, signal, socket, sys, tempfile, time
+mode, out = sys.argv[3], sys.argv[4]
+config = json.loads(os.environ["TF_CONFIG"])
+index = config["task"]["index"]
+port = int(config["cluster"]["worker"][index].rsplit(":", 1)[1])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+server.bind(("127.0.0.1", port))
+server.listen()
+scratch = tempfile.mkdtemp(prefix=f"kdkeras-worker{index}-")
+def stopped(signum, frame):
+    open(os.path.join(out, f"signal{index}"), "w").write(str(signum))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stopped)
+with open(os.path.join(out, f"pid{index}.tmp"), "w") as f:
+    f.write(f"{os.getpid()} {scratch}")
+os.replace(os.path.join(out, f"pid{index}.tmp"), os.path.join(out, f"pid{index}"))
+if mode == "kill_worker_1" and index == 1:
+    time.sleep(1)
+    os.kill(os.getpid(), signal.SIGKILL)
+if mode == "fail_worker_1" and index == 1:
+    time.sleep(1)
+    print("kdkeras: DataError: the reason", file=sys.stderr)
+    sys.exit(3)
+time.sleep(120)
+"""
+
+
+def _fake_python(tmp_path):
+    path = tmp_path / "fake-python"
+    path.write_text(f"#!{sys.executable}\n" + FAKE_WORKER)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _launcher(tmp_path, mode, workers=2):
+    """`launch` in its own process (so it can be signalled or killed), with fake workers."""
+    code = (
+        "import sys; from kdkeras.distribute.launch import launch; "
+        f"sys.exit(launch([{mode!r}, {str(tmp_path)!r}], {workers}, {str(tmp_path / 'logs')!r}, "
+        f"python={_fake_python(tmp_path)!r}))"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO, "TMPDIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _workers(tmp_path, count, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all((tmp_path / f"pid{i}").exists() for i in range(count)):
+        time.sleep(0.05)
+    found = [(tmp_path / f"pid{i}").read_text().split() for i in range(count)]
+    return [int(pid) for pid, _ in found], [scratch for _, scratch in found]
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie nobody reaped is gone too
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pids, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
+        time.sleep(0.05)
+    return all(_gone(pid) for pid in pids)
+
+
+def test_launch_names_the_killed_worker_stops_the_others_and_removes_their_scratch(tmp_path):
+    launcher = _launcher(tmp_path, "kill_worker_1")
+    pids, scratch = _workers(tmp_path, 2)
+    _, err = launcher.communicate(timeout=60)
+    # Worker 1 was polled while the chief ran (the chief's status used to be reported, after its timeout).
+    assert launcher.returncode == 128 + signal.SIGKILL
+    assert f"kdkeras launch: worker 1 (pid {pids[1]}) was killed by signal 9 (SIGKILL); the other workers were stopped" in err
+    assert _wait_gone(pids)
+    assert not any(os.path.exists(path) for path in scratch)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("kdkeras-")]
+
+
+def test_launch_names_a_failed_worker_and_its_log(tmp_path):
+    launcher = _launcher(tmp_path, "fail_worker_1")
+    pids, _ = _workers(tmp_path, 2)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 3
+    log = tmp_path / "logs" / "worker1.log"
+    assert (f"kdkeras launch: worker 1 (pid {pids[1]}) exited with status 3; the other workers were stopped. "
+            f"Its messages are in {log}.") in err
+    assert "kdkeras: DataError: the reason" in log.read_text() and _wait_gone(pids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_launch_forwards_sigterm_and_sigint_to_every_worker(tmp_path, sig):
+    launcher = _launcher(tmp_path, "sleep")
+    pids, scratch = _workers(tmp_path, 2)
+    launcher.send_signal(sig)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 128 + sig
+    assert f"kdkeras launch: {signal.Signals(sig).name} forwarded to the 2 workers" in err
+    if sig == signal.SIGTERM:  # SIGINT ends the fake workers with KeyboardInterrupt, before any handler
+        assert [(tmp_path / f"signal{i}").read_text() for i in range(2)] == [str(int(sig))] * 2
+    assert _wait_gone(pids) and not any(os.path.exists(path) for path in scratch)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_launcher_and_the_next_launch_removes_their_scratch(tmp_path):
+    launcher = _launcher(tmp_path, "sleep")
+    pids, scratch = _workers(tmp_path, 2)
+    launcher.kill()
+    launcher.wait()
+    assert _wait_gone(pids), "the workers ran on without their launcher"
+    assert all(os.path.exists(path) for path in scratch)  # nobody was left to clean up
+    launch.remove_stale_scratch(str(tmp_path))  # what the next launch does first
+    assert not any(os.path.exists(path) for path in scratch)
+
+
+def test_launch_refuses_more_workers_than_cores_or_memory(tmp_path):
+    with pytest.raises(launch.LaunchError, match=r"--workers 64 is more than this machine holds: it has 2 CPU core\(s\) "
+                                                  r"\(2 workers per core\), room for 4 worker\(s\).*Use --workers 4 or fewer"):
+        launch.check_worker_count(64, cores=2, available_gb=24.0)
+    with pytest.raises(launch.LaunchError, match=r"it has 2.5 GB of available memory \(1 GB per worker\), room for 2"):
+        launch.check_worker_count(3, cores=16, available_gb=2.5)
+    launch.check_worker_count(4, cores=2, available_gb=24.0)
+    with pytest.raises(launch.LaunchError):
+        launch.launch(["student"], 100_000, str(tmp_path / "logs"))
+    assert not (tmp_path / "logs").exists()  # refused before anything started
+
+
+def test_a_worker_whose_port_is_taken_names_it_before_starting(tmp_path):
+    from kdkeras.config import ConfigError
+    from kdkeras.distribute import multiworker
+
+    with launch.reserve_ports(2) as ports:
+        tf_config = launch.local_tf_configs(ports)[0]
+        assert not launch.port_in_use(ports[0])  # held for a worker by the launcher: free for it
+        multiworker.check_own_port(tf_config)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        assert launch.port_in_use(port)
+        tf_config = launch.local_tf_configs([port, ports[1]])[0]
+        taken = rf"worker 0 is to listen at 127.0.0.1:{port} \(TF_CONFIG\), but another program already holds port {port}"
+        with pytest.raises(ConfigError, match=taken), multiworker.watch_cluster_start(tf_config, timeout=5):
+            pytest.fail("the strategy would have started")
+    finally:
+        squatter.close()

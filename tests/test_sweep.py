@@ -171,8 +171,8 @@ def test_sweep_without_teacher_says_run_make_teacher(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--temperatures", "2,-1"], r"\[sweep\] temperatures = \[2.0, -1.0\]: each value must be a number in \(0, 1000\], got -1.0"),
-        (["--temperatures", "0"], r"each value must be a number in \(0, 1000\], got 0.0"),
+        (["--temperatures", "2,-1"], r"\[sweep\] temperatures = \[2.0, -1.0\]: each value must be a number in \[0.01, 1000\], got -1.0"),
+        (["--temperatures", "0"], r"each value must be a number in \[0.01, 1000\], got 0.0"),
         (["--alphas", "0.1,1.5"], r"\[sweep\] alphas = \[0.1, 1.5\]: each value must be a number in \[0, 1\], got 1.5"),
         (["--alphas", "0.5,0.5"], r"\[sweep\] alphas = \[0.5, 0.5\] repeats a value"),
         (["--epochs", "2"], r"nothing to sweep. Pass --temperatures 2,4,8 and/or --alphas 0.1,0.5, or add a \[sweep\]"),
@@ -207,7 +207,7 @@ def test_grid_comes_from_the_sweep_table_and_defaults_to_distill(tmp_path):
     "table, message",
     [
         ("alphas = [0.1, -0.2]", r"tiny.toml: \[sweep\] alphas = \[0.1, -0.2\]: each value must be a number in \[0, 1\]"),
-        ('temperatures = ["4"]', r"each value must be a number in \(0, 1000\], got '4'"),
+        ('temperatures = ["4"]', r"each value must be a number in \[0.01, 1000\], got '4'"),
         ("temperatures = 4", r"\[sweep\]: temperatures must be of type list, got 4"),
         ("temperature = [4]", r"\[sweep\]: unknown key\(s\) 'temperature'. Allowed keys: alphas, temperatures."),
     ],

@@ -23,6 +23,7 @@ from kdkeras.config.schema import OBJECTIVES
 from kdkeras.config.schema import SCHEDULES
 from kdkeras.config.schema import STRATEGIES
 from kdkeras.config.schema import ConfigError
+from kdkeras.distillation import bounds
 from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
 
 
@@ -225,6 +226,8 @@ def check_values(config, source, origins=None, registries=True):
             fail("[distill] temperature", f"= {temperature} must be > 0 and finite.")
         if not temperature <= MAX_TEMPERATURE:
             fail("[distill] temperature", f"= {temperature:g} {_TEMPERATURE_LIMIT}")
+        if bounds.temperature_problem(temperature):
+            fail("[distill] temperature", f"= {temperature:g} {bounds.temperature_problem(temperature)}")
     if config.distill.objective not in OBJECTIVES:
         fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
@@ -303,6 +306,12 @@ def _check_distill_terms(distill, fail):
             fail("[distill] teacher_weights", f"= {distill.teacher_weights!r}: {error}")
     if distill.transfer_set and distill.loss == "decoupled_kd":
         fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
+    if not 0 <= distill.mixup < math.inf:
+        fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
+    if bounds.mixup_problem(distill.mixup):
+        fail("[distill] mixup", f"= {distill.mixup:g} {bounds.mixup_problem(distill.mixup)}")
+    if distill.mixup and distill.cache_teacher:
+        fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
     if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
         fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
              "Use 'knowledge_distillation' or 'dist'.")
@@ -317,7 +326,8 @@ _TEMPERATURE_LIMIT = (
 
 def _check_sweep(sweep, fail):
     rules = (
-        ("temperatures", lambda t: math.isfinite(t) and 0 < t <= MAX_TEMPERATURE, f"in (0, {MAX_TEMPERATURE:g}]"),
+        ("temperatures", lambda t: bounds.MIN_TEMPERATURE <= t <= MAX_TEMPERATURE,
+         f"in [{bounds.MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"),
         ("alphas", lambda a: 0 <= a <= 1, "in [0, 1]"),
     )
     for axis, valid, rule in rules:
@@ -415,3 +425,42 @@ def _check_models(config, fail):
                     f"= {train.options!r}: {spec.name} does not take {', '.join(map(repr, unknown))}. "
                     f"Its options (defaults): {accepted}.",
                 )
+    _check_model_sizes(config, fail)
+
+
+def _check_model_sizes(config, fail):
+    """Each phase's model against the image size it will see, before any data loads."""
+    from kdkeras import models
+
+    data_size = _configured_image_size(config.data)
+    # Distill without its own model trains [student]'s, checked as the student's.
+    for phase in ("teacher", "student", "distill") if config.distill.model else ("teacher", "student"):
+        train = config.phase(phase)
+        own = getattr(train, "image_size", 0)  # a phase's own input size, where the schema has one (0: the data's)
+        size, key = (_square(own), f"[{phase}] image_size") if own else (data_size, "[data] image_size")
+        spec = models.get_spec(train.model)
+        if size is None or min(size) >= spec.min_input_size:
+            continue  # None: the files' native size, checked by models.get_model once they are read
+        fits = [s.name for s in models.list_models(spec.role) if s.min_input_size <= min(size)]
+        fail(
+            f"[{phase}] model",
+            f"= {train.model!r} needs images of at least {spec.min_input_size}x{spec.min_input_size} px, but "
+            f"{key.split(' ')[0]} gives {size[0]}x{size[1]}: set {key} = {spec.min_input_size} (or larger)"
+            + (f", or pick a {spec.role} that takes {min(size)} px: {', '.join(fits)}." if fits else "."),
+        )
+
+
+def _configured_image_size(data):
+    """`(height, width)` of the images `[data]` yields, or None where only the files know it."""
+    size = data.get("image_size")
+    if size is None:
+        # MedMNIST's native size is its `size` argument (28 unless set).
+        parameter = inspect.signature(LOADERS.lookup(data["loader"])).parameters.get("size")
+        size = data.get("size", None if parameter is None else parameter.default)
+    return _square(size)
+
+
+def _square(size):
+    if not isinstance(size, (int, list, tuple)) or isinstance(size, bool):
+        return None
+    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)

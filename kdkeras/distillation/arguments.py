@@ -11,6 +11,7 @@ import warnings
 
 import keras
 
+from kdkeras.distillation import bounds
 from kdkeras.distillation import features as kd_features
 from kdkeras.distillation import losses as kd_losses
 
@@ -105,6 +106,9 @@ def check_mixup(mixup, terms):
     """`mixup` as a float; refused for terms that read one label per image."""
     if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not 0 <= mixup < float("inf"):
         raise ValueError(f"`mixup` must be a finite number >= 0 (0 disables it), got {mixup!r}.")
+    problem = bounds.mixup_problem(mixup)
+    if problem:
+        raise ValueError(f"`mixup` = {mixup!r} {problem}")
     needs_labels = [t.name for t, _ in terms if "labels" in getattr(t, "requires", ())]
     if mixup and needs_labels:
         raise ValueError(

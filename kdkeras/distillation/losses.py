@@ -18,6 +18,7 @@ import warnings
 import keras
 from keras import ops
 
+from kdkeras.distillation import bounds
 from kdkeras.distillation.objective import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
@@ -43,6 +44,9 @@ def _check_temperature(temperature):
             f"`temperature` must be > 0, got {temperature}. Softening divides logits by it; "
             "use 1.0 for no softening."
         )
+    problem = bounds.temperature_problem(temperature)
+    if problem:
+        raise ValueError(f"`temperature` = {temperature:g} {problem}")
     return float(temperature)
 
 

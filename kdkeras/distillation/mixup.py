@@ -13,7 +13,10 @@ mixup loss `lam * L(y_i) + (1 - lam) * L(y_j)`.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+_TINY = float(np.finfo(np.float32).tiny)
 
 
 def mix(x, concentration, seed_generator):
@@ -21,8 +24,9 @@ def mix(x, concentration, seed_generator):
 
     Args:
         x: Batch of images `(batch, ...)`, floating point.
-        concentration: `a > 0` of the mixing weight `lam ~ Beta(a, a)`, one draw
-            per image (1.0 draws uniformly; small values mix little).
+        concentration: `a` of the mixing weight `lam ~ Beta(a, a)`, one draw
+            per image, in `kdkeras.distillation.bounds.MIXUP_RANGE` (1.0 draws
+            uniformly; small values mix little).
         seed_generator: A `keras.random.SeedGenerator`, so seeded runs repeat.
 
     Returns:
@@ -30,12 +34,41 @@ def mix(x, concentration, seed_generator):
         weights `(batch,)` and the index of each image's partner.
     """
     batch = tf.shape(x)[0]
-    lam = keras.random.beta((batch,), concentration, concentration, seed=seed_generator)
-    lam = tf.cast(lam, x.dtype)
+    lam = tf.cast(symmetric_beta((batch,), concentration, seed_generator), x.dtype)
     partner = tf.argsort(keras.random.uniform((batch,), seed=seed_generator))
     weight = tf.reshape(lam, tf.concat([[batch], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0))
     mixed = weight * x + (1.0 - weight) * tf.gather(x, partner)
     return mixed, lam, partner
+
+
+def symmetric_beta(shape, concentration, seed_generator):
+    """Draws `Beta(a, a)` without underflow, for any `a` in `MIXUP_RANGE`.
+
+    `Beta(a, a) = G1 / (G1 + G2)` with `Gi ~ Gamma(a)`; for small `a` the Gamma
+    draws underflow float32 to 0 and the ratio is lost (Keras's
+    `keras.random.beta` at `a = 0.001` puts most draws near 0.5, where
+    almost none belong). Each Gamma is drawn in log space instead, as
+    `log Gamma(a + 1) + log(U) / a` with `U ~ Uniform(0, 1)` (Marsaglia and
+    Tsang's boost), and `lam = sigmoid(log G1 - log G2)`, which is exact to
+    float32 at both ends.
+
+    Args:
+        shape: Shape of the draw.
+        concentration: `a > 0`.
+        seed_generator: A `keras.random.SeedGenerator`.
+
+    Returns:
+        float32 tensor of `shape` in [0, 1].
+    """
+    a = float(concentration)
+
+    def log_gamma():
+        boosted = keras.random.gamma(shape, a + 1.0, dtype="float32", seed=seed_generator)
+        # U > 0, so that log(U) stays finite.
+        u = keras.random.uniform(shape, minval=_TINY, maxval=1.0, dtype="float32", seed=seed_generator)
+        return tf.math.log(boosted) + tf.math.log(u) / a
+
+    return tf.sigmoid(log_gamma() - log_gamma())
 
 
 def mixed_labels(y, sample_weight, lam, partner):

@@ -45,6 +45,7 @@ from keras.src.backend.tensorflow import trainer as keras_trainer
 from kdkeras.workflow.callbacks import RunState
 from kdkeras.config import ConfigError
 
+from kdkeras.distribute import launch
 from kdkeras.distribute.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
 
 DEFAULT_SLURM_PORT = 12345  # the first port of each node of a Slurm job step
@@ -248,6 +249,7 @@ def watch_cluster_start(tf_config, timeout=None):
     """
     if timeout is None:
         timeout = float(os.environ.get(START_TIMEOUT_VARIABLE, DEFAULT_START_TIMEOUT))
+    check_own_port(tf_config)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(filter(None, (package_parent, os.environ.get("PYTHONPATH"))))
     watchdog = subprocess.Popen(
@@ -263,6 +265,29 @@ def watch_cluster_start(tf_config, timeout=None):
     finally:
         watchdog.stdin.close()  # started (or failed): the watchdog exits
         watchdog.wait()
+
+
+def check_own_port(tf_config):
+    """Refuses to start a worker whose own `TF_CONFIG` port another program holds.
+
+    TensorFlow would fail with a gRPC traceback that names no port, and the
+    other workers would wait out their timeout: this names the port first.
+
+    Args:
+        tf_config: The parsed `TF_CONFIG`.
+
+    Raises:
+        ConfigError: naming the task, its address and the fix.
+    """
+    task = tf_config["task"]
+    address = tf_config["cluster"][task["type"]][task["index"]]
+    host, _, port = address.rpartition(":")
+    if launch.port_in_use(int(port), host.strip("[]")):
+        raise ConfigError(
+            f"strategy = 'multiworker': {task['type']} {task['index']} is to listen at {address} (TF_CONFIG), "
+            f"but another program already holds port {port}: stop it (`ss -ltnp` names it) or give this "
+            "worker a free port in every worker's TF_CONFIG (`kdkeras launch` picks free ports itself)."
+        )
 
 
 def tf_config_from_slurm(port=DEFAULT_SLURM_PORT):

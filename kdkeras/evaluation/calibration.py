@@ -25,6 +25,7 @@ probability of the positive class (the last class): positive when
 import json
 import math
 import os
+import warnings
 
 import matplotlib
 import numpy as np
@@ -38,8 +39,20 @@ from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 FORMAT = 1
 # exp(+-5) spans T in [0.0067, 148]: far beyond any useful temperature, so the
-# bounded search never stops at an edge on a sane model.
+# bounded search never stops at an edge on a sane model (one that does is
+# warned about: `fit_warnings`).
 _LOG_T_BOUNDS = (-5.0, 5.0)
+# The temperatures a calibration file may hold: those `fit_temperature` can
+# return. Beyond them a file's T makes every probability 1/C (T = 1e39) or 0/1.
+TEMPERATURE_RANGE = (math.exp(_LOG_T_BOUNDS[0]), math.exp(_LOG_T_BOUNDS[1]))
+# Below this many validation images of a class (positives of a label), the
+# fitted temperature and threshold rest on too few examples to trust: a
+# sensitivity target of 0.95 then moves by a whole image per 5%.
+MIN_VALIDATION_PER_CLASS = 30
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration or operating point fitted on too little data, or stopped at a bound."""
 
 
 def nll(logits, y_true, task="multi-class", temperature=1.0):
@@ -105,7 +118,58 @@ def fit_temperature(logits, y_true, task="multi-class"):
         method="bounded",
         options={"xatol": 1e-6},
     )
-    return float(math.exp(result.x))
+    best = result.x
+    for edge in _LOG_T_BOUNDS:
+        # Perfectly separated (or constant) logits have their minimum at an edge, where the NLL is
+        # flat to float64 and Brent stops anywhere: report the edge, which `fit_warnings` names.
+        if nll(logits, y_true, task, math.exp(edge)) <= nll(logits, y_true, task, math.exp(best)):
+            best = edge
+    return float(math.exp(best))
+
+
+def fit_warnings(y_true, task, class_names=None, temperature=None):
+    """What makes a temperature or threshold fitted on `y_true` untrustworthy, one sentence each.
+
+    Each sentence is also issued as a `CalibrationWarning` (shown in the
+    log); `kdkeras report` writes them into the calibration file's
+    `warnings` field and the report.
+
+    Args:
+        y_true: Validation labels the fit used (class indices, or multi-hot
+            for multi-label).
+        task: One of `kdkeras.evaluation.metrics.TASKS`.
+        class_names: Names of the classes (labels), for the message.
+        temperature: The fitted temperature, checked against the search bounds.
+
+    Returns:
+        A list of strings, empty when the fit is sound.
+    """
+    y = np.asarray(y_true)
+    if task.startswith("multi-label"):
+        counts = y.reshape(len(y), -1).sum(axis=0).astype(int)
+    else:
+        classes = len(class_names) if class_names else int(y.max()) + 1 if y.size else 0
+        counts = np.bincount(y.reshape(-1).astype(np.int64), minlength=classes)
+    names = class_names or [str(k) for k in range(len(counts))]
+    few = [f"{names[k]} {int(n)}" for k, n in enumerate(counts) if n < MIN_VALIDATION_PER_CLASS]
+    found = []
+    if few:
+        found.append(
+            f"fitted on {len(y)} validation images with fewer than {MIN_VALIDATION_PER_CLASS} of a class "
+            f"({', '.join(few)}): the temperature and threshold may not hold on new data; give the "
+            "validation split more images (e.g. a larger val_fraction)"
+        )
+    if temperature is not None:
+        low, high = TEMPERATURE_RANGE
+        if abs(math.log(temperature) - math.log(low)) < 1e-3 or abs(math.log(temperature) - math.log(high)) < 1e-3:
+            found.append(
+                f"the fitted temperature {temperature:.4g} is at the bound of its search "
+                f"[{low:.4g}, {high:.4g}]: the validation logits are degenerate (a split the model "
+                "separates perfectly, or predicts one class for); do not trust its probabilities"
+            )
+    for message in found:
+        warnings.warn(f"Calibration: {message}.", CalibrationWarning, stacklevel=2)
+    return found
 
 
 def calibration_summary(logits, y_true, task, temperature=1.0):
@@ -125,7 +189,7 @@ def calibration_path(model_path):
 
 
 def save_calibration(model_path, temperature, threshold=None, operating_point=None,
-                     positive_class=None, n=None):
+                     positive_class=None, n=None, warnings=()):
     """Writes the calibration file beside a saved model, atomically.
 
     Args:
@@ -136,12 +200,14 @@ def save_calibration(model_path, temperature, threshold=None, operating_point=No
         operating_point: The `[evaluate] operating_point` it was chosen for.
         positive_class: Name of the positive class (binary tasks).
         n: Number of validation examples it was fitted on.
+        warnings: The `fit_warnings` of the fit, kept in the file.
 
     Returns:
         The path of the written file.
     """
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    problem = _temperature_problem(temperature)
+    if problem:
+        raise ValueError(f"temperature = {temperature!r} {problem}")
     content = {
         "format": FORMAT,
         "model": os.path.basename(os.fspath(model_path)),
@@ -151,6 +217,7 @@ def save_calibration(model_path, temperature, threshold=None, operating_point=No
         "positive_class": positive_class,
         "fitted_on": "validation",
         "n": None if n is None else int(n),
+        "warnings": list(warnings),
         "kdkeras_version": __version__,
     }
     path = calibration_path(model_path)
@@ -183,11 +250,27 @@ def load_calibration(model_path):
             f"{path} is not a valid calibration file ({type(e).__name__}: {e}); delete it to "
             "predict uncalibrated, or rewrite it with kdkeras.evaluation.calibration.save_calibration."
         ) from e
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ModelFileError(f"{path}: temperature = {temperature!r} must be a finite number > 0.")
+    problem = _temperature_problem(temperature)
+    if problem:
+        raise ModelFileError(
+            f"{path}: temperature = {temperature!r} {problem}; delete the file to predict uncalibrated, or "
+            "run `kdkeras report` to fit it again."
+        )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ModelFileError(f"{path}: threshold = {threshold!r} must be a probability in [0, 1].")
     return {**content, "temperature": temperature, "threshold": threshold}
+
+
+def _temperature_problem(temperature):
+    low, high = TEMPERATURE_RANGE
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        low * (1 - 1e-9) <= temperature <= high * (1 + 1e-9)
+    ):
+        return (
+            f"must be a number in [{low:.4g}, {high:.4g}], the range fit_temperature searches (T = 1e39 "
+            "would make every probability 1/C, T = 1e-300 every one 0 or 1)"
+        )
+    return None
 
 
 def reliability_bins(y_true, y_score, task, bins=ECE_BINS):

@@ -138,7 +138,9 @@ def export_student(
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir)
     try:
-        written = _write_files(model, work, formats, input_shape, calibration["temperature"], task, representative)
+        # The files compute in float32: TFLite has no kernels for a mixed-precision model's float16 ops.
+        written = _write_files(float32_model(model), work, formats, input_shape, calibration["temperature"], task,
+                               representative)
         measure = _Measure(test, task, class_names, input_shape, num_threads, latency_warmup, latency_repeats)
         rows = [measure.keras_row(model, source_path, _keras_size(model, source_path, work),
                                   calibration["temperature"])]
@@ -161,6 +163,43 @@ def export_student(
     _write_tables(out_dir, table, source_path)
     bundle.write_bundle(out_dir, table, facts, model, source_path, class_names)
     return table
+
+
+def float32_model(model):
+    """`model` itself, or for a mixed-precision model a float32 copy with the same weights.
+
+    A model trained under a `mixed_float16` (or `mixed_bfloat16`) policy
+    computes in 16 bits; TFLite's converter finds no kernels for those ops
+    and every format fails. Its variables are float32 already, so a copy
+    whose layers compute in float32 takes the same weights and gives the
+    same predictions, up to float16 rounding.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        A Keras model whose layers all compute in float32.
+    """
+    if not any(_mixed(layer.dtype_policy.name) for layer in model._flatten_layers(include_self=True)):
+        return model
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _mixed(name):
+    return isinstance(name, str) and name.startswith("mixed_")
+
+
+def _float32_policies(config):
+    if isinstance(config, dict):
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and _mixed(config["config"].get("name")):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: "float32" if _mixed(value) else _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
 
 
 def _check_counts(representative_images, latency_warmup, latency_repeats):

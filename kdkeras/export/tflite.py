@@ -124,10 +124,14 @@ def convert(saved_model, fmt, calibration):
     try:
         return converter.convert()
     except Exception as e:  # the converter raises several unrelated types
-        raise ValueError(
-            f"TFLite conversion to {fmt} failed: {e}. A layer without an int8 kernel cannot be "
-            f"fully quantized: drop {fmt!r} from `formats` or use 'tflite_dynamic_int8'."
-        ) from e
+        # The converter's own message is a page of MLIR: its first line says what failed.
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        advice = {
+            "tflite_int8": "a layer without an int8 kernel cannot be fully quantized: drop 'tflite_int8' from "
+                           "`formats` or use 'tflite_dynamic_int8'",
+            "tflite_dynamic_int8": "drop 'tflite_dynamic_int8' from `formats` or use 'tflite_float32'",
+        }.get(fmt, "the model has an op TFLite has no kernel for: export 'saved_model' only, and run it with TensorFlow")
+        raise ValueError(f"TFLite conversion to {fmt} failed ({first}): {advice}.") from e
 
 
 def quantize(images, detail):

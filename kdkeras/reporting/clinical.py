@@ -92,6 +92,9 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
     os.makedirs(out_dir, exist_ok=True)
     metrics = {name: {} for name in names}
     calibrated, figures = _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out_dir)
+    for name in names:  # too few validation images, or T at a bound: logged, saved, shown
+        fitted = metrics[name]["calibration"]
+        fitted["warnings"] = calibration.fit_warnings(y_val, task, class_names, fitted["temperature"])
     thresholds, not_applied = {}, None
     if binary:
         thresholds, op_figures, not_applied = _operating_points(
@@ -113,7 +116,7 @@ def clinical_section(out_dir, *, task, class_names, y_val, y_test, val_logits, t
             calibration.save_calibration(
                 path, metrics[name]["calibration"]["temperature"], thresholds.get(name) if rule else None,
                 operating_point=rule, positive_class=class_names[-1] if binary else None,
-                n=len(val_logits[name]),
+                n=len(val_logits[name]), warnings=metrics[name]["calibration"]["warnings"],
             )
     markdown = _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradcam_figures,
                          gradcam_missing, report_dir, not_applied)
@@ -270,6 +273,8 @@ def _markdown(metrics, names, teacher, rule, class_names, binary, figures, gradc
             f"| {c['test_before']['nll']:.4f} | {c['test_after']['nll']:.4f} |"
         )
     lines.append("")
+    lines += [f"> **Warning ({name}):** {message}."
+              for name in names for message in metrics[name]["calibration"]["warnings"]]
     lines += [link(p, f"{os.path.basename(p)}") for p in figures if p.endswith("_reliability.png")]
     lines.append("")
     if binary:

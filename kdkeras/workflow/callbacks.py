@@ -11,6 +11,7 @@ import shutil
 
 import keras
 
+from kdkeras.config.schema import ConfigError
 from kdkeras.files import remove_stale_temp_files, save_weights, write_text_atomic
 
 _CHECKPOINT = re.compile(r"epoch_(\d{4,})\.json$")
@@ -36,6 +37,10 @@ class RunState(keras.callbacks.Callback):
         patience: Early-stopping patience in epochs; 0 disables stopping.
         weights_of: The model whose weights are "best" (defaults to the
             fitted model; the Distiller passes its student).
+        settings: JSON-ready dict of the settings the run trains with,
+            recorded in each checkpoint: `restore` refuses a checkpoint whose
+            recorded settings differ (`SettingsChangedError`), so a resumed
+            run never mixes two configs in one history. None records nothing.
 
     Example:
 
@@ -47,8 +52,11 @@ class RunState(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, state_dir, history_csv, monitor="val_loss", mode=None, patience=0, weights_of=None):
+    def __init__(self, state_dir, history_csv, monitor="val_loss", mode=None, patience=0, weights_of=None,
+                 settings=None):
         super().__init__()
+        # Through JSON, as the checkpoint stores them: tuples compare equal to the lists read back.
+        self.settings = None if settings is None else json.loads(json.dumps(settings))
         self.state_dir = state_dir
         self.history_csv = history_csv
         self.monitor = monitor
@@ -76,6 +84,10 @@ class RunState(keras.callbacks.Callback):
 
         Returns:
             The epoch to pass to `fit(initial_epoch=...)`: 0 for a fresh start.
+
+        Raises:
+            SettingsChangedError: the checkpoint was trained with other
+                `settings` (or another `monitor`); nothing is loaded.
         """
         if os.path.isdir(self.state_dir):
             remove_stale_temp_files(self.state_dir)
@@ -85,6 +97,7 @@ class RunState(keras.callbacks.Callback):
         epoch, meta_path = latest
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
+        self._check_settings(meta, epoch)
         _build_optimizer(model)
         model.load_weights(self._weights_path(epoch))
         self.history = meta["history"]
@@ -118,6 +131,7 @@ class RunState(keras.callbacks.Callback):
             "best_epoch": self.best_epoch,
             "wait": self.wait,
             "monitor": self.monitor,
+            "settings": self.settings,
         }
         write_text_atomic(os.path.join(self.state_dir, f"epoch_{epoch + 1:04d}.json"), json.dumps(meta))
         write_text_atomic(self.history_csv, history_to_csv(self.history))
@@ -133,6 +147,27 @@ class RunState(keras.callbacks.Callback):
         parent = os.path.dirname(self.state_dir)
         if os.path.isdir(parent) and not os.listdir(parent):
             os.rmdir(parent)
+
+    def _check_settings(self, meta, epoch):
+        if meta.get("settings") is None or self.settings is None:
+            # A checkpoint older than the record (or a caller that records nothing): only the monitor is known.
+            recorded, current = {"monitor": meta.get("monitor", self.monitor)}, {"monitor": self.monitor}
+        else:
+            recorded, current = _flatten(meta["settings"]), _flatten(self.settings)
+        def shown(values, key):
+            return repr(values[key]) if key in values else "(unset)"
+
+        changed = [
+            f"{key} {shown(recorded, key)} -> {shown(current, key)}"
+            for key in sorted(recorded.keys() | current.keys()) if recorded.get(key, ...) != current.get(key, ...)
+        ]
+        if changed:
+            raise SettingsChangedError(
+                f"{self.state_dir} holds the checkpoint of epoch {epoch}, trained with other settings: "
+                f"{', '.join(changed)}. Resuming would mix both in one run: run again with the old "
+                "settings to resume, or add --fresh (Python: run_phase(..., fresh=True)) to discard "
+                "the checkpoint and start at epoch 1."
+            )
 
     def _target(self):
         return self.weights_of or self.model
@@ -160,6 +195,20 @@ class RunState(keras.callbacks.Callback):
             match = re.search(r"epoch_(\d+)\.", os.path.basename(path))
             if match and int(match.group(1)) < epoch:
                 os.remove(path)
+
+
+class SettingsChangedError(ConfigError):
+    """A checkpoint to resume from was trained with other settings than the run's."""
+
+
+def _flatten(settings, prefix=""):
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class TrainingDivergedError(FloatingPointError):

@@ -7,6 +7,7 @@ run folder `runs/<experiment>/`, whose files `kdkeras.workflow.runs` names.
 """
 
 import os
+import shutil
 import time
 
 import keras
@@ -65,7 +66,8 @@ def fit_datasets(train, val, strategy, batch, cache_from=None, seed=None, verbos
     return tuple(distribute.prepare_dataset(ds, strategy, batch.size) for ds in (train, val))
 
 
-def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None, unsafe_load=False):
+def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher_path=None, unsafe_load=False,
+              fresh=False):
     """Trains, saves and evaluates one phase of an experiment.
 
     Data, then the phase's compiled model (`kdkeras.workflow.phases.PHASE_BUILDERS`),
@@ -89,6 +91,8 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             at the experiment's one teacher instead of copying it.
         unsafe_load: Load a teacher file that stores Python code (see
             `kdkeras.files.load_model`); only for files you trust.
+        fresh: Discard the phase's checkpoint, if any, and start at epoch 1
+            (the CLI's `--fresh`); else a killed phase resumes.
 
     Returns:
         The phase's metrics dict (also saved as `{name}_metrics.json`).
@@ -99,6 +103,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             that does not split over its replicas.
         ValueError: a model that cannot take the data (size, classes).
         kdkeras.files.UnsafeModelError: a teacher file holding code, without `unsafe_load`.
+        kdkeras.workflow.callbacks.SettingsChangedError: a checkpoint of other settings, without `fresh`.
         kdkeras.workflow.callbacks.TrainingDivergedError: a NaN or infinite loss; no
             model is saved and the last complete checkpoint is kept.
     """
@@ -108,8 +113,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     run = runs_lib.RunFolder.of(config, runs_dir)
     name = runs_lib.MODEL_NAMES[phase]
     say = lambda line: log(f"[{name}] {line}")  # noqa: E731
-    if os.path.isdir(run.path):
-        remove_stale_temp_files(run.path)  # left by a killed run
+    _clear_leftovers(run, name, fresh, say)
     strategy = distribute.get_strategy(config.strategy)
     # Only the chief writes the run's files; other workers write to a scratch folder.
     written = runs_lib.RunFolder(multiworker.write_dir(run.path, strategy))
@@ -124,10 +128,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         _log_data(say, data, strategy, batch)
         fitted, model = PHASE_BUILDERS[phase](config, phase, data, teachers, say)
         save_config(config, written.config)
-        state = multiworker.WorkerRunState(
-            written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
-            monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
-        )
+        state = _run_state(config, phase, run, written, strategy, model)
         initial_epoch = state.restore(fitted)  # a resumed optimizer builds its variables in the scope
     cache_from = fitted if teachers and train_config.cache_teacher else None
     if cache_from is not None:
@@ -145,6 +146,48 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     multiworker.remove_write_dir(written.path, run.path)
     say(f"test: {metrics_lib.summary(result)}")
     return result
+
+
+def _clear_leftovers(run, name, fresh, say):
+    if os.path.isdir(run.path):
+        remove_stale_temp_files(run.path)  # left by a killed run
+    if fresh and os.path.isdir(run.state(name)):
+        say(f"--fresh: discarding the checkpoint in {run.state(name)}")
+        shutil.rmtree(run.state(name), ignore_errors=True)
+
+
+def _run_state(config, phase, run, written, strategy, model):
+    name, train_config = runs_lib.MODEL_NAMES[phase], config.phase(phase)
+    return multiworker.WorkerRunState(
+        written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
+        monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
+        settings=resume_settings(config, phase),
+    )
+
+
+def resume_settings(config, phase):
+    """The settings a phase's checkpoint records; a resumed run must match them all.
+
+    Everything that shapes the trained weights or the history: the data, the
+    phase's table (its model, optimizer, monitor, ...), the model it trains,
+    the seed and the labeled fraction. Left out: `epochs`, so that a finished
+    or killed run can be extended, and the tables of the other phases.
+
+    Args:
+        config: The `ExperimentConfig`.
+        phase: "teacher", "student" or "distill".
+
+    Returns:
+        A JSON-ready dict.
+    """
+    table = {k: v for k, v in config.to_dict()[phase].items() if k != "epochs"}
+    architecture, options = phase_model(config, phase)
+    return {
+        "data": config.data, phase: table, "model": {"architecture": architecture, "options": options},
+        "seed": config.seed, "deterministic": config.deterministic,
+        # The teacher trains on every label whatever the fraction.
+        "labeled_fraction": None if phase == "teacher" else config.labeled_fraction,
+    }
 
 
 def _seed(config):
