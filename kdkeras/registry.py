@@ -139,7 +139,10 @@ def summary(entry):
     return (entry.__doc__ or "").strip().split("\n")[0]
 
 
-DISTILLATION_TERMS = Registry("distillation_term", modules=("kdkeras.distillation.losses", "kdkeras.distillation.relations"))
+DISTILLATION_TERMS = Registry(
+    "distillation_term",
+    modules=("kdkeras.distillation.losses", "kdkeras.distillation.relations", "kdkeras.distillation.standardization"),
+)
 FEATURE_LOSSES = Registry("feature_loss", modules=("kdkeras.distillation.features",))
 OPTIMIZERS = Registry("optimizer", modules=("kdkeras.workflow.optimizers",))
 # Loaders return `(train, val, test, info)`; `[data]`'s other keys are their arguments.

@@ -31,6 +31,7 @@ MODULES = (
     "kdkeras.distillation.losses",
     "kdkeras.distillation.objective",
     "kdkeras.distillation.relations",
+    "kdkeras.distillation.standardization",
     "kdkeras.models.preprocessing",
     "kdkeras.workflow.fit_metrics",
 )

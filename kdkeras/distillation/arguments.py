@@ -227,3 +227,12 @@ def resolve_student_loss(identifier):
     if not isinstance(loss, keras.losses.Loss):
         loss = kd_losses.FunctionLoss(loss)
     return loss
+
+
+def log_views(student, teachers):
+    """Says once, when teacher and student read different inputs, how each batch is resized for them."""
+    shapes = {tuple(model.input_shape[1:]) for model in (student, *teachers)}
+    if len(shapes) > 1:
+        views = ", ".join(f"{m.name} {'x'.join(map(str, m.input_shape[1:]))}" for m in (*teachers, student))
+        print(f"kdkeras.Distiller: teacher and student read different inputs ({views}); each step resizes "
+              "the batch to each model's view (antialiased when shrinking).")

@@ -110,7 +110,7 @@ class Distiller(keras.Model):
             arguments.warn_if_swapped(student, model)  # whatever the arguments, positional ones included
         self.student = student
         self.teachers = teachers
-        _log_views(student, teachers)
+        arguments.log_views(student, teachers)
         self.teacher_weights = check_teacher_weights(teacher_weights, len(teachers))
         self.features = [arguments.as_feature_match(f) for f in features or ()]
         self._student_features = self._teacher_features = None
@@ -496,15 +496,6 @@ class Distiller(keras.Model):
         config.pop("trainable", None)
         config.pop("dtype", None)
         return cls(student=student, teacher=teacher, features=features or None, **config)
-
-
-def _log_views(student, teachers):
-    """Says once, when teacher and student read different inputs, how each batch is resized for them."""
-    shapes = {tuple(model.input_shape[1:]) for model in (student, *teachers)}
-    if len(shapes) > 1:
-        views = ", ".join(f"{m.name} {'x'.join(map(str, m.input_shape[1:]))}" for m in (*teachers, student))
-        print(f"kdkeras.Distiller: teacher and student read different inputs ({views}); each step resizes "
-              "the batch to each model's view (antialiased when shrinking).")
 
 
 def _without_compile_state(serialized):
