@@ -57,6 +57,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     from kdkeras.distribute import strategy as distribute
     from kdkeras.distillation import losses as kd_losses
+    from kdkeras.distillation import standardization
     from kdkeras.workflow import training
     from kdkeras.config import ConfigError, from_dict
     from kdkeras.distillation.distiller import Distiller
@@ -89,7 +90,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "cached_teacher_logits": {"cached": True},
         # A 28-px teacher and a 16-px RGB student, each reading its own view of the batch.
         "different_views": {"student_shape": (16, 16, 3)},
-        "logit_standardized": {"loss": lambda: kd_losses.LogitStandardizedKD()},
+        "logit_standardized": {"loss": lambda: standardization.LogitStandardizedKD()},
         # Not a way to distil: the student with BatchNorm, whose statistics stay per replica.
         "batchnorm_student": {"batchnorm": True},
     }
@@ -283,9 +284,10 @@ def test_every_kd_loss_is_checked_under_mirrored():
 
     from kdkeras.distillation import features
     from kdkeras.distillation import losses
+    from kdkeras.distillation import standardization
 
     classes = {
-        name for module in (losses, features) for name, obj in vars(module).items()
+        name for module in (losses, features, standardization) for name, obj in vars(module).items()
         if isinstance(obj, type) and issubclass(obj, keras.losses.Loss) and obj.__module__ == module.__name__
     }
     assert classes == COVERED_LOSS_CLASSES, "add the new losses to VARIANTS (and the script's VARIANTS)"
