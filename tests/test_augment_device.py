@@ -2,7 +2,6 @@
 
 import csv
 import os
-import tomllib
 
 import keras
 import numpy as np
@@ -81,37 +80,18 @@ def test_device_augmentation_is_seeded_and_training_only():
     assert not np.array_equal(layer(tf.constant(x), training=True).numpy(), first)  # next draw
 
 
-TINY = """
-name = "device"
-seed = 5
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 64
-augment = "light"
-augment_on = "device"
-
-[teacher]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 1
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 2
-
-[distill]
-epochs = 1
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "name": "device",
+    "seed": 5,
+    "data": {"augment": "light", "augment_on": "device"},
+    "student": {"epochs": 2},
+    "distill": {"epochs": 1},
+}
 
 
-def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys):
-    config = tmp_path / "device.toml"
-    config.write_text(TINY)
+def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     histories = []
     for run in ("a", "b"):
         args = ["student", "--config", str(config), "--runs-dir", str(tmp_path / run), "--quiet"]
@@ -129,7 +109,7 @@ def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys):
         saved = load_model(os.path.join(tmp_path, "a", "device", f"{artifact}.keras"))
         assert not any(isinstance(layer, BatchAugmentation) for layer in saved._flatten_layers())
     pipeline = tmp_path / "pipeline"
-    config.write_text(TINY.replace('augment_on = "device"', 'augment_on = "pipeline"'))
+    config = tiny_experiment(tmp_path, **{**TINY, "data": {**TINY["data"], "augment_on": "pipeline"}})
     assert cli.main(["student", "--config", str(config), "--runs-dir", str(pipeline), "--quiet"]) == 0
     with open(pipeline / "device" / "student_history.csv", newline="") as f:
         assert [(row["loss"], row["val_loss"]) for row in csv.DictReader(f)] != histories[0]
@@ -142,8 +122,8 @@ def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys):
         ({"augment_on": "device"}, r"augment_on = 'device' has no augmentation to run"),
     ],
 )
-def test_augment_on_is_validated(data, message):
-    raw = tomllib.loads(TINY)
+def test_augment_on_is_validated(data, message, tiny_experiment):
+    raw = tiny_experiment.raw(**TINY)
     raw["data"] = {**{k: v for k, v in raw["data"].items() if not k.startswith("augment")}, **data}
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.from_dict(raw, "device.toml")

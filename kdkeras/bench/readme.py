@@ -7,10 +7,10 @@ numbers a newcomer reads are the numbers BENCHMARKS.md was built from.
 
 import os
 
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
-from kdkeras.bench import report
+from kdkeras.bench import outputs
 from kdkeras.bench import transfer as transfer_bench
 from kdkeras.files import write_text_atomic
 from kdkeras.formatting import format_bytes, format_latency
@@ -26,16 +26,16 @@ def readme_block(runs_dir="runs/bench"):
     one a new user reproduces; the multi-seed and transfer-set verdicts are quoted from the same
     results BENCHMARKS.md is generated from.
     """
-    accuracy = report.read_output(runs_dir, report.ACCURACY)
+    accuracy = outputs.read_output(runs_dir, outputs.ACCURACY)
     if not accuracy:
-        raise ValueError(f"{os.path.join(runs_dir, report.ACCURACY)} is missing: run `make bench` first.")
+        raise ValueError(f"{os.path.join(runs_dir, outputs.ACCURACY)} is missing: run `make bench` first.")
     seed = accuracy["seeds"][0]
     run = runs_lib.RunFolder(os.path.join(runs_dir, f"seed{seed}", accuracy["experiment"]))
     env = accuracy["environment"]
     lines = [
         README_START,
-        f"`make all` (seed {seed}) on {env['cpus']} CPU cores ({report.cpu_model(env)}; TensorFlow {env['tensorflow']}, "
-        f"Keras {env['keras']}, CPU only), {report.when(accuracy)}; test split of "
+        f"`make all` (seed {seed}) on {env['cpus']} CPU cores ({outputs.cpu_model(env)}; TensorFlow {env['tensorflow']}, "
+        f"Keras {env['keras']}, CPU only), {outputs.when(accuracy)}; test split of "
         f"{accuracy['test_images'][0]} images, 95% bootstrap intervals:",
         "",
         "| Model | Params | Size | Latency (batch 1) | ACC | AUC | Balanced ACC |",
@@ -62,10 +62,10 @@ def readme_block(runs_dir="runs/bench"):
             "claim about the recipe needs, distilled minus student alone: "
             + _paired_clauses(paired) + "."
         )
-    recipes = report.read_output(runs_dir, report.RECIPES)
+    recipes = outputs.read_output(runs_dir, outputs.RECIPES)
     if recipes:
         lines += ["", _recipes_line(recipes)]
-    transfer = report.read_output(runs_dir, report.TRANSFER)
+    transfer = outputs.read_output(runs_dir, outputs.TRANSFER)
     if transfer:
         lines += ["", "With few labels, distilling through the unlabeled rest of the train split "
                   "(BENCHMARKS.md, \"Few labels\"):", ""]

@@ -2,7 +2,11 @@
 
 Names are checked against the registries of `kdkeras.registry` (loaders,
 optimizers, models, augmentations, distillation terms), so a registered piece
-is accepted without touching this module.
+is accepted without touching this module. Checks that need library code (a
+term's options, an image size, a model's options, teacher weights, an
+operating point) run through `kdkeras.registry.CHECKS` and the registries'
+metadata: this module imports no library module, so the config stays below
+the library it describes (`tests/test_architecture.py`).
 """
 
 import dataclasses
@@ -12,14 +16,13 @@ import os
 
 from kdkeras.config.schema import AUGMENT_ON
 from kdkeras.config.schema import CLASS_WEIGHTS
-from kdkeras.config.schema import LOCAL_DATA_KEYS
 from kdkeras.config.schema import MAX_TEMPERATURE
 from kdkeras.config.schema import MONITORS
 from kdkeras.config.schema import OBJECTIVES
 from kdkeras.config.schema import SCHEDULES
 from kdkeras.config.schema import STRATEGIES
 from kdkeras.config.schema import ConfigError
-from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
+from kdkeras.registry import AUGMENTATIONS, CHECKS, DISTILLATION_TERMS, LOADERS, MODELS, OPTIMIZERS
 
 
 def build(cls, values, where, nested=()):
@@ -102,12 +105,10 @@ def check_data(data, source):
 
 
 def _check_data_values(data, source):
-    from kdkeras.data import DataError, transforms
-
     if "image_size" in data:
         try:
-            transforms.image_size_tuple(data["image_size"])
-        except DataError as error:
+            CHECKS.lookup("image_size")(data["image_size"])
+        except ValueError as error:
             raise ConfigError(f"{source}: [data] {error}") from None
     for key in ("limit", "batch_size"):
         value = data.get(key)
@@ -174,15 +175,13 @@ def check_values(config, source):
 
 
 def _check_distill(distill, data, fail):
-    from kdkeras.distillation import features as kd_features
-    from kdkeras.distillation import losses as kd_losses
-    from kdkeras.distillation.objective import check_teacher_weights
-    from kdkeras.registry import DISTILLATION_TERMS
-
     if distill.loss not in DISTILLATION_TERMS:
         fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(DISTILLATION_TERMS.names())}.")
     try:
-        kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+        DISTILLATION_TERMS.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+    except TypeError as error:
+        options = distill.loss_options
+        fail("[distill] loss_options", f"= {options!r}: Bad options {options} for the {distill.loss!r} loss: {error}.")
     except ValueError as error:
         fail("[distill] loss_options", f"= {distill.loss_options!r}: {error}")
     if not 0 <= distill.warmup_epochs < math.inf:
@@ -195,14 +194,14 @@ def _check_distill(distill, data, fail):
         if unknown:
             fail(where, f"has unknown key(s) {unknown}. Allowed: student_layer, teacher_layer, loss, weight.")
         try:
-            kd_features.FeatureMatch(**row)
+            CHECKS.lookup("feature_match")(**row)
         except ValueError as error:
             fail(where, f"= {row!r}: {error}")
     if any(not isinstance(path, str) or not path.endswith(".keras") for path in distill.teachers):
         fail("[distill] teachers", f"= {distill.teachers!r} must list .keras teacher files.")
     if distill.teacher_weights:
         try:
-            check_teacher_weights(distill.teacher_weights, max(len(distill.teachers), 1))
+            CHECKS.lookup("teacher_weights")(distill.teacher_weights, max(len(distill.teachers), 1))
         except ValueError as error:
             fail("[distill] teacher_weights", f"= {distill.teacher_weights!r}: {error}")
     if distill.cache_teacher and data.get("augment"):
@@ -211,13 +210,15 @@ def _check_distill(distill, data, fail):
             f"= true needs a train pipeline that shows the teacher the same images every epoch, "
             f"but [data] augment = {data['augment']!r}. Remove `augment` or set cache_teacher = false.",
         )
-    if distill.transfer_set and distill.loss == "decoupled_kd":
-        fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
+    reads_labels = "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ())
+    if distill.transfer_set and reads_labels:
+        fail("[distill] transfer_set", f"needs a loss that does not read labels; {distill.loss!r} does. "
+             "Use 'knowledge_distillation'.")
     if not 0 <= distill.mixup < math.inf:
         fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
     if distill.mixup and distill.cache_teacher:
         fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
-    if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
+    if distill.mixup and reads_labels:
         fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
              "Use 'knowledge_distillation' or 'dist'.")
     if distill.cache_teacher and distill.features:
@@ -246,10 +247,8 @@ def _check_sweep(sweep, fail):
 
 
 def _check_evaluate(evaluate, fail):
-    from kdkeras.evaluation.operating_point import check_operating_point
-
     try:
-        check_operating_point(evaluate.operating_point)
+        CHECKS.lookup("operating_point")(evaluate.operating_point)
     except ValueError as error:
         fail("[evaluate]", str(error))
     for model, layer in evaluate.gradcam_layers.items():
@@ -271,7 +270,8 @@ def check_data_paths(config):
         ConfigError: naming the config file, the `[data]` key, the missing
             path and where to get the data (`data_source`).
     """
-    for key in LOCAL_DATA_KEYS.get(config.data.get("loader"), ()):
+    loader = config.data.get("loader")
+    for key in LOADERS.metadata(loader)["local_paths"] if loader in LOADERS else ():
         value = config.data.get(key)
         for path in [value] if isinstance(value, str) else value or []:
             if os.path.exists(path):
@@ -285,8 +285,6 @@ def check_data_paths(config):
 
 
 def _check_models(config, fail):
-    from kdkeras import models
-
     names = sorted(MODELS.names())
     for phase, name in (
         ("teacher", config.teacher.model),
@@ -299,7 +297,7 @@ def _check_models(config, fail):
     for phase in ("teacher", "student", "distill"):
         train = config.phase(phase)
         if train.model or phase != "distill":
-            spec = models.get_spec(train.model)
+            spec = CHECKS.lookup("model_spec")(train.model)
             unknown = sorted(set(train.options) - set(spec.options))
             if unknown:
                 accepted = ", ".join(f"{key} = {value!r}" for key, value in spec.options.items()) or "none"

@@ -18,7 +18,7 @@ import warnings
 import keras
 from keras import ops
 
-from kdkeras.distillation.objective import DistillationTerm
+from kdkeras.distillation.term import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
 _KERAS_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence", "KLDivergence")

@@ -27,58 +27,12 @@ Several teachers are fused per term: a term softens logits with its
 that space (`fuse_teachers`); terms that share a space share one fusion.
 """
 
-import keras
 import tensorflow as tf
 
-from kdkeras.registry import DISTILLATION_TERMS
-
-REQUIREMENTS = ("teacher_logits", "labels", "inputs")
-
-
-@keras.saving.register_keras_serializable(package="kdkeras")
-class DistillationTerm(keras.losses.Loss):
-    """Base class of the distillation terms: a Keras `Loss` that says what it needs.
-
-    Subclasses implement `call(y_true, y_pred)` returning one value per example,
-    like any Keras loss; `y_true` is shaped by `requires` (see the module
-    docstring), `y_pred` is the student's logits. Register a new term with
-    `@kdkeras.registry.DISTILLATION_TERMS.register(name)` to make it available
-    by name in configs.
-
-    Attributes:
-        requires: What `y_true` holds, a tuple from `REQUIREMENTS`.
-        activation: How the term turns logits into probabilities, "softmax"
-            or "sigmoid"; several teachers are averaged in that space.
-        temperature: Softening temperature of the term (1.0 when it has none).
-        batch_level: Whether the value depends on the whole batch.
-    """
-
-    requires = ("teacher_logits",)
-    activation = "softmax"
-    temperature = 1.0
-    batch_level = False
-
-    def compute(self, batch, sample_weight=None):
-        """The term's value on a batch dict (see `compute`)."""
-        return self(targets(self, batch), batch["student_logits"], sample_weight=sample_weight)
-
-
-def targets(term, batch):
-    """The `y_true` a logits term takes from a batch dict, as its `requires` asks.
-
-    Args:
-        term: A `DistillationTerm`, or any Keras loss or callable (which gets
-            the teacher's logits).
-        batch: Dict with "teacher_logits", "labels", "inputs" and "student_logits".
-
-    Returns:
-        The teacher's logits, or a dict of the required entries.
-    """
-    requires = tuple(getattr(term, "requires", ("teacher_logits",)))
-    if requires == ("teacher_logits",):
-        return batch["teacher_logits"]
-    return {key: batch[key] for key in requires}
-
+from kdkeras.distillation import losses as kd_losses
+# The base class lives in `term`, below the terms; `objective.DistillationTerm` stays its public name.
+from kdkeras.distillation.term import REQUIREMENTS, DistillationTerm, targets  # noqa: F401
+from kdkeras.registry import CHECKS, DISTILLATION_TERMS
 
 def compute(term, batch, sample_weight=None):
     """The value of any term on a batch: a `DistillationTerm`, a feature term or a plain loss.
@@ -193,9 +147,6 @@ def resolve_terms(distillation_terms, distillation_loss_fn, temperature, weight)
     Raises:
         ValueError: for both forms at once, an empty list, or a bad term.
     """
-    # kdkeras.distillation.losses subclasses DistillationTerm from this module: import it late.
-    from kdkeras.distillation import losses as kd_losses
-
     if distillation_terms is not None:
         if distillation_loss_fn is not None or temperature is not None:
             raise ValueError(
@@ -240,6 +191,7 @@ def weighted_mean(values, weights):
     return tf.add_n([(weight / total) * value for weight, value in zip(weights, values)])
 
 
+@CHECKS.register("teacher_weights")
 def check_teacher_weights(weights, count):
     """Validates the weights of `count` teachers' soft targets and normalises them.
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from kdkeras.evaluation import calibration as calibration_lib
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.evaluation import profiling
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras import scores as scores_lib
 from kdkeras.export import serving, tflite
 from kdkeras.export.table import METRIC_COLUMNS, ExportTable

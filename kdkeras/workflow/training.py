@@ -3,7 +3,7 @@
 Each phase reads the experiment config, loads its data and builds its
 compiled model (`kdkeras.workflow.phases`), trains with crash-safe checkpoints,
 saves its model and evaluates it on the test split. Everything lands in the
-run folder `runs/<experiment>/`, whose files `kdkeras.workflow.runs` names.
+run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
 import os
@@ -18,8 +18,8 @@ from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.distribute import multiworker
 from kdkeras.evaluation import profiling
 from kdkeras import reporting
-from kdkeras.workflow import runs as runs_lib
-from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
+from kdkeras import runs as runs_lib
+from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, WorkerRunState, cosine_schedule
 from kdkeras.config import dump_toml, load_config, save_config
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
 from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_model, supervised_loss
@@ -123,7 +123,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
         _log_data(say, data, strategy, batch)
         fitted, model = PHASE_BUILDERS[phase](config, phase, data, teachers, say)
         save_config(config, written.config)
-        state = multiworker.WorkerRunState(
+        state = WorkerRunState(
             written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
             monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
         )
