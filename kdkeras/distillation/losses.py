@@ -331,6 +331,13 @@ class MultiLabelKD(KnowledgeDistillation):
     def call(self, y_true, y_pred):
         return multilabel_kd(y_true, y_pred, self.temperature)
 
+    def get_config(self):
+        # Always scaled by T**2 (`multilabel_kd`): the parent's `t_squared` is no argument here,
+        # and leaving it in made a saved MultiLabelKD fail to load.
+        config = super().get_config()
+        config.pop("t_squared", None)
+        return config
+
 
 @keras.saving.register_keras_serializable(package="kdkeras")
 class FunctionLoss(keras.losses.Loss):
