@@ -18,6 +18,7 @@ package (a parameter default, a module or class constant, or an
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -359,3 +360,20 @@ def test_the_checks_see_late_imports_cycles_and_fallbacks(tmp_path):
     assert graph["pkg.cli"] == {("pkg.low", 1, False), ("pkg.low.a", 1, False)}
     assert cycles(graph) == [["pkg.cli", "pkg.low.a"]]
     assert default_literals(package, 4.0, "temperature") == ["pkg/cli.py:3", "pkg/cli.py:4", "pkg/cli.py:4"]
+
+
+def test_the_architecture_page_matches_the_tree():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([a-z_]+(?:/[a-z_]+)*(?:\.py|/))`", page))
+    # A bare file name (`report.py` in the row of reporting/) is looked for anywhere in the package.
+    missing = sorted(
+        p for p in named
+        if not (PACKAGE / p).exists() and not (PACKAGE.parent / p).exists() and ("/" in p or not any(PACKAGE.rglob(p)))
+    )
+    assert not missing, f"docs/architecture.md names {missing}, which are not in the tree."
+    rows = [line for line in page.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == len(LAYERS), "docs/architecture.md's layer table has one row per LAYERS entry"
+    for row, (_, groups) in zip(reversed(rows), LAYERS):
+        for group in groups:
+            short = group.removeprefix(f"{PACKAGE.name}.")
+            assert f"`{short}/`" in row or f"`{short}.py`" in row, f"{group} is not in the row {row!r}"
