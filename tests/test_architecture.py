@@ -9,7 +9,10 @@ that is back within the limits fails the test too, so the list only shrinks.
 Imports: `LAYERS` orders the package's groups from the utilities up to the
 command line (docs/architecture.md draws it). A module imports only from its
 own layer or below, and no chain of imports comes back to where it started;
-imports inside functions count, so a late import cannot hide either.
+imports inside functions count, so a late import cannot hide either. The one
+import by name is a registry's first lookup (`kdkeras.registry`), which
+imports the packages that fill it: that is how the config checks names
+without importing the library.
 
 Defaults: each value in `DEFAULTS` is written as a default once in the
 package (a parameter default, a module or class constant, or an

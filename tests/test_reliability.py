@@ -31,24 +31,39 @@ from kdkeras.workflow import training
 from kdkeras.workflow.callbacks import RunState, StopOnNaN, TrainingDivergedError
 from kdkeras.data import DataError, dermoscopy, load_ham10000, load_image_folder, load_medmnist
 
-# The tiny experiment (tests/conftest.py) as this file changes it.
-TINY = {
-    "seed": 3,
-    "data": {"batch_size": 16},
-    "teacher": {"monitor": "val_loss"},
-    "student": {"monitor": "val_loss"},
-    "distill": {"monitor": "val_loss"},
-}
+TINY = """
+name = "tiny"
+seed = 3
+
+[data]
+loader = "medmnist"
+flag = "pneumoniamnist"
+root = "@bundled"
+batch_size = 16
+limit = {limit}
+
+[teacher]
+model = "cnn_small"
+options = {{ filters = [4, 8] }}
+epochs = 1
+monitor = "val_loss"
+
+[student]
+model = "cnn_small"
+options = {{ filters = [4, 8] }}
+epochs = 1
+monitor = "val_loss"
+
+[distill]
+epochs = {epochs}
+monitor = "val_loss"
+"""
 
 
-@pytest.fixture
-def tiny_config(tiny_experiment):
-    """`tiny_config(folder, limit=96, epochs=1)`: the path of the tiny experiment with that limit and distill epochs."""
-    def write(tmp_path, limit=96, epochs=1):
-        changes = {**TINY, "data": {**TINY["data"], "limit": limit}, "distill": {**TINY["distill"], "epochs": epochs}}
-        return str(tiny_experiment(tmp_path, **changes))
-
-    return write
+def tiny_config(tmp_path, limit=96, epochs=1):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(limit=limit, epochs=epochs))
+    return str(path)
 
 
 def small_npz(tmp_path, name="fault.npz", save=np.savez, **changes):
@@ -252,19 +267,19 @@ def truncated_model_file(tmp_path):
     return lambda: files.load_model(path)
 
 
-def config_typo(tmp_path, tiny_config):
+def config_typo(tmp_path):
     path = tiny_config(tmp_path)
     text = open(path).read().replace("monitor = \"val_loss\"\n", "monitr = \"val_loss\"\n", 1)
     open(path, "w").write(text)
     return lambda: config_lib.load_config(path)
 
 
-def alpha_out_of_range(tmp_path, tiny_config):
+def alpha_out_of_range(tmp_path):
     config = config_lib.load_config(tiny_config(tmp_path))
     return lambda: config_lib.apply_overrides(config, {"distill.alpha": 1.5})
 
 
-def teacher_of_another_label_map(tmp_path, tiny_config):
+def teacher_of_another_label_map(tmp_path):
     config = config_lib.load_config(tiny_config(tmp_path))
     out = tmp_path / "runs" / "tiny"
     teacher = models.get_model("cnn_small", input_shape=(28, 28, 1), num_classes=2, filters=[4, 8])
@@ -294,7 +309,7 @@ def nan_inputs_in_fit(tmp_path):
 # --- Hostile and unlucky inputs (issue 16). ---
 
 
-def config_with(tmp_path, old, new, tiny_config):
+def config_with(tmp_path, old, new):
     """The tiny config with one line changed, loaded: a call that must fail with a config error."""
     path = tiny_config(tmp_path)
     text = open(path).read()
@@ -331,7 +346,7 @@ def infinite_learning_rate(tmp_path):
     return config_with(tmp_path, "epochs = 1\nmonitor", "epochs = 1\nlearning_rate = inf\nmonitor")
 
 
-def latin1_toml(tmp_path, tiny_config):
+def latin1_toml(tmp_path):
     path = tiny_config(tmp_path)
     data = open(path, "rb").read().replace(b'name = "tiny"', b'name = "tiny"\ndescription = "caf\xe9"')
     open(path, "wb").write(data)
@@ -619,7 +634,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
         assert os.path.basename(tmp).startswith(f".tmp-{os.getpid()}-")
 
 
-def test_cli_reports_faults_without_traceback(tmp_path, capsys, tiny_config):
+def test_cli_reports_faults_without_traceback(tmp_path, capsys):
     config = tiny_config(tmp_path)
     runs = str(tmp_path / "runs")
     broken = tmp_path / "broken.npz"
@@ -668,7 +683,7 @@ def train_teacher(config, path):
     training.save_deployable(teacher, str(path))
 
 
-def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path, tiny_config):
+def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     # Killed as soon as epoch 1 is checkpointed: 4 more epochs leave a wide window
     # even on a machine fast enough to train an epoch of 6 steps in milliseconds.
     epochs = 5
@@ -715,7 +730,7 @@ def _limit_file_size(limit):
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
-def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path, tiny_config):
+def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
     # HDF5 segfaulted (exit 139) closing a checkpoint whose write had failed; 30 kB fit
     # the config and TensorBoard logs, not the first checkpoint (about 78 kB).
     config = tiny_config(tmp_path)
@@ -832,7 +847,7 @@ def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
     assert os.listdir(root) == []
 
 
-def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys, tiny_config):
+def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys):
     npz = small_npz(tmp_path, "oneclass.npz", test_labels=np.zeros((4, 1), np.uint8))
     config = tiny_config(tmp_path)
     runs = str(tmp_path / "runs")
@@ -887,7 +902,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(t
     assert _epochs(tmp_path / "history.csv") == [1, 2, 3, 4]
 
 
-def test_distill_reads_a_lambda_teacher_only_with_unsafe_load(tmp_path, capsys, tiny_config):
+def test_distill_reads_a_lambda_teacher_only_with_unsafe_load(tmp_path, capsys):
     config = tiny_config(tmp_path, limit=32)
     runs = tmp_path / "runs"
     teacher = keras.Sequential([

@@ -28,7 +28,7 @@ STUDENT_METRICS = {"task": "binary-class", "acc": 0.8125, "auc": 0.9, "balanced_
                    "n": 624, "architecture": "cnn_small"}  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_experiment(tiny_experiment):
     """`write_experiment(folder, sweep_table="")`: the tiny experiment's path, with the table appended."""
     def write(root, sweep_table=""):
