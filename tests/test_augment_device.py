@@ -90,6 +90,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys, tiny_experiment):
     config = tiny_experiment(tmp_path, **TINY)
     histories = []

@@ -280,6 +280,7 @@ def test_report_quotes_the_multiworker_overhead(tmp_path):
     assert "python -m kdkeras.bench.multiworker --out-dir runs/bench/multiworker" in text
 
 
+@pytest.mark.slow
 def test_make_bench_passes_seeds_and_epochs():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(

@@ -46,6 +46,7 @@ def tiny_run(tmp_path_factory, tiny_experiment):
     return config, os.path.join(runs, "tiny")
 
 
+@pytest.mark.slow
 def test_every_artifact_is_written(tiny_run):
     _, out = tiny_run
     assert sorted(os.listdir(out)) == sorted(ARTIFACTS + ["logs"])
@@ -59,6 +60,7 @@ def test_every_artifact_is_written(tiny_run):
     assert abs(sizes[0] - sizes[1]) < 1024
 
 
+@pytest.mark.slow
 def test_metrics_match_saved_predictions_and_report(tiny_run):
     _, out = tiny_run
     report = open(os.path.join(out, "report.md")).read()
@@ -77,6 +79,7 @@ def test_metrics_match_saved_predictions_and_report(tiny_run):
     assert [clinical[name]["gradcam_agreement"]["images"] for name in ("student", "distilled")] == [96, 96]
 
 
+@pytest.mark.slow
 def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys, tiny_experiment):
     config = tiny_experiment(tmp_path, **TINY)
     assert cli.main(["distill", "--config", str(config), "--runs-dir", str(tmp_path / "r")]) == 1
@@ -84,6 +87,7 @@ def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys, tiny_ex
     assert "teacher.keras not found" in err and "Run `make teacher`" in err
 
 
+@pytest.mark.slow
 def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys, tiny_experiment):
     config = tiny_experiment(tmp_path, **TINY)
     runs = tmp_path / "runs"
@@ -120,6 +124,7 @@ def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys, ti
     assert not os.path.exists(tmp_path / "tiny" / "state")
 
 
+@pytest.mark.slow
 def test_help_explains_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["distill", "--help"])
@@ -128,6 +133,7 @@ def test_help_explains_options(capsys):
     assert "--temperature" in text and "softening temperature" in text and "--set KEY=VALUE" in text
 
 
+@pytest.mark.slow
 def test_make_target_runs_a_phase(tmp_path, tiny_experiment):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(repo, ".venv", "bin", "kdkeras")):
@@ -143,6 +149,7 @@ def test_make_target_runs_a_phase(tmp_path, tiny_experiment):
     assert metrics["n"] == 64 and metrics["epochs_run"] == 1
 
 
+@pytest.mark.slow
 def test_seeded_runs_repeat(tmp_path, tiny_experiment):
     config = tiny_experiment(tmp_path, **TINY)
     results = []

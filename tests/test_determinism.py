@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from kdkeras.files import load_model
 
@@ -41,6 +42,7 @@ def _metrics(runs, name):
     return {k: v for k, v in metrics.items() if not any(k.startswith(t) for t in _TIMINGS)}
 
 
+@pytest.mark.slow
 def test_three_phases_repeat_bit_for_bit_in_two_processes(tmp_path, tiny_experiment):
     config = tiny_experiment(tmp_path, **TINY)
     first, second = tmp_path / "first", tmp_path / "second"

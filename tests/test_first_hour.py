@@ -36,6 +36,7 @@ def test_evaluate_takes_limit(tmp_path, tiny_config):
     assert json.load(open(tmp_path / "tiny" / "m_metrics.json"))["n"] == 40
 
 
+@pytest.mark.slow
 def test_missing_data_folder_names_the_key_and_where_to_get_the_data(tmp_path, capsys, tiny_experiment):
     folders = {"loader": "image_folder", "flag": None, "root": "no/such/folder"}
     path = tiny_experiment(tmp_path, **{**TINY, "name": "folders", "data": {**TINY["data"], **folders}})
@@ -46,6 +47,7 @@ def test_missing_data_folder_names_the_key_and_where_to_get_the_data(tmp_path, c
     assert not os.path.exists(tmp_path / "tiny")
 
 
+@pytest.mark.slow
 def test_absurd_temperature_is_refused(tmp_path, tiny_config, capsys):
     assert cli.main(["distill", "--config", tiny_config, "--runs-dir", str(tmp_path), "--temperature", "1e9"]) == 2
     err = capsys.readouterr().err

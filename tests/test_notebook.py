@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "colab_quickstart.ipynb")
 
 
+@pytest.mark.slow
 def test_colab_quickstart_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("KDKERAS_NOTEBOOK_LIMIT", "128")
     monkeypatch.setenv("KDKERAS_NOTEBOOK_EPOCHS", "1")

@@ -548,6 +548,7 @@ def test_archived_folder_is_extracted_once_next_to_itself(tmp_path):
     assert sum(info.split_sizes.values()) == 19
 
 
+@pytest.mark.slow
 def test_cache_lockfile_of_a_killed_run_is_cleared(tmp_path):
     train, val, test, info = locked_cache(tmp_path, dead_pid())()
     assert sum(len(y) for ds in (train, val, test) for _, y in ds) == sum(info.split_sizes.values()) == 8
@@ -621,6 +622,7 @@ def test_model_files_on_a_full_disk_raise_one_clear_error(tmp_path, writer):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
     stale = tmp_path / "sub" / f".tmp-{dead_pid()}-x1-student.keras"
@@ -634,6 +636,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
         assert os.path.basename(tmp).startswith(f".tmp-{os.getpid()}-")
 
 
+@pytest.mark.slow
 def test_cli_reports_faults_without_traceback(tmp_path, capsys):
     config = tiny_config(tmp_path)
     runs = str(tmp_path / "runs")
@@ -683,6 +686,7 @@ def train_teacher(config, path):
     training.save_deployable(teacher, str(path))
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     # Killed as soon as epoch 1 is checkpointed: 4 more epochs leave a wide window
     # even on a machine fast enough to train an epoch of 6 steps in milliseconds.
@@ -729,6 +733,7 @@ def _limit_file_size(limit):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
 def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
     # HDF5 segfaulted (exit 139) closing a checkpoint whose write had failed; 30 kB fit
@@ -836,6 +841,7 @@ def test_extraction_failing_midway_leaves_no_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["isic.zip"]  # the partial extraction was a temp folder
 
 
+@pytest.mark.slow
 def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
     root = tmp_path / "root"
     root.mkdir()

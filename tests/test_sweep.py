@@ -157,6 +157,7 @@ def test_sweep_without_teacher_says_run_make_teacher(tmp_path, capsys, write_exp
     assert not os.path.exists(tmp_path / "runs" / "tiny" / "sweep")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -174,6 +175,7 @@ def test_bad_grids_exit_2_with_the_fix(tmp_path, capsys, flags, message, write_e
     assert not os.path.exists(tmp_path / "tiny")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value, message", [("", "is empty: give at least one number"), ("2,x", "expects numbers")])
 def test_unreadable_axis_is_a_usage_error(tmp_path, capsys, value, message, write_experiment):
     path = write_experiment(tmp_path)
@@ -250,6 +252,7 @@ def test_markdown_without_references_or_best():
     ]
 
 
+@pytest.mark.slow
 def test_make_sweep_passes_the_grid(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not shutil.which("make"):

@@ -58,6 +58,7 @@ def distill(trained, capsys, *settings):
         return out, json.load(f)
 
 
+@pytest.mark.slow
 def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     out, metrics = distill(
         trained, capsys,
@@ -76,6 +77,7 @@ def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     assert set(images) == {"inputs", "teacher_logits"} and images["teacher_logits"].shape[-1] == 2
 
 
+@pytest.mark.slow
 def test_feature_distillation_from_config_exports_a_plain_student(trained, capsys):
     out, metrics = distill(
         trained, capsys,
@@ -86,6 +88,7 @@ def test_feature_distillation_from_config_exports_a_plain_student(trained, capsy
     assert metrics["params"] == student.count_params()  # the adapter stayed in the Distiller
 
 
+@pytest.mark.slow
 def test_two_teachers_from_config(trained, capsys, fit_calls):
     path, runs = trained
     teacher = os.path.join(runs, "methods", "teacher.keras")
@@ -120,6 +123,7 @@ def test_new_distill_keys_are_validated(setting, message, tiny_experiment):
         config_lib.apply_overrides(base, overrides)
 
 
+@pytest.mark.slow
 def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
     path, runs = trained
     args = ["distill", "--config", str(path), "--runs-dir", runs, "--set", 'distill.teachers=["nowhere/t.keras"]']
@@ -147,6 +151,7 @@ def test_multilabel_data_need_per_label_sigmoid_kd(tiny_experiment):
             phases.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
 
 
+@pytest.mark.slow
 def test_balanced_class_weights_reach_fit(trained, capsys, fit_calls, tiny_experiment):
     path, runs = trained
     args = ["student", "--config", str(path), "--runs-dir", runs, "--set", 'student.class_weight="balanced"']
