@@ -38,6 +38,7 @@ def _batches(seed=0, count=8):
     return x, rng.integers(0, 2, count).astype("int32")
 
 
+@pytest.mark.slow
 def test_teacher_and_student_see_the_same_augmented_view():
     teacher, teacher_seen = _recording_model("teacher")
     student, student_seen = _recording_model("student")
@@ -65,6 +66,7 @@ def _fit_augmented(seed):
     return model, fitted, x
 
 
+@pytest.mark.slow
 def test_device_augmentation_is_seeded_and_training_only():
     model, fitted, x = _fit_augmented(seed=3)
     again, _, _ = _fit_augmented(seed=3)

@@ -207,6 +207,7 @@ def smoke(tmp_path_factory):
     return code, printed.getvalue(), out
 
 
+@pytest.mark.slow
 def test_speed_smoke_run_prints_ratios(smoke):
     code, printed, out = smoke
     assert code == 0

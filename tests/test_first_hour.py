@@ -68,6 +68,7 @@ def test_progress_is_one_line_per_epoch_unless_someone_watches():
     assert fit_verbosity(OutStream()) == 1
 
 
+@pytest.mark.slow
 def test_reloading_a_distiller_of_a_compiled_teacher_does_not_warn(tmp_path):
     x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
     y = np.arange(32) % 3

@@ -533,6 +533,7 @@ def test_trusted_lambda_model_loads_with_unsafe_load(tmp_path):
     assert model(np.array([[1.0, 2.0]], np.float32)).numpy().tolist() == [[3.0, 6.0]]
 
 
+@pytest.mark.slow
 def test_archived_folder_is_extracted_once_next_to_itself(tmp_path):
     archive = tmp_path / "isic.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -760,6 +761,7 @@ def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
 # --- Unlucky inputs that now work, and README claims of the table. ---
 
 
+@pytest.mark.slow
 def test_kaggle_training_testing_folders_are_splits(tmp_path):
     root = tmp_path / "brain_mri"
     for split, count in (("Training", 6), ("Testing", 3)):
@@ -788,6 +790,7 @@ def write_zip(path, classes, count=3):
                 z.writestr(f"{cls}/{i}.png", png_bytes(40 * i))
 
 
+@pytest.mark.slow
 def test_new_archive_version_is_extracted_again(tmp_path):
     archive = tmp_path / "data.zip"
     write_zip(archive, ["benign", "malignant"])
@@ -810,6 +813,7 @@ def test_new_archive_version_is_extracted_again(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["data", "data.tar.gz", "data.zip"]  # no stray temp folder
 
 
+@pytest.mark.slow
 def test_folder_extracted_by_hand_is_left_alone(tmp_path):
     archive = tmp_path / "data.zip"
     write_zip(archive, ["benign", "malignant"])
@@ -853,6 +857,7 @@ def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
     assert os.listdir(root) == []
 
 
+@pytest.mark.slow
 def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys):
     npz = small_npz(tmp_path, "oneclass.npz", test_labels=np.zeros((4, 1), np.uint8))
     config = tiny_config(tmp_path)
@@ -878,6 +883,7 @@ class PoisonWeightsAtEpoch(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(tmp_path):
     x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
@@ -908,6 +914,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(t
     assert _epochs(tmp_path / "history.csv") == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_distill_reads_a_lambda_teacher_only_with_unsafe_load(tmp_path, capsys):
     config = tiny_config(tmp_path, limit=32)
     runs = tmp_path / "runs"

@@ -268,6 +268,7 @@ def test_make_sweep_passes_the_grid(tmp_path):
     assert '--temperatures "3 10 100"' in result.stdout and '--alphas "0.5"' in result.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_point_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys, write_experiment):
     from kdkeras.workflow.callbacks import RunState
 

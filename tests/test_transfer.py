@@ -143,6 +143,7 @@ def test_transfer_keys_are_validated(settings, message, tiny_experiment):
         config_lib.apply_overrides(config, settings)
 
 
+@pytest.mark.slow
 def test_student_and_distill_phases_report_equal_budgets(tmp_path, capsys, tiny_experiment):
     path = tiny_experiment(tmp_path, **TINY)
     runs = str(tmp_path / "runs")
