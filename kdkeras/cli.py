@@ -282,7 +282,7 @@ def _recorded_config(config, runs_dir):
     """`config` with the `[data]` table its run recorded, so that `report` reloads the evaluated test split."""
     from kdkeras import config as config_lib
     from kdkeras.reporting.report import recorded_data
-    from kdkeras.workflow import runs
+    from kdkeras import runs
 
     run = runs.RunFolder.of(config, runs_dir)
     path, data = recorded_data(run.path, run.finished())

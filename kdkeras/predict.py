@@ -467,13 +467,15 @@ def predicted_classes(scores, metadata):
 
 
 def _write_gradcams(model, batch, targets, kept, folder, layer, class_names):
-    from kdkeras.evaluation import explain  # matplotlib and the figure style load only when maps are asked for
+    # TensorFlow's gradients, matplotlib and the figure style load only when maps are asked for.
+    from kdkeras.evaluation import explain
+    from kdkeras.reporting import figures_clinical
 
     maps = explain.gradcam(model, batch, class_index=targets, layer=layer)
     for (position, row), image, heatmap, target in zip(kept, batch, maps, targets):
         stem = os.path.splitext(os.path.basename(row["path"]))[0]
         path = os.path.join(folder, f"{position:05d}_{stem}.png")
-        explain.save_overlay(image, heatmap, path, title=f"{row['path']}\nGrad-CAM of {class_names[target]}")
+        figures_clinical.save_overlay(image, heatmap, path, title=f"{row['path']}\nGrad-CAM of {class_names[target]}")
         row["gradcam"] = path
 
 

@@ -3,9 +3,12 @@
 One mechanism for every kind of piece (as timm's `register_model` or
 torchdistill's registries): a module-level `Registry`, a decorator that
 registers a class or a builder under a name, `get(name, **kwargs)` that builds
-one, `names()` for validation and help. A registry lists the modules that fill
-it, imported on first lookup, so `get("dist")` works without importing
-`kdkeras.distillation.losses` first and `kdkeras list` shows everything.
+one, `names()` for validation and help. Each package registers its own members
+when it is imported (its `__init__` imports the modules that hold them); a
+registry names the packages that fill it and imports them on first lookup, so
+`get("dist")` works without importing `kdkeras.distillation` first and
+`kdkeras list` shows everything. This module imports no library code, so
+`kdkeras.config` can check names against the registries from below them.
 
 Example:
 
@@ -23,7 +26,9 @@ term = DISTILLATION_TERMS.get("my_term", temperature=2.0)
 A registry may ask each entry for keyword metadata, given at registration
 and read back with `metadata(name)`: `MODELS` entries declare their role,
 input sizes and whether ImageNet weights exist, as timm's `register_model`
-does with its pretrained configs.
+does with its pretrained configs; `LOADERS` entries which `[data]` keys are
+local paths. `CHECKS` holds the value checks of the library that the config
+validation runs (`kdkeras list` leaves it out: it is not a piece to ask for).
 """
 
 import importlib
@@ -37,17 +42,21 @@ class Registry:
     Args:
         kind: What the registry holds, e.g. `"distillation_term"`; unique, it
             names the registry in errors and in `kdkeras list`.
-        modules: Modules whose import registers the entries, imported on the
+        packages: Packages whose import registers the entries, imported on the
             first lookup.
-        metadata: Names of the keyword metadata every entry must declare in
-            `register`; none by default.
+        metadata: The keyword metadata of `register`: a tuple of names every
+            entry must declare, or a dict of optional names and their
+            defaults; none by default.
+        listed: Whether `kdkeras list` shows the registry.
     """
 
-    def __init__(self, kind, modules=(), metadata=()):
+    def __init__(self, kind, packages=(), metadata=(), listed=True):
         if kind in _REGISTRIES:
             raise ValueError(f"A registry of {kind!r} already exists; import it from kdkeras.registry.")
         self.kind = kind
-        self._modules = tuple(modules)
+        self.listed = listed
+        self._packages = tuple(packages)
+        self._defaults = dict(metadata) if isinstance(metadata, dict) else {}
         self._metadata_keys = tuple(metadata)
         self._entries = {}
         self._metadata = {}
@@ -69,7 +78,7 @@ class Registry:
                 declared ones left out.
             ValueError: for a name that is already taken.
         """
-        missing = [key for key in self._metadata_keys if key not in metadata]
+        missing = [key for key in self._metadata_keys if key not in metadata and key not in self._defaults]
         unknown = [key for key in metadata if key not in self._metadata_keys]
         if missing or unknown:
             raise TypeError(
@@ -84,7 +93,7 @@ class Registry:
                     f"register {entry.__qualname__} under another name."
                 )
             self._entries[name] = entry
-            self._metadata[name] = metadata
+            self._metadata[name] = {**self._defaults, **metadata}
             return entry
 
         return decorator
@@ -122,16 +131,16 @@ class Registry:
         return name in self.names()
 
     def _populate(self):
-        for module in self._modules:
-            importlib.import_module(module)
+        for package in self._packages:
+            importlib.import_module(package)
 
     def __repr__(self):
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
-def registries():
-    """Every registry, by kind, in creation order (for `kdkeras list`)."""
-    return dict(_REGISTRIES)
+def registries(listed=True):
+    """The registries by kind, in creation order: those `kdkeras list` shows, or (False) all."""
+    return {kind: r for kind, r in _REGISTRIES.items() if r.listed or not listed}
 
 
 def summary(entry):
@@ -139,19 +148,23 @@ def summary(entry):
     return (entry.__doc__ or "").strip().split("\n")[0]
 
 
-DISTILLATION_TERMS = Registry(
-    "distillation_term",
-    modules=("kdkeras.distillation.losses", "kdkeras.distillation.relations", "kdkeras.distillation.standardization"),
-)
-FEATURE_LOSSES = Registry("feature_loss", modules=("kdkeras.distillation.features",))
-OPTIMIZERS = Registry("optimizer", modules=("kdkeras.workflow.optimizers",))
+DISTILLATION_TERMS = Registry("distillation_term", packages=("kdkeras.distillation",))
+FEATURE_LOSSES = Registry("feature_loss", packages=("kdkeras.distillation",))
+OPTIMIZERS = Registry("optimizer", packages=("kdkeras.workflow",))
 # Loaders return `(train, val, test, info)`; `[data]`'s other keys are their arguments.
-LOADERS = Registry("loader", modules=("kdkeras.data",))
+LOADERS = Registry(
+    "loader",
+    packages=("kdkeras.data",),
+    metadata={
+        "local_paths": (),  # the [data] keys that name local files, checked before anything loads
+        "resolve": None,  # `(data table) -> data table` spelling out aliases such as root = "@bundled"
+    },
+)
 # Model builders `(input_shape, num_classes, **options)`; build them through
 # `kdkeras.models.get_model`, which checks the shape, options and weights first.
 MODELS = Registry(
     "model",
-    modules=("kdkeras.models.teachers", "kdkeras.models.students", "kdkeras.models.mobile"),
+    packages=("kdkeras.models",),
     metadata=(
         "role",  # "teacher" or "student"
         "default_input_shape",  # (height, width, channels) when none is given
@@ -160,4 +173,11 @@ MODELS = Registry(
     ),
 )
 # Train-time augmentations `(seed) -> layer` that `[data] augment` names.
-AUGMENTATIONS = Registry("augmentation", modules=("kdkeras.data.augment",))
+AUGMENTATIONS = Registry("augmentation", packages=("kdkeras.data",))
+# The library's checks of config values, `check(value, ...)` raising ValueError:
+# `kdkeras.config.validation` runs them by name without importing the library.
+CHECKS = Registry(
+    "check",
+    packages=("kdkeras.data", "kdkeras.models", "kdkeras.distillation", "kdkeras.evaluation"),
+    listed=False,
+)

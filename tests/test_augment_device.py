@@ -2,7 +2,6 @@
 
 import csv
 import os
-import tomllib
 
 import keras
 import numpy as np
@@ -39,6 +38,7 @@ def _batches(seed=0, count=8):
     return x, rng.integers(0, 2, count).astype("int32")
 
 
+@pytest.mark.slow
 def test_teacher_and_student_see_the_same_augmented_view():
     teacher, teacher_seen = _recording_model("teacher")
     student, student_seen = _recording_model("student")
@@ -66,6 +66,7 @@ def _fit_augmented(seed):
     return model, fitted, x
 
 
+@pytest.mark.slow
 def test_device_augmentation_is_seeded_and_training_only():
     model, fitted, x = _fit_augmented(seed=3)
     again, _, _ = _fit_augmented(seed=3)
@@ -81,37 +82,19 @@ def test_device_augmentation_is_seeded_and_training_only():
     assert not np.array_equal(layer(tf.constant(x), training=True).numpy(), first)  # next draw
 
 
-TINY = """
-name = "device"
-seed = 5
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 64
-augment = "light"
-augment_on = "device"
-
-[teacher]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 1
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 2
-
-[distill]
-epochs = 1
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "name": "device",
+    "seed": 5,
+    "data": {"augment": "light", "augment_on": "device"},
+    "student": {"epochs": 2},
+    "distill": {"epochs": 1},
+}
 
 
-def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys):
-    config = tmp_path / "device.toml"
-    config.write_text(TINY)
+@pytest.mark.slow
+def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     histories = []
     for run in ("a", "b"):
         args = ["student", "--config", str(config), "--runs-dir", str(tmp_path / run), "--quiet"]
@@ -129,7 +112,7 @@ def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys):
         saved = load_model(os.path.join(tmp_path, "a", "device", f"{artifact}.keras"))
         assert not any(isinstance(layer, BatchAugmentation) for layer in saved._flatten_layers())
     pipeline = tmp_path / "pipeline"
-    config.write_text(TINY.replace('augment_on = "device"', 'augment_on = "pipeline"'))
+    config = tiny_experiment(tmp_path, **{**TINY, "data": {**TINY["data"], "augment_on": "pipeline"}})
     assert cli.main(["student", "--config", str(config), "--runs-dir", str(pipeline), "--quiet"]) == 0
     with open(pipeline / "device" / "student_history.csv", newline="") as f:
         assert [(row["loss"], row["val_loss"]) for row in csv.DictReader(f)] != histories[0]
@@ -142,8 +125,8 @@ def test_device_phase_repeats_and_saves_the_bare_model(tmp_path, capsys):
         ({"augment_on": "device"}, r"augment_on = 'device' has no augmentation to run"),
     ],
 )
-def test_augment_on_is_validated(data, message):
-    raw = tomllib.loads(TINY)
+def test_augment_on_is_validated(data, message, tiny_experiment):
+    raw = tiny_experiment.raw(**TINY)
     raw["data"] = {**{k: v for k, v in raw["data"].items() if not k.startswith("augment")}, **data}
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.from_dict(raw, "device.toml")

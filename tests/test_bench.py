@@ -12,31 +12,12 @@ from kdkeras import config as config_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy, report, speed, transfer
 
-TINY = """
-name = "tiny"
-seed = 0
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 64
-
-[teacher]
-model = "cnn_small"
-epochs = 1
-
-[student]
-model = "cnn_small"
-epochs = 1
-
-[[published]]
-source = "MedMNIST v2"
-model = "ResNet-18 (28)"
-auc = 0.944
-acc = 0.854
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "teacher": {"options": None},
+    "student": {"options": None},
+    "published": [{"source": "MedMNIST v2", "model": "ResNet-18 (28)", "auc": 0.944, "acc": 0.854}],
+}
 
 # Three seeds of made-up metrics whose statistics are easy to check by hand.
 PER_SEED = {
@@ -142,9 +123,8 @@ def _plant_records(root, config_path, seeds):
             }))
 
 
-def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     _plant_records(tmp_path / "bench", config, [0, 2])
     lines = []
     result = accuracy.run_accuracy_benchmark(str(config), [0, 2], str(tmp_path / "bench"), log=lines.append)
@@ -167,12 +147,11 @@ def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys):
     ("[distill]\nalpha = 0.5\n", ["distill"]),
     ("[sweep]\nalphas = [0.2]\n", []),
 ])
-def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch, change, rerun):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch, change, rerun, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     _plant_records(tmp_path / "bench", config, [0])
     changed = tmp_path / "changed.toml"
-    changed.write_text(TINY + change)
+    changed.write_text(config.read_text() + change)
     calls = []
 
     def fake_run_phase(seeded, phase, runs_dir, verbose, log, teacher_path=None):
@@ -241,6 +220,7 @@ def smoke(tmp_path_factory):
     return code, printed.getvalue(), out
 
 
+@pytest.mark.slow
 def test_speed_smoke_run_prints_ratios(smoke):
     code, printed, out = smoke
     assert code == 0
@@ -314,6 +294,7 @@ def test_report_quotes_the_multiworker_overhead(tmp_path):
     assert "python -m kdkeras.bench.multiworker --out-dir runs/bench/multiworker" in text
 
 
+@pytest.mark.slow
 def test_make_bench_passes_seeds_and_epochs():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
@@ -353,9 +334,8 @@ def test_summary_states_each_goal_and_its_verdict():
     assert report.summary_lines(None, None, None) == ["Nothing measured yet."]
 
 
-def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     runs = tmp_path / "bench"
     _plant_records(runs / "variants" / "alpha0.5", config, [0, 2])
     seen = []

@@ -5,29 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras.bench import readme, recipes, report
 
-TINY = """
-name = "tiny"
-seed = 0
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 64
-
-[teacher]
-model = "cnn_small"
-epochs = 1
-
-[student]
-model = "cnn_small"
-epochs = 1
-reduce_lr = 2
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "teacher": {"options": None},
+    "student": {"reduce_lr": 2, "options": None},
+}
 
 
 def _row(student, **recipe_auc):
@@ -80,9 +65,8 @@ def test_patient_recipe_sets_the_budget_of_both_arms():
     assert next(r for r in recipes.RECIPES if r.name == "current").configure(config) is config
 
 
-def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     calls = []
 
     def fake_run_phase(seeded, phase, runs_dir, verbose, log, teacher_path=None):

@@ -8,6 +8,7 @@ from scipy import special
 from sklearn.metrics import log_loss
 
 from kdkeras.evaluation import calibration
+from kdkeras.reporting import figures_clinical
 from kdkeras.files import ModelFileError
 from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 
@@ -95,7 +96,7 @@ def test_reliability_diagram_is_written(tmp_path):
     logits, y = _overconfident(300, 5, classes=2)
     raw = logits_to_scores(logits, "binary-class")
     scaled = logits_to_scores(logits / 4, "binary-class")
-    path = calibration.plot_reliability_diagram(
+    path = figures_clinical.plot_reliability_diagram(
         {"raw": (y, raw), "T = 4": (y, scaled)}, "binary-class", str(tmp_path / "rel.png"))
     assert (tmp_path / "rel.png").stat().st_size > 10_000 and path.endswith("rel.png")
 
@@ -104,7 +105,7 @@ def test_reliability_diagram_draws_the_bins_and_the_ece():
     logits, y = _overconfident(300, 5, classes=2)
     raw = logits_to_scores(logits, "binary-class")
     scaled = logits_to_scores(logits / 4, "binary-class")
-    fig = calibration.reliability_diagram_figure({"raw": (y, raw), "T = 4": (y, scaled)}, "binary-class")
+    fig = figures_clinical.reliability_diagram_figure({"raw": (y, raw), "T = 4": (y, scaled)}, "binary-class")
     top, bottom = fig.axes
     for line, scores in zip(top.get_lines()[1:], (raw, scaled)):
         confidence, accuracy, count = calibration.reliability_bins(y, scores, "binary-class")

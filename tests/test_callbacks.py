@@ -44,6 +44,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_killed_fit_resumes_and_matches_an_uninterrupted_run(tmp_path):
     x, y = data()
     state_dir, history = str(tmp_path / "state"), str(tmp_path / "history.csv")

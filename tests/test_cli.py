@@ -12,39 +12,18 @@ import pytest
 
 import kdkeras
 from kdkeras import cli
-from kdkeras.workflow import runs
+from kdkeras import runs
 from kdkeras.workflow.callbacks import RunState
 
-TINY = """
-name = "tiny"
-description = "tiny smoke run"
-seed = 3
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 96
-
-[teacher]
-model = "cnn_small"
-options = { filters = [8, 16] }
-epochs = 2
-monitor = "val_auc"
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 1
-monitor = "val_loss"
-
-[distill]
-epochs = 2
-alpha = 0.2
-temperature = 3.0
-monitor = "val_accuracy"
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "description": "tiny smoke run",
+    "seed": 3,
+    "data": {"limit": 96},
+    "teacher": {"options": {"filters": [8, 16]}, "epochs": 2, "monitor": "val_auc"},
+    "student": {"monitor": "val_loss"},
+    "distill": {"epochs": 2, "alpha": 0.2, "temperature": 3.0, "monitor": "val_accuracy"},
+}
 
 ARTIFACTS = [
     "config.toml", "report.md", "roc.png", "val_overlay.png",
@@ -57,10 +36,9 @@ ARTIFACTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_experiment):
     root = tmp_path_factory.mktemp("cli")
-    config = root / "tiny.toml"
-    config.write_text(TINY)
+    config = tiny_experiment(root, **TINY)
     runs = str(root / "runs")
     common = ["--config", str(config), "--runs-dir", runs]
     assert cli.main(["distill", *common]) == 1  # no teacher yet
@@ -70,6 +48,7 @@ def tiny_run(tmp_path_factory):
     return config, os.path.join(runs, "tiny")
 
 
+@pytest.mark.slow
 def test_every_artifact_is_written(tiny_run):
     _, out = tiny_run
     assert sorted(os.listdir(out)) == sorted(ARTIFACTS + ["logs"])
@@ -83,6 +62,7 @@ def test_every_artifact_is_written(tiny_run):
     assert abs(sizes[0] - sizes[1]) < 1024
 
 
+@pytest.mark.slow
 def test_metrics_match_saved_predictions_and_report(tiny_run):
     _, out = tiny_run
     report = open(os.path.join(out, "report.md")).read()
@@ -101,17 +81,17 @@ def test_metrics_match_saved_predictions_and_report(tiny_run):
     assert [clinical[name]["gradcam_agreement"]["images"] for name in ("student", "distilled")] == [96, 96]
 
 
-def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+@pytest.mark.slow
+def test_distill_without_teacher_says_run_make_teacher(tmp_path, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     assert cli.main(["distill", "--config", str(config), "--runs-dir", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "teacher.keras not found" in err and "Run `make teacher`" in err
 
 
-def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+@pytest.mark.slow
+def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     runs = tmp_path / "runs"
     workdir = tmp_path / "cwd"  # where the default --runs-dir would write
     workdir.mkdir()
@@ -123,9 +103,8 @@ def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys):
     assert not runs.exists() and os.listdir(workdir) == []
 
 
-def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     common = ["student", "--config", str(config), "--runs-dir", str(tmp_path), "--epochs", "3", "--quiet"]
     original = RunState.on_epoch_end
 
@@ -147,6 +126,7 @@ def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     assert not os.path.exists(tmp_path / "tiny" / "state")
 
 
+@pytest.mark.slow
 def test_help_explains_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["distill", "--help"])
@@ -155,12 +135,12 @@ def test_help_explains_options(capsys):
     assert "--temperature" in text and "softening temperature" in text and "--set KEY=VALUE" in text
 
 
-def test_make_target_runs_a_phase(tmp_path):
+@pytest.mark.slow
+def test_make_target_runs_a_phase(tmp_path, tiny_experiment):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(repo, ".venv", "bin", "kdkeras")):
         pytest.skip("make targets use the project's .venv, which `make test` creates")
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+    config = tiny_experiment(tmp_path, **TINY)
     result = subprocess.run(
         ["make", "--no-print-directory", "student", f"EXP={config}", f"RUNS={tmp_path}", "EPOCHS=1", "LIMIT=64"],
         cwd=repo, capture_output=True, text=True, timeout=600,
@@ -171,9 +151,9 @@ def test_make_target_runs_a_phase(tmp_path):
     assert metrics["n"] == 64 and metrics["epochs_run"] == 1
 
 
-def test_seeded_runs_repeat(tmp_path):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+@pytest.mark.slow
+def test_seeded_runs_repeat(tmp_path, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     results = []
     for run in ("a", "b"):
         assert cli.main(["student", "--config", str(config), "--runs-dir", str(tmp_path / run), "--quiet"]) == 0

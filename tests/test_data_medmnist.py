@@ -262,6 +262,7 @@ def test_missing_medmnist_package_says_how_to_install(monkeypatch):
         mm.medmnist_info.cache_clear()
 
 
+@pytest.mark.slow
 def test_loading_never_imports_torch(tmp_path):
     # A stub torch on the path makes any `import torch` (direct or via `import
     # medmnist`) succeed and show up in sys.modules, so this check can fail.

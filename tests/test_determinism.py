@@ -6,37 +6,20 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from kdkeras.files import load_model
 
-TINY = """
-name = "repeat"
-seed = 11
-deterministic = true
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 96
-augment = "light"
-
-[teacher]
-model = "cnn_small"
-options = { filters = [8, 16] }
-epochs = 2
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 2
-class_weight = "balanced"
-
-[distill]
-epochs = 2
-class_weight = "balanced"
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "name": "repeat",
+    "seed": 11,
+    "deterministic": True,
+    "data": {"limit": 96, "augment": "light"},
+    "teacher": {"options": {"filters": [8, 16]}, "epochs": 2},
+    "student": {"epochs": 2, "class_weight": "balanced"},
+    "distill": {"epochs": 2, "class_weight": "balanced"},
+}
 
 # Measured quantities that legitimately differ between two runs.
 _TIMINGS = ("train_seconds", "latency", "size_bytes", "size_on_disk")
@@ -59,9 +42,9 @@ def _metrics(runs, name):
     return {k: v for k, v in metrics.items() if not any(k.startswith(t) for t in _TIMINGS)}
 
 
-def test_three_phases_repeat_bit_for_bit_in_two_processes(tmp_path):
-    config = tmp_path / "repeat.toml"
-    config.write_text(TINY)
+@pytest.mark.slow
+def test_three_phases_repeat_bit_for_bit_in_two_processes(tmp_path, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     first, second = tmp_path / "first", tmp_path / "second"
     _run_all(config, first)
     _run_all(config, second)

@@ -236,6 +236,7 @@ def mirrored(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_uses_both_logical_devices(mirrored):
     assert mirrored["describe"]["mirrored"] == "MirroredStrategy: 2 replicas on CPU:0, CPU:1"
     # No TPU and no GPU here: "auto" is TensorFlow's default strategy.
@@ -244,6 +245,7 @@ def test_mirrored_strategy_uses_both_logical_devices(mirrored):
     assert mirrored["same_object"]
 
 
+@pytest.mark.slow
 def test_mirrored_losses_and_metrics_match_one_device(mirrored):
     run = mirrored["variants"]["knowledge_distillation"]
     assert (run["single"]["replicas"], run["mirrored"]["replicas"]) == (1, 2)
@@ -258,6 +260,7 @@ def test_mirrored_losses_and_metrics_match_one_device(mirrored):
     assert single["loss"] > 0.3 * single["student_loss"] + 0.7 * single["distillation_loss"] + 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mirrored_distillation_matches_one_device(mirrored, variant):
     run = mirrored["variants"][variant]
@@ -293,6 +296,7 @@ def test_every_kd_loss_is_checked_under_mirrored():
     assert classes == COVERED_LOSS_CLASSES, "add the new losses to VARIANTS (and the script's VARIANTS)"
 
 
+@pytest.mark.slow
 def test_run_phase_distils_under_mirrored_strategy(mirrored):
     run = mirrored["run_phase"]
     assert "[distilled] MirroredStrategy: 2 replicas on CPU:0, CPU:1; global batch 32 = 16 per replica" in run["mirrored"]["log"]
@@ -304,6 +308,7 @@ def test_run_phase_distils_under_mirrored_strategy(mirrored):
     assert split["epoch"] == [1.0] and split["distillation_loss"][0] > 1e-4
 
 
+@pytest.mark.slow
 def test_run_phase_under_mirrored_strategy_equals_one_device(mirrored):
     # dsnet without dropout has no per-replica state: two replicas of 16 images make the epoch,
     # the saved student and the test metrics of one device on the batch of 32.
@@ -315,6 +320,7 @@ def test_run_phase_under_mirrored_strategy_equals_one_device(mirrored):
     assert run["weight_gap"] < 1e-5 * run["weight_scale"]
 
 
+@pytest.mark.slow
 def test_batchnorm_statistics_stay_per_replica(mirrored):
     # The documented difference: a BatchNorm student normalises each replica's 8 images by
     # their own mean and variance, so its loss and step differ from one device's 16.
@@ -326,6 +332,7 @@ def test_batchnorm_statistics_stay_per_replica(mirrored):
     assert run["weight_gap"] > 1e-4
 
 
+@pytest.mark.slow
 def test_run_phase_rejects_a_batch_that_does_not_split(mirrored):
     assert mirrored["odd_batch_error"] == (
         "data.batch_size = 33 is the global batch, split over the 2 replicas of MirroredStrategy: "
@@ -400,6 +407,7 @@ def two_workers(tmp_path_factory):
     return [json.loads((tmp / f"worker{index}.json").read_text()) for index in range(2)]
 
 
+@pytest.mark.slow
 def test_two_local_workers_form_one_cluster(two_workers):
     for index, worker in enumerate(two_workers):
         assert worker["describe"] == (
@@ -409,6 +417,7 @@ def test_two_local_workers_form_one_cluster(two_workers):
         assert worker["chief"] == (index == 0)
 
 
+@pytest.mark.slow
 def test_keras_cannot_fit_across_workers_without_kdkeras_patch(two_workers):
     for worker in two_workers:
         # The canary of keras-team/keras#20585: once Keras's own fit trains here, remove
@@ -535,6 +544,7 @@ def test_bad_tf_config_names_the_field(tf_config, message):
     assert "Example for the first of two machines" in str(raised.value)
 
 
+@pytest.mark.slow
 def test_cli_strategy_override_is_validated(capsys):
     args = cli.build_parser().parse_args(["distill", "--strategy", "mirrored"])
     assert cli.overrides_from_args(args) == {"strategy": "mirrored"}

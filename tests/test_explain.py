@@ -6,6 +6,7 @@ import pytest
 
 from kdkeras import models
 from kdkeras.evaluation import explain
+from kdkeras.reporting import figures_clinical
 
 SIZE = 16
 
@@ -143,8 +144,8 @@ def test_gradcam_grid_and_overlay_are_written(tmp_path):
     rng = np.random.default_rng(2)
     images = rng.uniform(0, 255, (6, 16, 16, 1)).astype("float32")
     maps = rng.random((6, 16, 16))
-    path = explain.plot_gradcam_grid(images, maps, maps[::-1], [0, 1, 0, 1, 0, 1], [0, 1, 1, 1, 0, 0],
+    path = figures_clinical.plot_gradcam_grid(images, maps, maps[::-1], [0, 1, 0, 1, 0, 1], [0, 1, 1, 1, 0, 0],
                                      ["normal", "pneumonia"], str(tmp_path / "grid.png"), n=4)
     assert (tmp_path / "grid.png").stat().st_size > 10_000 and path.endswith("grid.png")
-    explain.save_overlay(images[0], maps[0], str(tmp_path / "one.png"), title="x")
+    figures_clinical.save_overlay(images[0], maps[0], str(tmp_path / "one.png"), title="x")
     assert (tmp_path / "one.png").exists()

@@ -19,23 +19,12 @@ from kdkeras.models import InputPreprocessing
 # The exported files divide the logits by the temperature of the model's calibration file.
 TEMPERATURE = 2.5
 
-TINY = """
-name = "tiny"
-seed = 0
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 64
-limit = 128
-
-[teacher]
-model = "cnn_small"
-
-[student]
-model = "cnn_small"
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "data": {"batch_size": 64, "limit": 128},
+    "teacher": {"options": None, "epochs": None},
+    "student": {"options": None, "epochs": None},
+}
 
 
 def _tiny_student():
@@ -192,10 +181,9 @@ def test_bad_arguments_name_the_fix(exported, tmp_path):
     assert os.listdir(tmp_path) == ["weights.h5"]
 
 
-def test_cli_exports_a_saved_model(exported, tmp_path, capsys):
+def test_cli_exports_a_saved_model(exported, tmp_path, capsys, tiny_experiment):
     model, _, _, _ = exported
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+    config = tiny_experiment(tmp_path, **TINY)
     model_path = tmp_path / "student.keras"
     model.save(model_path)
     out = tmp_path / "lite"
@@ -210,9 +198,8 @@ def test_cli_exports_a_saved_model(exported, tmp_path, capsys):
     assert "kdkeras: export: Unknown export format(s) 'coreml'; use one or more of saved_model" in capsys.readouterr().err
 
 
-def test_cli_missing_model_says_what_to_run(tmp_path, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_cli_missing_model_says_what_to_run(tmp_path, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     assert cli.main(["export", "--config", str(config), "--runs-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path}/tiny/distilled.keras not found" in err and "Run `make distill`" in err

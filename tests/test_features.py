@@ -190,6 +190,7 @@ def test_adapters_train_but_are_not_in_the_exported_student(tmp_path):
     assert exported.count_params() == distiller.student.count_params()
 
 
+@pytest.mark.slow
 def test_distiller_with_features_saves_and_resumes(tmp_path):
     distiller = feature_distiller()
     distiller.fit(DATA_X, DATA_Y, batch_size=4, epochs=1, verbose=0)
@@ -225,6 +226,7 @@ def test_clear_errors_for_unknown_layers_and_subclassed_models():
         kdkeras.Distiller(student, [teacher, teacher], features=[features.FeatureMatch("s_bn", "t_conv1")])
 
 
+@pytest.mark.slow
 def test_features_train_under_mixed_precision_and_xla():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -237,6 +239,7 @@ def test_features_train_under_mixed_precision_and_xla():
     assert all(np.isfinite(v[-1]) for v in history.history.values())
 
 
+@pytest.mark.slow
 def test_warmup_ramps_the_feature_terms_from_zero_too():
     """Every distillation term, feature losses included, is scaled by min(1, step / warmup_steps)."""
     distiller = feature_distiller(warmup_steps=4)

@@ -13,31 +13,18 @@ import kdkeras
 from kdkeras import cli
 from kdkeras.workflow.progress import fit_verbosity
 
-TINY = """
-name = "tiny"
-seed = 0
-data_source = "the hospital's PACS export"
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-
-[teacher]
-model = "cnn_small"
-options = { filters = [4, 8] }
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "data_source": "the hospital's PACS export",
+    "data": {"limit": None},
+    "teacher": {"epochs": None},
+    "student": {"epochs": None},
+}
 
 
 @pytest.fixture
-def tiny_config(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+def tiny_config(tmp_path, tiny_experiment):
+    path = tiny_experiment(tmp_path, **TINY)
     return str(path)
 
 
@@ -49,10 +36,10 @@ def test_evaluate_takes_limit(tmp_path, tiny_config):
     assert json.load(open(tmp_path / "tiny" / "m_metrics.json"))["n"] == 40
 
 
-def test_missing_data_folder_names_the_key_and_where_to_get_the_data(tmp_path, capsys):
-    folder_config = TINY.replace('flag = "pneumoniamnist"\nroot = "@bundled"', 'root = "no/such/folder"')
-    path = tmp_path / "folders.toml"
-    path.write_text(folder_config.replace('loader = "medmnist"', 'loader = "image_folder"'))
+@pytest.mark.slow
+def test_missing_data_folder_names_the_key_and_where_to_get_the_data(tmp_path, capsys, tiny_experiment):
+    folders = {"loader": "image_folder", "flag": None, "root": "no/such/folder"}
+    path = tiny_experiment(tmp_path, **{**TINY, "name": "folders", "data": {**TINY["data"], **folders}})
     assert cli.main(["teacher", "--config", str(path), "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "folders.toml: [data] root = 'no/such/folder' does not exist" in err, err
@@ -60,6 +47,7 @@ def test_missing_data_folder_names_the_key_and_where_to_get_the_data(tmp_path, c
     assert not os.path.exists(tmp_path / "tiny")
 
 
+@pytest.mark.slow
 def test_absurd_temperature_is_refused(tmp_path, tiny_config, capsys):
     assert cli.main(["distill", "--config", tiny_config, "--runs-dir", str(tmp_path), "--temperature", "1e9"]) == 2
     err = capsys.readouterr().err
@@ -80,6 +68,7 @@ def test_progress_is_one_line_per_epoch_unless_someone_watches():
     assert fit_verbosity(OutStream()) == 1
 
 
+@pytest.mark.slow
 def test_reloading_a_distiller_of_a_compiled_teacher_does_not_warn(tmp_path):
     x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
     y = np.arange(32) % 3

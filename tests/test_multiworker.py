@@ -231,6 +231,7 @@ def variants(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "workers, variant", [(2, variant) for variant in VARIANTS] + [(3, variant) for variant in THREE_WORKER_VARIANTS]
 )
@@ -252,6 +253,7 @@ def test_workers_train_as_one_process(variants, workers, variant):
         np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [2, 3])
 def test_batch_norm_statistics_are_the_global_batch_s_on_every_worker(variants, workers):
     single = variants["single"]["synchronized_batch_norm"]["moving_mean"]
@@ -294,6 +296,7 @@ def _history(path):
     return [dict(zip(header.split(","), map(float, row.split(",")))) for row in rows]
 
 
+@pytest.mark.slow
 def test_launch_runs_a_distillation_phase_as_one_process_would(phase_runs):
     log = (phase_runs / "launch.log").read_text()
     assert "MultiWorkerMirroredStrategy: 2 replicas on 2 machines; this is worker 0, on CPU:0; global batch 16 = 8" in log
@@ -307,6 +310,7 @@ def test_launch_runs_a_distillation_phase_as_one_process_would(phase_runs):
             assert got_row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
 
 
+@pytest.mark.slow
 def test_launch_writes_the_metrics_once_and_like_one_process(phase_runs):
     from kdkeras.files import load_model
 
@@ -322,6 +326,7 @@ def test_launch_writes_the_metrics_once_and_like_one_process(phase_runs):
     assert not [name for name in os.listdir(phase_runs) if name.startswith("kdkeras-worker")]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_last_epoch_on_every_worker(tmp_path):
     (tmp_path / "cluster.toml").write_text(_config(epochs=4))
     (tmp_path / "teacher.py").write_text(TEACHER_SCRIPT)
@@ -354,6 +359,7 @@ def test_a_killed_worker_resumes_from_the_last_epoch_on_every_worker(tmp_path):
     assert not (tmp_path / "runs" / "cluster" / "state").exists()
 
 
+@pytest.mark.slow
 def test_a_global_batch_that_does_not_split_over_three_workers_stops_every_worker(tmp_path):
     # batch_size = 16 over 3 replicas: every worker stops before reading data, naming the fix.
     (tmp_path / "cluster.toml").write_text(_config(epochs=1))
@@ -372,6 +378,7 @@ def test_a_global_batch_that_does_not_split_over_three_workers_stops_every_worke
     assert not os.path.exists(tmp_path / "runs" / "cluster" / "student.keras")
 
 
+@pytest.mark.slow
 def test_a_worker_that_never_starts_is_named_within_the_timeout(tmp_path):
     with launch.reserve_ports(2) as (port, silent_port):  # the second stays bound, never listening
         tf_config = launch.local_tf_configs([port, silent_port])[0]

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "experiments", "colab_quickstart.ipynb")
 
 
+@pytest.mark.slow
 def test_colab_quickstart_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("KDKERAS_NOTEBOOK_LIMIT", "128")
     monkeypatch.setenv("KDKERAS_NOTEBOOK_EPOCHS", "1")

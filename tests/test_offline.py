@@ -39,6 +39,7 @@ def test_loopback_still_works():
             pass
 
 
+@pytest.mark.slow
 def test_child_pythons_are_guarded_too():
     code = (
         "import socket\n"
@@ -58,6 +59,7 @@ def test_home_is_not_the_real_home():
     assert os.path.basename(os.path.expanduser("~")).startswith("kdkeras-tests-home-")
 
 
+@pytest.mark.slow
 def test_medmnist_table_is_read_without_creating_its_home_folder(tmp_path):
     code = (
         "import os\n"

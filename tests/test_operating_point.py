@@ -11,6 +11,7 @@ from sklearn.metrics import (
 )
 
 from kdkeras.evaluation import operating_point as op
+from kdkeras.reporting import figures_clinical
 
 
 def _scores(n=400, seed=0):
@@ -85,8 +86,8 @@ def test_one_class_validation_split_is_refused():
 def test_figures_are_written(tmp_path):
     y, p = _scores(seed=4)
     t = op.choose_threshold(y, p, sensitivity=0.95)
-    op.plot_roc_operating_points({"a": (y, p, t), "b": (y, p ** 2, None)}, str(tmp_path / "roc.png"))
-    op.plot_precision_recall({"a": (y, p)}, str(tmp_path / "pr.png"))
+    figures_clinical.plot_roc_operating_points({"a": (y, p, t), "b": (y, p ** 2, None)}, str(tmp_path / "roc.png"))
+    figures_clinical.plot_precision_recall({"a": (y, p)}, str(tmp_path / "pr.png"))
     assert (tmp_path / "roc.png").stat().st_size > 10_000 and (tmp_path / "pr.png").stat().st_size > 10_000
 
 
@@ -95,7 +96,7 @@ def test_roc_figure_marks_the_operating_point_at_its_rates():
     t = op.choose_threshold(y, p, sensitivity=0.95)
     (tn, fp), (fn, tp) = confusion_matrix(y, p >= t)
     sensitivity, specificity = tp / (tp + fn), tn / (tn + fp)
-    (ax,) = op.roc_operating_points_figure({"a": (y, p, t), "b": (y, p ** 2, None)}).get_axes()
+    (ax,) = figures_clinical.roc_operating_points_figure({"a": (y, p, t), "b": (y, p ** 2, None)}).get_axes()
     lines = {line.get_label(): line for line in ax.get_lines()}
     point_label = f"  p >= {t:.3f}: sens {sensitivity:.3f}, spec {specificity:.3f}"
     assert list(lines) == [f"a (AUC = {roc_auc_score(y, p):.3f})", point_label,
@@ -110,7 +111,7 @@ def test_roc_figure_marks_the_operating_point_at_its_rates():
 
 def test_precision_recall_figure_draws_sklearns_curve_over_the_prevalence():
     y, p = _scores(seed=6)
-    (ax,) = op.precision_recall_figure({"a": (y, p)}).get_axes()
+    (ax,) = figures_clinical.precision_recall_figure({"a": (y, p)}).get_axes()
     curve, prevalence = ax.get_lines()
     precision, recall, _ = precision_recall_curve(y, p)
     np.testing.assert_array_equal(curve.get_xdata(), recall)

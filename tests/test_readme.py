@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
@@ -12,6 +14,7 @@ def python_blocks():
     return re.findall(r"```python\n(.*?)```", open(README, encoding="utf-8").read(), re.S)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written(tmp_path):
     (example,) = python_blocks()
     assert "kdkeras.Distiller(student=student, teacher=teacher)" in example

@@ -12,7 +12,7 @@ from kdkeras.models import get_spec
 
 @pytest.fixture
 def colours():
-    created = registry.Registry("test_colour", modules=("kdkeras.distillation.losses",))
+    created = registry.Registry("test_colour", packages=("kdkeras.distillation",))
     yield created
     registry._REGISTRIES.pop("test_colour")
 
@@ -100,6 +100,50 @@ def test_config_validation_reads_the_registries(sepia):
         config_lib.from_dict(raw, source="q.toml")
 
 
+def test_optional_metadata_takes_its_default_and_an_unlisted_registry_stays_out_of_the_list():
+    hidden = registry.Registry("test_hidden", metadata={"size": 1}, listed=False)
+    try:
+        hidden.register("plain")(lambda: None)
+        hidden.register("big", size=3)(lambda: None)
+        assert hidden.metadata("plain") == {"size": 1} and hidden.metadata("big") == {"size": 3}
+        assert "test_hidden" not in registry.registries()
+        assert registry.registries(listed=False)["test_hidden"] is hidden
+    finally:
+        registry._REGISTRIES.pop("test_hidden")
+
+
+def test_loaders_declare_their_local_paths_and_aliases(tmp_path):
+    assert registry.LOADERS.metadata("ham10000")["local_paths"] == ("metadata_csv", "image_dirs")
+    assert registry.LOADERS.metadata("xray_folder")["local_paths"] == ("root",)
+    assert registry.LOADERS.metadata("tfds") == {"local_paths": (), "resolve": None}
+    resolve = registry.LOADERS.metadata("medmnist")["resolve"]
+    assert resolve({"flag": "pneumoniamnist", "root": "@bundled"})["root"].endswith("kdkeras/data/bundled")
+    assert resolve({"root": str(tmp_path)}) == {"root": str(tmp_path)}
+
+
+def test_validation_reads_requires_not_the_loss_name():
+    with open(config_lib.resolve_path("quickstart"), "rb") as f:
+        raw = tomllib.load(f)
+    raw["labeled_fraction"] = 0.5
+    raw["distill"].update(transfer_set="train", loss="knowledge_distillation")
+    assert config_lib.from_dict(raw, source="q.toml").distill.transfer_set == "train"
+
+    @registry.DISTILLATION_TERMS.register("test_label_reader")
+    class LabelReader(registry.DISTILLATION_TERMS.lookup("knowledge_distillation")):
+        """Reads the labels, like decoupled_kd, under another name."""
+
+        requires = ("teacher_logits", "labels")
+
+    try:
+        raw["distill"]["loss"] = "test_label_reader"
+        with pytest.raises(config_lib.ConfigError, match="transfer_set needs a loss that does not read labels; "
+                                                         "'test_label_reader' does"):
+            config_lib.from_dict(raw, source="q.toml")
+    finally:
+        registry.DISTILLATION_TERMS._entries.pop("test_label_reader")
+        registry.DISTILLATION_TERMS._metadata.pop("test_label_reader")
+
+
 def test_registries_fill_themselves_on_first_lookup():
     assert registry.DISTILLATION_TERMS.names()[:3] == ("knowledge_distillation", "decoupled_kd", "multilabel_kd")
     assert "dist" in registry.DISTILLATION_TERMS
@@ -111,6 +155,7 @@ def test_kdkeras_list_prints_every_registry(capsys):
     out = capsys.readouterr().out
     for kind in ("distillation_term:", "feature_loss:", "optimizer:", "loader:", "model:", "augmentation:"):
         assert kind in out
+    assert "check:" not in out
     assert "  dist " in out and "Huang et al., NeurIPS 2022" in out
     assert "  attention " in out and "  cnn_small " in out
     assert "  xray                     Seed 002's chest X-ray set" in out

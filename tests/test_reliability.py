@@ -533,6 +533,7 @@ def test_trusted_lambda_model_loads_with_unsafe_load(tmp_path):
     assert model(np.array([[1.0, 2.0]], np.float32)).numpy().tolist() == [[3.0, 6.0]]
 
 
+@pytest.mark.slow
 def test_archived_folder_is_extracted_once_next_to_itself(tmp_path):
     archive = tmp_path / "isic.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -548,6 +549,7 @@ def test_archived_folder_is_extracted_once_next_to_itself(tmp_path):
     assert sum(info.split_sizes.values()) == 19
 
 
+@pytest.mark.slow
 def test_cache_lockfile_of_a_killed_run_is_cleared(tmp_path):
     train, val, test, info = locked_cache(tmp_path, dead_pid())()
     assert sum(len(y) for ds in (train, val, test) for _, y in ds) == sum(info.split_sizes.values()) == 8
@@ -621,6 +623,7 @@ def test_model_files_on_a_full_disk_raise_one_clear_error(tmp_path, writer):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
     stale = tmp_path / "sub" / f".tmp-{dead_pid()}-x1-student.keras"
@@ -634,6 +637,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
         assert os.path.basename(tmp).startswith(f".tmp-{os.getpid()}-")
 
 
+@pytest.mark.slow
 def test_cli_reports_faults_without_traceback(tmp_path, capsys):
     config = tiny_config(tmp_path)
     runs = str(tmp_path / "runs")
@@ -683,6 +687,7 @@ def train_teacher(config, path):
     training.save_deployable(teacher, str(path))
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     # Killed as soon as epoch 1 is checkpointed: 4 more epochs leave a wide window
     # even on a machine fast enough to train an epoch of 6 steps in milliseconds.
@@ -729,6 +734,7 @@ def _limit_file_size(limit):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
 def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
     # HDF5 segfaulted (exit 139) closing a checkpoint whose write had failed; 30 kB fit
@@ -755,6 +761,7 @@ def test_full_disk_gives_one_line_and_exit_1_not_a_segfault(tmp_path):
 # --- Unlucky inputs that now work, and README claims of the table. ---
 
 
+@pytest.mark.slow
 def test_kaggle_training_testing_folders_are_splits(tmp_path):
     root = tmp_path / "brain_mri"
     for split, count in (("Training", 6), ("Testing", 3)):
@@ -783,6 +790,7 @@ def write_zip(path, classes, count=3):
                 z.writestr(f"{cls}/{i}.png", png_bytes(40 * i))
 
 
+@pytest.mark.slow
 def test_new_archive_version_is_extracted_again(tmp_path):
     archive = tmp_path / "data.zip"
     write_zip(archive, ["benign", "malignant"])
@@ -805,6 +813,7 @@ def test_new_archive_version_is_extracted_again(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["data", "data.tar.gz", "data.zip"]  # no stray temp folder
 
 
+@pytest.mark.slow
 def test_folder_extracted_by_hand_is_left_alone(tmp_path):
     archive = tmp_path / "data.zip"
     write_zip(archive, ["benign", "malignant"])
@@ -836,6 +845,7 @@ def test_extraction_failing_midway_leaves_no_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["isic.zip"]  # the partial extraction was a temp folder
 
 
+@pytest.mark.slow
 def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -847,6 +857,7 @@ def test_stale_temp_files_are_removed_by_the_next_download(tmp_path):
     assert os.listdir(root) == []
 
 
+@pytest.mark.slow
 def test_test_split_missing_a_class_still_ends_the_phase(tmp_path, capsys):
     npz = small_npz(tmp_path, "oneclass.npz", test_labels=np.zeros((4, 1), np.uint8))
     config = tiny_config(tmp_path)
@@ -872,6 +883,7 @@ class PoisonWeightsAtEpoch(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(tmp_path):
     x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
@@ -902,6 +914,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(t
     assert _epochs(tmp_path / "history.csv") == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_distill_reads_a_lambda_teacher_only_with_unsafe_load(tmp_path, capsys):
     config = tiny_config(tmp_path, limit=32)
     runs = tmp_path / "runs"

@@ -99,7 +99,7 @@ def test_operating_point_on_a_one_class_validation_split_falls_back_and_says_so(
 
 def _student_run(folder):
     from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
-    from kdkeras.workflow import runs
+    from kdkeras import runs
 
     rng = np.random.default_rng(1)
     labels = np.array([0, 1] * 20)

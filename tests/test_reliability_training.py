@@ -133,7 +133,8 @@ def test_temperatures_where_distillation_vanishes_are_refused(temperature):
 
 
 def test_the_smallest_temperature_still_distils():
-    from kdkeras.distillation import bounds, losses
+    from kdkeras.config import bounds
+    from kdkeras.distillation import losses
 
     teacher, student = np.array([[0.3, 0.1]], "float32"), np.array([[0.1, 0.3]], "float32")
     for t_squared in (True, False):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from kdkeras import reporting, stats
-from kdkeras.workflow import runs
+from kdkeras import runs
 from kdkeras.reporting import figures, roc
 from kdkeras.reporting.history import load_history
 from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores

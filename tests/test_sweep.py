@@ -13,30 +13,14 @@ from matplotlib.figure import Figure
 from kdkeras import cli, config as config_lib, models
 from kdkeras.workflow import sweep
 
-TINY = """
-name = "tiny"
-description = "tiny sweep"
-seed = 5
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 64
-
-[teacher]
-model = "cnn_small"
-options = { filters = [4, 8] }
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-
-[distill]
-epochs = 1
-monitor = "val_loss"
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "description": "tiny sweep",
+    "seed": 5,
+    "teacher": {"epochs": None},
+    "student": {"epochs": None},
+    "distill": {"epochs": 1, "monitor": "val_loss"},
+}
 
 TEACHER_METRICS = {"task": "binary-class", "acc": 0.9, "auc": 0.95, "balanced_acc": 0.875, "epochs_run": 12, "train_seconds": 301.5,
                    "n": 64, "architecture": "resnet18"}  # fmt: skip
@@ -44,10 +28,15 @@ STUDENT_METRICS = {"task": "binary-class", "acc": 0.8125, "auc": 0.9, "balanced_
                    "n": 624, "architecture": "cnn_small"}  # fmt: skip
 
 
-def write_experiment(root, sweep_table=""):
-    path = root / "tiny.toml"
-    path.write_text(TINY + sweep_table)
-    return str(path)
+@pytest.fixture(scope="session")
+def write_experiment(tiny_experiment):
+    """`write_experiment(folder, sweep_table="")`: the tiny experiment's path, with the table appended."""
+    def write(root, sweep_table=""):
+        path = tiny_experiment(root, **TINY)
+        path.write_text(path.read_text() + sweep_table)
+        return str(path)
+
+    return write
 
 
 def add_teacher(runs):
@@ -63,7 +52,7 @@ def add_teacher(runs):
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, write_experiment):
     root = tmp_path_factory.mktemp("sweep")
     path = write_experiment(root)
     runs = str(root / "runs")
@@ -158,7 +147,7 @@ def test_finished_point_of_another_config_is_not_reused(swept, capsys):
     assert f"{sweep_dir}/T2_a0.5 was trained with another config (distill.epochs differ): delete that folder" in err
 
 
-def test_sweep_without_teacher_says_run_make_teacher(tmp_path, capsys):
+def test_sweep_without_teacher_says_run_make_teacher(tmp_path, capsys, write_experiment):
     path = write_experiment(tmp_path)
     args = ["sweep", "--config", path, "--runs-dir", str(tmp_path / "runs"), "--temperatures", "2,4"]
     assert cli.main(args) == 1
@@ -168,6 +157,7 @@ def test_sweep_without_teacher_says_run_make_teacher(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "runs" / "tiny" / "sweep")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -178,15 +168,16 @@ def test_sweep_without_teacher_says_run_make_teacher(tmp_path, capsys):
         (["--epochs", "2"], r"nothing to sweep. Pass --temperatures 2,4,8 and/or --alphas 0.1,0.5, or add a \[sweep\]"),
     ],
 )
-def test_bad_grids_exit_2_with_the_fix(tmp_path, capsys, flags, message):
+def test_bad_grids_exit_2_with_the_fix(tmp_path, capsys, flags, message, write_experiment):
     path = write_experiment(tmp_path)
     assert cli.main(["sweep", "--config", path, "--runs-dir", str(tmp_path), *flags]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not os.path.exists(tmp_path / "tiny")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value, message", [("", "is empty: give at least one number"), ("2,x", "expects numbers")])
-def test_unreadable_axis_is_a_usage_error(tmp_path, capsys, value, message):
+def test_unreadable_axis_is_a_usage_error(tmp_path, capsys, value, message, write_experiment):
     path = write_experiment(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["sweep", "--config", path, "--temperatures", value])
@@ -194,7 +185,7 @@ def test_unreadable_axis_is_a_usage_error(tmp_path, capsys, value, message):
     assert f"argument --temperatures: {message}" in capsys.readouterr().err
 
 
-def test_grid_comes_from_the_sweep_table_and_defaults_to_distill(tmp_path):
+def test_grid_comes_from_the_sweep_table_and_defaults_to_distill(tmp_path, write_experiment):
     config = config_lib.load_config(write_experiment(tmp_path, "\n[sweep]\ntemperatures = [100, 3, 10]\n"))
     assert sweep.grid(config) == [(3.0, 0.1), (10.0, 0.1), (100.0, 0.1)]  # alpha stays [distill]'s 0.1
     assert sweep.grid(config, alphas=[0.9, 0]) == [(t, a) for t in (3.0, 10.0, 100.0) for a in (0.0, 0.9)]
@@ -212,7 +203,7 @@ def test_grid_comes_from_the_sweep_table_and_defaults_to_distill(tmp_path):
         ("temperature = [4]", r"\[sweep\]: unknown key\(s\) 'temperature'. Allowed keys: alphas, temperatures."),
     ],
 )
-def test_bad_sweep_table_is_a_config_error(tmp_path, table, message):
+def test_bad_sweep_table_is_a_config_error(tmp_path, table, message, write_experiment):
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.load_config(write_experiment(tmp_path, f"\n[sweep]\n{table}\n"))
 
@@ -261,6 +252,7 @@ def test_markdown_without_references_or_best():
     ]
 
 
+@pytest.mark.slow
 def test_make_sweep_passes_the_grid(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not shutil.which("make"):
@@ -276,7 +268,8 @@ def test_make_sweep_passes_the_grid(tmp_path):
     assert '--temperatures "3 10 100"' in result.stdout and '--alphas "0.5"' in result.stdout
 
 
-def test_interrupted_point_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_interrupted_point_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys, write_experiment):
     from kdkeras.workflow.callbacks import RunState
 
     path = write_experiment(tmp_path)

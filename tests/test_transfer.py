@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import tomllib
 
 import keras
 import numpy as np
@@ -15,35 +14,17 @@ from kdkeras.workflow import transfer
 from kdkeras.config import ConfigError
 from kdkeras.data.info import DatasetInfo
 
-TINY = """
-name = "transfer"
-seed = 3
-deterministic = true
-labeled_fraction = 0.1
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 200
-
-[teacher]
-model = "cnn_small"
-options = { filters = [8, 16] }
-epochs = 1
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 1
-class_weight = "balanced"
-
-[distill]
-epochs = 1
-class_weight = "balanced"
-transfer_set = "train"
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "name": "transfer",
+    "seed": 3,
+    "deterministic": True,
+    "labeled_fraction": 0.1,
+    "data": {"limit": 200},
+    "teacher": {"options": {"filters": [8, 16]}},
+    "student": {"class_weight": "balanced"},
+    "distill": {"epochs": 1, "class_weight": "balanced", "transfer_set": "train"},
+}
 
 
 def test_labeled_indices_are_seeded_stratified_and_keep_every_class():
@@ -115,8 +96,8 @@ def _raw_train():
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
 
-def test_fit_plans_give_both_arms_the_same_steps():
-    config = config_lib.from_dict(tomllib.loads(TINY))
+def test_fit_plans_give_both_arms_the_same_steps(tiny_experiment):
+    config = config_lib.from_dict(tiny_experiment.raw(**TINY))
     config = config_lib.apply_overrides(config, {"labeled_fraction": 0.25})
     info = _info()
     student = transfer.fit_plan(config, "student", _raw_train(), info, 8, info.class_weights)
@@ -156,15 +137,15 @@ def test_npz_transfer_set_is_resized_and_validated(tmp_path):
         ({"distill.loss": "decoupled_kd"}, "'decoupled_kd' does"),
     ],
 )
-def test_transfer_keys_are_validated(settings, message):
-    config = config_lib.from_dict(tomllib.loads(TINY))
+def test_transfer_keys_are_validated(settings, message, tiny_experiment):
+    config = config_lib.from_dict(tiny_experiment.raw(**TINY))
     with pytest.raises(ConfigError, match=message):
         config_lib.apply_overrides(config, settings)
 
 
-def test_student_and_distill_phases_report_equal_budgets(tmp_path, capsys):
-    path = tmp_path / "transfer.toml"
-    path.write_text(TINY)
+@pytest.mark.slow
+def test_student_and_distill_phases_report_equal_budgets(tmp_path, capsys, tiny_experiment):
+    path = tiny_experiment(tmp_path, **TINY)
     runs = str(tmp_path / "runs")
     for phase in ("teacher", "student", "distill"):
         assert cli.main([phase, "--config", str(path), "--runs-dir", runs, "--quiet"]) == 0

@@ -12,37 +12,19 @@ from kdkeras import cli, config as config_lib
 from kdkeras.models import get_model
 from kdkeras.config import ConfigError
 
-TINY = """
-name = "methods"
-seed = 5
-
-[data]
-loader = "medmnist"
-flag = "pneumoniamnist"
-root = "@bundled"
-batch_size = 32
-limit = 64
-
-[teacher]
-model = "cnn_small"
-options = { filters = [8, 16] }
-epochs = 1
-
-[student]
-model = "cnn_small"
-options = { filters = [4, 8] }
-epochs = 1
-
-[distill]
-epochs = 1
-"""
+# The tiny experiment (tests/conftest.py) as this file changes it.
+TINY = {
+    "name": "methods",
+    "seed": 5,
+    "teacher": {"options": {"filters": [8, 16]}},
+    "distill": {"epochs": 1},
+}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_experiment):
     root = tmp_path_factory.mktemp("methods")
-    path = root / "methods.toml"
-    path.write_text(TINY)
+    path = tiny_experiment(root, **TINY)
     runs = str(root / "runs")
     assert cli.main(["teacher", "--config", str(path), "--runs-dir", runs, "--quiet"]) == 0
     return path, runs
@@ -76,6 +58,7 @@ def distill(trained, capsys, *settings):
         return out, json.load(f)
 
 
+@pytest.mark.slow
 def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     out, metrics = distill(
         trained, capsys,
@@ -94,6 +77,7 @@ def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     assert set(images) == {"inputs", "teacher_logits"} and images["teacher_logits"].shape[-1] == 2
 
 
+@pytest.mark.slow
 def test_feature_distillation_from_config_exports_a_plain_student(trained, capsys):
     out, metrics = distill(
         trained, capsys,
@@ -104,6 +88,7 @@ def test_feature_distillation_from_config_exports_a_plain_student(trained, capsy
     assert metrics["params"] == student.count_params()  # the adapter stayed in the Distiller
 
 
+@pytest.mark.slow
 def test_two_teachers_from_config(trained, capsys, fit_calls):
     path, runs = trained
     teacher = os.path.join(runs, "methods", "teacher.keras")
@@ -127,8 +112,8 @@ def test_two_teachers_from_config(trained, capsys, fit_calls):
         ('data.augment="light"', None),
     ],
 )
-def test_new_distill_keys_are_validated(setting, message):
-    base = config_lib.from_dict(tomllib.loads(TINY))
+def test_new_distill_keys_are_validated(setting, message, tiny_experiment):
+    base = config_lib.from_dict(tiny_experiment.raw(**TINY))
     key, value = setting.split("=", 1)
     overrides = {key: tomllib.loads(f"v = {value}")["v"]}
     if message is None:  # augmentation alone is fine; with cache_teacher it is not
@@ -138,6 +123,7 @@ def test_new_distill_keys_are_validated(setting, message):
         config_lib.apply_overrides(base, overrides)
 
 
+@pytest.mark.slow
 def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
     path, runs = trained
     args = ["distill", "--config", str(path), "--runs-dir", runs, "--set", 'distill.teachers=["nowhere/t.keras"]']
@@ -145,7 +131,7 @@ def test_missing_extra_teacher_is_a_clear_error(trained, capsys):
     assert "nowhere/t.keras not found" in capsys.readouterr().err
 
 
-def test_multilabel_data_need_per_label_sigmoid_kd():
+def test_multilabel_data_need_per_label_sigmoid_kd(tiny_experiment):
     import types
 
     from kdkeras.distillation import losses
@@ -154,7 +140,7 @@ def test_multilabel_data_need_per_label_sigmoid_kd():
     info = types.SimpleNamespace(task="multi-label", num_classes=4, name="chestmnist")
     student = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
     teacher = get_model("cnn_small", input_shape=(28, 28, 1), num_classes=4, filters=[4, 8])
-    distill = config_lib.from_dict(tomllib.loads(TINY)).distill
+    distill = config_lib.from_dict(tiny_experiment.raw(**TINY)).distill
     distill.loss = "multilabel_kd"
     distiller = phases.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
     assert type(distiller.distillation_loss_fn) is losses.MultiLabelKD
@@ -165,7 +151,8 @@ def test_multilabel_data_need_per_label_sigmoid_kd():
             phases.build_distiller(student, [teacher], distill, info, steps_per_epoch=10)
 
 
-def test_balanced_class_weights_reach_fit(trained, capsys, fit_calls):
+@pytest.mark.slow
+def test_balanced_class_weights_reach_fit(trained, capsys, fit_calls, tiny_experiment):
     path, runs = trained
     args = ["student", "--config", str(path), "--runs-dir", runs, "--set", 'student.class_weight="balanced"']
     assert cli.main(args) == 0
@@ -179,6 +166,6 @@ def test_balanced_class_weights_reach_fit(trained, capsys, fit_calls):
     expected = {k: len(labels) / (2 * c) for k, c in enumerate(counts)}
     assert kwargs["class_weight"] == pytest.approx(expected)
     assert kwargs["class_weight"][0] == pytest.approx(float(weights["normal"]), abs=5e-4)
-    base = config_lib.from_dict(tomllib.loads(TINY))
+    base = config_lib.from_dict(tiny_experiment.raw(**TINY))
     with pytest.raises(ConfigError, match="class_weight = 'inverse' is unknown"):
         config_lib.apply_overrides(base, {"teacher.class_weight": "inverse"})

@@ -25,7 +25,7 @@ import sys
 import tomllib
 
 from kdkeras import config as config_lib
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras.bench.environment import describe_environment
 from kdkeras.files import write_text_atomic
 

@@ -57,7 +57,7 @@ from kdkeras.bench.environment import describe_environment
 from kdkeras.bench.recipes import model_scores
 from kdkeras.config import ConfigError
 from kdkeras.stats.family import decide
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 
 COMPARED = ("acc", "auc")
 SELECTION_METRIC = "cross_entropy"

@@ -1,9 +1,22 @@
-"""How every benchmark leaves its result: `<name>.json` for the report, `<name>.md` to read."""
+"""How every benchmark leaves its result: `<name>.json` for the report, `<name>.md` to read.
+
+The names below are where `kdkeras.bench.report` and `kdkeras.bench.readme` read
+the results back, relative to the runs folder.
+"""
 
 import json
 import os
 
 from kdkeras.files import write_text_atomic
+
+SPEED = os.path.join("speed", "speed.json")
+SPEED_GPU = os.path.join("speed_gpu", "speed.json")
+ACCURACY = "accuracy.json"
+TRANSFER = "transfer.json"
+DETERMINISM = os.path.join("determinism", "determinism.json")
+PIPELINE = "pipeline.md"
+RECIPES = "recipes.json"
+EXPORT = os.path.join("export", "export.json")
 
 
 def save_result(result, out_dir, name, markdown):
@@ -23,3 +36,32 @@ def save_result(result, out_dir, name, markdown):
     path = os.path.join(out_dir, f"{name}.md")
     write_text_atomic(path, markdown)
     return path
+
+
+def cpu_model(env):
+    """The CPU model name from the environment's `lscpu` text, or "CPU"."""
+    for line in (env.get("lscpu") or "").splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "CPU"
+
+
+def read_output(runs_dir, name):
+    """The JSON result `name` under `runs_dir`, or None when that benchmark has not run.
+
+    Raises:
+        ValueError: for a file that exists but cannot be read.
+    """
+    path = os.path.join(runs_dir, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); rerun the benchmark that writes it.") from None
+
+
+def when(result):
+    """The day a result was measured, as "on YYYY-MM-DD"."""
+    return f"on {result['environment']['date'][:10]}"

@@ -7,11 +7,11 @@ numbers a newcomer reads are the numbers BENCHMARKS.md was built from.
 
 import os
 
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
+from kdkeras.bench import outputs
 from kdkeras.bench import recipes as recipes_bench
-from kdkeras.bench import report
 from kdkeras.bench import transfer as transfer_bench
 from kdkeras.files import write_text_atomic
 from kdkeras.formatting import format_bytes, format_latency
@@ -22,9 +22,9 @@ README_END = "<!-- /quickstart-result -->"
 
 def readme_block(runs_dir="runs/bench"):
     """The README's quickstart result between its markers: `block_body` of the benchmark outputs."""
-    accuracy = report.read_output(runs_dir, report.ACCURACY)
+    accuracy = outputs.read_output(runs_dir, outputs.ACCURACY)
     if not accuracy:
-        raise ValueError(f"{os.path.join(runs_dir, report.ACCURACY)} is missing: run `make bench` first.")
+        raise ValueError(f"{os.path.join(runs_dir, outputs.ACCURACY)} is missing: run `make bench` first.")
     return f"{README_START}\n{block_body(runs_dir, accuracy)}{README_END}\n"
 
 
@@ -44,8 +44,8 @@ def block_body(runs_dir, accuracy):
     run = first_run(runs_dir, accuracy)
     env = accuracy["environment"]
     lines = [
-        f"`make all` (seed {seed}) on {env['cpus']} CPU cores ({report.cpu_model(env)}; TensorFlow {env['tensorflow']}, "
-        f"Keras {env['keras']}, CPU only), {report.when(accuracy)}; test split of "
+        f"`make all` (seed {seed}) on {env['cpus']} CPU cores ({outputs.cpu_model(env)}; TensorFlow {env['tensorflow']}, "
+        f"Keras {env['keras']}, CPU only), {outputs.when(accuracy)}; test split of "
         f"{accuracy['test_images'][0]} images, 95% bootstrap intervals:",
         "",
         "| Model | Params | Size | Latency (batch 1) | ACC | AUC | Balanced ACC |",
@@ -74,10 +74,10 @@ def block_body(runs_dir, accuracy):
             + _paired_clauses(paired) + f" (Holm over the family of {len(accuracy_bench.paired_rows(accuracy))} "
             "paired comparisons in BENCHMARKS.md, \"Accuracy over seeds\"). " + stats.CONDITIONAL_NOTE
         )
-    recipes = report.read_output(runs_dir, report.RECIPES)
+    recipes = outputs.read_output(runs_dir, outputs.RECIPES)
     if recipes:
         lines += ["", _recipes_line(recipes)]
-    transfer = report.read_output(runs_dir, report.TRANSFER)
+    transfer = outputs.read_output(runs_dir, outputs.TRANSFER)
     if transfer:
         lines += ["", "With few labels, distilling through the unlabeled rest of the train split "
                   "(BENCHMARKS.md, \"Few labels\"):", ""]

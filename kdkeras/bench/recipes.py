@@ -38,7 +38,7 @@ import sys
 
 from kdkeras import config as config_lib
 from kdkeras.evaluation import metrics as metrics_lib
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import outputs

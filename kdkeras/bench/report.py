@@ -14,7 +14,6 @@ Run: `python -m kdkeras.bench.report --runs-dir runs/bench --out BENCHMARKS.md -
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -23,17 +22,20 @@ from kdkeras.bench import determinism as determinism_bench
 from kdkeras.bench import recipes as recipes_bench
 from kdkeras.bench import speed as speed_bench
 from kdkeras.bench import transfer as transfer_bench
+from kdkeras.bench import readme
+from kdkeras.bench.outputs import (
+    ACCURACY,
+    DETERMINISM,
+    EXPORT,
+    PIPELINE,
+    RECIPES,
+    SPEED,
+    SPEED_GPU,
+    TRANSFER,
+    read_output,
+    when,
+)
 from kdkeras.files import write_text_atomic
-
-SPEED = os.path.join("speed", "speed.json")
-SPEED_GPU = os.path.join("speed_gpu", "speed.json")
-ACCURACY = "accuracy.json"
-TRANSFER = "transfer.json"
-DETERMINISM = os.path.join("determinism", "determinism.json")
-PIPELINE = "pipeline.md"
-RECIPES = "recipes.json"
-EXPORT = os.path.join("export", "export.json")
-
 
 def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
     """The shell commands that regenerate every table, as `make bench` runs them."""
@@ -165,7 +167,6 @@ def _transfer_section(found):
 
 def _readme_section(runs_dir, accuracy):
     """The README's result block, verbatim: tests/test_readme.py checks the README against it."""
-    from kdkeras.bench import readme  # imported here: readme reads this module's helpers
 
     if accuracy is None:
         return []
@@ -300,24 +301,6 @@ def write_benchmarks(runs_dir="runs/bench", out="BENCHMARKS.md"):
     return out
 
 
-def cpu_model(env):
-    for line in (env.get("lscpu") or "").splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "CPU"
-
-
-def read_output(runs_dir, name):
-    path = os.path.join(runs_dir, name)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable ({e}); rerun the benchmark that writes it.") from None
-
-
 def _machine(result):
     if not result:
         return ["No benchmark has run yet."]
@@ -334,10 +317,6 @@ def _machine(result):
     if env.get("lscpu"):
         lines += ["", "`lscpu | head`:", "", "```", env["lscpu"], "```"]
     return lines
-
-
-def when(result):
-    return f"on {result['environment']['date'][:10]}"
 
 
 def _load_note(result):
@@ -396,8 +375,6 @@ def main(argv=None):
     try:
         print(f"wrote {write_benchmarks(args.runs_dir, args.out)}")
         if args.readme:
-            from kdkeras.bench import readme  # imported here: the README block reads this module's helpers
-
             print(f"wrote {readme.update_readme(args.readme, args.runs_dir)}")
     except ValueError as e:
         print(f"kdkeras.bench.report: {e}", file=sys.stderr)

@@ -32,7 +32,6 @@ from kdkeras.config.schema import AUGMENT_ON
 from kdkeras.config.schema import BUNDLED
 from kdkeras.config.schema import CLASS_WEIGHTS
 from kdkeras.config.schema import INHERITED_BY_DISTILL
-from kdkeras.config.schema import LOCAL_DATA_KEYS
 from kdkeras.config.schema import MAX_TEMPERATURE
 from kdkeras.config.schema import MONITORS
 from kdkeras.config.schema import OBJECTIVES
@@ -55,7 +54,6 @@ __all__ = [
     "EvaluateConfig",
     "ExperimentConfig",
     "INHERITED_BY_DISTILL",
-    "LOCAL_DATA_KEYS",
     "MAX_EXTENDS_DEPTH",
     "MAX_TEMPERATURE",
     "MONITORS",

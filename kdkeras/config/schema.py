@@ -20,8 +20,6 @@ INHERITED_BY_DISTILL = (
     "epochs", "optimizer", "learning_rate", "weight_decay", "schedule", "early_stopping", "reduce_lr", "monitor",
     "class_weight", "image_size", "channels",
 )
-# The loaders that read local files, and their [data] keys naming those files.
-LOCAL_DATA_KEYS = {"xray_folder": ("root",), "image_folder": ("root",), "ham10000": ("metadata_csv", "image_dirs")}
 # Fields of `ExperimentConfig` that record where it came from; no TOML file sets them.
 NOT_KEYS = ("path", "tables", "overrides", "origins")
 

@@ -2,7 +2,11 @@
 
 Names are checked against the registries of `kdkeras.registry` (loaders,
 optimizers, models, augmentations, distillation terms), so a registered piece
-is accepted without touching this module.
+is accepted without touching this module. Checks that need library code (a
+term's options, an image size, a model's options, teacher weights, an
+operating point) run through `kdkeras.registry.CHECKS` and the registries'
+metadata: this module imports no library module, so the config stays below
+the library it describes (`tests/test_architecture.py`).
 """
 
 import dataclasses
@@ -15,7 +19,6 @@ import re
 
 from kdkeras.config.schema import AUGMENT_ON
 from kdkeras.config.schema import CLASS_WEIGHTS
-from kdkeras.config.schema import LOCAL_DATA_KEYS
 from kdkeras.config.schema import MAX_TEMPERATURE
 from kdkeras.config.schema import MONITORS
 from kdkeras.config.schema import NOT_KEYS
@@ -23,8 +26,8 @@ from kdkeras.config.schema import OBJECTIVES
 from kdkeras.config.schema import SCHEDULES
 from kdkeras.config.schema import STRATEGIES
 from kdkeras.config.schema import ConfigError
-from kdkeras.distillation import bounds
-from kdkeras.registry import AUGMENTATIONS, LOADERS, MODELS, OPTIMIZERS
+from kdkeras.config import bounds
+from kdkeras.registry import AUGMENTATIONS, CHECKS, DISTILLATION_TERMS, LOADERS, MODELS, OPTIMIZERS
 
 
 def build(cls, values, where, nested=(), locate=None):
@@ -150,12 +153,10 @@ def _check_loader(data, source, where):
 
 
 def _check_data_values(data, where):
-    from kdkeras.data import DataError, transforms
-
     if "image_size" in data:
         try:
-            transforms.image_size_tuple(data["image_size"])
-        except DataError as error:
+            CHECKS.lookup("image_size")(data["image_size"])
+        except ValueError as error:
             raise ConfigError(f"{where('image_size')}: [data] {error}") from None
     if "seed" in data and data["seed"] < 0:
         raise ConfigError(f"{where('seed')}: [data] seed = {data['seed']} must be >= 0.")
@@ -276,6 +277,8 @@ def _check_distill(distill, data, fail):
         )
     if not 0 <= distill.mixup < math.inf:
         fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
+    if bounds.mixup_problem(distill.mixup):
+        fail("[distill] mixup", f"= {distill.mixup:g} {bounds.mixup_problem(distill.mixup)}")
     if distill.mixup and distill.cache_teacher:
         fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
     if distill.cache_teacher and distill.features:
@@ -283,36 +286,30 @@ def _check_distill(distill, data, fail):
 
 
 def _check_distill_terms(distill, fail):
-    from kdkeras.distillation import features as kd_features
-    from kdkeras.distillation import losses as kd_losses
-    from kdkeras.distillation.objective import check_teacher_weights
-    from kdkeras.registry import DISTILLATION_TERMS
-
     if distill.loss not in DISTILLATION_TERMS:
         fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(DISTILLATION_TERMS.names())}.")
     try:
-        kd_losses.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+        DISTILLATION_TERMS.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+    except TypeError as error:
+        options = distill.loss_options
+        fail("[distill] loss_options", f"= {options!r}: Bad options {options} for the {distill.loss!r} loss: {error}.")
     except ValueError as error:
         fail("[distill] loss_options", f"= {distill.loss_options!r}: {error}")
     for i, row in enumerate(distill.features):
         try:
-            kd_features.FeatureMatch(**row)
+            CHECKS.lookup("feature_match")(**row)
         except ValueError as error:
             fail(f"[distill] features[{i}]", f"= {row!r}: {error}")
     if distill.teacher_weights:
         try:
-            check_teacher_weights(distill.teacher_weights, max(len(distill.teachers), 1))
+            CHECKS.lookup("teacher_weights")(distill.teacher_weights, max(len(distill.teachers), 1))
         except ValueError as error:
             fail("[distill] teacher_weights", f"= {distill.teacher_weights!r}: {error}")
-    if distill.transfer_set and distill.loss == "decoupled_kd":
-        fail("[distill] transfer_set", "needs a loss that does not read labels; 'decoupled_kd' does. Use 'knowledge_distillation'.")
-    if not 0 <= distill.mixup < math.inf:
-        fail("[distill] mixup", f"= {distill.mixup} must be >= 0 and finite (0 disables it).")
-    if bounds.mixup_problem(distill.mixup):
-        fail("[distill] mixup", f"= {distill.mixup:g} {bounds.mixup_problem(distill.mixup)}")
-    if distill.mixup and distill.cache_teacher:
-        fail("[distill] mixup", "shows the teacher new mixed images every step, so it cannot use cache_teacher = true.")
-    if distill.mixup and "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ()):
+    reads_labels = "labels" in getattr(DISTILLATION_TERMS.lookup(distill.loss), "requires", ())
+    if distill.transfer_set and reads_labels:
+        fail("[distill] transfer_set", f"needs a loss that does not read labels; {distill.loss!r} does. "
+             "Use 'knowledge_distillation'.")
+    if distill.mixup and reads_labels:
         fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
              "Use 'knowledge_distillation' or 'dist'.")
 
@@ -340,10 +337,8 @@ def _check_sweep(sweep, fail):
 
 
 def _check_evaluate(evaluate, fail):
-    from kdkeras.evaluation.operating_point import check_operating_point
-
     try:
-        check_operating_point(evaluate.operating_point)
+        CHECKS.lookup("operating_point")(evaluate.operating_point)
     except ValueError as error:
         fail("[evaluate]", str(error))
     for model, layer in evaluate.gradcam_layers.items():
@@ -365,7 +360,8 @@ def check_data_paths(config):
         ConfigError: naming the config file, the `[data]` key, the missing
             path and where to get the data (`data_source`).
     """
-    for key in LOCAL_DATA_KEYS.get(config.data.get("loader"), ()):
+    loader = config.data.get("loader")
+    for key in LOADERS.metadata(loader)["local_paths"] if loader in LOADERS else ():
         value = config.data.get(key)
         for path in [value] if isinstance(value, str) else value or []:
             if os.path.exists(path):
@@ -416,7 +412,7 @@ def _check_models(config, fail):
         if model_files.is_model_path(train.model):
             continue
         if train.model or phase != "distill":
-            spec = models.get_spec(train.model)
+            spec = CHECKS.lookup("model_spec")(train.model)
             unknown = sorted(set(train.options) - set(spec.options))
             if unknown:
                 accepted = ", ".join(f"{key} = {value!r}" for key, value in spec.options.items()) or "none"
@@ -432,10 +428,14 @@ def _check_model_sizes(config, fail):
     """Each phase's model against the image size it will see, before any data loads."""
     from kdkeras import models
 
+    from kdkeras.models import files as model_files
+
     data_size = _configured_image_size(config.data)
     # Distill without its own model trains [student]'s, checked as the student's.
     for phase in ("teacher", "student", "distill") if config.distill.model else ("teacher", "student"):
         train = config.phase(phase)
+        if model_files.is_model_path(train.model):
+            continue  # a model file declares its own input, checked when it is loaded
         own = getattr(train, "image_size", 0)  # a phase's own input size, where the schema has one (0: the data's)
         size, key = (_square(own), f"[{phase}] image_size") if own else (data_size, "[data] image_size")
         spec = models.get_spec(train.model)

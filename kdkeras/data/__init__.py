@@ -16,6 +16,9 @@ builder's options as keyword arguments, declared and documented once in
 Data a loader cannot use (a truncated or corrupt file, labels out of range,
 non-finite pixels, a bad layout or argument) raises `DataError` before any
 pipeline runs, naming the file, the field and the fix.
+
+Importing the package registers every loader, augmentation and data check
+(`kdkeras.registry`): a new loader module is imported here.
 """
 
 from kdkeras.data.augment import (
@@ -31,6 +34,7 @@ from kdkeras.data.info import DatasetInfo
 from kdkeras.data.medmnist import ROOT_ENV, bundled_npz, load_medmnist
 from kdkeras.data.pipeline import PipelineOptions
 from kdkeras.data.tfds import load_tfds
+from kdkeras.data.transforms import image_size_tuple
 from kdkeras.data.xray import load_xray_folder
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "RandomIntensityScale",
     "augmentation",
     "bundled_npz",
+    "image_size_tuple",
     "load_ham10000",
     "load_image_folder",
     "load_medmnist",

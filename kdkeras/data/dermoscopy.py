@@ -161,7 +161,7 @@ def ham10000_splits(metadata_csv, image_dirs, val_fraction=0.15, test_fraction=0
     return {split: ([paths[i] for i in idx], labels[idx]) for split, idx in parts.items()}
 
 
-@LOADERS.register("ham10000")
+@LOADERS.register("ham10000", local_paths=("metadata_csv", "image_dirs"))
 @pipeline.loader
 def load_ham10000(metadata_csv, image_dirs, val_fraction=0.15, test_fraction=0.15, *, options):
     """Loads HAM10000 (ISIC 2018 Task 3), 7 classes, split by lesion.

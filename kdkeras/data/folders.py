@@ -384,7 +384,7 @@ def image_folder_splits(root, class_names=None, val_fraction=0.15, test_fraction
     return splits, class_names
 
 
-@LOADERS.register("image_folder")
+@LOADERS.register("image_folder", local_paths=("root",))
 @pipeline.loader
 def load_image_folder(root, class_names=None, val_fraction=0.15, test_fraction=0.15, *, options):
     """Loads a class-per-folder image tree (e.g. ISIC benign / malignant).

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from kdkeras import files
+from kdkeras.config.schema import BUNDLED
 from kdkeras.data import pipeline, transforms
 from kdkeras.data.errors import DataError
 from kdkeras.registry import LOADERS
@@ -317,7 +318,18 @@ def read_npz(path, flag, size=28):
         return _validate(npz, path, flag, size, info)
 
 
-@LOADERS.register("medmnist")
+def resolve_bundled(data):
+    """`[data]` with `root = "@bundled"` replaced by the folder of the copy shipped inside kdkeras.
+
+    The quickstart names the bundled PneumoniaMNIST this way, so it runs offline
+    from any working directory.
+    """
+    if data.get("root") != BUNDLED:
+        return data
+    return {**data, "root": os.path.dirname(bundled_npz(data.get("flag", "pneumoniamnist")))}
+
+
+@LOADERS.register("medmnist", resolve=resolve_bundled)
 @pipeline.loader
 def load_medmnist(flag, size=28, root=None, download=True, url=None, path=None, *, options):
     """Loads a 2D MedMNIST dataset with its official train / val / test split.

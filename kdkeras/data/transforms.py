@@ -15,6 +15,7 @@ import tensorflow as tf
 from kdkeras import files
 from kdkeras.data.augment import BatchAugmentation, augmentation
 from kdkeras.data.errors import DataError
+from kdkeras.registry import CHECKS
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -29,6 +30,7 @@ MAX_IMAGE_SIZE = 8192
 
 
 
+@CHECKS.register("image_size")
 def image_size_tuple(image_size):
     """Normalizes an `image_size` argument to `(height, width)` or None.
 

@@ -116,7 +116,7 @@ def xray_splits(root, num_classes=2, val_fraction=0.1, min_val=100, seed=0):
     return splits
 
 
-@LOADERS.register("xray_folder")
+@LOADERS.register("xray_folder", local_paths=("root",))
 @pipeline.loader
 def load_xray_folder(root, num_classes=2, val_fraction=0.1, min_val=100, *, options):
     """Loads chest X-rays in the Kermany layout (Kaggle "chest_xray").

@@ -8,3 +8,6 @@
   `keras.distillation` mapping; `batches`: batch conventions (cached logits, weights).
 - `mixup`: one mixed view for teacher and student; `teacher_cache`: precomputed logits.
 """
+
+# Importing the package registers its terms, feature losses and checks (`kdkeras.registry`).
+from kdkeras.distillation import features, losses, objective, relations, standardization  # noqa: E402,F401

@@ -11,7 +11,7 @@ import warnings
 
 import keras
 
-from kdkeras.distillation import bounds
+from kdkeras.config import bounds
 from kdkeras.distillation import features as kd_features
 from kdkeras.distillation import losses as kd_losses
 

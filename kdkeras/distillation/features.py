@@ -20,7 +20,7 @@ The losses follow the kdkeras convention: teacher first,
 import keras
 from keras import ops
 
-from kdkeras.registry import FEATURE_LOSSES
+from kdkeras.registry import CHECKS, FEATURE_LOSSES
 
 
 def hint_loss(teacher_features, student_features):
@@ -255,6 +255,7 @@ class FeatureAdapter(keras.layers.Layer):
         return config
 
 
+@CHECKS.register("feature_match")
 @keras.saving.register_keras_serializable(package="kdkeras")
 class FeatureMatch:
     """One feature-distillation term: a student layer, a teacher layer and a loss.

@@ -18,8 +18,8 @@ import warnings
 import keras
 from keras import ops
 
-from kdkeras.distillation import bounds
-from kdkeras.distillation.objective import DistillationTerm
+from kdkeras.config import bounds
+from kdkeras.distillation.term import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
 # Hinton et al.'s soft-target temperature, the default of every KD-family term here. A term
@@ -361,8 +361,10 @@ class MultiLabelKD(KnowledgeDistillation):
         return multilabel_kd(y_true, y_pred, self.temperature)
 
     def get_config(self):
+        # Always scaled by T**2 (`multilabel_kd`): the parent's `t_squared` is no argument here,
+        # and leaving it in made a saved MultiLabelKD fail to load.
         config = super().get_config()
-        config.pop("t_squared")  # always T**2 here: __init__ takes no t_squared, so a saved copy must not pass it
+        config.pop("t_squared", None)
         return config
 
 

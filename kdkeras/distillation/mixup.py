@@ -25,7 +25,7 @@ def mix(x, concentration, seed_generator):
     Args:
         x: Batch of images `(batch, ...)`, floating point.
         concentration: `a` of the mixing weight `lam ~ Beta(a, a)`, one draw
-            per image, in `kdkeras.distillation.bounds.MIXUP_RANGE` (1.0 draws
+            per image, in `kdkeras.config.bounds.MIXUP_RANGE` (1.0 draws
             uniformly; small values mix little).
         seed_generator: A `keras.random.SeedGenerator`, so seeded runs repeat.
 

@@ -10,7 +10,7 @@ from keras import ops
 
 from kdkeras.distillation.losses import _check_temperature
 from kdkeras.distillation.losses import _check_weight
-from kdkeras.distillation.objective import DistillationTerm
+from kdkeras.distillation.term import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 
 # The official code's guard against a zero standard deviation.

@@ -23,8 +23,8 @@ own `fit` trains across workers.
 
 The rest of the module is what a cluster job needs around `fit`: a bounded
 wait for the other workers (`watch_cluster_start`), which worker writes the
-run's files (`is_chief`, `write_dir`), a `RunState` whose checkpoints the chief
-writes and every worker resumes from (`WorkerRunState`), the cluster of a
+run's files (`is_chief`, `write_dir`; `kdkeras.workflow.callbacks.WorkerRunState`
+resumes every worker from the chief's checkpoints), the cluster of a
 Slurm job step (`tf_config_from_slurm`), and loopback ports for trying a
 cluster on one machine (`kdkeras.distribute.launch`).
 """
@@ -37,12 +37,10 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as keras_trainer
 
-from kdkeras.workflow.callbacks import RunState
 from kdkeras.config import ConfigError
 
 from kdkeras.distribute import launch
@@ -164,64 +162,6 @@ def remove_write_dir(path, run_dir):
     """Deletes the scratch folder of `write_dir`; the run folder itself stays."""
     if os.path.abspath(path) != os.path.abspath(run_dir):
         shutil.rmtree(path, ignore_errors=True)
-
-
-class WorkerRunState(RunState):
-    """A `RunState` that every worker of a cluster resumes from the chief's checkpoints.
-
-    The chief writes the checkpoints to `restore_dir` (atomically, as
-    `RunState` does); other workers write theirs to their `write_dir` and read
-    the chief's to resume, so after a restart every worker continues from the
-    last epoch the chief completed. `restore_dir` must therefore be on storage
-    that all workers read (a cluster's shared file system, NFS, a mounted
-    bucket): `restore` checks that the workers found the same epoch and stops
-    with an error naming the workers if not. In a one-process run it is a
-    plain `RunState`.
-
-    Args:
-        state_dir: Where this process writes its checkpoints (the chief:
-            `restore_dir`).
-        history_csv: Where this process writes the history CSV.
-        restore_dir: The chief's checkpoint folder, read by every worker.
-        strategy: The `tf.distribute.Strategy` of the run.
-        **kwargs: `RunState`'s `monitor`, `mode`, `patience`, `weights_of`.
-    """
-
-    def __init__(self, state_dir, history_csv, restore_dir, strategy, **kwargs):
-        super().__init__(state_dir, history_csv, **kwargs)
-        self.restore_dir = restore_dir
-        self.strategy = strategy
-
-    def restore(self, model):
-        """Loads the chief's newest complete checkpoint; every worker must find the same.
-
-        Returns:
-            The epoch to pass to `fit(initial_epoch=...)`.
-
-        Raises:
-            ConfigError: the workers found different checkpoints.
-        """
-        own, self.state_dir = self.state_dir, self.restore_dir
-        try:
-            epoch = super().restore(model)
-        finally:
-            self.state_dir = own
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            _check_same_epoch(self.strategy, epoch, self.restore_dir)
-        return epoch
-
-
-def _check_same_epoch(strategy, epoch, restore_dir):
-    found = np.asarray(strategy.gather(tf.constant([epoch]), axis=0))
-    if len(set(found.tolist())) > 1:
-        resolver = strategy.cluster_resolver
-        seen = ", ".join(f"worker {i}: epoch {e}" for i, e in enumerate(found.tolist()))
-        raise ConfigError(
-            f"The workers found different checkpoints in {restore_dir} ({seen}; this is "
-            f"{resolver.task_type} {resolver.task_id}). Every worker resumes from the chief's "
-            "checkpoints, so --runs-dir must be on storage that all machines share (the "
-            "cluster's shared file system, NFS, a mounted bucket)."
-        )
 
 
 @contextlib.contextmanager

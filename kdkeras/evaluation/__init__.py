@@ -7,3 +7,6 @@
 - `explain`: Grad-CAM maps and their agreement.
 - `profiling`: parameters, bytes on disk and CPU latency.
 """
+
+# Importing the package registers its config checks (`kdkeras.registry.CHECKS`).
+from kdkeras.evaluation import operating_point  # noqa: E402,F401

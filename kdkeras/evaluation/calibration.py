@@ -1,4 +1,4 @@
-"""Post-hoc calibration: temperature scaling, its file beside the model, reliability diagrams.
+"""Post-hoc calibration: temperature scaling, its file beside the model, reliability bins.
 
 Temperature scaling (Guo et al., 2017) divides a model's logits by one scalar
 `T > 0` fitted on the validation split to minimise the negative
@@ -27,15 +27,12 @@ import math
 import os
 import warnings
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
 from scipy import optimize, special
 
 from kdkeras import __version__
 from kdkeras.files import ModelFileError, write_text_atomic
 from kdkeras.evaluation.metrics import ECE_BINS, classification_metrics, logits_to_scores
-from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 FORMAT = 1
 # exp(+-5) spans T in [0.0067, 148]: far beyond any useful temperature, so the
@@ -307,65 +304,3 @@ def reliability_bins(y_true, y_score, task, bins=ECE_BINS):
         mean_confidence = np.bincount(index, confidence, minlength=bins) / count
         accuracy = np.bincount(index, correct.astype(np.float64), minlength=bins) / count
     return mean_confidence, accuracy, count
-
-
-def plot_reliability_diagram(curves, task, path, title="Reliability diagram, test split"):
-    """Accuracy against confidence per bin, one line per model, with the ECE in the legend.
-
-    A calibrated model lies on the diagonal; below it, the model is
-    over-confident. The lower panel shows how many examples fall in each bin,
-    so a point far from the diagonal can be weighed by its support.
-
-    Args:
-        curves: `{label: (y_true, y_score)}`, probabilities as for
-            `kdkeras.evaluation.metrics.classification_metrics`; e.g. a model before and
-            after temperature scaling.
-        task: One of `kdkeras.evaluation.metrics.TASKS`.
-        path: Destination `.png`.
-        title: Figure title.
-
-    Returns:
-        `path`.
-
-    Example:
-
-    ```python
-    plot_reliability_diagram({"distilled": (y, p), "distilled, T = 1.8": (y, p_cal)},
-                             "binary-class", "reliability.png")
-    ```
-    """
-    save_figure(reliability_diagram_figure(curves, task, title), path)
-    return path
-
-
-def reliability_diagram_figure(curves, task, title="Reliability diagram, test split"):
-    """`plot_reliability_diagram`'s figure, unsaved: to show in a notebook, or to inspect.
-
-    Arguments (and errors) as for `plot_reliability_diagram`, without `path`.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
-    """
-    if not curves:
-        raise ValueError("`curves` is empty; give at least one {label: (y_true, y_score)}.")
-    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
-    centers = (edges[:-1] + edges[1:]) / 2
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.4, 6.0), layout="constrained")
-        top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
-        top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
-        width = 1.0 / ECE_BINS / len(curves)
-        for index, (label, (y_true, y_score)) in enumerate(curves.items()):
-            ece = classification_metrics(y_true, y_score, task)["ece"]
-            confidence, accuracy, count = reliability_bins(y_true, y_score, task)
-            color = class_color(index, len(curves))
-            shown = count > 0
-            top.plot(confidence[shown], accuracy[shown], marker="o", markersize=4, linewidth=1.6,
-                     color=color, label=f"{label} (ECE = {ece:.3f})")
-            offset = (index - (len(curves) - 1) / 2) * width
-            bottom.bar(centers + offset, count / count.sum(), width=width, color=color)
-        top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="Accuracy in the bin")
-        top.legend(loc="upper left")
-        bottom.set(xlabel="Confidence (probability of the predicted class)", ylabel="Share")
-        fig.suptitle(title, fontweight="bold")
-    return fig

@@ -1,4 +1,4 @@
-"""Where a model looks: Grad-CAM maps, teacher-student map agreement, figures.
+"""Where a model looks: Grad-CAM maps and teacher-student map agreement.
 
 Grad-CAM (Selvaraju et al., ICCV 2017) weighs the channels of a
 convolutional feature map by the spatially averaged gradient of a class's
@@ -14,25 +14,21 @@ computes in, so mixed-precision models work too.
 `gradcam_agreement` compares a reference model's maps (the teacher's) with
 other models' maps over a whole split, streamed a batch at a time: one
 gradient tape per model and batch, per-image Pearson correlations, and a
-seeded bootstrap interval of their mean over images.
+seeded bootstrap interval of their mean over images. The overlays and grids
+are drawn by `kdkeras.reporting.figures_clinical`.
 """
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
-from matplotlib.figure import Figure
 
 from kdkeras import stats
 from kdkeras.data import transforms
 from kdkeras.models.preprocessing import InputPreprocessing
-from kdkeras.reporting.figures import CORRECT, STYLE, WRONG, save_figure
 
 # Layers whose 4-D output is the (scaled) image, not a feature map, or (dropout)
 # the previous layer's map unchanged at inference.
 _NOT_FEATURES = (keras.layers.InputLayer, InputPreprocessing, keras.layers.Dropout)
-_CMAP = "jet"
-_OVERLAY_ALPHA = 0.4
 
 
 def find_gradcam_layer(model):
@@ -257,108 +253,6 @@ def gradcam_agreement(reference, models, batches, layers=None, n_resamples=stats
         r = np.concatenate(parts) if parts else np.zeros(0)
         result[name] = {**summarize_correlations(r, n_resamples, confidence, seed), "images": int(r.size)}
     return result
-
-
-def overlay(image, heatmap):
-    """Blends a [0, 1] heatmap (jet colours) over an image; returns RGB floats in [0, 1].
-
-    Args:
-        image: `(H, W)`, `(H, W, 1)` or `(H, W, 3)`, pixels in [0, 255].
-        heatmap: `(H, W)` in [0, 1].
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 2:
-        image = image[..., None]
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-    colors = matplotlib.colormaps[_CMAP](np.clip(heatmap, 0.0, 1.0))[..., :3]
-    return np.clip((1 - _OVERLAY_ALPHA) * rgb / 255.0 + _OVERLAY_ALPHA * colors, 0.0, 1.0)
-
-
-def save_overlay(image, heatmap, path, title=None):
-    """Writes one image with its Grad-CAM overlay beside it as a `.png` (atomically)."""
-    with matplotlib.rc_context({**STYLE, "axes.grid": False}):
-        fig = Figure(figsize=(5.2, 2.9), layout="constrained")
-        left, right = fig.subplots(1, 2)
-        _show_image(left, image)
-        left.set_title("image")
-        right.imshow(overlay(image, heatmap))
-        right.set_title("Grad-CAM")
-        for ax in (left, right):
-            ax.set_axis_off()
-        if title:
-            fig.suptitle(title, fontsize=9)
-        save_figure(fig, path)
-    return path
-
-
-def plot_gradcam_grid(images, teacher_maps, student_maps, y_true, y_pred, class_names, path,
-                      n=8, student_label="student", title=None):
-    """Image, teacher map and student map side by side, correct and wrong cases.
-
-    Rows are taken half from the student's correct predictions and half from
-    its errors (as many as exist), in input order. Row labels give the
-    student's prediction and the truth, green when right and red when wrong,
-    as in the prediction grid of the report.
-
-    Args:
-        images: `(N, H, W, C)` pixels in [0, 255].
-        teacher_maps: `(N, H, W)` Grad-CAM maps of the teacher, in [0, 1].
-        student_maps: `(N, H, W)` maps of the student.
-        y_true: True class indices `(N,)`.
-        y_pred: The student's predicted classes `(N,)`.
-        class_names: Names of the classes.
-        path: Destination `.png`.
-        n: Rows at most.
-        student_label: Column title of the student's maps.
-        title: Figure title; a default one names what is mapped.
-
-    Returns:
-        `path`.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    y_true = np.asarray(y_true).reshape(-1)
-    y_pred = np.asarray(y_pred).reshape(-1)
-    if not len(images) == len(teacher_maps) == len(student_maps) == len(y_true) == len(y_pred) > 0:
-        raise ValueError(
-            "images, maps, y_true and y_pred must have the same non-zero length, got "
-            f"{len(images)}, {len(teacher_maps)}, {len(student_maps)}, {len(y_true)}, {len(y_pred)}."
-        )
-    correct = np.flatnonzero(y_true == y_pred)
-    wrong = np.flatnonzero(y_true != y_pred)
-    wrong_rows = wrong[: max(n // 2, n - len(correct))]
-    rows = np.concatenate([correct[: n - len(wrong_rows)], wrong_rows]).astype(int)
-    with matplotlib.rc_context({**STYLE, "axes.grid": False}):
-        fig = Figure(figsize=(6.0, 1.9 * len(rows) + 0.8), layout="constrained")
-        axes = fig.subplots(len(rows), 3, squeeze=False)
-        for r, i in enumerate(rows):
-            _show_image(axes[r, 0], images[i])
-            axes[r, 1].imshow(overlay(images[i], teacher_maps[i]))
-            axes[r, 2].imshow(overlay(images[i], student_maps[i]))
-            for ax in axes[r]:
-                ax.set_xticks([])
-                ax.set_yticks([])
-            right = y_pred[i] == y_true[i]
-            axes[r, 0].set_ylabel(
-                f"{class_names[y_pred[i]]}\n({class_names[y_true[i]]})",
-                color=CORRECT if right else WRONG, fontsize=9, fontweight="bold",
-            )
-        for ax, label in zip(axes[0], ("image", "teacher", student_label)):
-            ax.set_title(label)
-        fig.suptitle(
-            title or f"Grad-CAM of the true class: {student_label}'s prediction (truth)\n"
-            "green = correct, red = wrong",
-            fontweight="bold",
-        )
-        save_figure(fig, path)
-    return path
-
-
-def _show_image(ax, image):
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=255.0)
-    else:
-        ax.imshow(np.clip(image / 255.0, 0.0, 1.0))
 
 
 def _class_indices(class_index, n):

@@ -12,17 +12,16 @@ The config's `[evaluate] operating_point` is one of `{sensitivity = 0.95}`,
 **operating_point)` reads it as is.
 """
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from kdkeras import stats
-from kdkeras.reporting.figures import STYLE, class_color, save_figure
+from kdkeras.registry import CHECKS
 
 RULES = ("sensitivity", "specificity", "youden")
 
 
+@CHECKS.register("operating_point")
 def check_operating_point(operating_point):
     """Validates an operating-point table; returns it as a dict.
 
@@ -87,7 +86,7 @@ def choose_threshold(y_true, p_positive, *, sensitivity=None, specificity=None, 
     rule = check_operating_point({k: v for k, v in given.items() if v is not None})
     if not rule:
         raise ValueError("choose_threshold needs one of sensitivity=, specificity= or youden=True.")
-    y, p = _check(y_true, p_positive)
+    y, p = check_binary_scores(y_true, p_positive)
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     # roc_curve orders thresholds from +inf down; tpr and fpr grow along them.
     if sensitivity is not None:
@@ -129,7 +128,7 @@ def rates_at_threshold(y_true, p_positive, threshold):
         0 is None) and `intervals`, the 95% stratified bootstrap intervals of
         sensitivity and specificity (`kdkeras.stats.decision_intervals`).
     """
-    y, p = _check(y_true, p_positive, need_both=False)
+    y, p = check_binary_scores(y_true, p_positive, need_both=False)
     positive = p >= threshold
     tp = int(np.sum(positive & (y == 1)))
     fn = int(np.sum(~positive & (y == 1)))
@@ -150,98 +149,13 @@ def rates_at_threshold(y_true, p_positive, threshold):
     }
 
 
-def plot_roc_operating_points(curves, path, title="ROC curves and operating points, test split"):
-    """Binary ROC curves with each model's operating point marked.
+def check_binary_scores(y_true, p_positive, need_both=True):
+    """Binary labels as int64 and positive-class probabilities as float64, both flat.
 
-    Args:
-        curves: `{label: (y_true, p_positive, threshold)}`; `threshold` may be
-            None (no point is marked).
-        path: Destination `.png`.
-        title: Figure title.
-
-    Returns:
-        `path`.
+    Raises:
+        ValueError: for unequal or zero lengths, labels other than 0 and 1, or
+            (with `need_both`) labels of one class only.
     """
-    save_figure(roc_operating_points_figure(curves, title), path)
-    return path
-
-
-def roc_operating_points_figure(curves, title="ROC curves and operating points, test split"):
-    """`plot_roc_operating_points`'s figure, unsaved: to show in a notebook, or to inspect.
-
-    Arguments (and errors) as for `plot_roc_operating_points`, without `path`.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
-    """
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.0, 5.0), layout="constrained")
-        ax = fig.subplots()
-        for index, (label, (y_true, p, threshold)) in enumerate(curves.items()):
-            y, p = _check(y_true, p)
-            color = class_color(index, len(curves))
-            fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, color=color, linewidth=1.6, label=f"{label} (AUC = {roc_auc_score(y, p):.3f})")
-            if threshold is not None:
-                at = rates_at_threshold(y, p, threshold)
-                ax.plot(1.0 - at["specificity"], at["sensitivity"], marker="o", markersize=8,
-                        markeredgecolor="black", color=color, linestyle="none",
-                        label=f"  p >= {threshold:.3f}: sens {at['sensitivity']:.3f}, "
-                              f"spec {at['specificity']:.3f}")
-        ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
-               xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.suptitle(title, fontweight="bold")
-    return fig
-
-
-def plot_precision_recall(curves, path, title="Precision-recall curves, test split"):
-    """Binary precision-recall curves with average precision in the legend.
-
-    The dashed line is the prevalence, the precision of a random ranking:
-    on a rare condition it shows what ROC curves hide.
-
-    Args:
-        curves: `{label: (y_true, p_positive)}`.
-        path: Destination `.png`.
-        title: Figure title.
-
-    Returns:
-        `path`.
-    """
-    save_figure(precision_recall_figure(curves, title), path)
-    return path
-
-
-def precision_recall_figure(curves, title="Precision-recall curves, test split"):
-    """`plot_precision_recall`'s figure, unsaved: to show in a notebook, or to inspect.
-
-    Arguments (and errors) as for `plot_precision_recall`, without `path`.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
-    """
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.0, 5.0), layout="constrained")
-        ax = fig.subplots()
-        prevalence = None
-        for index, (label, (y_true, p)) in enumerate(curves.items()):
-            y, p = _check(y_true, p)
-            precision, recall, _ = precision_recall_curve(y, p)
-            ap = average_precision_score(y, p)
-            ax.step(recall, precision, where="post", linewidth=1.6, color=class_color(index, len(curves)),
-                    label=f"{label} (AP = {ap:.3f})")
-            prevalence = float(np.mean(y))
-        ax.axhline(prevalence, color="0.6", linestyle="--", linewidth=1, label=f"prevalence {prevalence:.3f}")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
-               xlabel="Recall (sensitivity)", ylabel="Precision (positive predictive value)")
-        ax.legend(loc="lower left")
-        fig.suptitle(title, fontweight="bold")
-    return fig
-
-
-def _check(y_true, p_positive, need_both=True):
     y = np.asarray(y_true).reshape(-1)
     p = np.asarray(p_positive, dtype=np.float64).reshape(-1)
     if len(y) != len(p) or len(y) == 0:

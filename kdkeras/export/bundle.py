@@ -29,7 +29,7 @@ from kdkeras import __version__
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting import checklist as checklist_lib
 from kdkeras.reporting import model_card as card_lib
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 
 METADATA = "metadata.json"
 MODEL_CARD_MD = "model_card.md"

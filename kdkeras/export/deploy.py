@@ -13,7 +13,7 @@ import tensorflow as tf
 from kdkeras.evaluation import calibration as calibration_lib
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.evaluation import profiling
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras import scores as scores_lib
 from kdkeras.export import bundle, serving, tflite
 from kdkeras.export import onnx as onnx_lib

@@ -11,6 +11,8 @@ print([spec.name for spec in list_models("student")])
 ```
 """
 
+# Importing the package registers the zoo (`kdkeras.registry.MODELS`).
+from kdkeras.models import mobile, students, teachers  # noqa: F401
 from kdkeras.models.flops import count_flops
 from kdkeras.models.preprocessing import InputPreprocessing
 from kdkeras.models.registry import ModelSpec

@@ -80,6 +80,7 @@ def list_models(role=None):
     return [spec for spec in specs if role in (None, spec.role)]
 
 
+@registry.CHECKS.register("model_spec")
 def get_spec(name):
     """Returns the `ModelSpec` called `name`.
 

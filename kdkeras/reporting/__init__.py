@@ -1,6 +1,6 @@
 """Figures, comparison table and markdown report of a distillation run.
 
-`write_report` reads a run folder (see `kdkeras.workflow.runs`: each model's metrics,
+`write_report` reads a run folder (see `kdkeras.runs`: each model's metrics,
 history and test predictions) and writes `report.md` with its PNG figures.
 Every number in the report is recomputed from the saved predictions, so the
 report can be checked, or regenerated, without the models.

@@ -25,7 +25,7 @@ import os
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting import card_sections
 from kdkeras.reporting.model_card import TODO, RunFacts, field
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 
 TRIPOD_AI_CITATION = ("Collins GS et al. TRIPOD+AI statement. BMJ 2024;385:e078378. "
                       "doi:10.1136/bmj-2023-078378")

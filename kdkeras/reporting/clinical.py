@@ -19,6 +19,7 @@ from kdkeras.evaluation import explain
 from kdkeras.evaluation import operating_point as op
 from kdkeras.evaluation.fidelity import fidelity
 from kdkeras.evaluation.metrics import logits_to_scores, predict_labels
+from kdkeras.reporting import figures_clinical
 from kdkeras.stats import format_interval
 
 _DEFAULT_THRESHOLD = 0.5
@@ -139,7 +140,7 @@ def _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out
             "val": logits_to_scores(np.asarray(val_logits[name]) / temperature, task),
             "test": logits_to_scores(np.asarray(test_logits[name]) / temperature, task),
         }
-        figures.append(calibration.plot_reliability_diagram(
+        figures.append(figures_clinical.plot_reliability_diagram(
             {f"{name}, raw": (y_test, raw), f"{name}, T = {temperature:.2f}": (y_test, calibrated[name]["test"])},
             task, os.path.join(out_dir, f"{name}_reliability.png"),
             title=f"{name}: reliability, test split",
@@ -168,11 +169,11 @@ def _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir):
     if op.one_class_reason(y_test, "test"):
         return thresholds, [], not_applied  # ROC and precision-recall curves need both classes
     figures = [
-        op.plot_roc_operating_points(
+        figures_clinical.plot_roc_operating_points(
             {n: (y_test, calibrated[n]["test"][:, -1], thresholds[n]) for n in names},
             os.path.join(out_dir, "roc_operating_point.png"),
         ),
-        op.plot_precision_recall(
+        figures_clinical.plot_precision_recall(
             {n: (y_test, calibrated[n]["test"][:, -1]) for n in names},
             os.path.join(out_dir, "precision_recall.png"),
         ),
@@ -202,7 +203,7 @@ def _gradcam_grids(out_dir, names, teacher, task, class_names, y_test, images, m
             predicted = (scores[:, -1] >= thresholds[name]).astype(np.int64)
         else:
             predicted = predict_labels(scores, task)
-        written.append(explain.plot_gradcam_grid(
+        written.append(figures_clinical.plot_gradcam_grid(
             images, teacher_maps, maps, truth, predicted, class_names,
             os.path.join(out_dir, f"{name}_gradcam.png"), student_label=name,
         ))

@@ -1,7 +1,7 @@
 """The model card of a trained model (Mitchell et al., FAT* 2019), filled from its run folder.
 
 `RunFacts.read` collects what a run folder knows about one saved model (see
-`kdkeras.workflow.runs`): its metrics file (test numbers with bootstrap 95%
+`kdkeras.runs`): its metrics file (test numbers with bootstrap 95%
 intervals, the record of what ran), its calibration file, the report's
 `clinical.json` (calibration before/after, operating point on validation and
 test), its phase config (distillation setup), the teacher's and the
@@ -19,7 +19,7 @@ import json
 import os
 import tomllib
 
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 
 TODO = "TODO (author)"
 CITATION = ("Mitchell M, Wu S, Zaldivar A, et al. Model Cards for Model Reporting. FAT* 2019. "

@@ -4,8 +4,8 @@ import csv
 import os
 import tomllib
 
+from kdkeras import runs as runs_lib
 from kdkeras.data.errors import DataError
-from kdkeras.workflow import runs as runs_lib
 from kdkeras import stats
 from kdkeras.files import load_model, write_text_atomic
 from kdkeras.evaluation.metrics import classification_metrics, predict_labels
@@ -32,7 +32,7 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
     """Writes `report.md` and its figures for the models of one run.
 
     For each name in `models` it reads the metrics, history and predictions
-    files of `run_dir` (see `kdkeras.workflow.runs`), recomputes the test metrics from
+    files of `run_dir` (see `kdkeras.runs`), recomputes the test metrics from
     the predictions and writes `{name}_curves.png`, `{name}_confusion.png`,
     `{name}_predictions.png` (if images were saved; single-label tasks),
     `val_overlay.png`, `roc.png` and `report.md`. Params, size, latency and

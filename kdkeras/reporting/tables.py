@@ -5,7 +5,7 @@ import json
 from kdkeras import __version__
 from kdkeras import stats
 from kdkeras.formatting import format_latency, format_bytes, format_count, format_metric, format_ratio
-from kdkeras.workflow.runs import jsonable
+from kdkeras.runs import jsonable
 
 
 def comparison_table(rows):
@@ -64,7 +64,7 @@ def report_markdown(experiment_name, task, class_names, rows, predictions, confi
         task: The data's task.
         class_names: Class names in label order.
         rows: One dict per model: `name`, recomputed metrics, `params`,
-            `size_bytes`, `latency` and `run` (its `kdkeras.workflow.runs.RunRecord`, or None).
+            `size_bytes`, `latency` and `run` (its `kdkeras.runs.RunRecord`, or None).
         predictions: `{name: saved predictions}`.
         config: The experiment config dict, or None.
         published: Published rows (see `write_report`), or None.

@@ -2,7 +2,10 @@
 
 - `phases`: builds a phase's data, models and Distiller from a config.
 - `training`: `run_phase`, which fits, evaluates and writes the run's files.
-- `runs`: the run folder and the names of its files; `callbacks`, `optimizers`,
-  `fit_metrics`, `progress`: the pieces `fit` is given.
+- `callbacks`, `optimizers`, `fit_metrics`, `progress`: the pieces `fit` is given
+  (the run folder and its file names are `kdkeras.runs`, below reporting).
 - `transfer`: unlabeled transfer sets; `sweep`: temperature x alpha grids.
 """
+
+# Importing the package registers its optimizers (`kdkeras.registry.OPTIMIZERS`).
+from kdkeras.workflow import optimizers  # noqa: E402,F401

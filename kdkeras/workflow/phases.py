@@ -7,7 +7,6 @@ the student alone are compiled supervised models, distill a compiled
 """
 
 import dataclasses
-import os
 
 import keras
 import tensorflow as tf
@@ -16,11 +15,11 @@ from kdkeras import data as data_lib
 from kdkeras.distribute import strategy as distribute
 from kdkeras.distillation import losses as kd_losses
 from kdkeras import models as models_lib
+from kdkeras import runs as runs_lib
 from kdkeras.models import applications
 from kdkeras.models import files as model_files
-from kdkeras.workflow import runs as runs_lib
 from kdkeras.workflow import transfer
-from kdkeras.config import BUNDLED, ConfigError
+from kdkeras.config import ConfigError
 from kdkeras.data import pipeline
 from kdkeras.data import transforms
 from kdkeras.distillation.distiller import Distiller
@@ -33,8 +32,8 @@ from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 def load_data(config, raw_train=False):
     """Loads the experiment's data with its `[data]` table.
 
-    `root = "@bundled"` with the medmnist loader points at the PneumoniaMNIST
-    copy shipped inside kdkeras, so the quickstart runs offline.
+    A loader's `resolve` metadata spells out its aliases first (medmnist's
+    `root = "@bundled"`: the PneumoniaMNIST copy shipped inside kdkeras).
 
     Args:
         config: An `ExperimentConfig`.
@@ -50,8 +49,9 @@ def load_data(config, raw_train=False):
     loader = kwargs.pop("loader")
     if kwargs.pop("augment_on", "pipeline") == "device":
         kwargs.pop("augment", None)  # the training step augments (see `device_augmentation`)
-    if kwargs.get("root") == BUNDLED:
-        kwargs["root"] = os.path.dirname(data_lib.bundled_npz(kwargs.get("flag", "pneumoniamnist")))
+    resolve = LOADERS.metadata(loader)["resolve"]
+    if resolve is not None:
+        kwargs = resolve(kwargs)
     kwargs.setdefault("seed", config.seed)
     decode = decode_size(config)
     if decode is not None:

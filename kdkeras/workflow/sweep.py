@@ -34,7 +34,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
-from kdkeras.workflow import runs as runs_lib
+from kdkeras import runs as runs_lib
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.workflow import training
 from kdkeras.distillation import losses as kd_losses

@@ -3,7 +3,7 @@
 Each phase reads the experiment config, loads its data and builds its
 compiled model (`kdkeras.workflow.phases`), trains with crash-safe checkpoints,
 saves its model and evaluates it on the test split. Everything lands in the
-run folder `runs/<experiment>/`, whose files `kdkeras.workflow.runs` names.
+run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
 import os
@@ -20,8 +20,8 @@ from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.distribute import multiworker
 from kdkeras.evaluation import profiling
 from kdkeras import reporting
-from kdkeras.workflow import runs as runs_lib
-from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, cosine_schedule
+from kdkeras import runs as runs_lib
+from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, WorkerRunState, cosine_schedule
 from kdkeras.config import dump_toml, save_config
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
 from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_callbacks, phase_model, supervised_loss
@@ -158,7 +158,7 @@ def _clear_leftovers(run, name, fresh, say):
 
 def _run_state(config, phase, run, written, strategy, model):
     name, train_config = runs_lib.MODEL_NAMES[phase], config.phase(phase)
-    return multiworker.WorkerRunState(
+    return WorkerRunState(
         written.state(name), written.history(name), restore_dir=run.state(name), strategy=strategy,
         monitor=train_config.monitor, patience=train_config.early_stopping, weights_of=model,
         settings=resume_settings(config, phase),

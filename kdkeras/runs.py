@@ -245,7 +245,7 @@ def read_metrics(path):
             raise ValueError(f"{path} is not valid JSON ({error}); re-run the evaluation.") from error
     if not isinstance(metrics, dict) or "task" not in metrics:
         raise ValueError(
-            f"{path} has no 'task' field; write it with `kdkeras.workflow.runs.save_metrics` "
+            f"{path} has no 'task' field; write it with `kdkeras.runs.save_metrics` "
             "from `kdkeras.evaluation.metrics.classification_metrics(...)`."
         )
     return metrics
@@ -325,7 +325,7 @@ def load_predictions(path):
         if key not in arrays:
             raise ValueError(
                 f"{path} has no {key!r} array (found: {', '.join(sorted(arrays)) or 'none'}); "
-                "write it with `kdkeras.workflow.runs.save_predictions`."
+                "write it with `kdkeras.runs.save_predictions`."
             )
     return arrays
 
