@@ -21,8 +21,7 @@ distiller.fit(train_ds, validation_data=val_ds, epochs=10)
 import importlib
 import warnings
 
-from kdkeras import quiet
-from kdkeras import serializable
+from kdkeras import quiet, serializable
 
 __version__ = "0.1.0"
 

@@ -281,8 +281,8 @@ def _raise_keyboard_interrupt(signum, frame):
 def _recorded_config(config, runs_dir):
     """`config` with the `[data]` table its run recorded, so that `report` reloads the evaluated test split."""
     from kdkeras import config as config_lib
-    from kdkeras.reporting.report import recorded_data
     from kdkeras import runs
+    from kdkeras.reporting.report import recorded_data
 
     run = runs.RunFolder.of(config, runs_dir)
     path, data = recorded_data(run.path, run.finished())
@@ -383,6 +383,16 @@ def import_tensorflow_quietly():
         os.close(saved)
 
 
+def _launch(args):
+    from kdkeras.distribute import launch
+
+    try:
+        return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
+    except launch.LaunchError as e:
+        print(f"kdkeras: launch: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None):
     """Entry point of the `kdkeras` console script.
 
@@ -403,21 +413,15 @@ def main(argv=None):
             print(f"kdkeras: config error: {e}", file=sys.stderr)
             return 2
     import_tensorflow_quietly()
+    from kdkeras.data import DataError
     from kdkeras.evaluation import metrics as metrics_lib
+    from kdkeras.files import ModelFileError
     from kdkeras.workflow import training
     from kdkeras.workflow.callbacks import TrainingDivergedError
-    from kdkeras.data import DataError
-    from kdkeras.files import ModelFileError
     from kdkeras.workflow.progress import fit_verbosity
 
     if args.command == "launch":
-        from kdkeras.distribute import launch
-
-        try:
-            return launch.launch([args.phase, *args.phase_args], args.workers, args.logs)
-        except launch.LaunchError as e:
-            print(f"kdkeras: launch: {e}", file=sys.stderr)
-            return 2
+        return _launch(args)
     try:
         if args.command == "list":
             print(registry_listing())
@@ -443,9 +447,7 @@ def main(argv=None):
         if args.command == "export":
             return _export(args, config)
         if args.command == "checklist":
-            from kdkeras.reporting import checklist
-
-            print(f"wrote {checklist.write_checklist(config, args.runs_dir, args.model)}")
+            print(f"wrote {training.write_checklist(config, args.runs_dir, args.model)}")
             return 0
         config = config_lib.apply_overrides(config, overrides_from_args(args))
         config_lib.check_data_paths(config)

@@ -40,16 +40,21 @@ import tomllib
 import numpy as np
 import tensorflow as tf
 
-from kdkeras.evaluation import calibration
 from kdkeras.data import dicom as dicom_lib
 from kdkeras.data import images as images_lib
 from kdkeras.data import transforms
 from kdkeras.data.errors import DataError
-from kdkeras.files import ARCHIVE_SUFFIXES, atomic_path, load_model
+from kdkeras.evaluation import calibration
 from kdkeras.evaluation.metrics import logits_to_scores
-
+from kdkeras.files import ARCHIVE_SUFFIXES, atomic_path, load_model
 from kdkeras.predict_inputs import (  # noqa: F401  (expand_inputs and the statuses are part of this API)
-    STATUS_OK, STATUS_PENDING, STATUS_SKIPPED, STATUS_UNREADABLE, expand_inputs, screen_file)
+    STATUS_OK,
+    STATUS_PENDING,
+    STATUS_SKIPPED,
+    STATUS_UNREADABLE,
+    expand_inputs,
+    screen_file,
+)
 
 
 class PredictionStopped(Exception):

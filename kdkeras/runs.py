@@ -73,7 +73,7 @@ class RunRecord:
     train_images: dict
     kdkeras_version: str = __version__
     date: str = dataclasses.field(
-        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     )
 
     @classmethod

@@ -46,7 +46,6 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def _seeded():
     import keras
-
     from tensorflow.python.framework import config as tf_config
 
     keras.utils.set_random_seed(1234)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from kdkeras.bench import gap
 from kdkeras import stats
-from kdkeras.bench import gap_report
+from kdkeras.bench import gap, gap_report
 
 ARMS = gap.ARMS[:1] + gap.ARMS[2:]  # micro (28 px) and lowres (16 px)
 NAMES = ["kd", "dist"]

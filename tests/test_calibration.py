@@ -8,9 +8,9 @@ from scipy import special
 from sklearn.metrics import log_loss
 
 from kdkeras.evaluation import calibration
-from kdkeras.reporting import figures_clinical
-from kdkeras.files import ModelFileError
 from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
+from kdkeras.files import ModelFileError
+from kdkeras.reporting import figures_clinical
 
 
 def _overconfident(n, seed, sharpen=4.0, classes=3):

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import kdkeras
-from kdkeras import cli
-from kdkeras import runs
+from kdkeras import cli, runs
 from kdkeras.workflow.callbacks import RunState
 
 # The tiny experiment (tests/conftest.py) as this file changes it.

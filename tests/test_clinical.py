@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from kdkeras import models
-from kdkeras.evaluation import calibration
-from kdkeras.evaluation import explain
-from kdkeras.reporting.clinical import clinical_section
+from kdkeras.evaluation import calibration, explain
 from kdkeras.evaluation.fidelity import fidelity
+from kdkeras.reporting.clinical import clinical_section
 from kdkeras.stats import format_interval
 
 CLASSES = ["normal", "pneumonia"]

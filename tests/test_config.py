@@ -201,10 +201,10 @@ def test_a_run_records_the_overrides_it_was_given():
 
 
 def test_the_committed_references_match_the_schema_and_the_parser():
-    reference = pytest.importorskip("kdkeras.config.reference")  # needs docstring_parser (the dev extra)
+    reference = pytest.importorskip("kdkeras.reference")  # needs docstring_parser (the dev extra)
     for name, text in (("config.md", reference.config_markdown()), ("cli.md", reference.cli_markdown())):
         with open(os.path.join(REPO, "docs", "reference", name), encoding="utf-8") as f:
-            assert f.read() == text, f"docs/reference/{name} is stale: run `python -m kdkeras.config.reference`"
+            assert f.read() == text, f"docs/reference/{name} is stale: run `python -m kdkeras.reference`"
 
 
 def test_the_references_name_every_key_loader_argument_and_flag():

@@ -44,7 +44,7 @@ def test_kdkeras_list_shows_every_entry(kind, capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     lines = out.split(f"\n{kind}:\n" if not out.startswith(f"{kind}:") else f"{kind}:\n", 1)[1].splitlines()
-    section = "\n".join(line for line in lines[: next((i for i, l in enumerate(lines) if not l.startswith("  ")), None)])
+    section = "\n".join(line for line in lines[: next((i for i, row in enumerate(lines) if not row.startswith("  ")), None)])
     for name in registry.registries()[kind].names():
         assert f"  {name} " in section, f"`kdkeras list` leaves out the {kind} {name!r}"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras.distribute import strategy as distribute
 from kdkeras.config import ConfigError
 from kdkeras.data import pipeline
 from kdkeras.data.errors import DataError
+from kdkeras.distribute import strategy as distribute
 from kdkeras.registry import LOADERS
 from kdkeras.workflow.training import fit_datasets
 

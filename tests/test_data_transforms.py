@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras.data import BatchAugmentation, DatasetInfo, RandomIntensityScale, augmentation
-from kdkeras.data import transforms
+from kdkeras.data import BatchAugmentation, DatasetInfo, RandomIntensityScale, augmentation, transforms
 from kdkeras.data.info import multi_hot_stats, sparse_class_stats
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from kdkeras import cli
-from kdkeras.distribute import strategy as distribute
-from kdkeras.distribute import launch
 from kdkeras.config import ConfigError, load_config
+from kdkeras.distribute import launch
+from kdkeras.distribute import strategy as distribute
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPZ = os.path.join(REPO, "kdkeras", "data", "bundled", "pneumoniamnist.npz")
@@ -285,9 +285,7 @@ def test_mirrored_distillation_matches_one_device(mirrored, variant):
 def test_every_kd_loss_is_checked_under_mirrored():
     import keras
 
-    from kdkeras.distillation import features
-    from kdkeras.distillation import losses
-    from kdkeras.distillation import standardization
+    from kdkeras.distillation import features, losses, standardization
 
     classes = {
         name for module in (losses, features, standardization) for name, obj in vars(module).items()

@@ -11,9 +11,8 @@ import tensorflow as tf
 from scipy.special import logsumexp
 
 from kdkeras import cli, export
-from kdkeras.evaluation import calibration
-from kdkeras.evaluation import profiling
 from kdkeras.data import bundled_npz, load_medmnist
+from kdkeras.evaluation import calibration, profiling
 from kdkeras.models import InputPreprocessing
 
 # The exported files divide the logits by the temperature of the model's calibration file.

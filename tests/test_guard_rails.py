@@ -12,8 +12,7 @@ from test_data_xray import write_kermany
 
 import kdkeras
 from kdkeras.data.xray import xray_splits
-from kdkeras.distillation.losses import DecoupledKD
-from kdkeras.distillation.losses import MultiLabelKD
+from kdkeras.distillation.losses import DecoupledKD, MultiLabelKD
 
 
 def _dense(units, name):

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 import kdkeras
-from kdkeras.distillation import mixup
 from kdkeras.config import ConfigError, apply_overrides, load_config
+from kdkeras.distillation import mixup
 
 
 def test_mix_is_a_convex_combination_with_a_permuted_partner():

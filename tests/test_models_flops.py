@@ -3,8 +3,7 @@
 import keras
 import pytest
 
-from kdkeras.models import count_flops
-from kdkeras.models import get_model
+from kdkeras.models import count_flops, get_model
 
 
 def test_conv_and_dense_by_hand():

@@ -4,10 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras.models import ModelSpec
-from kdkeras.models import get_model
-from kdkeras.models import list_models
-from kdkeras.models import students
+from kdkeras.models import ModelSpec, get_model, list_models, students
 
 SMALL_ARCHITECTURES = ("cnn296k", "cnn_small", "dsnet", "mobilenetv2_tiny", "resnet18", "squeezenet1_1")
 

@@ -2,8 +2,7 @@
 
 import pytest
 
-from kdkeras.models import ModelRow
-from kdkeras.models import model_table
+from kdkeras.models import ModelRow, model_table
 
 DSNET_224_MACS = 222 * 222 * 128 * 9 * 3 + 109 * 109 * 64 * 9 * 128 + 52 * 52 * 32 * 9 * 64 + 52 * 52 * 32 * 2
 # cnn_small at 28x28x1: two 3x3 'same' convs per stage (24, 48, 96 filters at 28, 14, 7 px), then Dense(2).

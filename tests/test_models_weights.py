@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras.models import WeightsUnavailableError
-from kdkeras.models import get_model
+from kdkeras.models import WeightsUnavailableError, get_model
 from kdkeras.models import weights as weights_lib
 
 
@@ -36,9 +35,7 @@ def vgg16_notop_file(tmp_path_factory):
 
 
 def test_imagenet_urls_are_keras_own():
-    from keras.src.applications import efficientnet
-    from keras.src.applications import resnet
-    from keras.src.applications import vgg16
+    from keras.src.applications import efficientnet, resnet, vgg16
 
     assert weights_lib.IMAGENET_FILES["vgg16"] == vgg16.WEIGHTS_PATH_NO_TOP
     assert weights_lib.IMAGENET_FILES["resnet50"] == (

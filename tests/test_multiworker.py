@@ -395,8 +395,8 @@ def test_a_worker_that_never_starts_is_named_within_the_timeout(tmp_path):
 
 
 def test_a_slurm_job_step_is_a_cluster(monkeypatch):
-    from kdkeras.distribute import strategy as distribute
     from kdkeras.distribute import multiworker
+    from kdkeras.distribute import strategy as distribute
 
     for name, value in {
         "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[07-08]",

@@ -8,10 +8,7 @@ import pytest
 from keras import ops
 
 import kdkeras
-from kdkeras.distillation import features
-from kdkeras.distillation import losses
-from kdkeras.distillation import objective
-from kdkeras.distillation import relations
+from kdkeras.distillation import features, losses, objective, relations
 
 RNG = np.random.default_rng(11)
 Z_STUDENT = RNG.normal(scale=2.0, size=(6, 4)).astype("float32")

@@ -12,8 +12,8 @@ from PIL import Image
 from scipy import special
 
 from kdkeras import cli, models, predict, predict_inputs
-from kdkeras.evaluation import calibration
 from kdkeras.data.dicom import read_dicom
+from kdkeras.evaluation import calibration
 
 pydicom = pytest.importorskip("pydicom")
 

@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdkeras.distillation import losses
-from kdkeras.distillation import relations
+from kdkeras.distillation import losses, relations
 from kdkeras.registry import DISTILLATION_TERMS
 
 RNG = np.random.default_rng(3)

@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import cli, config as config_lib, files, models
+from kdkeras import cli, files, models
+from kdkeras import config as config_lib
+from kdkeras.data import DataError, dermoscopy, load_ham10000, load_image_folder, load_medmnist
 from kdkeras.workflow import training
 from kdkeras.workflow.callbacks import RunState, StopOnNaN, TrainingDivergedError
-from kdkeras.data import DataError, dermoscopy, load_ham10000, load_image_folder, load_medmnist
 
 TINY = """
 name = "tiny"

@@ -98,8 +98,8 @@ def test_operating_point_on_a_one_class_validation_split_falls_back_and_says_so(
 
 
 def _student_run(folder):
-    from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
     from kdkeras import runs
+    from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 
     rng = np.random.default_rng(1)
     labels = np.array([0, 1] * 20)
@@ -156,7 +156,8 @@ epochs = 1
 
 # Defect 22: `make all LIMIT=600` ended in a traceback: `report` reloaded the full test split.
 def test_report_reloads_the_data_the_run_recorded_not_todays_command_line(tmp_path, monkeypatch, capsys):
-    from kdkeras import cli, config as config_lib
+    from kdkeras import cli
+    from kdkeras import config as config_lib
     from kdkeras.workflow import training
 
     experiment = tmp_path / "recorded.toml"

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import reporting, stats
-from kdkeras import runs
+from kdkeras import reporting, runs, stats
+from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 from kdkeras.reporting import figures, roc
 from kdkeras.reporting.history import load_history
-from kdkeras.evaluation.metrics import classification_metrics, logits_to_scores
 
 # The conftest `pneumonia_npz` fixture is per test; the report is built once.
 PNEUMONIA_NPZ = os.path.join(

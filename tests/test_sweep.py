@@ -10,7 +10,8 @@ import subprocess
 import pytest
 from matplotlib.figure import Figure
 
-from kdkeras import cli, config as config_lib, models
+from kdkeras import cli, models
+from kdkeras import config as config_lib
 from kdkeras.workflow import sweep
 
 # The tiny experiment (tests/conftest.py) as this file changes it.

@@ -10,8 +10,8 @@ import pytest
 
 from kdkeras import cli
 from kdkeras.config import ConfigError, load_config
-from kdkeras.models import applications, files as model_files, get_model, get_spec
-from kdkeras.models import WeightsUnavailableError
+from kdkeras.models import WeightsUnavailableError, applications, get_model, get_spec
+from kdkeras.models import files as model_files
 from kdkeras.workflow.callbacks import UnfreezeBase
 
 TINY = """

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdkeras import Distiller, cli, config as config_lib
-from kdkeras.workflow import transfer
+from kdkeras import Distiller, cli
+from kdkeras import config as config_lib
 from kdkeras.config import ConfigError
 from kdkeras.data.info import DatasetInfo
+from kdkeras.workflow import transfer
 
 # The tiny experiment (tests/conftest.py) as this file changes it.
 TINY = {

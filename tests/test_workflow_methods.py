@@ -1,16 +1,17 @@
 """DKD, feature distillation, several teachers and cached logits from experiment configs."""
 
 import json
-import re
 import os
+import re
 import tomllib
 
 import keras
 import pytest
 
-from kdkeras import cli, config as config_lib
-from kdkeras.models import get_model
+from kdkeras import cli
+from kdkeras import config as config_lib
 from kdkeras.config import ConfigError
+from kdkeras.models import get_model
 
 # The tiny experiment (tests/conftest.py) as this file changes it.
 TINY = {

@@ -29,7 +29,7 @@ def describe_environment():
     import tensorflow as tf
 
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpus": cpu_count(),
         "lscpu": _lscpu_head(),
         "platform": platform.platform(),

@@ -49,15 +49,14 @@ import os
 import sys
 
 from kdkeras import config as config_lib
+from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
-from kdkeras.bench import gap_report
-from kdkeras.bench import outputs
+from kdkeras.bench import gap_report, outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.bench.recipes import model_scores
 from kdkeras.config import ConfigError
 from kdkeras.stats.family import decide
-from kdkeras import runs as runs_lib
 
 COMPARED = ("acc", "auc")
 SELECTION_METRIC = "cross_entropy"

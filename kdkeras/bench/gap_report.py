@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from kdkeras.files import write_text_atomic
-from kdkeras.reporting.figures import STYLE, save_figure as save_styled
+from kdkeras.reporting.figures import STYLE
+from kdkeras.reporting.figures import save_figure as save_styled
 
 SECTION_START = "<!-- kdkeras.bench.gap: start -->"
 SECTION_END = "<!-- kdkeras.bench.gap: end -->"

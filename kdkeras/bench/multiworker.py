@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 
-from kdkeras.distribute import launch
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment, load_average
+from kdkeras.distribute import launch
 
 TEACHER = "resnet18 (width 16)"
 STUDENT = "cnn_small"
@@ -41,9 +41,9 @@ def train_epochs(strategy_name, out, epochs, limit, batch_size):
     import keras
 
     from kdkeras import models as models_lib
-    from kdkeras.distribute import multiworker
     from kdkeras.data import bundled_npz, load_medmnist
     from kdkeras.distillation.distiller import Distiller
+    from kdkeras.distribute import multiworker
 
     keras.utils.set_random_seed(0)
     root = os.path.dirname(bundled_npz("pneumoniamnist"))

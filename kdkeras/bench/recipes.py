@@ -37,13 +37,13 @@ import os
 import sys
 
 from kdkeras import config as config_lib
-from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
+from kdkeras.evaluation import metrics as metrics_lib
 
 SELECTION_METRIC = "auc"
 COMPARED = ("acc", "auc")

@@ -19,10 +19,10 @@ import sys
 
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import determinism as determinism_bench
+from kdkeras.bench import readme
 from kdkeras.bench import recipes as recipes_bench
 from kdkeras.bench import speed as speed_bench
 from kdkeras.bench import transfer as transfer_bench
-from kdkeras.bench import readme
 from kdkeras.bench.outputs import (
     ACCURACY,
     DETERMINISM,
@@ -36,6 +36,7 @@ from kdkeras.bench.outputs import (
     when,
 )
 from kdkeras.files import write_text_atomic
+
 
 def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
     """The shell commands that regenerate every table, as `make bench` runs them."""

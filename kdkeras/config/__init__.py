@@ -19,30 +19,26 @@ stopping, class weights) unless it sets a key itself, so the student alone and
 the distilled student train alike by default (`kdkeras.config.resolution`).
 """
 
-from kdkeras.config.loading import apply_overrides
-from kdkeras.config.loading import dump_toml
-from kdkeras.config.loading import from_dict
-from kdkeras.config.loading import load_config
-from kdkeras.config.loading import save_config
-from kdkeras.config.paths import resolve_path
-from kdkeras.config.paths import search_path
-from kdkeras.config.paths import shipped_experiments_dir
+from kdkeras.config.loading import apply_overrides, dump_toml, from_dict, load_config, save_config
+from kdkeras.config.paths import resolve_path, search_path, shipped_experiments_dir
 from kdkeras.config.resolution import MAX_EXTENDS_DEPTH
-from kdkeras.config.schema import AUGMENT_ON
-from kdkeras.config.schema import BUNDLED
-from kdkeras.config.schema import CLASS_WEIGHTS
-from kdkeras.config.schema import INHERITED_BY_DISTILL
-from kdkeras.config.schema import MAX_TEMPERATURE
-from kdkeras.config.schema import MONITORS
-from kdkeras.config.schema import OBJECTIVES
-from kdkeras.config.schema import SCHEDULES
-from kdkeras.config.schema import STRATEGIES
-from kdkeras.config.schema import ConfigError
-from kdkeras.config.schema import DistillConfig
-from kdkeras.config.schema import EvaluateConfig
-from kdkeras.config.schema import ExperimentConfig
-from kdkeras.config.schema import SweepConfig
-from kdkeras.config.schema import TrainConfig
+from kdkeras.config.schema import (
+    AUGMENT_ON,
+    BUNDLED,
+    CLASS_WEIGHTS,
+    INHERITED_BY_DISTILL,
+    MAX_TEMPERATURE,
+    MONITORS,
+    OBJECTIVES,
+    SCHEDULES,
+    STRATEGIES,
+    ConfigError,
+    DistillConfig,
+    EvaluateConfig,
+    ExperimentConfig,
+    SweepConfig,
+    TrainConfig,
+)
 from kdkeras.config.validation import check_data_paths
 
 __all__ = [

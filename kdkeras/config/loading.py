@@ -1,18 +1,9 @@
 """Reading a config: `extends`, overrides and inheritance resolved once, validated, and written back as TOML."""
 
 from kdkeras.config.paths import resolve_path
-from kdkeras.config.resolution import Origins
-from kdkeras.config.resolution import read_tables
-from kdkeras.config.resolution import resolve
-from kdkeras.config.schema import ConfigError
-from kdkeras.config.schema import DistillConfig
-from kdkeras.config.schema import EvaluateConfig
-from kdkeras.config.schema import ExperimentConfig
-from kdkeras.config.schema import SweepConfig
-from kdkeras.config.schema import TrainConfig
-from kdkeras.config.validation import build
-from kdkeras.config.validation import check_data
-from kdkeras.config.validation import check_values
+from kdkeras.config.resolution import Origins, read_tables, resolve
+from kdkeras.config.schema import ConfigError, DistillConfig, EvaluateConfig, ExperimentConfig, SweepConfig, TrainConfig
+from kdkeras.config.validation import build, check_data, check_values
 from kdkeras.files import write_text_atomic
 
 SECTIONS = {

@@ -68,3 +68,14 @@ def _shipped_hint():
     if not names:
         return " Pass the path of a .toml file."
     return f" Pass a .toml path or one of the shipped experiments: {', '.join(names)}."
+
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_model_path(name):
+    """Whether a `model` value names a model file or SavedModel folder rather than an architecture."""
+    if not isinstance(name, str) or not name or name.startswith(("keras:", "hub:")):
+        return False
+    # Zoo names hold no slash, so any path with one is a file the user means.
+    return name.endswith(MODEL_SUFFIXES) or "/" in name or os.sep in name or os.path.isdir(name)

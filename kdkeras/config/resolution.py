@@ -19,8 +19,7 @@ import os
 import tomllib
 
 from kdkeras.config.paths import resolve_path
-from kdkeras.config.schema import INHERITED_BY_DISTILL
-from kdkeras.config.schema import ConfigError
+from kdkeras.config.schema import INHERITED_BY_DISTILL, ConfigError
 
 # Deeper chains are a mistake (a loop through differently spelled paths, or generated files):
 # real configs extend one or two others.

@@ -10,24 +10,27 @@ the library it describes (`tests/test_architecture.py`).
 """
 
 import dataclasses
-import types
-import typing
 import inspect
 import math
 import os
 import re
+import types
+import typing
 
-from kdkeras.config.schema import AUGMENT_ON
-from kdkeras.config.schema import CLASS_WEIGHTS
-from kdkeras.config.schema import MAX_TEMPERATURE
-from kdkeras.config.schema import MONITORS
-from kdkeras.config.schema import NOT_KEYS
-from kdkeras.config.schema import OBJECTIVES
-from kdkeras.config.schema import SCHEDULES
-from kdkeras.config.schema import STRATEGIES
-from kdkeras.config.schema import ConfigError
 from kdkeras.config import bounds
-from kdkeras.registry import AUGMENTATIONS, CHECKS, DISTILLATION_TERMS, LOADERS, MODELS, OPTIMIZERS
+from kdkeras.config.paths import is_model_path
+from kdkeras.config.schema import (
+    AUGMENT_ON,
+    CLASS_WEIGHTS,
+    MAX_TEMPERATURE,
+    MONITORS,
+    NOT_KEYS,
+    OBJECTIVES,
+    SCHEDULES,
+    STRATEGIES,
+    ConfigError,
+)
+from kdkeras.registry import AUGMENTATIONS, CHECKS, DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 
 
 def build(cls, values, where, nested=(), locate=None):
@@ -375,41 +378,23 @@ def check_data_paths(config):
 
 
 def _min_epochs(phase, model):
-    from kdkeras.models import files as model_files
-
-    return 0 if phase == "teacher" and model_files.is_model_path(model) else 1
+    return 0 if phase == "teacher" and is_model_path(model) else 1
 
 
 def _check_models(config, fail):
-    from kdkeras import models
-    from kdkeras.models import applications, hub
-    from kdkeras.models import files as model_files
-
-    names = sorted(MODELS.names())
     for phase, name in (
         ("teacher", config.teacher.model),
         ("student", config.student.model),
         ("distill", config.student_model()[0]),
     ):
-        if model_files.is_model_path(name):
-            problem = model_files.check_model_path(name)
-            if problem is not None:
-                fail(f"[{phase}] model", f"= {name!r}: {problem} A model of your own is a .keras or .h5 file or a SavedModel folder.")
-        elif name.startswith((applications.PREFIX, hub.PREFIX)):
-            try:
-                models.get_spec(name)
-            except ValueError as error:
-                fail(f"[{phase}] model", f"= {name!r}: {error}")
-        elif name not in MODELS:
-            fail(
-                f"[{phase}] model",
-                f"= {name!r} is unknown. Allowed: {', '.join(names)}, keras:<Application>, hub:<preset> "
-                "or the path of a model file (`kdkeras list`).",
-            )
+        problem = CHECKS.lookup("model_name")(name)
+        if problem is not None:
+            fail(f"[{phase}] model", f"= {name!r}: {problem}" if not problem.startswith("is unknown") else
+                 f"= {name!r} {problem}")
     # Options are checked here, not when the model is built after the data has loaded.
     for phase in ("teacher", "student", "distill"):
         train = config.phase(phase)
-        if model_files.is_model_path(train.model):
+        if is_model_path(train.model):
             continue
         if train.model or phase != "distill":
             spec = CHECKS.lookup("model_spec")(train.model)
@@ -426,27 +411,21 @@ def _check_models(config, fail):
 
 def _check_model_sizes(config, fail):
     """Each phase's model against the image size it will see, before any data loads."""
-    from kdkeras import models
-
-    from kdkeras.models import files as model_files
-
     data_size = _configured_image_size(config.data)
     # Distill without its own model trains [student]'s, checked as the student's.
     for phase in ("teacher", "student", "distill") if config.distill.model else ("teacher", "student"):
         train = config.phase(phase)
-        if model_files.is_model_path(train.model):
-            continue  # a model file declares its own input, checked when it is loaded
         own = getattr(train, "image_size", 0)  # a phase's own input size, where the schema has one (0: the data's)
         size, key = (_square(own), f"[{phase}] image_size") if own else (data_size, "[data] image_size")
-        spec = models.get_spec(train.model)
-        if size is None or min(size) >= spec.min_input_size:
-            continue  # None: the files' native size, checked by models.get_model once they are read
-        fits = [s.name for s in models.list_models(spec.role) if s.min_input_size <= min(size)]
+        problem = None if size is None else CHECKS.lookup("model_size")(train.model, size)
+        if problem is None:
+            continue  # size None: the files' native size, checked by models.get_model once they are read
+        minimum, role, fits = problem
         fail(
             f"[{phase}] model",
-            f"= {train.model!r} needs images of at least {spec.min_input_size}x{spec.min_input_size} px, but "
-            f"{key.split(' ')[0]} gives {size[0]}x{size[1]}: set {key} = {spec.min_input_size} (or larger)"
-            + (f", or pick a {spec.role} that takes {min(size)} px: {', '.join(fits)}." if fits else "."),
+            f"= {train.model!r} needs images of at least {minimum}x{minimum} px, but "
+            f"{key.split(' ')[0]} gives {size[0]}x{size[1]}: set {key} = {minimum} (or larger)"
+            + (f", or pick a {role} that takes {min(size)} px: {', '.join(fits)}." if fits else "."),
         )
 
 

@@ -37,7 +37,7 @@ _TASKS = {"multi-label, binary-class": "multi-label"}
 _INSTALL_HINT = "pip install --no-deps medmnist"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def medmnist_info():
     """The `medmnist.INFO` table, read without importing `medmnist` (nor torch).
 

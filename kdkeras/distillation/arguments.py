@@ -236,3 +236,10 @@ def log_views(student, teachers):
         views = ", ".join(f"{m.name} {'x'.join(map(str, m.input_shape[1:]))}" for m in (*teachers, student))
         print(f"kdkeras.Distiller: teacher and student read different inputs ({views}); each step resizes "
               "the batch to each model's view (antialiased when shrinking).")
+
+
+def without_compile_state(serialized):
+    """A serialized teacher without its compile state: it is saved to run, not to train."""
+    serialized = dict(serialized)
+    serialized.pop("compile_config", None)
+    return serialized

@@ -4,12 +4,10 @@ import keras
 import tensorflow as tf
 
 from kdkeras.data import transforms
-from kdkeras.distillation import batches
-from kdkeras.distillation import arguments
+from kdkeras.distillation import arguments, batches, objective
 from kdkeras.distillation import features as kd_features
 from kdkeras.distillation import losses as kd_losses
 from kdkeras.distillation import mixup as mixup_lib
-from kdkeras.distillation import objective
 from kdkeras.distillation.objective import check_teacher_weights
 
 
@@ -473,7 +471,7 @@ class Distiller(keras.Model):
         config = super().get_config()
         # A teacher is saved as a model to run, not to train: its own compile state (the
         # optimizer it was trained with) would come back unbuilt and make loading warn.
-        teachers = [_without_compile_state(keras.saving.serialize_keras_object(t)) for t in self.teachers]
+        teachers = [arguments.without_compile_state(keras.saving.serialize_keras_object(t)) for t in self.teachers]
         config.update(
             student=keras.saving.serialize_keras_object(self.student),
             teacher=teachers[0] if len(teachers) == 1 else teachers,
@@ -496,9 +494,3 @@ class Distiller(keras.Model):
         config.pop("trainable", None)
         config.pop("dtype", None)
         return cls(student=student, teacher=teacher, features=features or None, **config)
-
-
-def _without_compile_state(serialized):
-    serialized = dict(serialized)
-    serialized.pop("compile_config", None)
-    return serialized

@@ -30,9 +30,11 @@ that space (`fuse_teachers`); terms that share a space share one fusion.
 import tensorflow as tf
 
 from kdkeras.distillation import losses as kd_losses
+
 # The base class lives in `term`, below the terms; `objective.DistillationTerm` stays its public name.
 from kdkeras.distillation.term import REQUIREMENTS, DistillationTerm, standardize_logits, targets  # noqa: F401
 from kdkeras.registry import CHECKS, DISTILLATION_TERMS
+
 
 def compute(term, batch, sample_weight=None):
     """The value of any term on a batch: a `DistillationTerm`, a feature term or a plain loss.

@@ -8,8 +8,7 @@ much stronger teacher's exact probabilities are out of its reach.
 import keras
 from keras import ops
 
-from kdkeras.distillation.losses import _check_temperature
-from kdkeras.distillation.losses import _check_weight
+from kdkeras.distillation.losses import _check_temperature, _check_weight
 from kdkeras.distillation.term import DistillationTerm
 from kdkeras.registry import DISTILLATION_TERMS
 

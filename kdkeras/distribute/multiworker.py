@@ -42,7 +42,6 @@ from keras.src import tree
 from keras.src.backend.tensorflow import trainer as keras_trainer
 
 from kdkeras.config import ConfigError
-
 from kdkeras.distribute import launch
 from kdkeras.distribute.launch import DEFAULT_START_TIMEOUT, START_TIMEOUT_VARIABLE
 

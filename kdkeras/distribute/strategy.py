@@ -22,8 +22,8 @@ import os
 import keras
 import tensorflow as tf
 
-from kdkeras.distribute import multiworker
 from kdkeras.config import STRATEGIES, ConfigError
+from kdkeras.distribute import multiworker
 
 # One strategy of each kind per process: re-initialising a TPU drops the
 # variables already on it, a cluster's collective ops are configured once, and

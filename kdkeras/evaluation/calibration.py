@@ -31,8 +31,8 @@ import numpy as np
 from scipy import optimize, special
 
 from kdkeras import __version__
-from kdkeras.files import ModelFileError, write_text_atomic
 from kdkeras.evaluation.metrics import ECE_BINS, classification_metrics, logits_to_scores
+from kdkeras.files import ModelFileError, write_text_atomic
 
 FORMAT = 1
 # exp(+-5) spans T in [0.0067, 148]: far beyond any useful temperature, so the

@@ -19,8 +19,7 @@ the result can be written with `json.dump` as is.
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from kdkeras import scores
-from kdkeras import stats
+from kdkeras import scores, stats
 from kdkeras.scores import TASKS  # noqa: F401 (public: `kdkeras.evaluation.metrics.TASKS`)
 
 ECE_BINS = 15

@@ -26,10 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras import __version__
+from kdkeras import runs as runs_lib
 from kdkeras.files import write_text_atomic
+from kdkeras.reporting import card_sections
 from kdkeras.reporting import checklist as checklist_lib
 from kdkeras.reporting import model_card as card_lib
-from kdkeras import runs as runs_lib
 
 METADATA = "metadata.json"
 MODEL_CARD_MD = "model_card.md"
@@ -116,7 +117,7 @@ def write_bundle(out_dir, table, facts, model, source_path, class_names=None):
     """
     facts = dataclasses.replace(facts, export=table.to_dict())
     metadata = bundle_metadata(out_dir, table, facts, model, source_path, class_names)
-    card = card_lib.model_card(facts)
+    card = card_sections.model_card(facts)
     items = checklist_lib.checklist(facts)
     write_text_atomic(os.path.join(out_dir, METADATA), json.dumps(runs_lib.jsonable(metadata), indent=2) + "\n")
     write_text_atomic(os.path.join(out_dir, MODEL_CARD_JSON), json.dumps(runs_lib.jsonable(card), indent=2) + "\n")

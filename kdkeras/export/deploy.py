@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras import runs as runs_lib
+from kdkeras import scores as scores_lib
 from kdkeras.evaluation import calibration as calibration_lib
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.evaluation import profiling
-from kdkeras import runs as runs_lib
-from kdkeras import scores as scores_lib
 from kdkeras.export import bundle, serving, tflite
 from kdkeras.export import onnx as onnx_lib
 from kdkeras.export.table import METRIC_COLUMNS, ExportTable

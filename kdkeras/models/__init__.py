@@ -12,16 +12,11 @@ print([spec.name for spec in list_models("student")])
 """
 
 # Importing the package registers the zoo (`kdkeras.registry.MODELS`).
-from kdkeras.models import mobile, students, teachers  # noqa: F401
+from kdkeras.models import checks, mobile, students, teachers  # noqa: F401
 from kdkeras.models.flops import count_flops
 from kdkeras.models.preprocessing import InputPreprocessing
-from kdkeras.models.registry import ModelSpec
-from kdkeras.models.registry import get_model
-from kdkeras.models.registry import get_spec
-from kdkeras.models.registry import list_models
-from kdkeras.models.summary import ModelRow
-from kdkeras.models.summary import ModelTable
-from kdkeras.models.summary import model_table
+from kdkeras.models.registry import ModelSpec, get_model, get_spec, list_models
+from kdkeras.models.summary import ModelRow, ModelTable, model_table
 from kdkeras.models.weights import WeightsUnavailableError
 
 __all__ = [

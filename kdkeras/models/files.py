@@ -12,16 +12,7 @@ import os
 import keras
 
 from kdkeras import files as files_lib
-
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-def is_model_path(name):
-    """Whether a `model` value names a model file or SavedModel folder rather than an architecture."""
-    if not isinstance(name, str) or not name or name.startswith(("keras:", "hub:")):
-        return False
-    # Zoo names hold no slash, so any path with one is a file the user means.
-    return name.endswith(MODEL_SUFFIXES) or "/" in name or os.sep in name or os.path.isdir(name)
+from kdkeras.config.paths import MODEL_SUFFIXES, is_model_path  # noqa: F401  (re-exported)
 
 
 def check_model_path(path):

@@ -9,13 +9,12 @@ a model's arguments before building it.
 import dataclasses
 import inspect
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
 from kdkeras import registry
-from kdkeras.models import applications
-from kdkeras.models import hub
+from kdkeras.models import applications, hub
 from kdkeras.models import weights as weights_lib
 
 ROLES = ("teacher", "student")

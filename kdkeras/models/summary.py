@@ -4,9 +4,7 @@ import dataclasses
 
 from kdkeras.formatting import FLOP_UNITS, format_quantity
 from kdkeras.models.flops import count_flops
-from kdkeras.models.registry import get_model
-from kdkeras.models.registry import get_spec
-from kdkeras.models.registry import list_models
+from kdkeras.models.registry import get_model, get_spec, list_models
 
 _HEADER = ("name", "role", "params", "input", "FLOPs")
 

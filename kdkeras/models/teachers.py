@@ -9,8 +9,7 @@ import keras
 
 from kdkeras.models import weights as weights_lib
 from kdkeras.models.outputs import logits_output
-from kdkeras.models.preprocessing import InputPreprocessing
-from kdkeras.models.preprocessing import preprocessed_input
+from kdkeras.models.preprocessing import InputPreprocessing, preprocessed_input
 from kdkeras.registry import MODELS
 
 # The seed counts VGG16's layers as keras.applications lists them: the input

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from kdkeras import __version__
-from kdkeras.reporting.model_card import TODO, field, metric_rows
+from kdkeras.reporting.model_card import CITATION, SECTIONS, TODO, field, metric_rows
 
 # What a research model is until a clinical study validates it: stated, not left to the author.
 RESEARCH_USE = ("Research use only: not validated for clinical use and not for diagnostic use; "
@@ -224,3 +224,29 @@ def shift(facts):
     parts = [f"{key} {val[key]:.4f} on validation, {test[key]:.4f} on test ({test[key] - val[key]:+.4f})"
              for key in ("sensitivity", "specificity") if val.get(key) is not None and test.get(key) is not None]
     return "; ".join(parts) or None
+
+
+def model_card(facts):
+    """The model card of `facts` as JSON-ready data: `{"title", "citation", "sections": [...]}`.
+
+    Each section is `{"id", "title", "fields": [{"name", "value", "source"}]}`;
+    `quantitative_analyses` also has `"metrics"`, the rows of `metric_rows`
+    for the model, its teacher and its baseline.
+    """
+    builders = {
+        "model_details": model_details,
+        "intended_use": intended_use,
+        "factors": factors,
+        "metrics": metrics,
+        "evaluation_data": evaluation_data,
+        "training_data": training_data,
+        "quantitative_analyses": quantitative_analyses,
+        "ethical_considerations": ethical_considerations,
+        "caveats_and_recommendations": caveats,
+    }
+    sections = []
+    for key, title in SECTIONS:
+        built = builders[key](facts)
+        fields, extra = built if isinstance(built, tuple) else (built, {})
+        sections.append({"id": key, "title": title, "fields": fields, **extra})
+    return {"title": f"Model card: {facts.name}", "citation": CITATION, "sections": sections}

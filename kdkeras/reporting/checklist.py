@@ -19,13 +19,9 @@ checklists, which remain the reference:
 `checklist.json` into the run folder; `kdkeras export` writes them into the bundle.
 """
 
-import json
-import os
 
-from kdkeras.files import write_text_atomic
 from kdkeras.reporting import card_sections
-from kdkeras.reporting.model_card import TODO, RunFacts, field
-from kdkeras import runs as runs_lib
+from kdkeras.reporting.model_card import TODO, field
 
 TRIPOD_AI_CITATION = ("Collins GS et al. TRIPOD+AI statement. BMJ 2024;385:e078378. "
                       "doi:10.1136/bmj-2023-078378")
@@ -278,37 +274,3 @@ def checklist_markdown(result):
             lines.append(f"| {row['item']} | {row['title']} | {answer} | {source} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def write_checklist(config, runs_dir="runs", model_path=None):
-    """Fills both checklists for an experiment's model; writes `checklist.md` and `checklist.json` in its run folder.
-
-    Args:
-        config: An `ExperimentConfig`.
-        runs_dir: Parent folder of run folders.
-        model_path: The `.keras` model; defaults to `<runs_dir>/<experiment>/distilled.keras`.
-
-    Returns:
-        Path of `checklist.md`.
-
-    Raises:
-        kdkeras.workflow.training.MissingArtifactError: the model's metrics file does not exist.
-    """
-    # training imports kdkeras.reporting: imported here, not at the top, to keep that import acyclic.
-    from kdkeras.workflow import training
-
-    run = runs_lib.RunFolder.of(config, runs_dir)
-    model_path = os.fspath(model_path or run.model("distilled"))
-    metrics_path = os.path.splitext(model_path)[0] + "_metrics.json"
-    if not os.path.isfile(metrics_path):  # checked before the data loads
-        raise training.MissingArtifactError(
-            f"{metrics_path} not found: the checklist reads the model's test metrics. Run `kdkeras distill "
-            f"--config {config.path or config.name}` (or the phase that writes the model) first."
-        )
-    facts = RunFacts.read(model_path, training.load_data(config)[3])
-    result = checklist(facts)
-    folder = os.path.dirname(model_path) or "."
-    write_text_atomic(os.path.join(folder, "checklist.json"), json.dumps(runs_lib.jsonable(result), indent=2) + "\n")
-    path = os.path.join(folder, "checklist.md")
-    write_text_atomic(path, checklist_markdown(result))
-    return path

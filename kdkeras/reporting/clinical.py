@@ -14,8 +14,7 @@ import os
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from kdkeras.evaluation import calibration
-from kdkeras.evaluation import explain
+from kdkeras.evaluation import calibration, explain
 from kdkeras.evaluation import operating_point as op
 from kdkeras.evaluation.fidelity import fidelity
 from kdkeras.evaluation.metrics import logits_to_scores, predict_labels

@@ -185,34 +185,6 @@ def _sensitivity_specificity(metrics, key):
     return counts[0] / sum(counts) if sum(counts) else None
 
 
-def model_card(facts):
-    """The model card of `facts` as JSON-ready data: `{"title", "citation", "sections": [...]}`.
-
-    Each section is `{"id", "title", "fields": [{"name", "value", "source"}]}`;
-    `quantitative_analyses` also has `"metrics"`, the rows of `metric_rows`
-    for the model, its teacher and its baseline.
-    """
-    from kdkeras.reporting import card_sections
-
-    builders = {
-        "model_details": card_sections.model_details,
-        "intended_use": card_sections.intended_use,
-        "factors": card_sections.factors,
-        "metrics": card_sections.metrics,
-        "evaluation_data": card_sections.evaluation_data,
-        "training_data": card_sections.training_data,
-        "quantitative_analyses": card_sections.quantitative_analyses,
-        "ethical_considerations": card_sections.ethical_considerations,
-        "caveats_and_recommendations": card_sections.caveats,
-    }
-    sections = []
-    for key, title in SECTIONS:
-        built = builders[key](facts)
-        fields, extra = built if isinstance(built, tuple) else (built, {})
-        sections.append({"id": key, "title": title, "fields": fields, **extra})
-    return {"title": f"Model card: {facts.name}", "citation": CITATION, "sections": sections}
-
-
 def model_card_markdown(card):
     """The card in markdown: one heading per section, one bullet per field with its source."""
     intro = (f"Sections of {card['citation']}. Each answer names the run file it came from; `{TODO}` marks "

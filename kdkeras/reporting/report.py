@@ -5,10 +5,10 @@ import os
 import tomllib
 
 from kdkeras import runs as runs_lib
-from kdkeras.data.errors import DataError
 from kdkeras import stats
-from kdkeras.files import load_model, write_text_atomic
+from kdkeras.data.errors import DataError
 from kdkeras.evaluation.metrics import classification_metrics, predict_labels
+from kdkeras.files import load_model, write_text_atomic
 from kdkeras.reporting.figures import (
     plot_confusion_matrix,
     plot_history,

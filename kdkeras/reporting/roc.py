@@ -5,8 +5,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from kdkeras.formatting import format_metric
 from kdkeras.evaluation.metrics import classification_metrics
+from kdkeras.formatting import format_metric
 from kdkeras.reporting.figures import STYLE, class_color, save_figure
 
 

@@ -2,9 +2,8 @@
 
 import json
 
-from kdkeras import __version__
-from kdkeras import stats
-from kdkeras.formatting import format_latency, format_bytes, format_count, format_metric, format_ratio
+from kdkeras import __version__, stats
+from kdkeras.formatting import format_bytes, format_count, format_latency, format_metric, format_ratio
 from kdkeras.runs import jsonable
 
 

@@ -25,24 +25,18 @@ Metric definitions and the decision rule are those of `kdkeras.evaluation.metric
 str, dict, None), ready for `json.dump`.
 """
 
-from kdkeras.stats.bootstrap import DEFAULT_CONFIDENCE
-from kdkeras.stats.bootstrap import DEFAULT_RESAMPLES
-from kdkeras.stats.bootstrap import bootstrap_intervals
-from kdkeras.stats.bootstrap import decision_intervals
-from kdkeras.stats.bootstrap import format_interval
-from kdkeras.stats.bootstrap import resampled_metrics
-from kdkeras.stats.bootstrap import stratified_resample_counts
-from kdkeras.stats.family import CONDITIONAL_NOTE
-from kdkeras.stats.family import family_rows
-from kdkeras.stats.family import holm
-from kdkeras.stats.paired import DEFAULT_ALPHA
-from kdkeras.stats.paired import compare_models
-from kdkeras.stats.paired import delong_test
-from kdkeras.stats.paired import mcnemar_exact
-from kdkeras.stats.paired import paired_bootstrap_difference
-from kdkeras.stats.seeds import mean_std
-from kdkeras.stats.seeds import paired_t_interval
-from kdkeras.stats.seeds import paired_t_p_value
+from kdkeras.stats.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    bootstrap_intervals,
+    decision_intervals,
+    format_interval,
+    resampled_metrics,
+    stratified_resample_counts,
+)
+from kdkeras.stats.family import CONDITIONAL_NOTE, family_rows, holm
+from kdkeras.stats.paired import DEFAULT_ALPHA, compare_models, delong_test, mcnemar_exact, paired_bootstrap_difference
+from kdkeras.stats.seeds import mean_std, paired_t_interval, paired_t_p_value
 
 __all__ = [
     "CONDITIONAL_NOTE",

@@ -10,8 +10,7 @@ is built.
 import numpy as np
 
 from kdkeras import scores
-from kdkeras.stats.checks import check_confidence
-from kdkeras.stats.checks import check_resamples
+from kdkeras.stats.checks import check_confidence, check_resamples
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95

@@ -12,17 +12,21 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from kdkeras import scores
-from kdkeras.stats.bootstrap import DEFAULT_CONFIDENCE
-from kdkeras.stats.bootstrap import DEFAULT_RESAMPLES
-from kdkeras.stats.bootstrap import percentile_interval
-from kdkeras.stats.bootstrap import resampled_metrics
-from kdkeras.stats.bootstrap import strata
-from kdkeras.stats.bootstrap import stratified_resample_counts
-from kdkeras.stats.checks import check_binary_vector
-from kdkeras.stats.checks import check_confidence
-from kdkeras.stats.checks import check_pair
-from kdkeras.stats.checks import check_same_length
-from kdkeras.stats.checks import check_score_vector
+from kdkeras.stats.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    percentile_interval,
+    resampled_metrics,
+    strata,
+    stratified_resample_counts,
+)
+from kdkeras.stats.checks import (
+    check_binary_vector,
+    check_confidence,
+    check_pair,
+    check_same_length,
+    check_score_vector,
+)
 from kdkeras.stats.verdict import verdict
 
 DEFAULT_ALPHA = 0.05

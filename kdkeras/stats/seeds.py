@@ -6,8 +6,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from kdkeras.stats.bootstrap import DEFAULT_CONFIDENCE
-from kdkeras.stats.checks import check_confidence
-from kdkeras.stats.checks import check_finite_vector
+from kdkeras.stats.checks import check_confidence, check_finite_vector
 
 
 def mean_std(values):

@@ -12,21 +12,20 @@ import keras
 import tensorflow as tf
 
 from kdkeras import data as data_lib
-from kdkeras.distribute import strategy as distribute
-from kdkeras.distillation import losses as kd_losses
 from kdkeras import models as models_lib
 from kdkeras import runs as runs_lib
-from kdkeras.models import applications
-from kdkeras.models import files as model_files
-from kdkeras.workflow import transfer
 from kdkeras.config import ConfigError
-from kdkeras.data import pipeline
-from kdkeras.data import transforms
+from kdkeras.data import pipeline, transforms
+from kdkeras.distillation import losses as kd_losses
 from kdkeras.distillation.distiller import Distiller
 from kdkeras.distillation.features import FeatureMatch
+from kdkeras.distribute import strategy as distribute
+from kdkeras.models import applications
+from kdkeras.models import files as model_files
+from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
+from kdkeras.workflow import transfer
 from kdkeras.workflow.callbacks import UnfreezeBase
 from kdkeras.workflow.fit_metrics import fit_metrics
-from kdkeras.registry import DISTILLATION_TERMS, LOADERS, OPTIMIZERS
 
 
 def load_data(config, raw_train=False):

@@ -35,12 +35,12 @@ from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
-from kdkeras.evaluation import metrics as metrics_lib
-from kdkeras.workflow import training
 from kdkeras.distillation import losses as kd_losses
+from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE, save_figure
 from kdkeras.reporting.history import value_at_epoch
+from kdkeras.workflow import training
 
 SWEEP_DIR = "sweep"
 CSV_COLUMNS = (

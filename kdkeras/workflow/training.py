@@ -6,6 +6,7 @@ saves its model and evaluates it on the test split. Everything lands in the
 run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
+import json
 import os
 import shutil
 import time
@@ -14,19 +15,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras.data import transforms
-from kdkeras.distribute import strategy as distribute
-from kdkeras.evaluation import metrics as metrics_lib
-from kdkeras.distribute import multiworker
-from kdkeras.evaluation import profiling
 from kdkeras import reporting
 from kdkeras import runs as runs_lib
-from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, WorkerRunState, cosine_schedule
 from kdkeras.config import dump_toml, save_config
-from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
-from kdkeras.workflow.phases import PHASE_BUILDERS, global_batch_size, load_data, load_phase_data, phase_callbacks, phase_model, supervised_loss
-from kdkeras.workflow.progress import fit_verbosity
+from kdkeras.data import transforms
 from kdkeras.distillation.teacher_cache import with_teacher_logits
+from kdkeras.distribute import multiworker
+from kdkeras.distribute import strategy as distribute
+from kdkeras.evaluation import metrics as metrics_lib
+from kdkeras.evaluation import profiling
+from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
+from kdkeras.reporting import checklist as checklist_lib
+from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, WorkerRunState, cosine_schedule
+from kdkeras.workflow.phases import (
+    PHASE_BUILDERS,
+    global_batch_size,
+    load_data,
+    load_phase_data,
+    phase_callbacks,
+    phase_model,
+    supervised_loss,
+)
+from kdkeras.workflow.progress import fit_verbosity
 
 PHASES = runs_lib.PHASES
 GRID_IMAGES = 16
@@ -413,3 +423,32 @@ def _load_teacher(path, unsafe_load=False):
     return load_model(path, unsafe_load)
 
 
+def write_checklist(config, runs_dir="runs", model_path=None):
+    """Fills both checklists for an experiment's model; writes `checklist.md` and `checklist.json` in its run folder.
+
+    Args:
+        config: An `ExperimentConfig`.
+        runs_dir: Parent folder of run folders.
+        model_path: The `.keras` model; defaults to `<runs_dir>/<experiment>/distilled.keras`.
+
+    Returns:
+        Path of `checklist.md`.
+
+    Raises:
+        kdkeras.workflow.MissingArtifactError: the model's metrics file does not exist.
+    """
+    run = runs_lib.RunFolder.of(config, runs_dir)
+    model_path = os.fspath(model_path or run.model("distilled"))
+    metrics_path = os.path.splitext(model_path)[0] + "_metrics.json"
+    if not os.path.isfile(metrics_path):  # checked before the data loads
+        raise MissingArtifactError(
+            f"{metrics_path} not found: the checklist reads the model's test metrics. Run `kdkeras distill "
+            f"--config {config.path or config.name}` (or the phase that writes the model) first."
+        )
+    facts = checklist_lib.RunFacts.read(model_path, load_data(config)[3])
+    result = checklist_lib.checklist(facts)
+    folder = os.path.dirname(model_path) or "."
+    write_text_atomic(os.path.join(folder, "checklist.json"), json.dumps(runs_lib.jsonable(result), indent=2) + "\n")
+    path = os.path.join(folder, "checklist.md")
+    write_text_atomic(path, checklist_lib.checklist_markdown(result))
+    return path
