@@ -299,7 +299,7 @@ def test_predict_refuses_models_that_are_not_image_classifiers(tmp_path):
     from kdkeras.data.errors import DataError
 
     image = _png(tmp_path / "x.png")
-    for name, (model, message) in _odd_models().items():
+    for model, message in _odd_models().values():
         with pytest.raises(DataError, match=message):
             predict.predict_files(model, str(image))
 
