@@ -52,6 +52,7 @@ from kdkeras.predict_inputs import (  # noqa: F401  (expand_inputs and the statu
     STATUS_PENDING,
     STATUS_SKIPPED,
     STATUS_UNREADABLE,
+    check_output,
     expand_inputs,
     screen_file,
 )
@@ -137,27 +138,6 @@ def _csv_writer(f, metadata, gradcam):
 def probability_columns(class_names):
     """CSV column names of the class probabilities: `p_<class name>`."""
     return [f"p_{name}" for name in class_names]
-
-
-def check_output(path):
-    """Refuses a CSV destination that cannot be written, before any image is read.
-
-    Raises:
-        DataError: An empty path, a folder, a path under a file, or a folder
-            that is not writable.
-    """
-    path = os.fspath(path)
-    if not path.strip():
-        raise DataError("--out is empty: give the CSV to write, e.g. --out predictions.csv.")
-    if os.path.isdir(path):
-        raise DataError(f"--out {path} is a folder: give a file in it, e.g. --out {os.path.join(path, 'predictions.csv')}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise DataError(f"--out {path}: {folder} is a file, not a folder; choose another path for the CSV.")
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"--out {path}: the folder {folder} is not writable; choose another path for the CSV.")
 
 
 def model_metadata(model, model_path=None):

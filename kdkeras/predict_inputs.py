@@ -108,3 +108,24 @@ def screen_file(path, image_size):
     if reason.startswith("UnidentifiedImageError") and not path.lower().endswith(images_lib.IMAGE_EXTENSIONS):
         return STATUS_SKIPPED, None, _NOT_AN_IMAGE
     return STATUS_UNREADABLE, "image", reason
+
+
+def check_output(path):
+    """Refuses a CSV destination that cannot be written, before any image is read.
+
+    Raises:
+        DataError: An empty path, a folder, a path under a file, or a folder
+            that is not writable.
+    """
+    path = os.fspath(path)
+    if not path.strip():
+        raise DataError("--out is empty: give the CSV to write, e.g. --out predictions.csv.")
+    if os.path.isdir(path):
+        raise DataError(f"--out {path} is a folder: give a file in it, e.g. --out {os.path.join(path, 'predictions.csv')}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise DataError(f"--out {path}: {folder} is a file, not a folder; choose another path for the CSV.")
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"--out {path}: the folder {folder} is not writable; choose another path for the CSV.")
