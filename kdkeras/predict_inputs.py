@@ -121,7 +121,8 @@ def check_output(path):
     if not path.strip():
         raise DataError("--out is empty: give the CSV to write, e.g. --out predictions.csv.")
     if os.path.isdir(path):
-        raise DataError(f"--out {path} is a folder: give a file in it, e.g. --out {os.path.join(path, 'predictions.csv')}.")
+        example = os.path.join(path, "predictions.csv")
+        raise DataError(f"--out {path} is a folder: give a file in it, e.g. --out {example}.")
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
