@@ -232,8 +232,15 @@ def with_view(model, data_shape, augment=None):
 
 
 def for_model(images, model):
-    """`images` as `model` reads them: `to_input_shape` at the model's declared input shape."""
-    return to_input_shape(images, tuple(model.input_shape[1:]))
+    """`images` as `model` reads them: `to_input_shape` at the model's declared input shape.
+
+    Only batches of images `(batch, height, width, channels)` for a model with one such input
+    are viewed; anything else (vectors, several inputs) is passed on as it is.
+    """
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4 or len(getattr(images, "shape", ())) != 4:
+        return images
+    return to_input_shape(images, tuple(shape[1:]))
 
 
 def to_uint8(images):
