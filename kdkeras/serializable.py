@@ -29,9 +29,11 @@ MODULES = (
     "kdkeras.distillation.distiller",
     "kdkeras.distillation.features",
     "kdkeras.distillation.losses",
-    "kdkeras.distillation.objective",
     "kdkeras.distillation.relations",
     "kdkeras.distillation.standardization",
+    "kdkeras.distillation.term",
+    "kdkeras.models.applications",
+    "kdkeras.models.hub",
     "kdkeras.models.preprocessing",
     "kdkeras.workflow.fit_metrics",
 )

@@ -311,9 +311,8 @@ def test_a_damaged_run_file_fails_the_export_before_anything_is_written(exported
     assert not (tmp_path / "export").exists()
 
 
-def test_cli_checklist_without_a_run_says_what_to_run(tmp_path, capsys):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_cli_checklist_without_a_run_says_what_to_run(tmp_path, capsys, tiny_experiment):
+    config = tiny_experiment(tmp_path, **TINY)
     assert cli.main(["checklist", "--config", str(config), "--runs-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path}/tiny/distilled_metrics.json not found: the checklist reads the model's test metrics" in err

@@ -152,7 +152,7 @@ def test_a_student_too_large_for_the_image_size_fails_at_config_validation(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert ("[student] model = 'cnn296k' needs images of at least 156x156 px, but [data] gives 28x28: set [data] "
-            "image_size = 156 (or larger), or pick a student that takes 28 px: cnn_small") in err
+            "image_size = 156 (or larger), or pick a student that takes 28 px: cnn_micro, cnn_nano, cnn_small") in err
     assert not runs.exists()
     quickstart = config_lib.load_config("quickstart")
     with pytest.raises(config_lib.ConfigError, match=r"\[distill\] model = 'cnn296k' needs images of at least 156x156"):

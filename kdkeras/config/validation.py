@@ -292,7 +292,9 @@ def _check_distill_terms(distill, fail):
     if distill.loss not in DISTILLATION_TERMS:
         fail("[distill] loss", f"= {distill.loss!r} is unknown. Allowed: {', '.join(DISTILLATION_TERMS.names())}.")
     try:
-        DISTILLATION_TERMS.get(distill.loss, temperature=distill.temperature, **distill.loss_options)
+        # An unset temperature builds the term at its own default, as the phases do.
+        given = {} if distill.temperature is None else {"temperature": distill.temperature}
+        DISTILLATION_TERMS.get(distill.loss, **given, **distill.loss_options)
     except TypeError as error:
         options = distill.loss_options
         fail("[distill] loss_options", f"= {options!r}: Bad options {options} for the {distill.loss!r} loss: {error}.")

@@ -237,7 +237,7 @@ def for_model(images, model):
     Only batches of images `(batch, height, width, channels)` for a model with one such input
     are viewed; anything else (vectors, several inputs) is passed on as it is.
     """
-    shape = model.input_shape
+    shape = getattr(model, "input_shape", None)  # a subclassed model may declare none
     if not isinstance(shape, tuple) or len(shape) != 4 or len(getattr(images, "shape", ())) != 4:
         return images
     return to_input_shape(images, tuple(shape[1:]))

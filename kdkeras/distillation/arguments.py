@@ -231,8 +231,8 @@ def resolve_student_loss(identifier):
 
 def log_views(student, teachers):
     """Says once, when teacher and student read different inputs, how each batch is resized for them."""
-    shapes = {tuple(model.input_shape[1:]) for model in (student, *teachers)}
-    if len(shapes) > 1:
+    shapes = [getattr(model, "input_shape", None) for model in (student, *teachers)]  # subclassed: none
+    if None not in shapes and any(shape != shapes[0] for shape in shapes):
         views = ", ".join(f"{m.name} {'x'.join(map(str, m.input_shape[1:]))}" for m in (*teachers, student))
         print(f"kdkeras.Distiller: teacher and student read different inputs ({views}); each step resizes "
               "the batch to each model's view (antialiased when shrinking).")
