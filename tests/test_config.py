@@ -208,8 +208,7 @@ def test_the_committed_references_match_the_schema_and_the_parser():
 
 
 def test_the_references_name_every_key_loader_argument_and_flag():
-    from kdkeras import cli
-    from kdkeras import reference
+    from kdkeras import cli, reference
     from kdkeras.registry import LOADERS
 
     config_text, cli_text = reference.config_markdown(), reference.cli_markdown()
