@@ -279,7 +279,9 @@ def test_mirrored_distillation_matches_one_device(mirrored, variant):
     else:
         assert run["single"]["variables"] == 4
     assert min(run["single"]["step"]) > 1e-5
-    assert run["weight_gap"] < 1e-5
+    # Standardized logits divide by each example's logit std, which scales the float32 rounding of the
+    # replicas' summed gradients up (3.5e-5 seen); a half batch's statistics would be off by far more.
+    assert run["weight_gap"] < (1e-4 if variant == "logit_standardized" else 1e-5)
 
 
 def test_every_kd_loss_is_checked_under_mirrored():

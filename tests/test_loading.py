@@ -21,6 +21,8 @@ ARGUMENTS = {
     "kdkeras>FeatureMatch": {"student_layer": "s", "teacher_layer": "t"},
     "kdkeras>FunctionLoss": {"fn": keras.losses.mean_squared_error},  # a Keras function survives a save
     "kdkeras>LogitsAUC": {"num_classes": 3},
+    "kdkeras>ApplicationPreprocessing": {"family": "densenet"},
+    "kdkeras>InputView": {"target_shape": (16, 16, 1)},
 }
 SAVED_AS_FILE = {"kdkeras>Distiller"}  # a whole model: round-tripped as a .keras file below
 

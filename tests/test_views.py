@@ -133,7 +133,7 @@ def test_a_phase_trains_a_student_at_half_the_teachers_resolution(tmp_path):
 
     config = configured(**{
         "name": "lowres", "data.limit": 96, "teacher.epochs": 1, "student.epochs": 1, "distill.epochs": 1,
-        "teacher.model": "cnn_micro", "student.model": "cnn_nano", "student.image_size": 16,
+        "teacher.model": "cnn_micro", "teacher.options": {}, "student.model": "cnn_nano", "student.image_size": 16,
         "distill.image_size": 16,
     })
     lines = []

@@ -26,6 +26,7 @@ from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.evaluation import profiling
 from kdkeras.files import atomic_path, load_model, remove_stale_temp_files, write_text_atomic
 from kdkeras.reporting import checklist as checklist_lib
+from kdkeras.reporting.model_card import RunFacts
 from kdkeras.workflow.callbacks import StopOnNaN, TrainingDivergedError, WorkerRunState, cosine_schedule
 from kdkeras.workflow.phases import (
     PHASE_BUILDERS,
@@ -445,7 +446,7 @@ def write_checklist(config, runs_dir="runs", model_path=None):
             f"{metrics_path} not found: the checklist reads the model's test metrics. Run `kdkeras distill "
             f"--config {config.path or config.name}` (or the phase that writes the model) first."
         )
-    facts = checklist_lib.RunFacts.read(model_path, load_data(config)[3])
+    facts = RunFacts.read(model_path, load_data(config)[3])
     result = checklist_lib.checklist(facts)
     folder = os.path.dirname(model_path) or "."
     write_text_atomic(os.path.join(folder, "checklist.json"), json.dumps(runs_lib.jsonable(result), indent=2) + "\n")
