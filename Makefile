@@ -85,6 +85,8 @@ bench: install
 		$(if $(BENCH_EPOCHS),--epochs $(BENCH_EPOCHS))
 	$(PY) -m kdkeras.bench.recipes --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
 	$(PY) -m kdkeras.bench.transfer --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS)
+	$(PY) -m kdkeras.bench.gap --config $(BENCH_EXP) --seeds $(BENCH_SEEDS) --runs-dir $(BENCH_RUNS) \
+		--figure docs/figures/capacity_gap.png --benchmarks BENCHMARKS.md
 	$(PY) -m kdkeras.bench.determinism --config $(BENCH_EXP) --out-dir $(BENCH_RUNS)/determinism
 	$(PY) -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out $(BENCH_RUNS)/pipeline.md
 	$(PY) -m kdkeras.bench.multiworker --out-dir $(BENCH_RUNS)/multiworker

@@ -111,3 +111,16 @@ def test_figure_plots_alone_and_distilled_against_parameters_on_a_log_axis():
     labels = sorted(t.get_text() for t in ax.get_legend().get_texts())
     assert labels[:2] == ["distilled (chosen method)", "student alone"]
     assert labels[2].startswith("teacher (0.970")
+
+
+def test_benchmarks_md_includes_the_section_make_bench_wrote(tmp_path):
+    from kdkeras.bench import outputs
+    from kdkeras.bench import report
+
+    text = gap_report.to_markdown(result(per_seed({"kd": 0.01, "dist": 0.0})))
+    assert report.build_markdown(str(tmp_path)).count(gap_report.SECTION_START) == 0
+    (tmp_path / "gap").mkdir()
+    (tmp_path / outputs.GAP).write_text(text)
+    built = report.build_markdown(str(tmp_path))
+    assert built.count(gap_report.SECTION_START) == 1 and text.rstrip() in built
+    assert "python -m kdkeras.bench.gap --config quickstart" in built

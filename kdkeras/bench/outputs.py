@@ -16,6 +16,8 @@ TRANSFER = "transfer.json"
 DETERMINISM = os.path.join("determinism", "determinism.json")
 PIPELINE = "pipeline.md"
 RECIPES = "recipes.json"
+# Markdown, written whole by `kdkeras.bench.gap` (with the link to its figure under docs/figures).
+GAP = os.path.join("gap", "gap.md")
 EXPORT = os.path.join("export", "export.json")
 
 

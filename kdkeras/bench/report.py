@@ -27,6 +27,7 @@ from kdkeras.bench.outputs import (
     ACCURACY,
     DETERMINISM,
     EXPORT,
+    GAP,
     PIPELINE,
     RECIPES,
     SPEED,
@@ -47,6 +48,8 @@ def commands(runs_dir="runs/bench", seeds=(0, 1, 2), experiment="quickstart"):
         f"python -m kdkeras.bench.accuracy --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
         f"python -m kdkeras.bench.recipes --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
         f"python -m kdkeras.bench.transfer --config {experiment} --seeds {seed_list} --runs-dir {runs_dir}",
+        f"python -m kdkeras.bench.gap --config {experiment} --seeds {seed_list} --runs-dir {runs_dir} "
+        "--figure docs/figures/capacity_gap.png",
         f"python -m kdkeras.bench.determinism --config {experiment} --out-dir {runs_dir}/determinism",
         f"python -m kdkeras.data.benchmark --jpegs 300 --jpeg-size 1024 --image-size 224 --out {runs_dir}/pipeline.md",
         f"python -m kdkeras.bench.multiworker --out-dir {runs_dir}/multiworker",
@@ -80,6 +83,7 @@ def build_markdown(runs_dir="runs/bench"):
     ]
     for section in (_accuracy_section, _recipes_section, _transfer_section, _determinism_section):
         lines += section(found)
+    lines += _gap_section(runs_dir)
     lines += _readme_section(runs_dir, accuracy)
     lines += _pipeline_section(runs_dir)
     lines += _speed_section(found) + _multiworker_lines(runs_dir) + _export_section(found)
@@ -164,6 +168,15 @@ def _transfer_section(found):
 
     return _section("Few labels: distillation through a transfer set", found["transfer"], describe,
                     transfer_bench.to_markdown, "python -m kdkeras.bench.transfer")
+
+
+def _gap_section(runs_dir):
+    """The capacity-gap section as `kdkeras.bench.gap` wrote it, or nothing where it has not run."""
+    path = os.path.join(runs_dir, GAP)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return ["", f.read().rstrip("\n")]
 
 
 def _readme_section(runs_dir, accuracy):
