@@ -114,8 +114,7 @@ def test_figure_plots_alone_and_distilled_against_parameters_on_a_log_axis():
 
 
 def test_benchmarks_md_includes_the_section_make_bench_wrote(tmp_path):
-    from kdkeras.bench import outputs
-    from kdkeras.bench import report
+    from kdkeras.bench import outputs, report
 
     text = gap_report.to_markdown(result(per_seed({"kd": 0.01, "dist": 0.0})))
     assert report.build_markdown(str(tmp_path)).count(gap_report.SECTION_START) == 0
