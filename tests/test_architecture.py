@@ -330,18 +330,7 @@ def test_the_root_package_is_imported_only_for_its_version():
     assert not found, f"Import these from their modules, not the lazy facade: {found}."
 
 
-# Strict: when the default has one home, the test passes and the mark must go.
-_ITEM_2 = {
-    "alpha": "issue 27 item 2: Distiller.compile's alpha 0.1 and [distill] alpha's share no constant yet",
-}
-
-
-@pytest.mark.parametrize(
-    "name, value, word",
-    [pytest.param(*d, marks=pytest.mark.xfail(strict=True, reason=_ITEM_2[d[2]])) if d[2] in _ITEM_2 else d
-     for d in DEFAULTS],
-    ids=[d[0] for d in DEFAULTS],
-)
+@pytest.mark.parametrize("name, value, word", DEFAULTS, ids=[d[0] for d in DEFAULTS])
 def test_each_default_is_written_once(name, value, word):
     found = default_literals(PACKAGE, value, word)
     assert len(found) == 1, (

@@ -86,6 +86,30 @@ def test_unset_config_temperature_round_trips_through_toml(tmp_path):
     assert config_lib.load_config(str(path)).distill.temperature is None
 
 
+
+def test_alpha_has_one_default_for_compile_and_config(tmp_path):
+    from kdkeras import config as config_lib
+    from kdkeras.distillation.arguments import DEFAULT_ALPHA
+    from kdkeras.reporting.card_sections import _distillation
+
+    distiller = kdkeras.Distiller(student=tiny(), teacher=tiny())
+    distiller.compile(optimizer="adam")
+    info = types.SimpleNamespace(task="multi-class", num_classes=3, name="tiny")
+    configured = phases.build_distiller(tiny(), [tiny()], DistillConfig(), info, steps_per_epoch=1)
+    assert distiller.alpha == configured.alpha == DEFAULT_ALPHA == 0.1
+    assert phases.build_distiller(tiny(), [tiny()], DistillConfig(alpha=0.7), info, steps_per_epoch=1).alpha == 0.7
+    # Unset in a saved config stays unset, and the model card names the value it trained at.
+    raw = config_lib.load_config("quickstart").to_dict()
+    raw["distill"].pop("alpha")
+    path = tmp_path / "saved.toml"
+    config_lib.save_config(config_lib.from_dict(raw, source="test"), path)
+    assert config_lib.load_config(str(path)).distill.alpha is None
+    assert "alpha 0.1, temperature the loss default" in _distillation({"alpha": None, "temperature": None})
+    with pytest.raises(config_lib.ConfigError, match=r"alpha must be of type float, got 'high'"):
+        config_lib.apply_overrides(config_lib.load_config("quickstart"), {"distill.alpha": "high"})
+    with pytest.raises(config_lib.ConfigError, match=r"\[distill\] alpha = 1.5 must be in \[0, 1\]"):
+        config_lib.apply_overrides(config_lib.load_config("quickstart"), {"distill.alpha": 1.5})
+
 def test_logit_standardization_matches_a_float64_reference():
     rng = np.random.default_rng(0)
     teacher, student = rng.normal(0, 3, (5, 4)), rng.normal(0, 1, (5, 4))

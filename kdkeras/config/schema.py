@@ -83,7 +83,8 @@ class DistillConfig(TrainConfig):
     The student architecture comes from `[student]` unless `model` is set here.
 
     Attributes:
-        alpha: Weight of the student's own loss, in [0, 1].
+        alpha: Weight of the student's own loss, in [0, 1]; unset (None)
+            trains at the Distiller's default (`DEFAULT_ALPHA`, 0.1).
         temperature: Softening temperature, in (0, `MAX_TEMPERATURE`]; unset
             (None) trains at the loss's own default (4 for the KD family,
             1 for DIST).
@@ -112,7 +113,7 @@ class DistillConfig(TrainConfig):
             et al. 2022); 0 disables it.
     """
 
-    alpha: float = 0.1
+    alpha: float | None = None
     temperature: float | None = None
     objective: str = "hinton"
     loss: str = "knowledge_distillation"

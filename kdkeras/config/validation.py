@@ -220,18 +220,7 @@ def check_values(config, source, origins=None, registries=True):
             "labeled_fraction = 1 withholds none: set labeled_fraction < 1, or point "
             "transfer_set at a folder or .npz of unlabeled images.",
         )
-    if not 0.0 <= config.distill.alpha <= 1.0:
-        fail("[distill] alpha", f"= {config.distill.alpha} must be in [0, 1].")
-    temperature = config.distill.temperature
-    if temperature is not None:  # unset: the loss's own default
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            fail("[distill] temperature", f"= {temperature!r} must be a number, e.g. temperature = 4.0.")
-        if not 0 < temperature < math.inf:
-            fail("[distill] temperature", f"= {temperature} must be > 0 and finite.")
-        if not temperature <= MAX_TEMPERATURE:
-            fail("[distill] temperature", f"= {temperature:g} {_TEMPERATURE_LIMIT}")
-        if bounds.temperature_problem(temperature):
-            fail("[distill] temperature", f"= {temperature:g} {bounds.temperature_problem(temperature)}")
+    _check_alpha_and_temperature(config.distill, fail)
     if config.distill.objective not in OBJECTIVES:
         fail("[distill] objective", f"= {config.distill.objective!r} is unknown. Allowed: {', '.join(OBJECTIVES)}.")
     _check_distill(config.distill, config.data, fail)
@@ -244,6 +233,22 @@ def check_values(config, source, origins=None, registries=True):
         _check_distill_terms(config.distill, fail)
         _check_evaluate(config.evaluate, fail)
         _check_models(config, fail)
+
+
+def _check_alpha_and_temperature(distill, fail):
+    alpha = distill.alpha
+    if alpha is not None and not 0.0 <= alpha <= 1.0:  # unset: the Distiller's default
+        fail("[distill] alpha", f"= {alpha} must be in [0, 1].")
+    temperature = distill.temperature
+    if temperature is not None:  # unset: the loss's own default
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            fail("[distill] temperature", f"= {temperature!r} must be a number, e.g. temperature = 4.0.")
+        if not 0 < temperature < math.inf:
+            fail("[distill] temperature", f"= {temperature} must be > 0 and finite.")
+        if not temperature <= MAX_TEMPERATURE:
+            fail("[distill] temperature", f"= {temperature:g} {_TEMPERATURE_LIMIT}")
+        if bounds.temperature_problem(temperature):
+            fail("[distill] temperature", f"= {temperature:g} {bounds.temperature_problem(temperature)}")
 
 
 def _check_view(train, phase, fail):

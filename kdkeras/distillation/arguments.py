@@ -74,6 +74,11 @@ def check_widths(teacher_width, student_width):
         )
 
 
+# Hinton et al. 2015 weigh the hard labels lightly; one home for Distiller.compile and
+# `[distill] alpha` (unset there = this).
+DEFAULT_ALPHA = 0.1
+
+
 def check_alpha(alpha):
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(

@@ -220,7 +220,7 @@ class Distiller(keras.Model):
         if distillation_loss_fn is None:
             distillation_loss_fn = self._compile_defaults.get("distillation_loss_fn")
         if alpha is None:
-            alpha = self._compile_defaults.get("alpha", 0.1)
+            alpha = self._compile_defaults.get("alpha", arguments.DEFAULT_ALPHA)
         alpha = arguments.check_alpha(alpha)
         if distillation_weight is not None:
             distillation_weight = arguments.check_distillation_weight(distillation_weight, distillation_terms)

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from kdkeras import __version__
+from kdkeras.distillation.arguments import DEFAULT_ALPHA
 from kdkeras.reporting.model_card import CITATION, SECTIONS, TODO, field, metric_rows
 
 # What a research model is until a clinical study validates it: stated, not left to the author.
@@ -60,8 +61,12 @@ def _training(phase_config, metrics):
 
 
 def _distillation(distill):
-    return (f"objective {distill.get('objective')}, loss {distill.get('loss')}, alpha {distill.get('alpha')}, "
-            f"temperature {distill.get('temperature')}")
+    # Unset values train at the library's defaults: say which, not "None".
+    alpha = distill.get("alpha")
+    temperature = distill.get("temperature")
+    return (f"objective {distill.get('objective')}, loss {distill.get('loss')}, "
+            f"alpha {DEFAULT_ALPHA if alpha is None else alpha}, "
+            f"temperature {'the loss default' if temperature is None else temperature}")
 
 
 def _teacher(facts):
