@@ -35,8 +35,8 @@ from matplotlib.figure import Figure
 
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
-from kdkeras.distillation.arguments import DEFAULT_ALPHA
 from kdkeras.distillation import losses as kd_losses
+from kdkeras.distillation.arguments import DEFAULT_ALPHA
 from kdkeras.evaluation import metrics as metrics_lib
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE, save_figure
@@ -97,7 +97,8 @@ def grid(config, temperatures=None, alphas=None):
         )
     default = kd_losses.get(config.distill.loss, temperature=config.distill.temperature, **config.distill.loss_options)
     temperatures = sorted(float(t) for t in config.sweep.temperatures or [default.temperature])
-    alphas = sorted(float(a) for a in config.sweep.alphas or [DEFAULT_ALPHA if config.distill.alpha is None else config.distill.alpha])
+    alpha = DEFAULT_ALPHA if config.distill.alpha is None else config.distill.alpha
+    alphas = sorted(float(a) for a in config.sweep.alphas or [alpha])
     return [(t, a) for t in temperatures for a in alphas]
 
 
