@@ -57,6 +57,9 @@ def test_every_keras_application_is_a_model_name():
     options = get_spec("keras:MobileNetV3Small").options
     assert options["alpha"] == 1.0 and options["minimalistic"] is False
     assert options["trainable"] == "all" and options["unfreeze_after"] == 0
+    # Every application is a spec, each option named once (MobileNet's own top `dropout` once collided).
+    for name in applications.application_names():
+        assert get_spec(f"keras:{name}").options["dropout"] == 0.2
     with pytest.raises(ValueError, match="Unknown Keras application keras:DenseNet12. Did you mean keras:DenseNet121"):
         get_spec("keras:DenseNet12")
 
@@ -276,13 +279,27 @@ def _run_phases(config, runs, overrides):
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
 
+XRAY_RECIPE = os.path.join(EXPERIMENTS, "xray_densenet121_to_mobilenetv3.toml")
+
+
+def test_xray_densenet_recipe_builds_its_teacher():
+    config = load_config(XRAY_RECIPE)
+    teacher = get_model(config.teacher.model, (32, 32, config.teacher.channels), 2, **config.teacher.options)
+    assert teacher.count_params() == 7_039_554 and teacher.get_layer("base").name == "base"
+    # trainable = "head": the ImageNet base stays frozen until unfreeze_after.
+    assert [v.path for v in teacher.trainable_variables] == ["classifier/kernel", "classifier/bias"]
+
+
 @pytest.mark.slow
 def test_xray_densenet_recipe_runs_offline_at_a_tiny_size(tmp_path):
-    config = os.path.join(EXPERIMENTS, "xray_densenet121_to_mobilenetv3.toml")
+    # Every setting of the recipe but the teacher's size: DenseNet-121's 121 layers take minutes to
+    # trace on 2 cores (the test above builds it); keras:MobileNet at width 0.25 runs the same
+    # keras: path (frozen head, unfreeze at a tenth of the rate, RGB teacher beside a gray student).
     runs = str(tmp_path / "runs")
-    _run_phases(config, runs, {
+    _run_phases(XRAY_RECIPE, runs, {
         "data.root": f'"{_write_kermany(tmp_path / "chest_xray")}"', "data.min_val": 1, "data.batch_size": 8,
         "data.image_size": 48, "teacher.weights": '""', "teacher.image_size": 48, "student.image_size": 32,
+        "teacher.model": '"keras:MobileNet"', "teacher.options.alpha": 0.25,
         "distill.image_size": 32,
         "teacher.epochs": 2, "teacher.options.unfreeze_after": 1, "student.epochs": 1, "distill.epochs": 1,
     })

@@ -24,8 +24,11 @@ PREFIX = "keras:"
 # The sub-model holding the application; the unfreeze schedule looks it up by name.
 BASE_NAME = "base"
 # Constructor arguments kdkeras sets itself; the application's others become options.
+# Set by kdkeras, or used only by the top kdkeras replaces: MobileNet's `dropout` is its
+# top's (kdkeras's head has its own `dropout`, which it would otherwise collide with).
 _FIXED_ARGUMENTS = (
     "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name",
+    "dropout",
 )
 # keras.applications adds the input rescaling their ImageNet weights need only when
 # it downloads them itself; from a path the same file would see inputs ~2x off.
