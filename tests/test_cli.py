@@ -147,7 +147,7 @@ def test_make_target_runs_a_phase(tmp_path, tiny_experiment):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--epochs 1" in result.stdout and "--limit 64" in result.stdout
     metrics = json.load(open(tmp_path / "tiny" / "student_metrics.json"))
-    assert metrics["n"] == 64 and metrics["epochs_run"] == 1
+    assert metrics["n"] == 64 and metrics["run"]["epochs_run"] == 1
 
 
 @pytest.mark.slow
