@@ -160,8 +160,7 @@ def run_recorded_phase(config, phase, seed_runs, fresh=False, teacher_path=None,
         "params": result["params"],
         "train_seconds": result["train_seconds"],
         "validation": {result["monitor"]: result["best_monitor_value"]},
-        "budget": {key: getattr(result.run, key)
-                   for key in ("train_images", "steps_per_epoch", "epochs_run", "best_epoch")},
+        "budget": {key: result[key] for key in ("train_images", "steps_per_epoch", "epochs_run", "best_epoch")},
     }
     write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return record, True
