@@ -217,7 +217,7 @@ class MetricsRecord(collections.abc.Mapping):
 
     def __setitem__(self, key, value):
         if key == "run":
-            self.run = _run_record(value, {}, "`run`")
+            self.run = _run_record(value, {}, "The metrics record")
         elif key in _FIELDS:
             setattr(self, key, value)
         elif key in RUN_KEYS and self.run is not None:
@@ -245,7 +245,8 @@ def _run_record(value, top_level, source):
     if isinstance(value, RunRecord):
         value = dataclasses.asdict(value)
     if not isinstance(value, collections.abc.Mapping):
-        raise ValueError(f"{source}: `run` is {type(value).__name__}, not a table; re-run the phase to rewrite it.")
+        raise ValueError(f"{source}: `run` is {type(value).__name__}, not a table (a `RunRecord` "
+                         "or its dict); re-run the phase to rewrite it.")
     table = dict(value)
     for key in RUN_KEYS:
         if key not in top_level:

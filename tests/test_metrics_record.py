@@ -128,7 +128,7 @@ def test_a_file_that_is_not_a_metrics_dict_fails_with_the_message_of_before(tmp_
 
 
 @pytest.mark.parametrize("run, message", [
-    ([1, 2], r"bad_metrics.json: `run` is list, not a table; re-run the phase"),
+    ([1, 2], r"bad_metrics.json: `run` is list, not a table \(a `RunRecord` or its dict\); re-run the phase"),
     ({"date": "2026-12-07", "kdkeras_version": "0.1.0"},
      r"bad_metrics.json: `run` has no phase, overrides, limit, epochs, epochs_run, best_epoch, stopped_early, "
      r"steps_per_epoch, train_images; re-run the phase"),
