@@ -8,7 +8,7 @@
 | `{name}.keras` | the phase's deployable model (the student alone for `distilled`) |
 | `{name}_config.toml` | the effective config of the phase, with what ran (see `RunRecord`) |
 | `{name}_history.csv` | one row per epoch, rewritten atomically |
-| `{name}_metrics.json` | test metrics, parameters, size on disk, CPU latency, `run` record (a `MetricsRecord`) |
+| `{name}_metrics.json` | a `MetricsRecord`: test metrics, parameters, size on disk, CPU latency, `run` record |
 | `{name}_predictions.npz` | test labels, probabilities and the first test images |
 | `{name}_<figure>.png` | the report's figures of that model |
 | `config.toml` | the config of the phase that ran last |
