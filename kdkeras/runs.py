@@ -8,7 +8,7 @@
 | `{name}.keras` | the phase's deployable model (the student alone for `distilled`) |
 | `{name}_config.toml` | the effective config of the phase, with what ran (see `RunRecord`) |
 | `{name}_history.csv` | one row per epoch, rewritten atomically |
-| `{name}_metrics.json` | test metrics, parameters, size on disk, CPU latency, `run` record |
+| `{name}_metrics.json` | a `MetricsRecord`: test metrics, parameters, size on disk, CPU latency, `run` record |
 | `{name}_predictions.npz` | test labels, probabilities and the first test images |
 | `{name}_<figure>.png` | the report's figures of that model |
 | `config.toml` | the config of the phase that ran last |
@@ -20,19 +20,18 @@
 Only this module spells these names, as Keras keeps its file names in
 `saving_lib`: a rename happens here or nowhere. It also reads and writes the
 files, so that `training`, `reporting`, `sweep`, `export` and the benchmarks
-share one definition of what a metrics file holds.
+share one definition of what a metrics file holds (`kdkeras.records`).
 """
 
-import dataclasses
-import datetime
 import json
-import math
 import os
 
 import numpy as np
 
-from kdkeras import __version__
 from kdkeras.files import atomic_path, write_text_atomic
+
+# Public here too: `kdkeras.runs.RunRecord`, `MetricsRecord` and `jsonable` name what the run folder holds.
+from kdkeras.records import MetricsRecord, RunRecord, jsonable  # noqa: F401
 
 PHASES = ("teacher", "student", "distill")
 # The model each phase writes; `distill` saves the distilled student.
@@ -40,49 +39,6 @@ MODEL_NAMES = {"teacher": "teacher", "student": "student", "distill": "distilled
 PHASE_OF = {name: phase for phase, name in MODEL_NAMES.items()}
 # The headline test metrics every table shows.
 HEADLINE = ("acc", "auc", "balanced_acc")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRecord:
-    """What a phase actually ran, stored in its metrics file and shown by the report.
-
-    Attributes:
-        phase: "teacher", "student" or "distill".
-        overrides: The config entries that differ from the experiment file
-            (`{"data.limit": 200, "distill.epochs": 1}`), as given on the
-            command line or by a benchmark.
-        limit: `[data] limit`, the most examples per split, or None.
-        epochs: The phase's maximum epochs.
-        epochs_run: Epochs trained (fewer when early stopping ended the phase).
-        best_epoch: The epoch whose weights were kept.
-        stopped_early: Whether early stopping ended the phase.
-        steps_per_epoch: Optimizer steps of each epoch.
-        train_images: `{"labeled": n, "unlabeled": m}` images of the train set.
-        kdkeras_version: Version of the code that ran.
-        date: UTC date and time the phase finished, ISO 8601.
-    """
-
-    phase: str
-    overrides: dict
-    limit: int | None
-    epochs: int
-    epochs_run: int
-    best_epoch: int | None
-    stopped_early: bool
-    steps_per_epoch: int
-    train_images: dict
-    kdkeras_version: str = __version__
-    date: str = dataclasses.field(
-        default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    )
-
-    @classmethod
-    def from_dict(cls, data):
-        """The record of a metrics file's `run` entry, or None for files written before it existed."""
-        if not isinstance(data, dict):
-            return None
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in fields})
 
 
 class RunFolder:
@@ -171,7 +127,7 @@ class RunFolder:
         ]
 
     def read_metrics(self, name):
-        """The metrics dict of a model; raises `ValueError` naming the file if it is not one."""
+        """The `MetricsRecord` of a model; raises `ValueError` naming the file if it is not one."""
         return read_metrics(self.metrics(name))
 
     def write_metrics(self, name, metrics):
@@ -201,12 +157,12 @@ def trained_class_names(model_path):
 
 
 def class_names(metrics):
-    """The class names of a metrics dict, in label order."""
+    """The class names of a metrics record (or dict), in label order."""
     return [row["name"] for row in metrics["per_class"]]
 
 
 def class_recall(metrics):
-    """`{class name: recall}` of a metrics dict."""
+    """`{class name: recall}` of a metrics record (or dict)."""
     return {row["name"]: row["recall"] for row in metrics["per_class"]}
 
 
@@ -226,41 +182,53 @@ def read_clinical(path):
         return json.load(f)
 
 
+def save_clinical(path, clinical):
+    """Writes a report's `clinical.json` (see `read_clinical`) as indented strict JSON, atomically."""
+    write_text_atomic(path, json.dumps(jsonable(clinical), indent=2) + "\n")
+    return path
+
+
 def run_record(metrics):
-    """The `RunRecord` of a metrics dict, or None if it has none."""
+    """The `RunRecord` of a metrics record (or dict), or None if it has none."""
+    if isinstance(metrics, MetricsRecord):
+        return metrics.run
     return RunRecord.from_dict(metrics.get("run"))
 
 
 def read_metrics(path):
-    """Reads a metrics JSON file.
+    """Reads a metrics JSON file, as written by this or any earlier version.
+
+    Returns:
+        Its `MetricsRecord`, which also reads like a dict (`metrics["acc"]`).
 
     Raises:
         FileNotFoundError: If it is missing.
-        ValueError: If it is not JSON, or has no `task` field.
+        ValueError: If it is not JSON, has no `task` field, or its `run`
+            record is incomplete or disagrees with the top-level copies an
+            earlier version wrote.
     """
     with open(path, encoding="utf-8") as f:
         try:
             metrics = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); re-run the evaluation.") from error
-    if not isinstance(metrics, dict) or "task" not in metrics:
-        raise ValueError(
-            f"{path} has no 'task' field; write it with `kdkeras.runs.save_metrics` "
-            "from `kdkeras.evaluation.metrics.classification_metrics(...)`."
-        )
-    return metrics
+    return MetricsRecord.from_json(metrics, source=path)
 
 
 def save_metrics(path, metrics):
-    """Writes a metrics dict as indented JSON, atomically.
+    """Writes a model's metrics as indented strict JSON, atomically.
 
-    numpy scalars and arrays become Python numbers and lists, NaN becomes
-    `null` (strict JSON has no NaN), dict keys become strings (e.g. the batch
-    sizes of `latency`) and a `RunRecord` a table.
+    A `MetricsRecord` is written as `to_json()` gives it, each field once. A
+    dict (the form of earlier versions, still accepted) is written as given;
+    `MetricsRecord.from_json(d)` makes it a record. Either way numpy scalars
+    and arrays become Python numbers and lists, NaN becomes `null` (strict
+    JSON has no NaN), dict keys become strings (e.g. the batch sizes of
+    `latency`) and a `RunRecord` a table.
 
     Args:
         path: Destination `.json`, e.g. `runs/quickstart/student_metrics.json`.
-        metrics: The dict, e.g. `{**classification_metrics(...), **describe_model(...)}`.
+        metrics: A `MetricsRecord`, or a dict such as
+            `{**classification_metrics(...), **describe_model(...)}`.
 
     Returns:
         `path`.
@@ -328,20 +296,3 @@ def load_predictions(path):
                 "write it with `kdkeras.runs.save_predictions`."
             )
     return arrays
-
-
-def jsonable(value):
-    """`value` with numpy types, non-finite floats and dataclasses made strict JSON."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

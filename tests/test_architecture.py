@@ -118,7 +118,7 @@ def test_a_long_module_fails_unless_it_gives_the_reason(tmp_path):
 LAYERS = (
     ("utilities", (
         "kdkeras.files", "kdkeras.formatting", "kdkeras.registry", "kdkeras.scores", "kdkeras.runs",
-        "kdkeras.quiet", "kdkeras.import_hooks", "kdkeras.serializable",
+        "kdkeras.records", "kdkeras.quiet", "kdkeras.import_hooks", "kdkeras.serializable",
     )),
     ("statistics and config schema", ("kdkeras.stats", "kdkeras.config")),
     ("data and models", ("kdkeras.data", "kdkeras.models")),

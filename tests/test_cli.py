@@ -73,6 +73,9 @@ def test_metrics_match_saved_predictions_and_report(tiny_run):
         assert metrics["acc"] == pytest.approx(recomputed)
         assert metrics["params"] > 0 and metrics["size_bytes"] == os.path.getsize(os.path.join(out, f"{name}.keras"))
         assert set(metrics["latency"]) == {"1", "32"}
+        # Each field once: what ran (epochs, kept epoch, steps, train images) is under `run` alone.
+        assert metrics["run"]["phase"] == runs.PHASE_OF[name] and metrics["run"]["epochs_run"] >= 1
+        assert not {"epochs_run", "best_epoch", "steps_per_epoch", "train_images"} & set(metrics)
         assert re.search(rf"\| *{name}", report, re.IGNORECASE)
         assert f"{metrics['acc']:.3f}" in report or f"{100 * metrics['acc']:.1f}" in report
     # `kdkeras report` loads the test split: the Grad-CAM agreement covers every test image.
@@ -147,7 +150,7 @@ def test_make_target_runs_a_phase(tmp_path, tiny_experiment):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--epochs 1" in result.stdout and "--limit 64" in result.stdout
     metrics = json.load(open(tmp_path / "tiny" / "student_metrics.json"))
-    assert metrics["n"] == 64 and metrics["epochs_run"] == 1
+    assert metrics["n"] == 64 and metrics["run"]["epochs_run"] == 1
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """`kdkeras predict --dicom-sr`: one Comprehensive SR per DICOM study, read back with pydicom."""
 
 import csv
-import json
 import os
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdkeras import cli, models, predict
+from kdkeras import cli, models, predict, runs
 from kdkeras.evaluation import calibration
 from kdkeras.export import bundle, dicom_sr
 
@@ -28,9 +27,11 @@ def model_path(tmp_path_factory):
     folder = tmp_path_factory.mktemp("srrun")
     model = models.get_model("cnn_small", input_shape=(28, 28, 1), num_classes=2, filters=[4, 8])
     model.save(folder / "distilled.keras")
-    metrics = {"task": "binary-class", "per_class": [{"name": name} for name in CLASSES],
-               "run": {"date": DATE, "kdkeras_version": "0.1.0"}}
-    (folder / "distilled_metrics.json").write_text(json.dumps(metrics))
+    run = runs.RunRecord(phase="distill", overrides={}, limit=None, epochs=1, epochs_run=1, best_epoch=1,
+                         stopped_early=False, steps_per_epoch=1, train_images={"labeled": 64, "unlabeled": 0},
+                         kdkeras_version="0.1.0", date=DATE)
+    runs.save_metrics(folder / "distilled_metrics.json", runs.MetricsRecord(
+        task="binary-class", per_class=[{"name": name} for name in CLASSES], run=run))
     calibration.save_calibration(str(folder / "distilled.keras"), 1.7, threshold=0.42,
                                  operating_point={"sensitivity": 0.9}, positive_class="pneumonia")
     return str(folder / "distilled.keras")

@@ -77,7 +77,7 @@ def test_resume_with_changed_settings_is_refused_and_fresh_starts_over(tmp_path,
     out = capsys.readouterr().out
     assert "--fresh: discarding the checkpoint" in out and "resuming" not in out
     metrics = json.loads((tmp_path / "tiny" / "student_metrics.json").read_text())
-    assert metrics["epochs_run"] == 2
+    assert metrics["run"]["epochs_run"] == 2
 
 
 @pytest.mark.slow

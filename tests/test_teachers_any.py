@@ -229,7 +229,7 @@ def test_own_teacher_is_evaluated_then_distilled_through_the_cli(tmp_path):
     runs = str(tmp_path / "runs")
     assert cli.main(["teacher", "--config", config, "--runs-dir", runs]) == 0
     metrics = json.load(open(os.path.join(runs, "own", "teacher_metrics.json")))
-    assert metrics["architecture"] == teacher and metrics["epochs_run"] == 0
+    assert metrics["architecture"] == teacher and metrics["run"]["epochs_run"] == 0
     assert metrics["n"] == 64 and 0.0 <= metrics["auc"] <= 1.0
     saved = keras.models.load_model(os.path.join(runs, "own", "teacher.keras"))
     images = _pixels((2, 32, 32, 1))
@@ -375,7 +375,7 @@ def test_own_teacher_with_epochs_is_fine_tuned(tmp_path):
     original = _save_teacher(teacher)
     runs = str(tmp_path / "runs")
     assert cli.main(["teacher", "--config", _config(tmp_path, teacher, 1), "--runs-dir", runs]) == 0
-    assert json.load(open(os.path.join(runs, "own", "teacher_metrics.json")))["epochs_run"] == 1
+    assert json.load(open(os.path.join(runs, "own", "teacher_metrics.json")))["run"]["epochs_run"] == 1
     tuned = keras.models.load_model(os.path.join(runs, "own", "teacher.keras"))
     kernel = tuned.get_layer("classifier").kernel
     assert np.abs(np.asarray(kernel) - np.asarray(original.get_layer("classifier").kernel)).max() > 0

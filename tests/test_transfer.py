@@ -157,6 +157,7 @@ def test_student_and_distill_phases_report_equal_budgets(tmp_path, capsys, tiny_
     for name in ("student", "distilled"):
         with open(os.path.join(runs, "transfer", f"{name}_metrics.json")) as f:
             metrics[name] = json.load(f)
-    assert metrics["student"]["steps_per_epoch"] == metrics["distilled"]["steps_per_epoch"] == math.ceil(200 / 32)
-    assert metrics["distilled"]["train_images"] == {"labeled": 20, "unlabeled": 180}
-    assert metrics["student"]["train_images"] == {"labeled": 20, "unlabeled": 0}
+    run = {name: metrics[name]["run"] for name in metrics}  # the file keeps what ran under `run`
+    assert run["student"]["steps_per_epoch"] == run["distilled"]["steps_per_epoch"] == math.ceil(200 / 32)
+    assert run["distilled"]["train_images"] == {"labeled": 20, "unlabeled": 180}
+    assert run["student"]["train_images"] == {"labeled": 20, "unlabeled": 0}

@@ -68,7 +68,7 @@ def test_dkd_with_warmup_and_cached_teacher(trained, capsys, fit_calls):
     )  # fmt: skip
     assert "loss decoupled_kd" in out and "warm-up 2 steps" in out  # 64 images / 32 per batch
     assert "caching the teacher's logits" in out
-    assert metrics["epochs_run"] == 1 and 0.0 <= metrics["auc"] <= 1.0
+    assert metrics["run"]["epochs_run"] == 1 and 0.0 <= metrics["auc"] <= 1.0
     # What fit trained with, not only what the log says.
     ((distiller, train, _),) = fit_calls
     loss = distiller.distillation_loss_fn

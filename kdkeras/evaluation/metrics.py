@@ -30,7 +30,6 @@ INTERVAL_SEED = 0
 _EPSILON = 1e-7
 
 
-# Long function: 25 lines of code; the docstring is the reference of every key of a metrics file.
 def classification_metrics(
     y_true,
     y_score,
@@ -60,39 +59,13 @@ def classification_metrics(
         confidence: Coverage of the `intervals`.
 
     Returns:
-        A dict with:
-        - `task`, `n` (number of samples), `n_classes`.
-        - `acc`, `auc`: the MedMNIST definitions (see the module docstring).
-            `auc` is None when a class (label) has no positive or no negative
-            sample in `y_true`, where ROC AUC is undefined (medmnist raises).
-        - `balanced_acc`: mean recall over the classes present in `y_true`
-            (same as `sklearn.metrics.balanced_accuracy_score`); for multi-label,
-            the mean over labels of (sensitivity + specificity) / 2.
-        - `per_class`: one dict per class (label) with `name`, `precision`,
-            `recall`, `f1`, `support` (true samples of the class; positives for
-            a label) and `auc` (one-vs-rest; None when undefined). Precision,
-            recall and F1 are 0.0 where their denominator is 0.
-        - `confusion_matrix`: single-label tasks, `C x C` counts with rows the
-            true class and columns the predicted class; multi-label, one 2 x 2
-            matrix `[[TN, FP], [FN, TP]]` per label.
-        - `ece`: expected calibration error with 15 equal-width bins on the
-            confidence, the probability given to the predicted class:
-            `sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|`, bins
-            `(k/15, (k+1)/15]` (Guo et al., 2017). For multi-label the N x L
-            binary decisions are pooled, the confidence of each being
-            `max(p, 1 - p)`.
-        - `cross_entropy`: mean negative log-likelihood of the true class
-            (binary cross-entropy averaged over labels for multi-label), with
-            probabilities floored at 1e-7. Unlike a distiller's training loss it
-            is comparable across teacher, student and distilled models.
-        - `intervals`: confidence intervals by a stratified bootstrap over the
-            samples (`kdkeras.stats.bootstrap_intervals`, seed 0, so the same
-            predictions always give the same intervals): metric name ->
-            `{"low", "high", "confidence", "resamples"}`, or None where the
-            metric is undefined. Metrics: `acc`, `auc`, `balanced_acc`; for
-            binary-class `sensitivity` and `specificity` (recall of the last and
-            the first class); for multi-class `recall[<class name>]`.
-        - `loss`: only when `loss` is given.
+        A dict with `task`, `n` (number of samples), `n_classes`, `acc`, `auc`,
+        `balanced_acc`, `per_class`, `confusion_matrix`, `ece`,
+        `cross_entropy`, `intervals` (bootstrap, seed 0) and, when given,
+        `loss`: the fields of the metrics file of the same names, each
+        defined in the Attributes of `kdkeras.runs.MetricsRecord`. `auc` is
+        None where it is undefined (a class or label without positive or
+        negative samples; medmnist raises).
 
     Raises:
         ValueError: On an unknown task, mismatched shapes, labels out of range,

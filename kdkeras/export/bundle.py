@@ -207,15 +207,13 @@ def model_identity(model_path, name=None):
     """
     model_path = os.fspath(model_path)
     metrics_path = os.path.splitext(model_path)[0] + "_metrics.json"
-    run = {}
-    if os.path.isfile(metrics_path):
-        run = runs_lib.read_metrics(metrics_path).get("run") or {}
+    run = runs_lib.read_metrics(metrics_path).run if os.path.isfile(metrics_path) else None
     folder = os.path.basename(os.path.dirname(os.path.abspath(model_path)))
     return {
         "name": name or f"{folder}/{os.path.basename(model_path)}",
-        "version": (run.get("date") or "")[:10].replace("-", ".") or "unversioned",
+        "version": run.date[:10].replace("-", ".") if run else "unversioned",
         "uid": stable_uid(model_path),
-        "kdkeras_version": run.get("kdkeras_version") or __version__,
+        "kdkeras_version": run.kdkeras_version if run else __version__,
     }
 
 

@@ -64,11 +64,12 @@ class RunFacts:
     Attributes:
         name: The model's stem, e.g. "distilled".
         model_file: The `.keras` file's name.
-        metrics: Its `<stem>_metrics.json`.
+        metrics: Its `<stem>_metrics.json` (a `kdkeras.runs.MetricsRecord`; a dict
+            with its keys works too).
         calibration: Its `<stem>_calibration.json`.
         clinical: Its entry of the report's `clinical.json`.
         config: Its `<stem>_config.toml` (the effective config of the phase).
-        teacher: `teacher_metrics.json`, for a distilled student.
+        teacher: `teacher_metrics.json` (a record, as `metrics`), for a distilled student.
         baseline: `student_metrics.json` (the student trained alone), for a distilled student.
         dataset: The `DatasetInfo` fields, as a dict.
         export: The export table (`ExportTable.to_dict()`), when exported.
@@ -96,12 +97,12 @@ class RunFacts:
         return cls(
             name=name,
             model_file=os.path.basename(model_path),
-            metrics=_read(run.metrics(name), json.load),
+            metrics=_read(run.metrics(name), _metrics),
             calibration=_read(run.file(name, "calibration.json"), json.load),
             clinical=(clinical or {}).get(name),
             config=_read(run.phase_config(name), tomllib.load, "rb"),
-            teacher=_read(run.metrics("teacher"), json.load) if distilled else None,
-            baseline=_read(run.metrics("student"), json.load) if distilled else None,
+            teacher=_read(run.metrics("teacher"), _metrics) if distilled else None,
+            baseline=_read(run.metrics("student"), _metrics) if distilled else None,
             dataset=None if dataset_info is None else runs_lib.jsonable(dataclasses.asdict(dataset_info)),
             export=export,
         )
@@ -135,6 +136,11 @@ class RunFacts:
     def operating_point(self, split):
         """The report's operating point on "val" or "test" (`clinical.json`), or None."""
         return ((self.clinical or {}).get("operating_point") or {}).get(split)
+
+
+def _metrics(file):
+    # The record reads the run facts that earlier files also kept at the top level.
+    return runs_lib.MetricsRecord.from_json(json.load(file), source="it")
 
 
 def _read(path, loader, mode="r"):

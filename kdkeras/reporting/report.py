@@ -85,7 +85,7 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
             "name": name,
             **recomputed[name],
             **{key: stored[name].get(key) for key in ("params", "size_bytes", "latency")},
-            "run": runs_lib.run_record(stored[name]),
+            "run": stored[name].run,
         }
         for name in models
     ]
@@ -166,7 +166,7 @@ def _clinical(run, models, task, class_names, predictions, config, test_data):
         test_data=test_data,
         report_dir=run.path,
     )
-    runs_lib.save_metrics(run.clinical, section.metrics)
+    runs_lib.save_clinical(run.clinical, section.metrics)
     return section
 
 

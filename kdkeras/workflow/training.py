@@ -6,6 +6,7 @@ saves its model and evaluates it on the test split. Everything lands in the
 run folder `runs/<experiment>/`, whose files `kdkeras.runs` names.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -106,7 +107,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
             (the CLI's `--fresh`); else a killed phase resumes.
 
     Returns:
-        The phase's metrics dict (also saved as `{name}_metrics.json`).
+        The phase's `kdkeras.runs.MetricsRecord` (also saved as `{name}_metrics.json`).
 
     Raises:
         MissingArtifactError: `distill` without a saved teacher.
@@ -153,7 +154,7 @@ def run_phase(config, phase, runs_dir="runs", verbose="auto", log=print, teacher
     save_deployable(model, model_path)
     say(f"saved {model_path} (best epoch {state.best_epoch}, {state.monitor} = {state.best})")
     result = evaluate(model, data.test, data.info, model_path, written.path, name, val=data.val)
-    _record(config, phase, result, state, data, seconds, written, name)
+    result = _record(config, phase, result, state, data, seconds, written, name)
     multiworker.remove_write_dir(written.path, run.path)
     say(f"test: {metrics_lib.summary(result)}")
     return result
@@ -251,7 +252,7 @@ def _fit(fitted, train, val, data, state, train_config, initial_epoch, logs_dir,
 
 
 def _record(config, phase, result, state, data, seconds, written, name):
-    """Completes the metrics with the run's record and writes them with the phase's config."""
+    """Completes the metrics with the run's record, writes them with the phase's config, returns them."""
     train_config = config.phase(phase)
     plan = data.plan
     record = runs_lib.RunRecord(
@@ -265,19 +266,17 @@ def _record(config, phase, result, state, data, seconds, written, name):
         steps_per_epoch=data.steps_per_epoch,
         train_images={"labeled": plan.labeled, "unlabeled": plan.unlabeled},
     )
-    result.update(
+    result = dataclasses.replace(
+        result,
         architecture=phase_model(config, phase)[0],
-        train_images=record.train_images,
-        steps_per_epoch=record.steps_per_epoch,
         run=record,
-        epochs_run=len(state.history),
-        best_epoch=state.best_epoch,
         monitor=state.monitor,
         best_monitor_value=None if state.best is None else float(state.best),
         train_seconds=round(seconds, 1),
     )
     written.write_metrics(name, result)
     write_text_atomic(written.phase_config(name), _phase_config_text(config, record))
+    return result
 
 
 def config_overrides(config):
@@ -323,14 +322,16 @@ def evaluate(model, test, info, model_path, out, name, val=None):
             report fits calibration and operating points on them, never on test.
 
     Returns:
-        Metrics dict: `kdkeras.evaluation.metrics.classification_metrics` plus
-        `kdkeras.evaluation.profiling.describe_model`.
+        A `kdkeras.runs.MetricsRecord` of `kdkeras.evaluation.metrics.classification_metrics`
+        and `kdkeras.evaluation.profiling.describe_model`.
     """
     y_true, logits, grid = _logits(model, test, keep_images=GRID_IMAGES)
     y_score = metrics_lib.logits_to_scores(logits, info.task)
     loss = float(supervised_loss(info.task)(y_true, logits))
-    result = metrics_lib.classification_metrics(y_true, y_score, info.task, info.class_names, loss=loss)
-    result.update(profiling.describe_model(model, model_path))
+    result = runs_lib.MetricsRecord.from_json({
+        **metrics_lib.classification_metrics(y_true, y_score, info.task, info.class_names, loss=loss),
+        **profiling.describe_model(model, model_path),
+    })
     validation = _logits(model, val)[:2] if val is not None else None
     runs_lib.RunFolder(out).write_predictions(name, y_true, y_score, images=grid, logits=logits, val=validation)
     return result
@@ -360,7 +361,7 @@ def evaluate_file(config, model_path, runs_dir="runs", name=None, unsafe_load=Fa
             `kdkeras.files.load_model`); only for files you trust.
 
     Returns:
-        The metrics dict, also written as `<run>/<name>_metrics.json`.
+        The `kdkeras.runs.MetricsRecord`, also written as `<run>/<name>_metrics.json`.
     """
     if not os.path.exists(model_path):
         raise MissingArtifactError(f"{model_path} not found: pass a saved .keras model.")
@@ -369,7 +370,7 @@ def evaluate_file(config, model_path, runs_dir="runs", name=None, unsafe_load=Fa
     run = runs_lib.RunFolder.of(config, runs_dir)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
     result = evaluate(model, test, info, model_path, run.path, name, val=val)
-    result["architecture"] = model.name
+    result.architecture = model.name
     run.write_metrics(name, result)
     return result
 
