@@ -34,8 +34,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps '$(MEDMNIST)'
 	touch $@
 
+# Two workers by default (CI and Colab have 2 cores), each taking whole files so a module's
+# fixture (a trained run, the mirrored checks) is built once; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # The suite in a random order (pytest-randomly); its header prints the seed, and
 # TEST_SEED=<seed> repeats an order. `make test` (and CI) keep file order: see README, Testing.
