@@ -105,6 +105,7 @@ def test_config_errors_exit_2_before_training(tmp_path, monkeypatch, capsys, tin
     assert not runs.exists() and os.listdir(workdir) == []
 
 
+@pytest.mark.slow
 def test_killed_phase_resumes_where_it_stopped(tmp_path, monkeypatch, capsys, tiny_experiment):
     config = tiny_experiment(tmp_path, **TINY)
     common = ["student", "--config", str(config), "--runs-dir", str(tmp_path), "--epochs", "3", "--quiet"]

@@ -8,6 +8,7 @@ import pytest
 from kdkeras.data import benchmark
 
 
+@pytest.mark.slow
 def test_benchmark_rows_and_table(capsys, tmp_path):
     out = tmp_path / "bench" / "pipeline.md"
     argv = ["--batch-size", "16", "--steps", "2", "--jpegs", "12", "--jpeg-size", "64",

@@ -246,6 +246,7 @@ def test_string_student_loss_is_built_from_logits():
     assert logs["student_loss"] == pytest.approx(student_cross_entropy(), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_real_pneumoniamnist_distillation_beats_majority_rate(pneumonia_npz):
     """A briefly trained teacher distilled into a tiny student on real X-rays."""
     with np.load(pneumonia_npz, allow_pickle=False) as data:

@@ -98,6 +98,7 @@ def test_readme_python_block_is_the_one_test_readme_runs():
     assert block[2] == "<!-- run by tests/test_readme.py -->"
 
 
+@pytest.mark.slow
 def test_methods_objective_example_runs_in_a_fresh_process(tmp_path):
     """docs/methods.md's weighted-terms example, after `import kdkeras` only, on two small models."""
     (example,) = blocks_run_by_this_file("docs/methods.md", "python")

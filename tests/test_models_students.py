@@ -230,6 +230,7 @@ def test_keras_round_trip(name, tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images, training=False)), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_learns_pneumonia_28px(pneumonia_npz):
     data = np.load(pneumonia_npz)
     images = data["train_images"][:512, :, :, None].astype("float32")

@@ -113,6 +113,7 @@ def test_synthetic_shapes_masks_match_images():
     assert images[masks > 0].mean() > images[masks == 0].mean() + 60
 
 
+@pytest.mark.slow
 def test_segmentation_example_runs_and_writes_its_table(tmp_path, capsys):
     example = load_example()
     rows = example.run(epochs=1, count=16, size=8, batch_size=16, out=str(tmp_path))

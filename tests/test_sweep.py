@@ -69,6 +69,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_distill_run_per_point_and_the_summary(swept):
     _, _, sweep_dir, _, lines = swept
     assert sorted(os.listdir(sweep_dir)) == ["T2_a0.5", "T8_a0.5", "sweep.csv", "sweep.md", "sweep.png"]
@@ -88,6 +89,7 @@ def test_sweep_writes_one_distill_run_per_point_and_the_summary(swept):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_each_point_distils_at_its_own_temperature(swept):
     _, _, sweep_dir, _, _ = swept
     losses = [read_csv(os.path.join(sweep_dir, name, "distilled_history.csv"))[0]["distillation_loss"]
@@ -95,6 +97,7 @@ def test_each_point_distils_at_its_own_temperature(swept):
     assert losses[0] != losses[1]
 
 
+@pytest.mark.slow
 def test_csv_rows_match_each_points_metrics(swept):
     _, _, sweep_dir, rows, _ = swept
     table = read_csv(os.path.join(sweep_dir, "sweep.csv"))
@@ -114,6 +117,7 @@ def test_csv_rows_match_each_points_metrics(swept):
     assert [r["best"] for r in table] == ["1" if r is best else "0" for r in table]
 
 
+@pytest.mark.slow
 def test_markdown_marks_the_best_point_and_shows_the_references(swept):
     _, _, sweep_dir, rows, _ = swept
     text = open(os.path.join(sweep_dir, "sweep.md")).read()
@@ -126,6 +130,7 @@ def test_markdown_marks_the_best_point_and_shows_the_references(swept):
     assert "test splits of different sizes ([64, 624])" in text
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_points(swept, capsys):
     path, runs, sweep_dir, _, _ = swept
     trained = os.path.join(sweep_dir, "T2_a0.5", "distilled.keras")
@@ -140,6 +145,7 @@ def test_rerun_skips_finished_points(swept, capsys):
     assert len(read_csv(os.path.join(sweep_dir, "sweep.csv"))) == 2
 
 
+@pytest.mark.slow
 def test_finished_point_of_another_config_is_not_reused(swept, capsys):
     path, runs, sweep_dir, _, _ = swept
     args = ["sweep", "--config", path, "--runs-dir", runs, "--temperatures", "2", "--alphas", "0.5", "--epochs", "3"]
