@@ -25,7 +25,7 @@ import signal
 import sys
 import tomllib
 
-from kdkeras import __version__
+from kdkeras import __version__, quiet
 from kdkeras import config as config_lib
 
 COMMANDS = {
@@ -355,34 +355,6 @@ def registry_listing():
     return "\n".join(lines + family_listing())
 
 
-def import_tensorflow_quietly():
-    """Imports TensorFlow once, without the lines its C++ libraries print on load.
-
-    Loading TensorFlow 2.21 writes its oneDNN, CUDA-probe and absl notices
-    straight to file descriptor 2, twice (two libraries each initialise
-    absl), before `TF_CPP_MIN_LOG_LEVEL` is read: the variable alone cannot
-    hide them, so stderr is pointed at the null device for the import only.
-    `TF_CPP_MIN_LOG_LEVEL` still governs what TensorFlow logs afterwards; it
-    defaults to 3 here (errors hidden: the CUDA probes of a CPU machine), and
-    `TF_CPP_MIN_LOG_LEVEL=0` shows everything, the import's lines included.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
-        import tensorflow  # noqa: F401 (already loaded, or its lines are wanted)
-
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        # Restored before an ImportError propagates, so its traceback is seen.
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _launch(args):
     from kdkeras.distribute import launch
 
@@ -412,7 +384,7 @@ def main(argv=None):
         except config_lib.ConfigError as e:
             print(f"kdkeras: config error: {e}", file=sys.stderr)
             return 2
-    import_tensorflow_quietly()
+    quiet.import_tensorflow()
     from kdkeras.data import DataError
     from kdkeras.evaluation import metrics as metrics_lib
     from kdkeras.files import ModelFileError

@@ -3,9 +3,8 @@
 Importing TensorFlow 2.21 writes absl, oneDNN, CUDA-probe and CPU-feature
 notices straight to file descriptor 2, before `TF_CPP_MIN_LOG_LEVEL` is read,
 and a CPU machine logs an `E0000 ... failed call to cuInit` error on first use.
-The `kdkeras` command hides them (`kdkeras.cli.import_tensorflow_quietly`);
-`hide_tensorflow_startup_lines()`, run by `import kdkeras`, does the same for
-Python and notebook users: it sets `TF_CPP_MIN_LOG_LEVEL=3` unless the
+`hide_tensorflow_startup_lines()`, run by `import kdkeras` (and so by the
+`kdkeras` command), hides them: it sets `TF_CPP_MIN_LOG_LEVEL=3` unless the
 environment sets it, and points descriptor 2 at the null device while
 TensorFlow's own module runs. `TF_CPP_MIN_LOG_LEVEL=0` (set before
 `import kdkeras`) shows every line; a TensorFlow imported before kdkeras is
@@ -48,3 +47,9 @@ def hide_tensorflow_startup_lines():
     if os.environ[LEVEL] == "0":
         return
     import_hooks.around_import("tensorflow", _exec_quietly)
+
+
+def import_tensorflow():
+    """Imports TensorFlow, its start-up lines hidden as `hide_tensorflow_startup_lines` says."""
+    hide_tensorflow_startup_lines()
+    import tensorflow  # noqa: F401
