@@ -123,3 +123,24 @@ def test_benchmarks_md_includes_the_section_make_bench_wrote(tmp_path):
     built = report.build_markdown(str(tmp_path))
     assert built.count(gap_report.SECTION_START) == 1 and text.rstrip() in built
     assert "python -m kdkeras.bench.gap --config quickstart" in built
+
+
+@pytest.mark.parametrize("arm, experiment", [("micro", "quickstart_tiny"), ("lowres", "quickstart_lowres")])
+def test_the_shipped_quickstarts_distil_with_the_method_benchmarks_md_chose(arm, experiment):
+    import os
+    import re
+
+    from kdkeras.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "BENCHMARKS.md"), encoding="utf-8") as f:
+        section = f.read().split("<!-- kdkeras.bench.gap: start -->")[1]
+    description = next(a.description for a in gap.ARMS if a.name == arm)
+    chosen = re.search(rf"^\| {re.escape(description)} \| [\d,]+ \| \d+ \| (\w+) \|", section, re.M)[1]
+    method = next(m for m in gap.METHODS if m.name == chosen)
+    config = load_config(experiment)
+    student = next(a for a in gap.ARMS if a.name == arm)
+    assert (config.distill.loss, config.distill.temperature) == (method.loss, method.temperature)
+    # The student the benchmark measured: [distill] model unset means [student]'s.
+    assert (config.distill.model or config.student.model, config.distill.image_size or 0) == (
+        student.model, student.image_size)
