@@ -19,6 +19,7 @@ from kdkeras.evaluation import operating_point as op
 from kdkeras.evaluation.fidelity import fidelity
 from kdkeras.evaluation.metrics import logits_to_scores, predict_labels
 from kdkeras.reporting import figures_clinical
+from kdkeras.runs import RunFolder
 from kdkeras.stats import format_interval
 
 _DEFAULT_THRESHOLD = 0.5
@@ -141,7 +142,7 @@ def _calibrate(metrics, names, task, y_val, y_test, val_logits, test_logits, out
         }
         figures.append(figures_clinical.plot_reliability_diagram(
             {f"{name}, raw": (y_test, raw), f"{name}, T = {temperature:.2f}": (y_test, calibrated[name]["test"])},
-            task, os.path.join(out_dir, f"{name}_reliability.png"),
+            task, RunFolder(out_dir).figure("reliability", name),
             title=f"{name}: reliability, test split",
         ))
     return calibrated, figures
@@ -170,11 +171,11 @@ def _operating_points(metrics, names, rule, y_val, y_test, calibrated, out_dir):
     figures = [
         figures_clinical.plot_roc_operating_points(
             {n: (y_test, calibrated[n]["test"][:, -1], thresholds[n]) for n in names},
-            os.path.join(out_dir, "roc_operating_point.png"),
+            RunFolder(out_dir).figure("roc_operating_point"),
         ),
         figures_clinical.plot_precision_recall(
             {n: (y_test, calibrated[n]["test"][:, -1]) for n in names},
-            os.path.join(out_dir, "precision_recall.png"),
+            RunFolder(out_dir).figure("precision_recall"),
         ),
     ]
     return thresholds, figures, not_applied
@@ -204,7 +205,7 @@ def _gradcam_grids(out_dir, names, teacher, task, class_names, y_test, images, m
             predicted = predict_labels(scores, task)
         written.append(figures_clinical.plot_gradcam_grid(
             images, teacher_maps, maps, truth, predicted, class_names,
-            os.path.join(out_dir, f"{name}_gradcam.png"), student_label=name,
+            RunFolder(out_dir).figure("gradcam", name), student_label=name,
         ))
     return written
 

@@ -4,7 +4,7 @@ import json
 
 from kdkeras import __version__, stats
 from kdkeras.formatting import format_bytes, format_count, format_latency, format_metric, format_ratio
-from kdkeras.runs import jsonable
+from kdkeras.runs import RunFolder, jsonable
 
 
 def comparison_table(rows):
@@ -138,16 +138,18 @@ def _per_class_lines(rows):
 
 
 def _figure_lines(rows, predictions, task):
+    # The report sits in the run folder: its links are the run folder's file names.
+    figure = RunFolder("").figure
     lines = ["## Training curves", ""]
-    lines += [f"![{row['name']} training curves]({row['name']}_curves.png)" for row in rows]
-    lines += ["", "Validation curves of all models:", "", "![validation curves](val_overlay.png)"]
+    lines += [f"![{row['name']} training curves]({figure('curves', row['name'])})" for row in rows]
+    lines += ["", "Validation curves of all models:", "", f"![validation curves]({figure('val_overlay')})"]
     lines += ["", "## Confusion matrices (test split)", ""]
-    lines += [f"![{row['name']} confusion matrix]({row['name']}_confusion.png)" for row in rows]
-    lines += ["", "## ROC curves (test split)", "", "![ROC curves](roc.png)", ""]
+    lines += [f"![{row['name']} confusion matrix]({figure('confusion', row['name'])})" for row in rows]
+    lines += ["", "## ROC curves (test split)", "", f"![ROC curves]({figure('roc')})", ""]
     grids = [row["name"] for row in rows if "images" in predictions[row["name"]]]
     if grids and task != "multi-label":
         lines += ["## Test predictions", "", "Titles read \"predicted (true)\".", ""]
-        lines += [f"![{name} predictions]({name}_predictions.png)" for name in grids]
+        lines += [f"![{name} predictions]({figure('predictions', name)})" for name in grids]
         lines.append("")
     return lines
 
