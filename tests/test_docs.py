@@ -21,7 +21,7 @@ import kdkeras
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
-RUN_BY = re.compile(r"^<!-- run by (tests/test_\w+\.py)\b.*-->$")
+RUN_BY = re.compile(r"^<!-- run by (tests/(?:\w+/)?test_\w+\.py)\b.*-->$")
 NOT_RUN = re.compile(r"^<!-- not run: \S.*-->$")
 # The public packages, each with an API page built from its docstrings.
 API_PACKAGES = (

@@ -18,7 +18,7 @@ all-reduce; every other strategy runs Keras's code unchanged. The epoch logs are
 metrics' variables, which sum over all workers, so losses and metrics cover
 the global batch and the whole validation split, and are the same on every
 worker. `kdkeras.distribute.get_strategy("multiworker")` applies the patch.
-Remove this patch when `tests/test_distribute.py`'s canary says that Keras's
+Remove this patch when `tests/distribute/test_distribute.py`'s canary says that Keras's
 own `fit` trains across workers.
 
 The rest of the module is what a cluster job needs around `fit`: a bounded

@@ -224,7 +224,7 @@ def strata(y_true, task):
     unlabeled stratum keeps negatives of every label, so AUC stays defined.
     Stratifying on the whole label set instead would make strata of one or two
     images, which every resample copies unchanged: intervals came out too
-    narrow (0.90 coverage at 95% on synthetic data, see tests/test_stats.py).
+    narrow (0.90 coverage at 95% on synthetic data, see tests/stats/test_stats.py).
     """
     if task != "multi-label":
         return y_true

@@ -9,7 +9,7 @@ checklists' counts and sources, and the ONNX and TFLite outputs against the
 Keras model's calibrated probabilities on the whole test split.
 
 Tolerances: float32 formats (SavedModel, TFLite float32, ONNX) 1e-5 in
-probability; int8 formats 0.05 (as tests/test_export.py).
+probability; int8 formats 0.05 (as tests/export/test_export.py).
 """
 
 import hashlib

@@ -132,7 +132,7 @@ def test_the_shipped_quickstarts_distil_with_the_method_benchmarks_md_chose(arm,
 
     from kdkeras.config import load_config
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "BENCHMARKS.md"), encoding="utf-8") as f:
         section = f.read().split("<!-- kdkeras.bench.gap: start -->")[1]
     description = next(a.description for a in gap.ARMS if a.name == arm)

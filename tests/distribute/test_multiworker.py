@@ -19,7 +19,7 @@ import pytest
 
 from kdkeras.distribute import launch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 300  # seconds any one job may take, start-up included
 
 # Distiller variants trained across two workers (all of them are checked under

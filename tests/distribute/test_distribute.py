@@ -20,7 +20,7 @@ from kdkeras.config import ConfigError, load_config
 from kdkeras.distribute import launch
 from kdkeras.distribute import strategy as distribute
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NPZ = os.path.join(REPO, "kdkeras", "data", "bundled", "pneumoniamnist.npz")
 
 # The Distiller's ways to distil, each checked under mirrored against one device: every

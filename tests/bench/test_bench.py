@@ -296,7 +296,7 @@ def test_report_quotes_the_multiworker_overhead(tmp_path):
 
 @pytest.mark.slow
 def test_make_bench_passes_seeds_and_epochs():
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(
         ["make", "-n", "--no-print-directory", "bench", "BENCH_SEEDS=3 4", "BENCH_EPOCHS=2"],
         cwd=repo, capture_output=True, text=True, timeout=60,

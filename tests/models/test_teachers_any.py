@@ -276,7 +276,7 @@ def _run_phases(config, runs, overrides, phases=("teacher", "student", "distill"
         assert cli.main([phase, "--config", config, "--runs-dir", runs, *sets]) == 0, phase
 
 
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "experiments")
 
 
 XRAY_RECIPE = os.path.join(EXPERIMENTS, "xray_densenet121_to_mobilenetv3.toml")

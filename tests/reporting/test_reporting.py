@@ -16,7 +16,7 @@ from kdkeras.reporting.history import load_history
 
 # The conftest `pneumonia_npz` fixture is per test; the report is built once.
 PNEUMONIA_NPZ = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     "kdkeras",
     "data",
     "bundled",

@@ -149,7 +149,7 @@ def test_capacity_gap_page_config_loads(tmp_path):
     import pathlib
     import re
 
-    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "capacity-gap.md"
+    page = pathlib.Path(__file__).resolve().parents[2] / "docs" / "capacity-gap.md"
     (block,) = re.findall(r"```toml\n(.*?)```", page.read_text(), re.S)
     path = tmp_path / "my_lowres.toml"
     path.write_text(block)

@@ -9,7 +9,7 @@ import pytest
 from kdkeras import config as config_lib
 from kdkeras.config import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def quickstart_raw():

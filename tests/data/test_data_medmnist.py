@@ -13,7 +13,7 @@ import pytest
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.data import medmnist as mm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_medmnist_npz(path, flag, size=28, counts=(6, 3, 4), seed=0):

@@ -261,7 +261,7 @@ def test_markdown_without_references_or_best():
 
 @pytest.mark.slow
 def test_make_sweep_passes_the_grid(tmp_path):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if not shutil.which("make"):
         pytest.skip("needs make")
     result = subprocess.run(
