@@ -123,8 +123,9 @@ def spec_arguments(name):
         parameter for key, parameter in inspect.signature(constructor).parameters.items()
         if key not in _FIXED_ARGUMENTS
     ]
-    own = list(inspect.signature(build_application).parameters.values())[1:]
-    builder.__signature__ = inspect.Signature(own[:-1] + extra)
+    # The options a config may set: not the application, nor the zoo's own `name`, nor **options.
+    own = [p for p in list(inspect.signature(build_application).parameters.values())[1:-1] if p.name != "name"]
+    builder.__signature__ = inspect.Signature(own + extra)
     return dict(
         role="teacher", builder=builder, default_input_shape=(224, 224, 3), min_input_size=32, pretrained=True,
         description=f"keras.applications.{application} without top, with a {family(application)} "
@@ -134,7 +135,7 @@ def spec_arguments(name):
 
 def build_application(
     application, input_shape, num_classes, source=weights_lib.WeightsSource(None), dropout=0.2,
-    trainable="all", unfreeze_after=0, **application_options,
+    trainable="all", unfreeze_after=0, name=None, **application_options,
 ):
     """Builds `keras.applications.<application>` with kdkeras's preprocessing and head.
 
@@ -149,11 +150,12 @@ def build_application(
         unfreeze_after: With `trainable` other than `"all"`: epochs after which
             the whole application trains (`kdkeras.workflow.callbacks.UnfreezeBase`,
             which the workflow adds); 0 never.
+        name: The model's name; defaults to the application's, lower case.
         **application_options: The application's own arguments, e.g.
             `alpha` and `minimalistic` for MobileNetV3Small.
 
     Returns:
-        A functional `keras.Model` named after the application, whose
+        A functional `keras.Model` named `name` or after the application, whose
         application is the sub-model named `"base"`.
     """
     frozen_layers = _frozen_layer_count(application, trainable, unfreeze_after)
@@ -177,7 +179,7 @@ def build_application(
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, logits_output(x), name=application.lower())
+    return keras.Model(inputs, logits_output(x), name=name or application.lower())
 
 
 def _frozen_layer_count(application, trainable, unfreeze_after):

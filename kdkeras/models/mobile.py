@@ -29,10 +29,11 @@ def mobilenetv3_small(input_shape, num_classes, alpha=0.75, minimalistic=True, d
         dropout: Dropout rate before the classifier.
 
     Returns:
-        A `keras.Model` named `"mobilenetv3small"`.
+        A `keras.Model` named `"mobilenetv3_small"`, its zoo name.
     """
     return applications.build_application(
         "MobileNetV3Small", input_shape, num_classes, dropout=dropout, alpha=alpha, minimalistic=minimalistic,
+        name="mobilenetv3_small",
     )
 
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from kdkeras.models import get_model
+from kdkeras.registry import MODELS
 
-TEACHERS = ("vgg16_transfer", "resnet50", "efficientnet_b0")
+# The ImageNet-transfer teachers, read from the registry.
+TEACHERS = tuple(name for name in MODELS.names() if MODELS.metadata(name)["pretrained"])
 # keras.applications.VGG16().layers[:8], the layers seed 002 freezes.
 SEED_FROZEN = ("block1_conv1", "block1_conv2", "block1_pool", "block2_conv1", "block2_conv2", "block2_pool", "block3_conv1")
 
