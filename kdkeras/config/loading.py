@@ -98,7 +98,7 @@ def _build(tables, overrides, origins, source, registries):
     config = build(
         ExperimentConfig, values, source, nested=set(SECTIONS) | {"data"}, locate=lambda k: origins.where(source, None, k)
     )
-    check_values(config, source, origins, registries)
+    config.distillation_term = check_values(config, source, origins, registries)
     config.tables, config.overrides, config.origins = tables, dict(overrides), origins
     return config
 

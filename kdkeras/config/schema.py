@@ -190,6 +190,9 @@ class ExperimentConfig:
         overrides: The dotted-key overrides it was resolved with, e.g.
             `{"student.epochs": 3}` (not a TOML key; runs record them).
         origins: Which file or override each key came from (not a TOML key).
+        distillation_term: The term validation built from `[distill]`, which
+            the distill phase reuses; None for a config built without the
+            registries, or by hand (the phase then builds it).
     """
 
     name: str = "experiment"
@@ -210,6 +213,8 @@ class ExperimentConfig:
     tables: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
     overrides: dict = dataclasses.field(default_factory=dict, compare=False)
     origins: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    # Not a dataclass field: a Keras object that `to_dict` and `dataclasses.replace` leave out.
+    distillation_term = None
 
     def to_dict(self):
         """The config as plain TOML-compatible data (without the fields of `NOT_KEYS`)."""

@@ -174,6 +174,10 @@ def check_values(config, source, origins=None, registries=True):
         origins: `Origins` of the keys; a key set in another file is named with it.
         registries: Also check names against the registries and build the
             loss and feature terms, which imports TensorFlow.
+
+    Returns:
+        The distillation term it built from `[distill]` (`loss`, `temperature`,
+        `loss_options`), for the distill phase to reuse; None without `registries`.
     """
     def fail(key, message):
         # "[distill] temperature" or "seed": the file to edit is the one that set the key.
@@ -230,9 +234,11 @@ def check_values(config, source, origins=None, registries=True):
             optimizer = config.phase(phase).optimizer
             if optimizer not in OPTIMIZERS:
                 fail(f"[{phase}] optimizer", f"= {optimizer!r} is unknown. Allowed: {', '.join(OPTIMIZERS.names())}.")
-        _check_distill_terms(config.distill, fail)
+        term = _check_distill_terms(config.distill, fail)
         _check_evaluate(config.evaluate, fail)
         _check_models(config, fail)
+        return term
+    return None
 
 
 def _check_alpha_and_temperature(distill, fail):
@@ -299,7 +305,7 @@ def _check_distill_terms(distill, fail):
     try:
         # An unset temperature builds the term at its own default, as the phases do.
         given = {} if distill.temperature is None else {"temperature": distill.temperature}
-        DISTILLATION_TERMS.get(distill.loss, **given, **distill.loss_options)
+        term = DISTILLATION_TERMS.get(distill.loss, **given, **distill.loss_options)
     except TypeError as error:
         options = distill.loss_options
         fail("[distill] loss_options", f"= {options!r}: Bad options {options} for the {distill.loss!r} loss: {error}.")
@@ -322,6 +328,7 @@ def _check_distill_terms(distill, fail):
     if distill.mixup and reads_labels:
         fail("[distill] mixup", f"mixes two images' labels, but loss = {distill.loss!r} reads one label per image. "
              "Use 'knowledge_distillation' or 'dist'.")
+    return term
 
 
 _TEMPERATURE_LIMIT = (

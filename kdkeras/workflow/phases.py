@@ -218,7 +218,7 @@ def build_distill(config, phase, data, teachers, log):
     for teacher, path in teachers:
         _check_teacher(teacher, data.input_shape, data.info, path)
     steps = data.steps_per_epoch if train_config.warmup_epochs else 0
-    fitted = build_distiller(model, [t for t, _ in teachers], train_config, data.info, steps)
+    fitted = build_distiller(model, [t for t, _ in teachers], train_config, data.info, steps, config.distillation_term)
     fitted.augmentation = augment
     log(describe_distiller(fitted))
     return fitted, model
@@ -292,7 +292,7 @@ def global_batch_size(config):
     return pipeline.global_batch_size(config.data)
 
 
-def build_distiller(student, teachers, distill, info, steps_per_epoch):
+def build_distiller(student, teachers, distill, info, steps_per_epoch, term=None):
     """The compiled `Distiller` of a `[distill]` config.
 
     For multi-label data the default soft-target loss becomes its per-label
@@ -304,6 +304,8 @@ def build_distiller(student, teachers, distill, info, steps_per_epoch):
         distill: The `DistillConfig`.
         info: The data's `DatasetInfo` (task and classes).
         steps_per_epoch: Training steps per epoch, for `warmup_epochs`.
+        term: The distillation term validation built from `distill`
+            (`ExperimentConfig.distillation_term`); None builds it here.
 
     Returns:
         A compiled `kdkeras.Distiller`.
@@ -328,7 +330,9 @@ def build_distiller(student, teachers, distill, info, steps_per_epoch):
         optimizer=make_optimizer(distill),
         metrics=fit_metrics(info.num_classes, info.task),
         student_loss_fn=supervised_loss(info.task),
-        distillation_loss_fn=kd_losses.get(loss, temperature=distill.temperature, **distill.loss_options),
+        distillation_loss_fn=term if term is not None else kd_losses.get(
+            loss, temperature=distill.temperature, **distill.loss_options
+        ),
         alpha=distill.alpha,
         distillation_weight=1.0 if distill.objective == "additive" else None,
         warmup_steps=round(distill.warmup_epochs * steps_per_epoch),

@@ -153,3 +153,21 @@ def test_standardize_round_trips_and_is_refused_for_sigmoid_terms():
         PerLabel(standardize=True)
     with pytest.raises(ValueError, match="True or False"):
         kd_losses.KnowledgeDistillation(standardize="yes")
+
+
+def test_the_distill_phase_reuses_the_term_validation_built():
+    import dataclasses
+
+    from kdkeras import config as config_lib
+
+    config = config_lib.load_config("quickstart")
+    term = config.distillation_term
+    assert type(term) is kd_losses.KnowledgeDistillation and term.temperature == config.distill.temperature
+    changed = config_lib.apply_overrides(config, {"distill.loss": "dist", "distill.temperature": 2.0})
+    assert type(changed.distillation_term).__name__ == "DIST" and changed.distillation_term.temperature == 2.0
+    # Checked without the registries nothing is built; a copy or a hand-built config builds its own.
+    assert config_lib.load_config("quickstart", registries=False).distillation_term is None
+    assert dataclasses.replace(config).distillation_term is None and "distillation_term" not in config.to_dict()
+    info = types.SimpleNamespace(task="multi-class", num_classes=3, name="tiny")
+    built = phases.build_distiller(tiny(), [tiny()], changed.distill, info, 1, changed.distillation_term)
+    assert built.distillation_terms[0][0] is changed.distillation_term
