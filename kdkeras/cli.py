@@ -25,7 +25,7 @@ import signal
 import sys
 import tomllib
 
-from kdkeras import __version__, quiet
+from kdkeras import __version__
 from kdkeras import config as config_lib
 
 COMMANDS = {
@@ -384,7 +384,7 @@ def main(argv=None):
         except config_lib.ConfigError as e:
             print(f"kdkeras: config error: {e}", file=sys.stderr)
             return 2
-    quiet.import_tensorflow()
+    # TensorFlow loads with these imports; `import kdkeras` hid its start-up lines (kdkeras.quiet).
     from kdkeras.data import DataError
     from kdkeras.evaluation import metrics as metrics_lib
     from kdkeras.files import ModelFileError

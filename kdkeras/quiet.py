@@ -47,9 +47,3 @@ def hide_tensorflow_startup_lines():
     if os.environ[LEVEL] == "0":
         return
     import_hooks.around_import("tensorflow", _exec_quietly)
-
-
-def import_tensorflow():
-    """Imports TensorFlow, its start-up lines hidden as `hide_tensorflow_startup_lines` says."""
-    hide_tensorflow_startup_lines()
-    import tensorflow  # noqa: F401

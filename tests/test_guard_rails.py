@@ -8,10 +8,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from test_data_xray import write_kermany
 
 import kdkeras
-from kdkeras.data.xray import xray_splits
 from kdkeras.distillation.losses import DecoupledKD, MultiLabelKD
 
 
@@ -53,18 +51,6 @@ def test_multilabel_kd_round_trips_through_its_config():
     assert again.temperature == 2.0
     y_t, y_s = np.array([[2.0, -1.0]], "float32"), np.array([[0.5, 0.5]], "float32")
     assert float(again(y_t, y_s)) == pytest.approx(float(loss(y_t, y_s)))
-
-
-def test_a_small_val_folder_merged_into_train_is_said_with_the_reason(tmp_path, capsys):
-    root = write_kermany(tmp_path / "chest_xray")
-    n_val = len(xray_splits(root, min_val=1)["val"][0])
-    capsys.readouterr()
-    xray_splits(root, min_val=n_val + 1, val_fraction=0.3)
-    out = capsys.readouterr().out
-    assert f"{n_val} images, fewer than min_val = {n_val + 1}" in out
-    assert "merged into train" in out and "patient-grouped 30% of train" in out and f"min_val={n_val}" in out
-    xray_splits(root, min_val=n_val)
-    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.slow

@@ -222,3 +222,15 @@ def test_layout_errors(kermany_copy, tmp_path):
         load_xray_folder(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="num_classes must be 2 or 3, got 4"):
         load_xray_folder(kermany_copy, num_classes=4)
+
+
+def test_a_small_val_folder_merged_into_train_is_said_with_the_reason(tmp_path, capsys):
+    root = write_kermany(tmp_path / "chest_xray")
+    n_val = len(xray_splits(root, min_val=1)["val"][0])
+    capsys.readouterr()
+    xray_splits(root, min_val=n_val + 1, val_fraction=0.3)
+    out = capsys.readouterr().out
+    assert f"{n_val} images, fewer than min_val = {n_val + 1}" in out
+    assert "merged into train" in out and "patient-grouped 30% of train" in out and f"min_val={n_val}" in out
+    xray_splits(root, min_val=n_val)
+    assert capsys.readouterr().out == ""
