@@ -140,6 +140,12 @@ class RunFolder:
         return save_predictions(self.predictions(name), y_true, y_score, images, logits, val)
 
 
+def metrics_beside(model_path):
+    """`<folder>/<stem>_metrics.json`: the metrics file a phase wrote beside its saved model."""
+    folder, name = os.path.split(os.path.splitext(os.fspath(model_path))[0])
+    return RunFolder(folder).metrics(name)
+
+
 def trained_class_names(model_path):
     """The class names a saved model was trained on, from the metrics file beside it.
 
@@ -148,9 +154,8 @@ def trained_class_names(model_path):
     Returns:
         List of class names, or None.
     """
-    path = os.path.splitext(os.fspath(model_path))[0] + "_metrics.json"
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(metrics_beside(model_path), encoding="utf-8") as f:
             return class_names(json.load(f))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -206,7 +206,7 @@ def model_identity(model_path, name=None):
     file; "unversioned" without one) and the UID `stable_uid` of the file.
     """
     model_path = os.fspath(model_path)
-    metrics_path = os.path.splitext(model_path)[0] + "_metrics.json"
+    metrics_path = runs_lib.metrics_beside(model_path)
     run = runs_lib.read_metrics(metrics_path).run if os.path.isfile(metrics_path) else None
     folder = os.path.basename(os.path.dirname(os.path.abspath(model_path)))
     return {
