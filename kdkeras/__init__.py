@@ -23,7 +23,7 @@ import warnings
 
 from kdkeras import quiet, serializable
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _SUBMODULES = (
     "config",

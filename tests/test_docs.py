@@ -197,12 +197,27 @@ def test_license_is_apache_2():
     assert re.search(r"^license = Apache-2.0$", open(os.path.join(ROOT, "setup.cfg")).read(), re.M)
 
 
-def test_citation_file_is_cff_1_2_of_this_version():
+def changelog_versions():
+    """`[(version, date or "unreleased"), ...]`, newest first, from CHANGELOG.md's headings."""
+    changelog = open(os.path.join(ROOT, "CHANGELOG.md"), encoding="utf-8").read()
+    return re.findall(r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d{2}-\d{2}|unreleased)$", changelog, re.M)
+
+
+def test_version_is_the_changelogs_newest_entry():
+    # An unreleased entry on top means main carries its development version (PEP 440 `.devN`), so
+    # a wheel built from main never claims to be the release before it.
+    (newest, date), *_ = changelog_versions()
+    expected = rf"{re.escape(newest)}\.dev\d+" if date == "unreleased" else re.escape(newest)
+    assert re.fullmatch(expected, kdkeras.__version__), (kdkeras.__version__, newest, date)
+
+
+def test_citation_file_is_cff_1_2_of_the_newest_release():
     yaml = pytest.importorskip("yaml")
     citation = yaml.safe_load(open(os.path.join(ROOT, "CITATION.cff"), encoding="utf-8"))
     assert citation["cff-version"] == "1.2.0"
     assert {"message", "title", "authors"} <= set(citation)
-    assert citation["version"] == kdkeras.__version__
+    released = [(version, date) for version, date in changelog_versions() if date != "unreleased"]
+    assert (str(citation["version"]), str(citation["date-released"])) == released[0]
     assert citation["license"] == "Apache-2.0"
 
 
