@@ -88,7 +88,7 @@ def run_accuracy_benchmark(config="quickstart", seeds=DEFAULT_SEEDS, runs_dir="r
             per_run.update({f"{phase}.epochs": int(epochs) for phase in training.PHASES})
         seeded = config_lib.apply_overrides(base, per_run)
         resolved = resolved or seeded.to_dict()
-        seed_runs = os.path.join(runs_dir, f"seed{seed}")
+        seed_runs = outputs.seed_runs_dir(runs_dir, seed)
         per_seed[str(seed)], recall[str(seed)] = {}, {}
         retrained_teacher = False
         for phase in runs_lib.PHASES:

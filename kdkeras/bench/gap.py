@@ -141,7 +141,7 @@ def run_gap_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEEDS, r
     per_seed, models = {}, {}
     for seed in seeds:
         seeded = config_lib.apply_overrides(base, {"seed": seed})
-        seed_runs = os.path.join(runs_dir, f"seed{seed}")
+        seed_runs = outputs.seed_runs_dir(runs_dir, seed)
         for phase in runs_lib.PHASES:  # the teacher, and the assistant (the quickstart's distilled student)
             record, _ = accuracy_bench.run_recorded_phase(seeded, phase, seed_runs, fresh=fresh, log=log)
             models[runs_lib.MODEL_NAMES[phase]] = {"architecture": record["architecture"], "params": record["params"]}
@@ -275,8 +275,11 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.benchmarks and not os.path.isfile(args.benchmarks):
-        parser.error(f"--benchmarks {args.benchmarks}: no such file; pass the repository's BENCHMARKS.md.")
+    if args.benchmarks:
+        try:
+            gap_report.check_benchmarks(args.benchmarks)
+        except ValueError as error:
+            parser.error(str(error))
     arms = [a for a in ARMS if a.name in args.arms]
     methods = [m for m in METHODS if m.name in args.methods]
     try:

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
+from kdkeras.bench import outputs
 from kdkeras.files import write_text_atomic
 from kdkeras.reporting.figures import STYLE
 from kdkeras.reporting.figures import save_figure as save_styled
@@ -147,10 +148,34 @@ def save_figure(result, path):
         save_styled(figure(result), path)
 
 
+def check_benchmarks(path):
+    """Returns the text of `path` when it is a BENCHMARKS.md this module may rewrite.
+
+    Raises:
+        ValueError: when `path` is missing, unreadable, or neither holds the section's markers
+            nor starts with the title `kdkeras.bench.report` writes: `--benchmarks` names a
+            file that is rewritten in place, so a wrong path must not be appended to.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--benchmarks {path}: cannot read it ({error}); pass the repository's "
+                         "BENCHMARKS.md.") from None
+    if SECTION_START not in text and not text.startswith(outputs.BENCHMARKS_TITLE):
+        raise ValueError(f"--benchmarks {path}: not a kdkeras BENCHMARKS.md (it neither starts with "
+                         f"{outputs.BENCHMARKS_TITLE!r} nor holds {SECTION_START!r}); pass the repository's "
+                         "BENCHMARKS.md, or leave --benchmarks out.")
+    return text
+
+
 def update_benchmarks(path, section):
-    """Replaces the capacity-gap section of BENCHMARKS.md (between its markers), or appends it."""
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    """Replaces the capacity-gap section of BENCHMARKS.md (between its markers), or appends it.
+
+    Raises:
+        ValueError: from `check_benchmarks`.
+    """
+    text = check_benchmarks(path)
     if SECTION_START in text and SECTION_END in text:
         head, rest = text.split(SECTION_START, 1)
         tail = rest.split(SECTION_END, 1)[1].lstrip("\n")

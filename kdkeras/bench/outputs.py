@@ -19,6 +19,8 @@ RECIPES = "recipes.json"
 # Markdown, written whole by `kdkeras.bench.gap` (with the link to its figure under docs/figures).
 GAP = os.path.join("gap", "gap.md")
 EXPORT = os.path.join("export", "export.json")
+# The first line of BENCHMARKS.md; a file without it (or the gap section's markers) is not one.
+BENCHMARKS_TITLE = "# kdkeras benchmarks"
 
 
 def save_result(result, out_dir, name, markdown):
@@ -46,6 +48,21 @@ def cpu_model(env):
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return "CPU"
+
+
+def seed_runs_dir(runs_dir, seed):
+    """`<runs_dir>/seed<N>`, the folder of one seed's runs, which every benchmark shares.
+
+    Raises:
+        ValueError: when `runs_dir` or the seed's folder exists and is not a folder, named at
+            once rather than as an unreadable record later.
+    """
+    path = os.path.join(runs_dir, f"seed{seed}")
+    for folder in (runs_dir, path):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"--runs-dir: {folder} is a file, not a folder; pass the folder that holds "
+                             "(or will hold) the seed<N> run folders, e.g. runs/bench.")
+    return path
 
 
 def read_output(runs_dir, name):

@@ -30,7 +30,7 @@ def readme_block(runs_dir="runs/bench"):
 
 def first_run(runs_dir, accuracy):
     """The run folder of the accuracy benchmark's first seed, the run `make all` makes."""
-    return runs_lib.RunFolder(os.path.join(runs_dir, f"seed{accuracy['seeds'][0]}", accuracy["experiment"]))
+    return runs_lib.RunFolder(os.path.join(outputs.seed_runs_dir(runs_dir, accuracy["seeds"][0]), accuracy["experiment"]))
 
 
 def block_body(runs_dir, accuracy):

@@ -118,7 +118,7 @@ def run_recipe_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEEDS
     per_seed = {}
     for seed in seeds:
         seeded = config_lib.apply_overrides(base, {"seed": seed})
-        seed_runs = os.path.join(runs_dir, f"seed{seed}")
+        seed_runs = outputs.seed_runs_dir(runs_dir, seed)
         for phase in ("teacher", "student"):
             accuracy_bench.run_recorded_phase(seeded, phase, seed_runs, fresh=fresh, log=log)
         row = {"student": model_scores(runs_lib.RunFolder.of(seeded, seed_runs), "student")}

@@ -25,6 +25,7 @@ from kdkeras.bench import speed as speed_bench
 from kdkeras.bench import transfer as transfer_bench
 from kdkeras.bench.outputs import (
     ACCURACY,
+    BENCHMARKS_TITLE,
     DETERMINISM,
     EXPORT,
     GAP,
@@ -67,7 +68,7 @@ def build_markdown(runs_dir="runs/bench"):
     seeds = accuracy["seeds"] if accuracy else list(accuracy_bench.DEFAULT_SEEDS)
     experiment = accuracy["experiment"] if accuracy else "quickstart"
     lines = [
-        "# kdkeras benchmarks",
+        BENCHMARKS_TITLE,
         "",
         "Measured, not claimed: every number below comes from the commands in [Reproduce](#reproduce), "
         "and this file is generated from their outputs by `make bench`. Sections say when and where "

@@ -20,7 +20,6 @@ Run: `python -m kdkeras.bench.transfer --seeds 0 1 2 3 4 --runs-dir runs/bench`.
 """
 
 import argparse
-import os
 import sys
 
 from kdkeras import config as config_lib
@@ -62,7 +61,7 @@ def run_transfer_benchmark(config="quickstart", seeds=accuracy_bench.DEFAULT_SEE
     per_seed = {}
     for seed in seeds:
         seeded = config_lib.apply_overrides(base, {"seed": int(seed)})
-        seed_runs = os.path.join(runs_dir, f"seed{seed}")
+        seed_runs = outputs.seed_runs_dir(runs_dir, seed)
         teacher, ran = accuracy_bench.run_recorded_phase(seeded, "teacher", seed_runs, fresh=fresh, log=log)
         full, _ = accuracy_bench.run_recorded_phase(seeded, "student", seed_runs, fresh=fresh, log=log)
         teacher_path = runs_lib.RunFolder.of(seeded, seed_runs).model("teacher")

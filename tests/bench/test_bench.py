@@ -184,6 +184,27 @@ def test_accuracy_benchmark_rejects_bad_arguments(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("module", ["accuracy", "recipes", "transfer", "gap"])
+@pytest.mark.parametrize("file_at", ["runs", "runs/seed0"])
+def test_every_benchmark_names_a_runs_dir_that_is_a_file_before_training(module, file_at, tmp_path, capsys,
+                                                                          monkeypatch):
+    import importlib
+
+    bench = importlib.import_module(f"kdkeras.bench.{module}")
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained although --runs-dir is a file")
+
+    monkeypatch.setattr(accuracy, "run_recorded_phase", must_not_train)
+    if file_at != "runs":
+        (tmp_path / "runs").mkdir()
+    (tmp_path / file_at).write_text("not a folder")
+    assert bench.main(["--seeds", "0", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"--runs-dir: {tmp_path / file_at} is a file, not a folder" in err, err
+    assert (tmp_path / file_at).read_text() == "not a folder"
+
+
 def test_ratios_are_times_per_step_against_goals():
     # Repeat 2 ran under load: every step kind is 4x slower, the paired ratios do not move.
     rows = [{"jit_compile": jit, "step": step, "runs": [rate, rate / 4, rate * 1.1]}

@@ -94,12 +94,36 @@ def test_markdown_states_choice_test_numbers_and_the_teacher_target():
 
 def test_benchmarks_section_is_replaced_in_place(tmp_path):
     path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\n## Speed\n\ntable\n")
+    path.write_text("# kdkeras benchmarks\n\n## Speed\n\ntable\n")
     first = gap_report.to_markdown(result(per_seed({"kd": 0.01, "dist": 0.0})))
     gap_report.update_benchmarks(path, first)
     gap_report.update_benchmarks(path, first)  # idempotent: one section, not two
     text = path.read_text()
-    assert text.count(gap_report.SECTION_START) == 1 and text.startswith("# Benchmarks\n\n## Speed")
+    assert text.count(gap_report.SECTION_START) == 1 and text.startswith("# kdkeras benchmarks\n\n## Speed")
+
+
+@pytest.mark.parametrize("content", ["vm\n", "", "# Notes\n\n## Speed\n"])
+def test_a_benchmarks_path_that_is_not_benchmarks_md_is_refused_before_training(content, tmp_path, capsys,
+                                                                                 monkeypatch):
+    # `--benchmarks` is rewritten in place: a mistyped path (say /etc/hostname) must not get the
+    # section appended, and must be named before hours of training, not after.
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained although --benchmarks names the wrong file")
+
+    monkeypatch.setattr(gap, "run_gap_benchmark", must_not_train)
+    other = tmp_path / "hostname"
+    other.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        gap.main(["--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--benchmarks", str(other)])
+    assert exit_info.value.code == 2
+    assert f"--benchmarks {other}: not a kdkeras BENCHMARKS.md" in capsys.readouterr().err
+    assert other.read_text() == content
+    with pytest.raises(ValueError, match="not a kdkeras BENCHMARKS.md"):
+        gap_report.update_benchmarks(other, "<!-- kdkeras.bench.gap: start -->\n")
+    assert other.read_text() == content
+    with pytest.raises(SystemExit):
+        gap.main(["--seeds", "0", "--benchmarks", str(tmp_path / "missing.md")])
+    assert "cannot read it" in capsys.readouterr().err
 
 
 def test_figure_plots_alone_and_distilled_against_parameters_on_a_log_axis():
