@@ -83,6 +83,28 @@ def positive_int(text):
     return value
 
 
+def output_folder(text):
+    """Reads a folder to write into (created if missing), refusing one that exists as a file.
+
+    Benchmarks write their results last: a wrong path must be named before the work, not after.
+    """
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; pass a folder (created if missing)")
+    return text
+
+
+def output_file(text):
+    """Reads a file to write (its folder created if missing), refusing a folder or a path under a file."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; pass the path of the file to write")
+    parent = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{text} lies under {parent}, which is a file, not a folder")
+    return text
+
+
 # (flag, config key, help) of the grid axes of `kdkeras sweep`.
 SWEEP_AXES = (
     ("--temperatures", "sweep.temperatures", "temperatures to try, e.g. 2,4,8 (default: [sweep] temperatures, "

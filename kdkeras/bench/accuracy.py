@@ -29,6 +29,7 @@ from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
+from kdkeras.cli import output_folder
 from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
 
@@ -440,7 +441,7 @@ def build_parser():
                         help=f"seeds (default {' '.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--epochs", type=int, help="maximum epochs of every phase (default: the config's)")
     parser.add_argument("--runs-dir", default="runs/bench", help="parent of the seed<N> run folders")
-    parser.add_argument("--out-dir", help="write accuracy.json and accuracy.md here (default: --runs-dir)")
+    parser.add_argument("--out-dir", type=output_folder, help="write accuracy.json and accuracy.md here (default: --runs-dir)")
     parser.add_argument("--fresh", action="store_true", help="retrain phases that already finished")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",

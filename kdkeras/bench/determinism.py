@@ -24,6 +24,8 @@ import tempfile
 
 from kdkeras import runs as runs_lib
 from kdkeras.bench.environment import describe_environment
+from kdkeras.cli import output_folder, positive_int
+from kdkeras.config import ConfigError, load_config
 from kdkeras.files import write_text_atomic
 
 
@@ -31,7 +33,11 @@ def run_once(config, phase, deterministic, runs_dir, seed=0):
     """Trains one phase in a fresh process; returns its time, metrics and a hash of its test logits."""
     args = [sys.executable, "-m", "kdkeras", phase, "--config", config, "--runs-dir", runs_dir, "--quiet",
             "--seed", str(seed), "--set", f"deterministic={'true' if deterministic else 'false'}"]
-    subprocess.run(args, check=True, capture_output=True, text=True)
+    child = subprocess.run(args, capture_output=True, text=True)
+    if child.returncode:
+        # The phase's own message (bad data, disk full) is the last lines it printed.
+        tail = "\n".join((child.stderr or child.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"`{' '.join(args[2:])}` exited with {child.returncode}:\n{tail}")
     run = runs_lib.RunFolder(os.path.join(runs_dir, _experiment_name(config)))
     name = runs_lib.MODEL_NAMES[phase]
     metrics = run.read_metrics(name)
@@ -116,8 +122,6 @@ def to_markdown(result):
 
 
 def _experiment_name(config):
-    from kdkeras.config import load_config
-
     return load_config(config).name
 
 
@@ -125,16 +129,22 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m kdkeras.bench.determinism", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="quickstart", help="experiment name or .toml path")
     parser.add_argument("--phase", default="student", choices=("teacher", "student"))
-    parser.add_argument("--pairs", type=int, default=2, help="deterministic/non-deterministic pairs (default 2)")
+    parser.add_argument("--pairs", type=positive_int, default=2,
+                        help="deterministic/non-deterministic pairs (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default="runs/bench/determinism")
+    parser.add_argument("--out-dir", type=output_folder, default="runs/bench/determinism")
     return parser
 
 
 def main(argv=None):
     """Runs the benchmark and writes `determinism.json` and `determinism.md`."""
     args = build_parser().parse_args(argv)
-    result = run_benchmark(args.config, args.phase, args.pairs, args.seed)
+    try:
+        _experiment_name(args.config)  # a wrong config is named here, not by the first child process
+        result = run_benchmark(args.config, args.phase, args.pairs, args.seed)
+    except (ConfigError, RuntimeError) as error:
+        print(f"kdkeras.bench.determinism: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
     os.makedirs(args.out_dir, exist_ok=True)
     write_text_atomic(os.path.join(args.out_dir, "determinism.json"), json.dumps(result, indent=2) + "\n")
     text = to_markdown(result)

@@ -55,6 +55,7 @@ from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import gap_report, outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.bench.recipes import model_scores
+from kdkeras.cli import output_file, output_folder
 from kdkeras.config import ConfigError
 from kdkeras.stats.family import decide
 
@@ -260,13 +261,13 @@ def build_parser():
     parser.add_argument("--config", default="quickstart", help="experiment whose teacher is distilled")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(accuracy_bench.DEFAULT_SEEDS))
     parser.add_argument("--runs-dir", default="runs/bench", help="parent of the seed<N> run folders")
-    parser.add_argument("--out-dir", default=None, help="where gap.json, gap.md and gap.png go "
+    parser.add_argument("--out-dir", type=output_folder, default=None, help="where gap.json, gap.md and gap.png go "
                         "(default: <runs-dir>/gap)")
     parser.add_argument("--arms", nargs="+", choices=[a.name for a in ARMS], default=[a.name for a in ARMS])
     parser.add_argument("--methods", nargs="+", choices=[m.name for m in METHODS],
                         default=[m.name for m in METHODS])
     parser.add_argument("--fresh", action="store_true", help="retrain phases that already ran")
-    parser.add_argument("--figure", default=None, help="where the AUC-against-parameters figure goes "
+    parser.add_argument("--figure", type=output_file, default=None, help="where the AUC-against-parameters figure goes "
                         "(default: <out-dir>/gap.png; BENCHMARKS.md links docs/figures/capacity_gap.png)")
     parser.add_argument("--benchmarks", default=None, help="BENCHMARKS.md whose capacity-gap section to rewrite")
     return parser

@@ -26,6 +26,7 @@ import time
 
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment, load_average
+from kdkeras.cli import output_folder, positive_int
 from kdkeras.distribute import launch
 
 TEACHER = "resnet18 (width 16)"
@@ -189,12 +190,12 @@ def save(result, out_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kdkeras.bench.multiworker", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="one-process / two-worker pairs (default 2)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="one-process / two-worker pairs (default 2)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed (default 3)")
-    parser.add_argument("--limit", type=int, default=1024, help="train images (default 1024)")
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch (default 128)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds one run may take (default 600)")
-    parser.add_argument("--out-dir", help="where to write multiworker.json and multiworker.md")
+    parser.add_argument("--limit", type=positive_int, default=1024, help="train images (default 1024)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="global batch (default 128)")
+    parser.add_argument("--timeout", type=positive_int, default=600, help="seconds one run may take (default 600)")
+    parser.add_argument("--out-dir", type=output_folder, help="where to write multiworker.json and multiworker.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -203,6 +204,10 @@ def main(argv=None):
         return 0
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch traces the graphs and is not timed")
+    if args.batch_size % 2:
+        parser.error(f"--batch-size {args.batch_size} does not split over the 2 workers: pass an even global batch")
+    if args.limit < args.batch_size:
+        parser.error(f"--limit {args.limit} is less than one global batch ({args.batch_size}): pass at least that")
     result = run_benchmark(args.rounds, args.epochs, args.limit, args.batch_size, args.timeout)
     print(to_markdown(result))
     if args.out_dir:

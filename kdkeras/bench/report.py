@@ -37,6 +37,7 @@ from kdkeras.bench.outputs import (
     read_output,
     when,
 )
+from kdkeras.cli import output_file
 from kdkeras.files import write_text_atomic
 
 
@@ -375,7 +376,7 @@ def build_parser():
     """The argument parser of `python -m kdkeras.bench.report`."""
     parser = argparse.ArgumentParser(prog="python -m kdkeras.bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", default="runs/bench", help="where the benchmarks wrote their outputs")
-    parser.add_argument("--out", default="BENCHMARKS.md", help="file to write (default BENCHMARKS.md)")
+    parser.add_argument("--out", type=output_file, default="BENCHMARKS.md", help="file to write (default BENCHMARKS.md)")
     parser.add_argument("--readme", help="also regenerate this README's quickstart-result block (make bench: README.md)")
     return parser
 

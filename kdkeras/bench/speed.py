@@ -35,6 +35,7 @@ import tensorflow as tf
 from kdkeras import models as models_lib
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
+from kdkeras.cli import output_folder
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.distillation.distiller import Distiller
 
@@ -376,7 +377,7 @@ def build_parser():
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both", help="jit_compile settings")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy (GPUs)")
     parser.add_argument("--smoke", action="store_true", help="2 steps, 1 repeat, 1 warm-up: checks that it runs")
-    parser.add_argument("--out-dir", help="write speed.json and speed.md here")
+    parser.add_argument("--out-dir", type=output_folder, help="write speed.json and speed.md here")
     return parser
 
 

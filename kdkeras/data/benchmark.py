@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from kdkeras.cli import output_file, positive_int
 from kdkeras.data import images, transforms
 from kdkeras.data.augment import RandomIntensityScale, augmentation, with_augmentation
 from kdkeras.data.medmnist import bundled_npz, load_medmnist
@@ -193,6 +194,11 @@ def student_rates(image_size, channels, batch_size, steps, augment=None):
 
         fits[name] = fit
     return _interleaved(fits)
+
+
+# `write_jpeg_tree` puts image i in test when i % 4 == 0 and calls it NORMAL when i % 3 == 0:
+# images 0-4 are the first to hold both classes in both splits.
+MIN_JPEGS = 5
 
 
 def write_jpeg_tree(root, count, size, seed=0):
@@ -363,14 +369,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m kdkeras.data.benchmark", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed student train steps per size")
-    parser.add_argument("--jpegs", type=int, default=512, help="number of generated JPEGs")
-    parser.add_argument("--jpeg-size", type=int, default=1024, help="side of the generated JPEGs")
-    parser.add_argument("--image-size", type=int, default=128, help="size the pipelines resize to")
-    parser.add_argument("--limit", type=int, default=None, help="PneumoniaMNIST images per split")
-    parser.add_argument("--out", default=None, help="also write the table as markdown to this file")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--steps", type=positive_int, default=30, help="timed student train steps per size")
+    parser.add_argument("--jpegs", type=positive_int, default=512,
+                        help=f"number of generated JPEGs (at least {MIN_JPEGS})")
+    parser.add_argument("--jpeg-size", type=positive_int, default=1024, help="side of the generated JPEGs")
+    parser.add_argument("--image-size", type=positive_int, default=128, help="size the pipelines resize to")
+    parser.add_argument("--limit", type=positive_int, default=None, help="PneumoniaMNIST images per split")
+    parser.add_argument("--out", type=output_file, default=None, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
+    if args.jpegs < MIN_JPEGS:
+        parser.error(f"--jpegs {args.jpegs}: pass at least {MIN_JPEGS}, so that train and test each hold both classes")
     rows = run(
         batch_size=args.batch_size,
         steps=args.steps,
