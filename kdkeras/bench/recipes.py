@@ -292,11 +292,13 @@ def to_markdown(result):
     test, rows = result["test"], gain_rows(result)
     for name in result["recipes"]:
         acc, auc = test[name]["acc"], test[name]["auc"]
+        gain_acc = stats.family.format_row_cell(rows[(name, "acc")], 100, 1)
+        gain_auc = stats.family.format_row_cell(rows[(name, "auc")], 1, 4)
         lines.append(
             f"| {name} | {accuracy_bench.format_mean_std(acc['distilled'])} / "
-            f"{accuracy_bench.format_mean_std(acc['student'])} | {_gain(rows[(name, 'acc')], 100, 1)} | "
+            f"{accuracy_bench.format_mean_std(acc['student'])} | {gain_acc} | "
             f"{accuracy_bench.format_mean_std(auc['distilled'])} / {accuracy_bench.format_mean_std(auc['student'])} | "
-            f"{_gain(rows[(name, 'auc')], 1, 4)} |")
+            f"{gain_auc} |")
     lines += ["", "Per seed, validation AUC / test AUC:", "",
               "| Seed | student alone | " + " | ".join(result["recipes"]) + " |",
               "| --- | --- | " + " | ".join("---" for _ in result["recipes"]) + " |"]
@@ -308,14 +310,6 @@ def to_markdown(result):
 
 def _bound(value):
     return "n/a" if value is None else f"{value:+.4f}"
-
-
-def _gain(row, scale, digits):
-    if row["low"] is None:
-        return f"{row['mean'] * scale:+.{digits}f} (one seed: not tested)"
-    return (f"{row['mean'] * scale:+.{digits}f} ({row['low'] * scale:+.{digits}f} to "
-            f"{row['high'] * scale:+.{digits}f}; {row['n_positive']}/{row['n']}; Holm-adjusted "
-            f"{stats.family.format_p(row['p_adjusted'])}): {row['verdict']}")
 
 
 def _pair(scores):

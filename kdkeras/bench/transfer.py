@@ -31,6 +31,7 @@ from kdkeras.bench.environment import describe_environment
 from kdkeras.config import ConfigError
 
 FRACTIONS = (0.01, 0.05, 0.2)
+_SCALE = {"acc": (100, 1), "auc": (1, 3)}  # (scale, digits): ACC gains in points
 COMPARED = ("acc", "auc")
 CEILING_POINTS = 1.0  # the target: within 1 ACC point of the student trained on every label
 
@@ -203,7 +204,7 @@ def to_markdown(result):
         for metric in COMPARED:
             cells += [accuracy_bench.format_mean_std(entry[metric]["student"]),
                       accuracy_bench.format_mean_std(entry[metric]["distilled"]),
-                      _gain_cell(rows[(fraction, metric)], metric)]
+                      stats.family.format_row_cell(rows[(fraction, metric)], *_SCALE[metric])]
         lines.append(f"| {float(fraction):.0%} | " + " | ".join(cells) + " |")
     first = next(iter(result["comparisons"].values()))
     lines.append(
@@ -224,15 +225,6 @@ def to_markdown(result):
             cells += [_pair(row[fraction]["student"]), _pair(row[fraction]["distilled"])]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _gain_cell(row, metric):
-    scale, digits = (100, 1) if metric == "acc" else (1, 3)
-    if row["low"] is None:
-        return f"{row['mean'] * scale:+.{digits}f} (one seed)"
-    return (f"{row['mean'] * scale:+.{digits}f} ({row['low'] * scale:+.{digits}f} to "
-            f"{row['high'] * scale:+.{digits}f}; {row['n_positive']}/{row['n']}; "
-            f"Holm-adjusted {stats.family.format_p(row['p_adjusted'])}): {row['verdict']}")
 
 
 def _pair(metrics):

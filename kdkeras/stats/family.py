@@ -128,6 +128,20 @@ def format_p(p_value):
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
 
+def format_row_cell(row, scale=1, digits=4):
+    """A `family_rows` row as one table cell.
+
+    `"+4.0 (+1.2 to +6.8; 5/5; Holm-adjusted p = 0.031): better"`, or `"+4.0 (one seed)"`
+    when there is no interval to test; `scale` and `digits` print an ACC row in points
+    (100, 1).
+    """
+    mean = f"{row['mean'] * scale:+.{digits}f}"
+    if row["low"] is None:
+        return f"{mean} (one seed)"
+    return (f"{mean} ({row['low'] * scale:+.{digits}f} to {row['high'] * scale:+.{digits}f}; "
+            f"{row['n_positive']}/{row['n']}; Holm-adjusted {format_p(row['p_adjusted'])}): {row['verdict']}")
+
+
 def family_title(name, rows):
     """`"Family: <name> (m = 6 comparisons, Holm-adjusted at 0.05)"`, for the line above a table."""
     return f"Family: {name} ({len(rows)} comparisons; verdicts read the Holm-adjusted p at {DEFAULT_ALPHA:g})"

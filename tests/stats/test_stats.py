@@ -516,6 +516,15 @@ def test_family_of_differences_p_values_and_untested_rows():
     assert rows[0]["low"] > 0 and rows[3]["low"] is None
 
 
+def test_a_family_row_prints_as_one_table_cell():
+    gain, one_seed = stats.family_rows([("gain", [0.05, 0.07, 0.04, 0.06]), ("one seed", [0.3])])
+    t = stats.paired_t_interval([0.05, 0.07, 0.04, 0.06])
+    assert stats.family.format_row_cell(gain, 100, 1) == (
+        f"+5.5 ({100 * t['low']:+.1f} to {100 * t['high']:+.1f}; 4/4; Holm-adjusted "
+        f"p = {2 * t['p_value']:.3f}): better")
+    assert stats.family.format_row_cell(one_seed) == "+0.3000 (one seed)"
+
+
 def test_delong_zero_standard_error_is_no_test_and_no_verdict():
     # A perfect model against constant scores: AUC 1 against 0.5, and every placement value
     # constant, so DeLong's variance is 0. That is no evidence, not "p < 0.001".
