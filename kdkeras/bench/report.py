@@ -395,6 +395,11 @@ def main(argv=None):
     except ValueError as e:
         print(f"kdkeras.bench.report: {e}", file=sys.stderr)
         return 2
+    except (KeyError, TypeError) as e:
+        # Valid JSON of another shape: a file edited by hand or written by another kdkeras version.
+        print(f"kdkeras.bench.report: a result under {args.runs_dir} is malformed ({type(e).__name__}: {e}); "
+              "rerun the benchmark that wrote it (`make bench` reuses every finished phase).", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -290,6 +290,16 @@ def test_report_from_outputs_and_without_them(smoke, tmp_path):
     assert report.main(["--runs-dir", str(tmp_path / "none")]) == 2
 
 
+
+@pytest.mark.parametrize("content, named", [("garbage", "is unreadable"), ('{"seeds": [0]}', "KeyError: 'experiment'"),
+                                            ('["not", "a", "result"]', "TypeError")])
+def test_report_names_a_malformed_result_and_writes_nothing(content, named, tmp_path, capsys):
+    (tmp_path / "accuracy.json").write_text(content)
+    assert report.main(["--runs-dir", str(tmp_path), "--out", str(tmp_path / "BENCHMARKS.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdkeras.bench.report: ") and named in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["accuracy.json"]
+
 def test_report_quotes_the_multiworker_overhead(tmp_path):
     from kdkeras.bench import multiworker
 
