@@ -163,7 +163,7 @@ def verdicts(result):
                 lines.append(f"{label}, {metric.upper()}: distilled minus the student alone {text}: not tested.")
             else:
                 lines.append(f"{label}, {metric.upper()}: no significant difference between the distilled student "
-                             f"and the student alone ({text}).")
+                             f"and the student alone: {text}.")
         lines.append(_ceiling_line(label, entry["acc"]["to_ceiling"]))
     return lines
 
