@@ -421,7 +421,7 @@ def test_transfer_verdicts_read_the_holm_adjusted_p():
     assert rows[("0.05", "acc")]["p_adjusted"] == pytest.approx(2 * acc["p_value"], rel=1e-9)
     lines = transfer.verdicts(result)
     assert lines[0].startswith("5% labels, ACC: no significant difference between the distilled student and "
-                               "the student alone (+2.6 points (95% t-interval +0.3 to +4.9, unadjusted; "
+                               "the student alone: +2.6 points (95% t-interval +0.3 to +4.9, unadjusted; "
                                "distilled better in 5 of 5 seeds; Holm-adjusted p = 0.066)")
     text = transfer.to_markdown(result)
     assert "Family: the transfer-set gains" in text and "conditional on the one official test split" in text
