@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,7 @@ def to_markdown(result):
     cost = (
         f"no cost measurable on this shared machine (the range {min(ratios):.2f}-{max(ratios):.2f} includes 1)"
         if min(ratios) <= 1.0 <= max(ratios)
-        else f"determinism costs {100 * (sorted(ratios)[len(ratios) // 2] - 1):+.0f}% of training time"
+        else f"determinism costs {100 * (statistics.median(ratios) - 1):+.0f}% of training time (median pair)"
     )
     lines += [
         "",

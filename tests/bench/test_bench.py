@@ -300,6 +300,20 @@ def test_report_names_a_malformed_result_and_writes_nothing(content, named, tmp_
     assert err.startswith("kdkeras.bench.report: ") and named in err and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["accuracy.json"]
 
+
+@pytest.mark.parametrize("ratios, cost", [([1.03, 1.13], "determinism costs +8% of training time (median pair)"),
+                                          ([1.05, 1.10, 1.40], "determinism costs +10%"),
+                                          ([0.97, 1.20], "no cost measurable on this shared machine (the range "
+                                                         "0.97-1.20 includes 1)")])
+def test_determinism_cost_is_the_median_pair_and_none_when_the_range_holds_1(ratios, cost):
+    from kdkeras.bench import determinism
+
+    run = {"deterministic": True, "train_seconds": 100.0, "logits_sha256": "0" * 16,
+           "metrics": {"acc": 0.9, "auc": 0.97, "balanced_acc": 0.88}}
+    result = {"runs": [run], "time_ratios": ratios, "repeatable": True, "repeatable_off": False,
+              "largest_change": {"acc": 0.0, "auc": 0.0, "balanced_acc": 0.0}}
+    assert cost in determinism.to_markdown(result)
+
 def test_report_quotes_the_multiworker_overhead(tmp_path):
     from kdkeras.bench import multiworker
 
