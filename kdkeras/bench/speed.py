@@ -35,7 +35,7 @@ import tensorflow as tf
 from kdkeras import models as models_lib
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
-from kdkeras.cli import output_folder
+from kdkeras.cli import output_folder, positive_int
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.distillation.distiller import Distiller
 
@@ -370,10 +370,11 @@ def build_parser():
     parser.add_argument("--student-options", type=json.loads, default=None, help="JSON options of the student")
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=4, help="distinct fixed batches (default 4)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats, median reported (default 7)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--batches", type=positive_int, default=4, help="distinct fixed batches (default 4)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps per repeat (default 10)")
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timed repeats, median reported (default 7)")
+    parser.add_argument("--warmup", type=positive_int, default=3,
+                        help="untimed steps first, at least 1: the first traces the graph (default 3)")
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both", help="jit_compile settings")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy (GPUs)")
     parser.add_argument("--smoke", action="store_true", help="2 steps, 1 repeat, 1 warm-up: checks that it runs")

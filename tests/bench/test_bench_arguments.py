@@ -18,6 +18,8 @@ CASES = [
     ("kdkeras.bench.multiworker", ["--limit", "100"], "--limit 100 is less than one global batch (128)"),
     ("kdkeras.bench.multiworker", ["--out-dir", "{file}"], "argument --out-dir: {file} is a file, not a folder"),
     ("kdkeras.bench.speed", ["--out-dir", "{file}"], "argument --out-dir: {file} is a file, not a folder"),
+    ("kdkeras.bench.speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    ("kdkeras.bench.speed", ["--warmup", "0"], "argument --warmup: must be at least 1, got 0"),
     ("kdkeras.bench.accuracy", ["--out-dir", "{file}"], "argument --out-dir: {file} is a file, not a folder"),
     ("kdkeras.bench.gap", ["--figure", "{folder}"], "argument --figure: {folder} is a folder"),
     ("kdkeras.bench.gap", ["--out-dir", "{file}"], "argument --out-dir: {file} is a file, not a folder"),
