@@ -256,7 +256,7 @@ def test_speed_smoke_run_prints_ratios(smoke):
     assert (out / "speed.md").read_text() == speed.to_markdown(result)
 
 
-def test_speed_rejects_bad_arguments(capsys):
+def test_speed_rejects_bad_arguments():
     with pytest.raises(ValueError, match="`steps` must be >= 1, got 0"):
         speed.run_speed_benchmark(steps=0)
     with pytest.raises(ValueError, match="Unknown pair 'vgg'; use one of quickstart, resnet18_full"):
