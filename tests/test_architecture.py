@@ -117,7 +117,7 @@ def test_a_long_module_fails_unless_it_gives_the_reason(tmp_path):
 # inside the package only `from kdkeras import __version__` may name it.
 LAYERS = (
     ("utilities", (
-        "kdkeras.files", "kdkeras.formatting", "kdkeras.registry", "kdkeras.scores", "kdkeras.runs",
+        "kdkeras.argtypes", "kdkeras.files", "kdkeras.formatting", "kdkeras.registry", "kdkeras.scores", "kdkeras.runs",
         "kdkeras.records", "kdkeras.quiet", "kdkeras.import_hooks", "kdkeras.serializable",
     )),
     ("statistics and config schema", ("kdkeras.stats", "kdkeras.config")),

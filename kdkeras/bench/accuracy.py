@@ -27,9 +27,9 @@ import tomllib
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
+from kdkeras.argtypes import output_folder
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
-from kdkeras.cli import output_folder
 from kdkeras.config import ConfigError
 from kdkeras.files import write_text_atomic
 
@@ -453,7 +453,7 @@ def build_parser():
 def main(argv=None):
     """Runs the benchmark, prints its tables and writes them."""
     args = build_parser().parse_args(argv)
-    from kdkeras.cli import parse_value
+    from kdkeras.argtypes import parse_value
 
     overrides = {}
     for item in args.set:

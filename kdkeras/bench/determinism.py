@@ -24,8 +24,8 @@ import sys
 import tempfile
 
 from kdkeras import runs as runs_lib
+from kdkeras.argtypes import output_folder, positive_int
 from kdkeras.bench.environment import describe_environment
-from kdkeras.cli import output_folder, positive_int
 from kdkeras.config import ConfigError, load_config
 from kdkeras.files import write_text_atomic
 

@@ -51,11 +51,11 @@ import sys
 from kdkeras import config as config_lib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
+from kdkeras.argtypes import output_file, output_folder
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import gap_report, outputs
 from kdkeras.bench.environment import describe_environment
 from kdkeras.bench.recipes import model_scores
-from kdkeras.cli import output_file, output_folder
 from kdkeras.config import ConfigError
 from kdkeras.stats.family import decide
 

@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 
+from kdkeras.argtypes import output_folder, positive_int
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment, load_average
-from kdkeras.cli import output_folder, positive_int
 from kdkeras.distribute import launch
 
 TEACHER = "resnet18 (width 16)"

@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from kdkeras.argtypes import output_file
 from kdkeras.bench import accuracy as accuracy_bench
 from kdkeras.bench import determinism as determinism_bench
 from kdkeras.bench import readme
@@ -37,7 +38,6 @@ from kdkeras.bench.outputs import (
     read_output,
     when,
 )
-from kdkeras.cli import output_file
 from kdkeras.files import write_text_atomic
 
 

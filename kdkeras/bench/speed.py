@@ -33,9 +33,9 @@ import keras
 import tensorflow as tf
 
 from kdkeras import models as models_lib
+from kdkeras.argtypes import output_folder, positive_int
 from kdkeras.bench import outputs
 from kdkeras.bench.environment import describe_environment
-from kdkeras.cli import output_folder, positive_int
 from kdkeras.data import bundled_npz, load_medmnist
 from kdkeras.distillation.distiller import Distiller
 

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from kdkeras.cli import output_file, positive_int
+from kdkeras.argtypes import output_file, positive_int
 from kdkeras.data import images, transforms
 from kdkeras.data.augment import RandomIntensityScale, augmentation, with_augmentation
 from kdkeras.data.medmnist import bundled_npz, load_medmnist
