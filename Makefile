@@ -76,8 +76,9 @@ export: install
 		$(if $(FORMATS),--formats $(FORMATS))
 
 # Regenerates BENCHMARKS.md and the README's quickstart result: training speed, accuracy over
-# seeds, few labels through a transfer set, multi-worker overhead, export of the first seed's
-# distilled student (about 2 h on 2 CPU cores; finished phases are reused on a rerun).
+# seeds, recipes, few labels through a transfer set, the capacity gap, multi-worker overhead, export
+# of the first seed's distilled student (about 6.5 h on 2 CPU cores, most of it the recipes and the
+# capacity gap; finished phases are reused on a rerun).
 # make bench BENCH_SEEDS="0 1 2 3 4" BENCH_EPOCHS=12
 BENCH_EXP   ?= quickstart
 BENCH_SEEDS ?= 0 1 2 3 4

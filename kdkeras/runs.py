@@ -15,6 +15,7 @@
 | `bench_{name}.json` | a benchmark's record of the phase (config, metrics, budget) |
 | `report.md`, `<figure>.png` | the report and its figures over all models |
 | `clinical.json` | the report's calibration, operating points, fidelity and Grad-CAM agreement |
+| `latency.json` | the report's CPU latencies of its models, timed together (`{name: {batch: timing}}`) |
 | `logs/{name}/`, `state/{name}/` | TensorBoard logs; checkpoints of an unfinished phase |
 
 Only this module spells these names, as Keras keeps its file names in
@@ -107,6 +108,10 @@ class RunFolder:
     def clinical(self):
         return os.path.join(self.path, "clinical.json")
 
+    @property
+    def latency(self):
+        return os.path.join(self.path, "latency.json")
+
     def logs(self, name):
         return os.path.join(self.path, "logs", name)
 
@@ -181,15 +186,16 @@ def headline(metrics):
     }
 
 
-def read_clinical(path):
-    """The `clinical.json` a report wrote: `{model: {calibration, operating_point, fidelity, ...}}`."""
+def read_report_json(path):
+    """A JSON file the report wrote, by model name: `clinical.json` (`{model: {calibration,
+    operating_point, fidelity, ...}}`) or `latency.json` (`{model: {batch: timing}}`)."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def save_clinical(path, clinical):
-    """Writes a report's `clinical.json` (see `read_clinical`) as indented strict JSON, atomically."""
-    write_text_atomic(path, json.dumps(jsonable(clinical), indent=2) + "\n")
+def save_report_json(path, data):
+    """Writes one of the report's JSON files (see `read_report_json`) as indented strict JSON, atomically."""
+    write_text_atomic(path, json.dumps(jsonable(data), indent=2) + "\n")
     return path
 
 

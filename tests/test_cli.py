@@ -26,7 +26,7 @@ TINY = {
 
 ARTIFACTS = [
     "config.toml", "report.md", "roc.png", "val_overlay.png",
-    "clinical.json", "roc_operating_point.png", "precision_recall.png",
+    "clinical.json", "latency.json", "roc_operating_point.png", "precision_recall.png",
     *(f"{m}{s}" for m in ("teacher", "student", "distilled") for s in (
         ".keras", "_config.toml", "_history.csv", "_metrics.json", "_predictions.npz",
         "_curves.png", "_confusion.png", "_predictions.png", "_calibration.json", "_reliability.png")),
@@ -79,8 +79,13 @@ def test_metrics_match_saved_predictions_and_report(tiny_run):
         assert re.search(rf"\| *{name}", report, re.IGNORECASE)
         assert f"{metrics['acc']:.3f}" in report or f"{100 * metrics['acc']:.1f}" in report
     # `kdkeras report` loads the test split: the Grad-CAM agreement covers every test image.
-    clinical = runs.read_clinical(os.path.join(out, "clinical.json"))
+    clinical = runs.read_report_json(os.path.join(out, "clinical.json"))
     assert [clinical[name]["gradcam_agreement"]["images"] for name in ("student", "distilled")] == [96, 96]
+    # The report times the three models together and shows those latencies, not each phase's own.
+    timed = runs.read_report_json(os.path.join(out, "latency.json"))
+    assert set(timed) == {"teacher", "student", "distilled"} and all(set(t) == {"1", "32"} for t in timed.values())
+    for name, latency in timed.items():
+        assert re.search(rf"\| {name} \| 1 \| {latency['1']['ms_per_image']:.3g} \|", report), name
 
 
 @pytest.mark.slow

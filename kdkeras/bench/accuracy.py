@@ -453,7 +453,7 @@ def build_parser():
 def main(argv=None):
     """Runs the benchmark, prints its tables and writes them."""
     args = build_parser().parse_args(argv)
-    from kdkeras.argtypes import parse_value
+    from kdkeras.cli import parse_value
 
     overrides = {}
     for item in args.set:

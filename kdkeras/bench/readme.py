@@ -51,19 +51,21 @@ def block_body(runs_dir, accuracy):
         "| Model | Params | Size | Latency (batch 1) | ACC | AUC | Balanced ACC |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    # The report's latencies were timed together; each metrics file's, at the end of its own phase.
+    timed = runs_lib.read_report_json(run.latency) if os.path.exists(run.latency) else {}
     for name in accuracy_bench.MODELS:
         metrics = run.read_metrics(name)
         intervals = metrics.get("intervals", {})
         lines.append(
             f"| {accuracy_bench.MODEL_TITLES[name]}: `{metrics['architecture']}` | {metrics['params']:,} | "
-            f"{format_bytes(metrics.get('size_bytes'))} | {format_latency(metrics.get('latency'))} | "
+            f"{format_bytes(metrics.get('size_bytes'))} | {format_latency(timed.get(name) or metrics.get('latency'))} | "
             + " | ".join(stats.format_interval(metrics[key], intervals.get(key)) for key in accuracy_bench.METRICS)
             + " |"
         )
     same = accuracy.get("same_images", {}).get(str(seed))
     lines += ["", f"On these test images: {same['verdict']}" if same else "", ""]
     if os.path.exists(run.clinical):
-        lines += [_clinical_line(runs_lib.read_clinical(run.clinical)), ""]
+        lines += [_clinical_line(runs_lib.read_report_json(run.clinical)), ""]
     paired = {metric: row for (pair, metric), row in accuracy_bench.paired_rows(accuracy).items()
               if pair == "distilled-student"}
     if paired:

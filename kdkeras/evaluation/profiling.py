@@ -130,6 +130,51 @@ def measure_latency(model, input_shape, batch_sizes=(1, 32), warmup=3, repeats=2
     return latency
 
 
+def measure_latencies(models, batch_sizes=(1, 32), rounds=3, warmup=3, repeats=20):
+    """`measure_latency` of several models measured together, in interleaved rounds.
+
+    Each round times every model in turn, and each model keeps the median over rounds: load
+    from other processes, or a machine that slows down, then falls on every model alike, so the
+    numbers compare where times measured at different moments (each model's at the end of its
+    own training) do not.
+
+    Args:
+        models: `{name: keras.Model}`; each model's input shape is read from the model.
+        batch_sizes: Batch sizes to time.
+        rounds: Rounds over all models, at least 1.
+        warmup: Untimed calls per model and batch size in the first round; later rounds
+            make one, which traces the graph anew.
+        repeats: Timed calls per model, batch size and round.
+
+    Returns:
+        `{name: latency}`, each as `measure_latency` returns it.
+
+    Example:
+
+    ```python
+    measure_latencies({"student": student, "distilled": distilled})["distilled"][1]["ms_per_image"]
+    ```
+    """
+    if int(rounds) < 1:
+        raise ValueError(f"`rounds` must be >= 1, got {rounds}.")
+    per_round = {name: [] for name in models}
+    for index in range(int(rounds)):
+        for name, model in models.items():
+            per_round[name].append(measure_latency(model, tuple(model.input_shape[1:]), batch_sizes,
+                                                   warmup if index == 0 else 1, repeats))
+    latencies = {}
+    for name, timings in per_round.items():
+        latencies[name] = {}
+        for batch_size in timings[0]:
+            seconds = statistics.median(t[batch_size]["ms_per_batch"] for t in timings) / 1000.0
+            latencies[name][batch_size] = {
+                "ms_per_image": 1000.0 * seconds / batch_size,
+                "ms_per_batch": 1000.0 * seconds,
+                "images_per_s": batch_size / seconds,
+            }
+    return latencies
+
+
 def describe_model(model, path=None, input_shape=None, **latency_kwargs):
     """Size and speed of a model, as stored in each model's `metrics.json`.
 

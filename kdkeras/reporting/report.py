@@ -7,6 +7,7 @@ import tomllib
 from kdkeras import runs as runs_lib
 from kdkeras import stats
 from kdkeras.data.errors import DataError
+from kdkeras.evaluation import profiling
 from kdkeras.evaluation.metrics import classification_metrics, predict_labels
 from kdkeras.files import load_model, write_text_atomic
 from kdkeras.reporting.figures import (
@@ -80,11 +81,13 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
     task = stored[models[0]]["task"]
     class_names = runs_lib.class_names(recomputed[models[0]])
     _plot_figures(run, models, task, class_names, recomputed, predictions)
+    loaded, latencies = _timed_together(run, models)
     rows = [
         {
             "name": name,
             **recomputed[name],
             **{key: stored[name].get(key) for key in ("params", "size_bytes", "latency")},
+            **({"latency": latencies[name]} if name in latencies else {}),
             "run": stored[name].run,
         }
         for name in models
@@ -97,7 +100,7 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
         for a, b in _PAIRS
         if a in models and b in models and not (a == "student" and "distilled" in models)
     ]
-    clinical = _clinical(run, models, task, class_names, predictions, config, test_data)
+    clinical = _clinical(run, models, task, class_names, predictions, config, test_data, loaded)
     text = report_markdown(
         experiment_name, task, class_names, rows, predictions, config, published, comparisons,
         clinical.markdown if clinical else None,
@@ -139,14 +142,34 @@ def recorded_data(run_dir, models):
     return None, None
 
 
-def _clinical(run, models, task, class_names, predictions, config, test_data):
-    """The clinical read-out, when every model saved its test and validation logits."""
+def _timed_together(run, models):
+    """`(loaded, latencies)`: the models whose `.keras` file exists, and, when every model's does,
+    their latencies timed together (written to `latency.json`); otherwise `{}`, and no
+    `latency.json`.
+
+    Each stored latency was measured when its model finished training, under whatever else ran
+    then; timed together, in interleaved rounds, the models' latencies compare.
+    """
+    loaded = {name: load_model(run.model(name)) for name in models if os.path.exists(run.model(name))}
+    if len(loaded) < len(models):
+        if os.path.exists(run.latency):  # an earlier report's timings are not this report's
+            os.remove(run.latency)
+        return loaded, {}
+    latencies = profiling.measure_latencies(loaded)
+    runs_lib.save_report_json(run.latency, latencies)
+    return loaded, latencies
+
+
+def _clinical(run, models, task, class_names, predictions, config, test_data, loaded):
+    """The clinical read-out, when every model saved its test and validation logits.
+
+    `loaded` holds the models whose `.keras` file exists, by name (for Grad-CAM).
+    """
     from kdkeras.reporting.clinical import clinical_section
 
     if not all({"logits", "val_logits"} <= set(predictions[name]) for name in models):
         return None
     paths = {name: run.model(name) for name in models}
-    loaded = {name: load_model(path) for name, path in paths.items() if os.path.exists(path)}
     evaluate = (config or {}).get("evaluate", {})
     first = predictions[models[0]]
     section = clinical_section(
@@ -166,7 +189,7 @@ def _clinical(run, models, task, class_names, predictions, config, test_data):
         test_data=test_data,
         report_dir=run.path,
     )
-    runs_lib.save_clinical(run.clinical, section.metrics)
+    runs_lib.save_report_json(run.clinical, section.metrics)
     return section
 
 

@@ -274,6 +274,9 @@ def _latency_lines(rows):
     lines = [
         "## CPU latency",
         "",
+        "Median CPU time of `model(x, training=False)` per call. With every model's `.keras` file present, "
+        "`kdkeras report` times the models together, in interleaved rounds, so that they compare.",
+        "",
         "| Model | Batch | ms / image | ms / batch | images / s |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]

@@ -5,6 +5,7 @@ import os
 import keras
 import pytest
 
+from kdkeras.evaluation import profiling
 from kdkeras.evaluation.profiling import count_params, describe_model, file_size_bytes, measure_latency
 
 
@@ -124,3 +125,23 @@ def test_describe_model_needs_an_input_shape():
         describe_model(model, repeats=1, warmup=1)
     info = describe_model(model, input_shape=(3,), batch_sizes=(1,), warmup=1, repeats=1)
     assert (info["params"], info["size_bytes"], list(info["latency"])) == (8, None, [1])
+
+
+def test_measure_latencies_interleaves_rounds_and_keeps_each_models_median(monkeypatch):
+    calls = []
+    times = {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
+
+    def fake(model, input_shape, batch_sizes, warmup, repeats):
+        calls.append((model.name, input_shape, warmup))
+        return {2: {"ms_per_batch": next(times[model.name])}}
+
+    monkeypatch.setattr(profiling, "measure_latency", fake)
+    a, b = _tiny_model(), keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    a.name, b.name = "a", "b"
+    latencies = profiling.measure_latencies({"a": a, "b": b}, batch_sizes=(2,), rounds=3, warmup=5)
+    assert calls == [("a", (8, 8, 1), 5), ("b", (4, 4, 3), 5), ("a", (8, 8, 1), 1), ("b", (4, 4, 3), 1),
+                     ("a", (8, 8, 1), 1), ("b", (4, 4, 3), 1)]
+    assert latencies["a"][2] == pytest.approx({"ms_per_image": 1.0, "ms_per_batch": 2.0, "images_per_s": 1000.0})
+    assert latencies["b"][2]["ms_per_batch"] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="`rounds` must be >= 1, got 0"):
+        profiling.measure_latencies({"a": a}, rounds=0)
