@@ -49,11 +49,7 @@ def test_readme_quickstart_result_quotes_the_benchmark_it_came_from():
     lines = block.splitlines()
     assert len([line for line in lines if line]) >= 8  # the header, the table, the verdicts
     heading = "## The quickstart result the README quotes"
-    if heading not in benchmarks:
-        # BENCHMARKS.md of 2026-12-03 came from the code before this section existed, and its runs are not
-        # in the repository: `make bench` (CPU hours) writes both files anew. Until then the numbers are
-        # still checked, by test_readme_table_matches_the_accuracy_table.
-        pytest.skip("BENCHMARKS.md predates the README-block section: rerun `make bench`")
+    assert heading in benchmarks, "BENCHMARKS.md lacks the README-block section: rerun `make bench`"
     quoted = benchmarks[benchmarks.index(heading):].split("\n## ")[0].splitlines()
     missing = [line for line in lines if line and line not in quoted]
     assert not missing, f"README lines not in BENCHMARKS.md: {missing}"
