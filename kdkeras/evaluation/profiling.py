@@ -121,13 +121,14 @@ def measure_latency(model, input_shape, batch_sizes=(1, 32), warmup=3, repeats=2
             images = tf.constant(
                 rng.uniform(0.0, 255.0, size=(batch_size, *input_shape)).astype(np.float32)
             )
-            seconds = median_seconds(lambda: _run(forward, images), warmup, repeats)
-            latency[batch_size] = {
-                "ms_per_image": 1000.0 * seconds / batch_size,
-                "ms_per_batch": 1000.0 * seconds,
-                "images_per_s": batch_size / seconds,
-            }
+            latency[batch_size] = _timing(median_seconds(lambda: _run(forward, images), warmup, repeats), batch_size)
     return latency
+
+
+def _timing(seconds, batch_size):
+    """One batch size's entry of a `measure_latency` result, from the seconds one call took."""
+    return {"ms_per_image": 1000.0 * seconds / batch_size, "ms_per_batch": 1000.0 * seconds,
+            "images_per_s": batch_size / seconds}
 
 
 def measure_latencies(models, batch_sizes=(1, 32), rounds=3, warmup=3, repeats=20):
@@ -162,17 +163,11 @@ def measure_latencies(models, batch_sizes=(1, 32), rounds=3, warmup=3, repeats=2
         for name, model in models.items():
             per_round[name].append(measure_latency(model, tuple(model.input_shape[1:]), batch_sizes,
                                                    warmup if index == 0 else 1, repeats))
-    latencies = {}
-    for name, timings in per_round.items():
-        latencies[name] = {}
-        for batch_size in timings[0]:
-            seconds = statistics.median(t[batch_size]["ms_per_batch"] for t in timings) / 1000.0
-            latencies[name][batch_size] = {
-                "ms_per_image": 1000.0 * seconds / batch_size,
-                "ms_per_batch": 1000.0 * seconds,
-                "images_per_s": batch_size / seconds,
-            }
-    return latencies
+    return {
+        name: {batch_size: _timing(statistics.median(t[batch_size]["ms_per_batch"] for t in timings) / 1000.0,
+                                   batch_size) for batch_size in timings[0]}
+        for name, timings in per_round.items()
+    }
 
 
 def describe_model(model, path=None, input_shape=None, **latency_kwargs):

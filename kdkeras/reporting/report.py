@@ -86,8 +86,8 @@ def write_report(run_dir, models, experiment_name, config, published=None, test_
         {
             "name": name,
             **recomputed[name],
-            **{key: stored[name].get(key) for key in ("params", "size_bytes", "latency")},
-            **({"latency": latencies[name]} if name in latencies else {}),
+            **{key: stored[name].get(key) for key in ("params", "size_bytes")},
+            "latency": latencies.get(name, stored[name].get("latency")),
             "run": stored[name].run,
         }
         for name in models
