@@ -147,7 +147,8 @@ def test_accuracy_benchmark_reuses_finished_runs(tmp_path, capsys, tiny_experime
     ("[distill]\nalpha = 0.5\n", ["distill"]),
     ("[sweep]\nalphas = [0.2]\n", []),
 ])
-def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch, change, rerun, tiny_experiment):
+def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch, change, rerun, tiny_experiment,
+                                                          phase_record):
     config = tiny_experiment(tmp_path, **TINY)
     _plant_records(tmp_path / "bench", config, [0])
     changed = tmp_path / "changed.toml"
@@ -156,11 +157,7 @@ def test_a_config_change_reruns_only_the_phases_it_affects(tmp_path, monkeypatch
 
     def fake_run_phase(seeded, phase, runs_dir, verbose, log, teacher_path=None):
         calls.append(phase)
-        return {"acc": 0.5, "auc": 0.5, "balanced_acc": 0.5, "n": 64, "architecture": "cnn_small",
-                "params": 162458, "train_seconds": 2.0, "monitor": "val_auc", "best_monitor_value": 0.6,
-                "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
-                "best_epoch": 1,
-                "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
+        return phase_record()
 
     monkeypatch.setattr("kdkeras.workflow.training.run_phase", fake_run_phase)
     result = accuracy.run_accuracy_benchmark(str(changed), [0], str(tmp_path / "bench"), log=lambda line: None)
@@ -379,7 +376,7 @@ def test_summary_states_each_goal_and_its_verdict():
     assert report.summary_lines(None, None, None) == ["Nothing measured yet."]
 
 
-def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys, tiny_experiment):
+def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys, tiny_experiment, phase_record):
     config = tiny_experiment(tmp_path, **TINY)
     runs = tmp_path / "bench"
     _plant_records(runs / "variants" / "alpha0.5", config, [0, 2])
@@ -387,11 +384,7 @@ def test_set_overrides_reach_every_seed(tmp_path, monkeypatch, capsys, tiny_expe
 
     def fake_run_phase(seeded, phase, runs_dir, verbose, log, teacher_path=None):
         seen.append((seeded.seed, seeded.distill.alpha, seeded.distill.temperature))
-        return {"acc": 0.9, "auc": 0.97, "balanced_acc": 0.88, "n": 64, "architecture": "cnn_small",
-                "params": 162458, "train_seconds": 2.0, "monitor": "val_auc", "best_monitor_value": 0.9,
-                "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
-                "best_epoch": 1,
-                "per_class": [{"name": "normal", "recall": 0.7}, {"name": "pneumonia", "recall": 0.9}]}
+        return phase_record(acc=0.9, auc=0.97, balanced_acc=0.88, best_monitor_value=0.9)
 
     monkeypatch.setattr("kdkeras.workflow.training.run_phase", fake_run_phase)
     argv = ["--config", str(config), "--seeds", "0", "2", "--runs-dir", str(runs / "variants" / "alpha0.5"),

@@ -65,7 +65,7 @@ def test_patient_recipe_sets_the_budget_of_both_arms():
     assert next(r for r in recipes.RECIPES if r.name == "current").configure(config) is config
 
 
-def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch, tiny_experiment):
+def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch, tiny_experiment, phase_record):
     config = tiny_experiment(tmp_path, **TINY)
     calls = []
 
@@ -79,10 +79,8 @@ def test_benchmark_trains_each_recipe_once_and_reuses_it(tmp_path, monkeypatch, 
         logits = np.stack([-margin * (2 * y - 1) + np.linspace(-1, 1, 40), margin * (2 * y - 1)], axis=1)
         run.write_predictions(name, y, np.full((40, 2), 0.5), logits=logits, val=(y, logits))
         run.write_metrics(name, {"task": "binary-class", "acc": 0.9, "auc": 0.95, "cross_entropy": 0.3})
-        return {"acc": 0.9, "auc": 0.95, "balanced_acc": 0.9, "n": 40, "architecture": "cnn_small", "params": 10,
-                "train_seconds": 1.0, "monitor": "val_auc", "best_monitor_value": 0.9,
-                "train_images": {"labeled": 64, "unlabeled": 0}, "steps_per_epoch": 2, "epochs_run": 1,
-                "best_epoch": 1, "per_class": [{"name": "normal", "recall": 0.9}, {"name": "pneumonia", "recall": 0.9}]}
+        return phase_record(acc=0.9, auc=0.95, balanced_acc=0.9, n=40, params=10, train_seconds=1.0,
+                            best_monitor_value=0.9, recall=(0.9, 0.9))
 
     monkeypatch.setattr("kdkeras.workflow.training.run_phase", fake_run_phase)
     runs = tmp_path / "bench"
